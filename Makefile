@@ -1,0 +1,38 @@
+# convscope: `make demo` and `make test` work from a clean clone (offline but for the package registries).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# The venv is rebuilt only when requirements.txt changes (its hash names the stamp file).
+REQ_HASH := $(shell (sha1sum requirements.txt 2>/dev/null || shasum requirements.txt) | cut -c1-12)
+STAMP  := $(VENV)/.installed-$(REQ_HASH)
+LOGDIR ?= lightning_logs
+PORT   ?= 6006
+
+.PHONY: demo test venv tensorboard benchmark accuracy clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt
+	@rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -r requirements.txt
+	@touch $@
+
+demo: venv
+	$(PY) -m lit_modules.demo
+
+test: venv
+	$(PY) -m pytest -q -rs tests
+
+tensorboard: venv
+	$(VENV)/bin/tensorboard --logdir $(LOGDIR) --host 127.0.0.1 --port $(PORT) --samples_per_plugin images=200
+
+benchmark: venv
+	$(PY) benchmarks/epoch_time.py
+
+accuracy: venv
+	$(PY) benchmarks/accuracy.py --dataset fashion_mnist
+
+clean:
+	rm -rf $(VENV) .pytest_cache

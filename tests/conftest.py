@@ -1,0 +1,69 @@
+"""Shared fixtures: small, learnable MNIST-format IDX files written by the tests themselves."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """Encode a uint8 array in the IDX format (magic 0x0000 08 ndim, big-endian dims, raw bytes)."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.tobytes()
+
+
+def write_idx(path: Path, array: np.ndarray, gz: bool) -> Path:
+    data = idx_bytes(array)
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        with gzip.open(path, "wb") as f:
+            f.write(data)
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` 28x28 uint8 images whose class (0..9) is a bright bar at a class-specific place, plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 10
+    rng.shuffle(labels)
+    images = rng.integers(0, 40, size=(n, 28, 28)).astype(np.uint8)
+    for i, c in enumerate(labels):
+        row = 2 + (c % 5) * 5
+        col = 3 if c < 5 else 15
+        images[i, row : row + 4, col : col + 10] = 255
+    return images, labels.astype(np.uint8)
+
+
+def write_dataset(folder: Path, gz: bool = True, n_train: int = 600, n_test: int = 200) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    x, y = synthetic_digits(n_train, seed=0)
+    write_idx(folder / "train-images-idx3-ubyte", x, gz)
+    write_idx(folder / "train-labels-idx1-ubyte", y, gz)
+    x, y = synthetic_digits(n_test, seed=1)
+    write_idx(folder / "t10k-images-idx3-ubyte", x, gz)
+    write_idx(folder / "t10k-labels-idx1-ubyte", y, gz)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def idx_dir(tmp_path_factory) -> Path:
+    """A data_dir holding a small synthetic MNIST (gzipped IDX files): 600 train, 200 test images."""
+    return write_dataset(tmp_path_factory.mktemp("idx"))
+
+
+@pytest.fixture(scope="session")
+def fashion_available() -> bool:
+    return all(
+        (FASHION_DIR / f"{stem}.gz").is_file()
+        for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    )
