@@ -1,0 +1,232 @@
+"""The shared base of every visualization callback.
+
+A subclass names its ``technique`` (the tag prefix), checks and resolves its layers in ``configure`` and draws in
+``render``. The base handles the rest:
+
+- ``every_n_epochs`` and ``enabled``; nothing is drawn during the sanity check;
+- layer names and unit indices checked at ``setup``, before the first training step (``LayerError`` lists the
+  valid names);
+- fixed probe sets: the first validation images of each class (``probe_images``) and a class-balanced set of up
+  to ``per_class`` validation samples (``fixed_set``), chosen once and kept in the callback's state, so every
+  epoch, a resumed run and ``train.py validate`` show the same inputs;
+- rank-zero logging to the run's TensorBoard, image step = epoch number;
+- the model's train/eval mode restored, hooks removed, figures closed (by the helpers used);
+- fault isolation: an error inside one visualization becomes a warning naming the callback, tag and epoch,
+  and training goes on (``strict=True`` makes it fatal).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor, nn
+
+from callbacks.hooks import LayerError, eval_mode, layer_shapes
+from callbacks.render import to_uint8
+
+__all__ = ["VisualizationCallback", "RenderContext", "tag_part", "LayerError"]
+
+
+def tag_part(text: str) -> str:
+    """A class name made safe as one part of a TensorBoard tag (no slashes or spaces)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "x"
+
+
+@dataclass
+class RenderContext:
+    """What ``render`` gets: the net in eval mode, the writer, the epoch and the data facts."""
+
+    trainer: pl.Trainer
+    net: nn.Module
+    writer: Any  # torch.utils.tensorboard.SummaryWriter
+    step: int
+    classes: tuple[str, ...]
+    pixel_range: tuple[float, float]
+    callback: "VisualizationCallback"
+    logged: list[str] = field(default_factory=list)
+
+    def add_image(self, tag: str, img: Tensor) -> None:
+        """Log a ``(3, H, W)`` float image in [0, 1] (stored as PNG; NaN-safe)."""
+        self.writer.add_image(tag, to_uint8(img), self.step, dataformats="CHW")
+        self.logged.append(tag)
+
+    def add_scalar(self, tag: str, value: float) -> None:
+        self.writer.add_scalar(tag, float(value), self.step)
+        self.logged.append(tag)
+
+    def add_histogram(self, tag: str, values: Tensor) -> None:
+        values = values.detach().float().cpu()
+        values = values[torch.isfinite(values)]
+        if values.numel():
+            self.writer.add_histogram(tag, values, self.step)
+            self.logged.append(tag)
+
+    def add_figure(self, tag: str, figure) -> None:
+        """Log a matplotlib figure and close it (also when logging fails)."""
+        try:
+            self.writer.add_figure(tag, figure, self.step, close=False)
+            self.logged.append(tag)
+        finally:
+            import matplotlib.pyplot as plt
+
+            plt.close(figure)
+
+
+class VisualizationCallback(Callback):
+    """Base class: subclasses set ``technique`` and implement ``configure`` and ``render``.
+
+    Args:
+        enabled: turn this visualization off without removing it from the config.
+        every_n_epochs: draw at epochs 0, n, 2n, ... (and always at the last epoch of a fit).
+        strict: re-raise errors from the visualization instead of warning and going on.
+    """
+
+    technique: str = "visualization"
+
+    def __init__(self, enabled: bool = True, every_n_epochs: int = 1, strict: bool = False) -> None:
+        if not isinstance(every_n_epochs, int) or every_n_epochs < 1:
+            raise ValueError(f"{type(self).__name__}: every_n_epochs must be an integer >= 1, got {every_n_epochs!r}")
+        self.enabled = enabled
+        self.every_n_epochs = every_n_epochs
+        self.strict = strict
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.probe_idx: Tensor | None = None  # indices into the validation split, one or more per class
+        self.fixed_idx: Tensor | None = None
+        self.seconds: list[float] = []  # time spent per rendered epoch (for benchmarks)
+        self._warned_no_writer = False
+
+    # ----------------------------------------------------------------------------------------- for subclasses
+    def configure(self, net: nn.Module, shapes: dict[str, tuple[int, ...]]) -> None:
+        """Resolve default layers and check names and unit indices (raise ``LayerError``)."""
+
+    def render(self, ctx: RenderContext) -> None:
+        raise NotImplementedError
+
+    def extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    # -------------------------------------------------------------------------------------------------- helpers
+    @staticmethod
+    def net_of(pl_module: pl.LightningModule) -> nn.Module:
+        return getattr(pl_module, "net", pl_module)
+
+    @staticmethod
+    def spatial_layers(shapes: dict[str, tuple[int, ...]], kinds: tuple[type, ...] | None = None, net: nn.Module | None = None) -> list[str]:
+        """Names of layers with ``(C, H, W)`` outputs, in forward order, optionally of the given module types."""
+        modules = dict(net.named_modules()) if net is not None else {}
+        return [n for n, s in shapes.items() if len(s) == 3 and (kinds is None or isinstance(modules.get(n), kinds))]
+
+    def _val_split(self, trainer: pl.Trainer) -> tuple[Tensor, Tensor]:
+        dm = trainer.datamodule
+        if dm is None or not hasattr(dm, "split"):
+            raise RuntimeError(
+                f"{type(self).__name__} needs a datamodule with split('val') (such as MNISTDataModule) to choose "
+                "its fixed probe images"
+            )
+        return dm.split("val")
+
+    def _choose(self, labels: Tensor, per_class: int, num_classes: int) -> Tensor:
+        """The first ``per_class`` indices of each class, class by class (deterministic, no randomness)."""
+        labels = labels.cpu()
+        parts = [torch.nonzero(labels == c).flatten()[:per_class] for c in range(num_classes)]
+        return torch.cat(parts)
+
+    def probe_images(self, trainer: pl.Trainer, per_class: int = 1) -> tuple[Tensor, Tensor]:
+        """``(images, labels)``: the first validation image(s) of each class, fixed for the whole run."""
+        x, y = self._val_split(trainer)
+        if self.probe_idx is None:
+            self.probe_idx = self._choose(y, per_class, len(trainer.datamodule.classes))
+        idx = self.probe_idx.to(x.device)
+        return x[idx], y[idx]
+
+    def fixed_set(self, trainer: pl.Trainer, per_class: int) -> tuple[Tensor, Tensor]:
+        """``(x, y)``: up to ``per_class`` validation samples of each class, fixed for the whole run."""
+        x, y = self._val_split(trainer)
+        if self.fixed_idx is None:
+            self.fixed_idx = self._choose(y, per_class, len(trainer.datamodule.classes))
+        idx = self.fixed_idx.to(x.device)
+        return x[idx], y[idx]
+
+    # -------------------------------------------------------------------------------------------- Lightning hooks
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(technique=self.technique, config=repr(self._state_config()))
+
+    def _state_config(self) -> dict[str, Any]:
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"probe_idx": self.probe_idx, "fixed_idx": self.fixed_idx, **self.extra_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.probe_idx = state_dict.get("probe_idx")
+        self.fixed_idx = state_dict.get("fixed_idx")
+        self.load_extra_state(state_dict)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if not self.enabled:
+            return
+        net = self.net_of(pl_module)
+        self.shapes = layer_shapes(net)
+        try:
+            self.configure(net, self.shapes)
+        except LayerError as e:
+            raise LayerError(f"{type(self).__name__}: {e}") from None
+
+    def _writer(self, trainer: pl.Trainer):
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                return logger.experiment
+        if not self._warned_no_writer:
+            self._warned_no_writer = True
+            rank_zero_warn(f"{type(self).__name__}: no TensorBoardLogger in the Trainer, so nothing is drawn")
+        return None
+
+    def should_render(self, trainer: pl.Trainer) -> bool:
+        if not self.enabled or trainer.sanity_checking:
+            return False
+        epoch = trainer.current_epoch
+        last = trainer.state.fn == "fit" and trainer.max_epochs is not None and epoch == trainer.max_epochs - 1
+        return epoch % self.every_n_epochs == 0 or last
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.should_render(trainer) or not trainer.is_global_zero:
+            return
+        writer = self._writer(trainer)
+        if writer is None:
+            return
+        net = self.net_of(pl_module)
+        dm = trainer.datamodule
+        ctx = RenderContext(
+            trainer=trainer,
+            net=net,
+            writer=writer,
+            step=trainer.current_epoch,
+            classes=tuple(getattr(dm, "classes", tuple(str(i) for i in range(10)))),
+            pixel_range=tuple(getattr(dm, "pixel_range", (0.0, 1.0))),
+            callback=self,
+        )
+        t0 = time.perf_counter()
+        try:
+            with eval_mode(net), torch.no_grad():
+                self.render(ctx)
+        except Exception as e:  # fault isolation: one broken picture must not end a training run
+            if self.strict:
+                raise
+            rank_zero_warn(
+                f"{type(self).__name__} ({self.technique}/...) failed at epoch {ctx.step} after logging "
+                f"{ctx.logged or 'nothing'}: {type(e).__name__}: {e}. Training goes on; pass strict=True to stop."
+            )
+        finally:
+            self.seconds.append(time.perf_counter() - t0)

@@ -1,0 +1,108 @@
+"""Forward-hook activation capture and layer-name checks shared by every visualization.
+
+    acts = capture_activations(net, x, ["conv_1", "relu_1"])   # {"conv_1": (N, 6, 28, 28), "relu_1": ...}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["capture_activations", "layer_shapes", "check_layers", "check_units", "eval_mode", "LayerError"]
+
+
+class LayerError(ValueError):
+    """A layer name or unit index that the net does not have."""
+
+
+def _modules(net: nn.Module) -> dict[str, nn.Module]:
+    return {name: m for name, m in net.named_modules() if name}
+
+
+def check_layers(net: nn.Module, layers: Sequence[str], what: str = "layer") -> list[str]:
+    """Return ``layers`` as a list, or raise ``LayerError`` naming the unknown ones and listing the valid names."""
+    modules = _modules(net)
+    unknown = [name for name in layers if name not in modules]
+    if unknown:
+        raise LayerError(
+            f"unknown {what} name(s) {unknown} for {type(net).__name__}; valid: {', '.join(modules)}"
+        )
+    return list(layers)
+
+
+def capture_activations(
+    net: nn.Module, x: Tensor, layers: Sequence[str], detach: bool = True, stop_after_last: bool = False
+) -> dict[str, Tensor]:
+    """Run ``net(x)`` and return the output of each named layer, ``{name: Tensor}``.
+
+    Hooks are removed when the call returns or raises. With ``stop_after_last`` the forward pass ends at the
+    deepest requested layer (the net's output is then not computed), which saves work for early layers.
+    """
+    check_layers(net, layers)
+    modules = _modules(net)
+    wanted = set(layers)
+    acts: dict[str, Tensor] = {}
+
+    class _Stop(Exception):
+        pass
+
+    def hook(name: str):
+        def fn(module: nn.Module, inputs, output: Tensor) -> None:
+            acts[name] = output.detach() if detach else output
+            if stop_after_last and len(acts) == len(wanted):
+                raise _Stop
+
+        return fn
+
+    handles = [modules[name].register_forward_hook(hook(name)) for name in wanted]
+    try:
+        net(x)
+    except _Stop:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    return {name: acts[name] for name in layers}
+
+
+@torch.no_grad()
+def layer_shapes(net: nn.Module, input_shape: Sequence[int] = (1, 28, 28)) -> dict[str, tuple[int, ...]]:
+    """Output shape (without the batch dimension) of every named submodule, from one dry forward pass."""
+    param = next(net.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None else torch.float32
+    names = list(_modules(net))
+    with eval_mode(net):
+        acts = capture_activations(net, torch.zeros(1, *input_shape, device=device, dtype=dtype), names)
+    return {name: tuple(a.shape[1:]) for name, a in acts.items()}
+
+
+def check_units(net: nn.Module, layer: str, units: Sequence[int], shapes: dict[str, tuple[int, ...]] | None = None) -> list[int]:
+    """Return ``units`` as a list, or raise ``LayerError`` naming the layer and its valid unit range."""
+    check_layers(net, [layer])
+    shapes = shapes or layer_shapes(net)
+    n = shapes[layer][0]
+    bad = [u for u in units if not isinstance(u, int) or not 0 <= u < n]
+    if bad:
+        raise LayerError(f"unit index(es) {bad} out of range for layer {layer!r}: it has {n} units, valid 0..{n - 1}")
+    if not units:
+        raise LayerError(f"empty unit list for layer {layer!r}; give indices in 0..{n - 1}")
+    return list(units)
+
+
+class eval_mode:
+    """Context manager: put ``net`` in eval mode and restore each module's own train/eval flag afterwards."""
+
+    def __init__(self, net: nn.Module) -> None:
+        self.net = net
+
+    def __enter__(self) -> nn.Module:
+        self.modes = {m: m.training for m in self.net.modules()}
+        self.net.eval()
+        return self.net
+
+    def __exit__(self, *exc) -> None:
+        for m, mode in self.modes.items():
+            m.training = mode

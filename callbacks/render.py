@@ -1,0 +1,158 @@
+"""Pictures as tensors: colour scales, tile grids, bar charts and text labels, without matplotlib.
+
+Every function takes and returns float tensors; RGB images are ``(3, H, W)`` in ``[0, 1]``. NaN and infinite
+values never reach a pixel: they are drawn as 0 (white on diverging scales, the low end on sequential ones), and a
+constant or all-zero input gets a unit scale instead of dividing by zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchvision.utils import make_grid
+
+__all__ = [
+    "abs_max", "diverging", "sequential", "tile_grid", "upscale", "bar_chart", "label", "hstack", "vstack", "to_uint8",
+]
+
+# Diverging scale: blue (negative) - white (zero) - red (positive), as matplotlib's RdBu_r end points.
+_NEG = torch.tensor([0.020, 0.188, 0.380])
+_POS = torch.tensor([0.404, 0.000, 0.122])
+_WHITE = torch.ones(3)
+# Sequential scale: a 9-stop approximation of viridis, interpolated linearly.
+_VIRIDIS = torch.tensor([
+    [0.267, 0.005, 0.329], [0.283, 0.141, 0.458], [0.254, 0.265, 0.530], [0.207, 0.372, 0.553], [0.164, 0.471, 0.558],
+    [0.128, 0.567, 0.551], [0.135, 0.659, 0.518], [0.267, 0.749, 0.441], [0.478, 0.821, 0.318], [0.741, 0.873, 0.150],
+    [0.993, 0.906, 0.144],
+])
+
+
+def _clean(x: Tensor) -> Tensor:
+    return torch.nan_to_num(x.detach().float().cpu(), nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def abs_max(x: Tensor) -> float:
+    """Largest finite ``|x|``; 1.0 for an empty, all-zero or all-NaN tensor (so scales never divide by zero)."""
+    x = _clean(x)
+    m = float(x.abs().max()) if x.numel() else 0.0
+    return m if m > 0 else 1.0
+
+
+def diverging(x: Tensor, vmax: float | None = None) -> Tensor:
+    """Map ``x`` of shape ``S`` to RGB ``(3, *S)`` on a symmetric scale ``[-vmax, vmax]`` (values beyond saturate)."""
+    x = _clean(x)
+    vmax = abs_max(x) if vmax is None or not vmax > 0 else float(vmax)
+    t = (x / vmax).clamp(-1, 1).unsqueeze(0)  # (1, *S)
+    shape = (3,) + (1,) * x.dim()
+    pos, neg, white = _POS.view(shape), _NEG.view(shape), _WHITE.view(shape)
+    return torch.where(t >= 0, white + t * (pos - white), white - t * (neg - white))
+
+
+def sequential(x: Tensor, lo: float | None = None, hi: float | None = None) -> Tensor:
+    """Map ``x`` of shape ``S`` to RGB ``(3, *S)`` on viridis over ``[lo, hi]`` (defaults: the finite min and max)."""
+    x = _clean(x)
+    lo = float(x.min()) if lo is None and x.numel() else (lo or 0.0)
+    hi = float(x.max()) if hi is None and x.numel() else (hi if hi is not None else 1.0)
+    span = hi - lo if hi - lo > 0 else 1.0
+    t = ((x - lo) / span).clamp(0, 1) * (len(_VIRIDIS) - 1)
+    i0 = t.floor().long().clamp(max=len(_VIRIDIS) - 2)
+    w = (t - i0).unsqueeze(-1)
+    rgb = _VIRIDIS[i0] * (1 - w) + _VIRIDIS[i0 + 1] * w  # (*S, 3)
+    return rgb.movedim(-1, 0)
+
+
+def upscale(img: Tensor, factor: int) -> Tensor:
+    """Nearest-neighbour enlargement of ``(..., H, W)`` by an integer factor (keeps pixels crisp)."""
+    if factor <= 1:
+        return img
+    return img.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
+
+
+def tile_grid(tiles: Tensor, nrow: int | None = None, padding: int = 1, pad_value: float = 1.0) -> Tensor:
+    """``(N, 3, h, w)`` RGB tiles -> one ``(3, H, W)`` grid, ``nrow`` tiles per row (default: near-square)."""
+    n = len(tiles)
+    nrow = nrow or max(1, int(torch.ceil(torch.sqrt(torch.tensor(float(n)))).item()))
+    return make_grid(tiles, nrow=nrow, padding=padding, pad_value=pad_value)
+
+
+def bar_chart(values: Tensor, vmax: float | None = None, height: int = 48, bar_width: int = 2, gap: int = 0) -> Tensor:
+    """Bars for a vector of ``U`` values -> ``(3, height, U * (bar_width + gap))``: red up, blue down, grey axis.
+
+    With any negative value (or ``vmax`` and signed data) the zero line sits in the middle, else at the bottom.
+    """
+    v = _clean(values).flatten()
+    vmax = abs_max(v) if vmax is None or not vmax > 0 else float(vmax)
+    signed = bool((v < 0).any())
+    zero = height // 2 if signed else height - 1
+    half = zero if signed else height - 1
+    h = (v / vmax).clamp(-1, 1) * half  # bar length in pixels, signed
+    rows = torch.arange(height, dtype=torch.float32).view(-1, 1)  # (H, 1)
+    up = (rows < zero) & (rows >= zero - h.clamp(min=0))  # positive bars grow upwards from the zero line
+    down = (rows > zero) & (rows <= zero + (-h).clamp(min=0))
+    img = torch.ones(3, height, len(v))
+    img[:, up] = _POS.view(3, 1)
+    img[:, down] = _NEG.view(3, 1)
+    img[:, zero, :] = 0.6
+    img = img.repeat_interleave(bar_width, dim=-1)
+    if gap:
+        img = img.view(3, height, len(v), bar_width)
+        img = torch.cat([img, torch.ones(3, height, len(v), gap)], dim=-1).flatten(-2)
+    return img
+
+
+def hstack(images: Sequence[Tensor], gap: int = 4, fill: float = 1.0) -> Tensor:
+    """Place ``(3, h_i, w_i)`` images side by side (top-aligned, padded to the tallest)."""
+    h = max(im.shape[1] for im in images)
+    parts = []
+    for i, im in enumerate(images):
+        parts.append(F.pad(im, (0, 0, 0, h - im.shape[1]), value=fill))
+        if gap and i < len(images) - 1:
+            parts.append(torch.full((3, h, gap), fill))
+    return torch.cat(parts, dim=2)
+
+
+def vstack(images: Sequence[Tensor], gap: int = 4, fill: float = 1.0) -> Tensor:
+    """Stack ``(3, h_i, w_i)`` images vertically (left-aligned, padded to the widest)."""
+    w = max(im.shape[2] for im in images)
+    parts = []
+    for i, im in enumerate(images):
+        parts.append(F.pad(im, (0, w - im.shape[2], 0, 0), value=fill))
+        if gap and i < len(images) - 1:
+            parts.append(torch.full((3, gap, w), fill))
+    return torch.cat(parts, dim=1)
+
+
+_FONT = None
+
+
+def _font():
+    global _FONT
+    if _FONT is None:
+        from PIL import ImageFont
+
+        _FONT = ImageFont.load_default()
+    return _FONT
+
+
+def label(img: Tensor, text: str, where: str = "top", size: int = 12) -> Tensor:
+    """Add a white band with ``text`` above (``where="top"``) or left of (``"left"``) a ``(3, H, W)`` image."""
+    from PIL import Image, ImageDraw
+
+    font = _font()
+    left, top, right, bottom = ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((0, 0), text, font=font)
+    tw, th = right - left + 4, max(size, bottom - top + 4)
+    if where == "top":
+        band = Image.new("RGB", (max(img.shape[2], tw), th), "white")
+    else:
+        band = Image.new("RGB", (tw, img.shape[1]), "white")
+    ImageDraw.Draw(band).text((2 - left, 2 - top), text, fill=(0, 0, 0), font=font)
+    band_t = torch.from_numpy(__import__("numpy").asarray(band).copy()).permute(2, 0, 1).float() / 255.0
+    return vstack([band_t, img], gap=0) if where == "top" else hstack([band_t, img], gap=0)
+
+
+def to_uint8(img: Tensor) -> Tensor:
+    """``(3, H, W)`` float in [0, 1] -> uint8 (what TensorBoard stores as PNG); NaN-safe."""
+    return (_clean(img).clamp(0, 1) * 255).round().to(torch.uint8)

@@ -1,0 +1,310 @@
+"""Activation maximization (callbacks/actmax.py): it raises the unit, stays in range, leaves the net as found."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from callbacks import actmax
+from callbacks.actmax import (
+    DEFAULT_L2,
+    DEFAULT_TV,
+    _penalty_grad,
+    _RedirectedReLU,
+    layer_units,
+    maximize_activation,
+    unit_activation,
+    weight_correlation,
+)
+from lit_modules.nets import MLP, LeNet5
+from tests.conftest import FASHION_DIR
+
+MEAN, STD = 0.2860, 0.3530
+FASHION_RANGE = ((0.0 - MEAN) / STD, (1.0 - MEAN) / STD)  # about (-0.81, 2.02)
+CASES = [("conv_2", list(range(16))), ("fc_3", list(range(10))), ("relu_1", list(range(6))), ("fc_1", [0, 7, 119])]
+
+
+@pytest.fixture
+def lenet() -> LeNet5:
+    torch.manual_seed(0)
+    return LeNet5()
+
+
+def n_hooks(net: nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in net.modules())
+
+
+def probes(n: int = 20, seed: int = 1, constants: bool = False) -> torch.Tensor:
+    """``n`` random images uniform in the pixel range and mid-grey (the start), plus black and white if asked."""
+    g = torch.Generator().manual_seed(seed)
+    lo, hi = FASHION_RANGE
+    x = lo + (hi - lo) * torch.rand(n, 1, 28, 28, generator=g)
+    levels = torch.tensor([(lo + hi) / 2, lo, hi] if constants else [(lo + hi) / 2])
+    return torch.cat([x, levels.view(-1, 1, 1, 1).expand(len(levels), 1, 28, 28)])
+
+
+NO_PRIORS = dict(l2=0.0, tv=0.0, jitter=0, blur_every=0)
+
+
+# ------------------------------------------------------------------------------------------ it does its job
+@pytest.mark.parametrize("layer,units", CASES)
+@pytest.mark.parametrize("priors", ["default", "none"])
+def test_optimized_image_beats_every_probe_image(lenet, layer, units, priors):
+    # With the default priors the optimum trades some activation for smoothness, so a unit best excited by an
+    # all-black image can end a little below it (relu_1 unit 1: 0.3545 vs 0.3547): random probes only. Without
+    # priors it must beat the constant images too.
+    kwargs = NO_PRIORS if priors == "none" else {}
+    x = maximize_activation(lenet, layer, units, pixel_range=FASHION_RANGE, **kwargs)
+    got = unit_activation(lenet, layer, x, units)
+    p = probes(constants=priors == "none")
+    for i, u in enumerate(units):
+        best_probe = unit_activation(lenet, layer, p, [u] * len(p)).max()
+        assert got[i] > best_probe, f"{layer} unit {u}: actmax {got[i]:.4f} <= best probe {best_probe:.4f}"
+
+
+def test_dead_relu_unit_still_rises(lenet, monkeypatch):
+    """A channel that is 0 everywhere on the grey start has no exact gradient; the redirected ReLU moves it."""
+    with torch.no_grad():
+        lenet.conv_1.bias[1] = -0.5  # dead on grey; an all-dark image makes it positive
+    assert unit_activation(lenet, "relu_1", probes(0), [1]) == 0  # probes(0): the mid-grey start only
+    x = maximize_activation(lenet, "relu_1", [1, 2], pixel_range=FASHION_RANGE)
+    assert unit_activation(lenet, "relu_1", x, [1, 2]).min() > 0.02  # seen: 0.051
+    x = maximize_activation(lenet, "max_pool_1", [1], pixel_range=FASHION_RANGE)  # dead through the pooling too
+    assert unit_activation(lenet, "max_pool_1", x, [1]) > 0.05  # seen: 0.14
+    # Without the redirection the unit never moves.
+    monkeypatch.setattr(actmax, "_redirect_relu_hook", lambda *args: None)
+    x = maximize_activation(lenet, "relu_1", [1, 2], pixel_range=FASHION_RANGE)
+    assert unit_activation(lenet, "relu_1", x[:1], [1]) == 0
+
+
+def test_redirected_relu_gradient_is_exact_where_relu_passes_gradient():
+    x = torch.tensor([[1.0, -1.0, -2.0], [-1.0, -2.0, -3.0]], requires_grad=True)  # image 1: all inputs negative
+    grad_out = torch.tensor([[2.0, 3.0, -4.0], [5.0, -6.0, 7.0]])
+    (g,) = torch.autograd.grad(_RedirectedReLU.apply(x), x, grad_out)
+    # Image 0 has a positive input: exact ReLU gradient. Image 1 is dead: gradients that raise x pass, others not.
+    assert g.tolist() == [[2.0, 0.0, 0.0], [5.0, 0.0, 7.0]]
+    assert torch.equal(_RedirectedReLU.apply(x), x.clamp(min=0))
+
+
+def test_unit_activation_is_channel_mean_and_logit(lenet):
+    x = probes(4, constants=True)[:4]
+    with torch.no_grad():
+        conv_2 = nn.Sequential(*list(lenet.children())[:4])(x)  # conv_1, relu_1, max_pool_1, conv_2: (4, 16, 10, 10)
+        logits = lenet(x)
+    units = [3, 0, 15, 3]
+    expected = torch.stack([conv_2[i, u].mean() for i, u in enumerate(units)])
+    torch.testing.assert_close(unit_activation(lenet, "conv_2", x, units), expected)
+    torch.testing.assert_close(unit_activation(lenet, "fc_3", x, [9, 1, 2, 0]), logits[torch.arange(4), [9, 1, 2, 0]])
+    assert layer_units(lenet, "conv_2") == 16 and layer_units(lenet, "fc_1") == 120 and layer_units(lenet, "fc_3") == 10
+
+
+def test_output_shape_range_finite_and_deterministic(lenet):
+    units = [0, 5, 5, 9]
+    rng_before = torch.get_rng_state()
+    a = maximize_activation(lenet, "fc_3", units, pixel_range=FASHION_RANGE, steps=32, seed=3)
+    assert torch.equal(torch.get_rng_state(), rng_before)  # a private generator; the global RNG is untouched
+    torch.manual_seed(1234)  # and the global RNG has no influence
+    b = maximize_activation(lenet, "fc_3", units, pixel_range=FASHION_RANGE, steps=32, seed=3)
+    c = maximize_activation(lenet, "fc_3", units, pixel_range=FASHION_RANGE, steps=32, seed=4)
+    assert a.shape == (4, 1, 28, 28) and a.dtype == torch.float32 and not a.requires_grad
+    assert torch.isfinite(a).all()
+    assert a.min() >= FASHION_RANGE[0] and a.max() <= FASHION_RANGE[1]
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    d = maximize_activation(lenet, "conv_1", [2], steps=8)  # default range (0, 1)
+    assert d.shape == (1, 1, 28, 28) and d.min() >= 0 and d.max() <= 1
+
+
+def test_warm_start_continues_from_init_without_changing_it(lenet):
+    x0 = maximize_activation(lenet, "conv_2", [1, 2], pixel_range=FASHION_RANGE, steps=16)
+    kept = x0.clone()
+    x1 = maximize_activation(lenet, "conv_2", [1, 2], pixel_range=FASHION_RANGE, steps=1, init=x0, lr=0.05)
+    assert torch.equal(x0, kept)
+    # One Adam step moves each pixel by at most lr (no blur after the last step): it started from init.
+    assert (x1 - x0).abs().max() <= 0.05 + 1e-5
+    assert (x1 - x0).abs().max() > 0.01
+    with pytest.raises(ValueError, match=r"init must have shape \(2, 1, 28, 28\)"):
+        maximize_activation(lenet, "conv_2", [1, 2], init=x0[:1])
+
+
+# ------------------------------------------------------------------------------------- leaves the net alone
+def test_net_left_as_found(lenet):
+    lenet.train()
+    lenet.fc_1.eval()  # a mixed state must come back exactly, not as net.train()
+    modes = {name: m.training for name, m in lenet.named_modules()}
+    lenet.fc_2.weight.requires_grad_(False)
+    flags = {name: p.requires_grad for name, p in lenet.named_parameters()}
+    user_hook = lenet.conv_2.register_forward_hook(lambda *a: None)
+    lenet.fc_3.bias.grad = torch.full_like(lenet.fc_3.bias, 7.0)
+    state = {k: v.clone() for k, v in lenet.state_dict().items()}
+
+    maximize_activation(lenet, "conv_2", [0, 1], steps=4)
+    maximize_activation(lenet, "fc_3", [3], steps=4)
+
+    assert {name: m.training for name, m in lenet.named_modules()} == modes
+    assert {name: p.requires_grad for name, p in lenet.named_parameters()} == flags
+    assert n_hooks(lenet) == 1 and len(lenet.conv_2._forward_hooks) == 1  # the user's own hook stays
+    user_hook.remove()
+    assert all(p.grad is None for name, p in lenet.named_parameters() if name != "fc_3.bias")
+    assert torch.equal(lenet.fc_3.bias.grad, torch.full_like(lenet.fc_3.bias, 7.0))
+    assert all(torch.equal(v, state[k]) for k, v in lenet.state_dict().items())
+
+
+class FailOnCall(nn.Module):
+    """Wraps a module and raises on its ``n``-th call."""
+
+    def __init__(self, inner: nn.Module, n: int) -> None:
+        super().__init__()
+        self.inner, self.n, self.calls = inner, n, 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == self.n:
+            raise RuntimeError("boom")
+        return self.inner(x)
+
+
+def test_hooks_removed_and_mode_restored_after_errors(lenet):
+    lenet.train()
+    with pytest.raises(ValueError):
+        maximize_activation(lenet, "conv_2", [16])  # fails after the hook is in place (range check)
+    assert n_hooks(lenet) == 0 and lenet.training and all(m.training for m in lenet.modules())
+    lenet.conv_1 = FailOnCall(lenet.conv_1, n=4)  # the dry run is call 1; fails inside the optimization loop
+    with pytest.raises(RuntimeError, match="boom"):
+        maximize_activation(lenet, "conv_2", [0, 1])
+    assert lenet.conv_1.calls == 4
+    assert n_hooks(lenet) == 0 and all(m.training for m in lenet.modules())
+    assert all(p.grad is None for p in lenet.parameters())
+
+
+def test_works_under_inference_mode(lenet):
+    expected = maximize_activation(lenet, "conv_2", [4, 8], pixel_range=FASHION_RANGE, steps=16)
+    with torch.inference_mode():
+        init = torch.zeros(2, 1, 28, 28)  # an inference tensor, as a warm start made during validation would be
+        got = maximize_activation(lenet, "conv_2", [4, 8], pixel_range=FASHION_RANGE, steps=16)
+        warm = maximize_activation(lenet, "conv_2", [4, 8], pixel_range=FASHION_RANGE, steps=4, init=init)
+        assert torch.is_inference_mode_enabled()  # still on afterwards
+    assert torch.equal(got, expected)
+    assert torch.isfinite(warm).all() and not torch.equal(warm, torch.zeros_like(warm))
+    assert n_hooks(lenet) == 0 and all(p.grad is None for p in lenet.parameters())
+
+
+# ------------------------------------------------------------------------------------------- clear errors
+def test_unknown_layer_lists_valid_names(lenet):
+    with pytest.raises(ValueError, match="conv3") as e:
+        maximize_activation(lenet, "conv3", [0])
+    for name in ("conv_1", "relu_2", "max_pool_2", "fc_3"):
+        assert name in str(e.value)
+    with pytest.raises(ValueError, match="valid: conv_1"):
+        unit_activation(lenet, "nope", torch.zeros(1, 1, 28, 28), [0])
+    assert n_hooks(lenet) == 0
+
+
+@pytest.mark.parametrize(
+    "layer,units,valid", [("conv_2", [0, 16], "0..15"), ("fc_3", [-1], "0..9"), ("conv_1", [6], "0..5")]
+)
+def test_unit_out_of_range_names_layer_and_range(lenet, layer, units, valid):
+    with pytest.raises(ValueError, match=f"{layer}.*{valid}"):
+        maximize_activation(lenet, layer, units)
+    assert n_hooks(lenet) == 0
+
+
+def test_other_bad_inputs(lenet):
+    with pytest.raises(ValueError, match="empty unit list"):
+        maximize_activation(lenet, "fc_3", [])
+    with pytest.raises(ValueError, match="steps must be an integer >= 1"):
+        maximize_activation(lenet, "fc_3", [0], steps=0)
+    with pytest.raises(ValueError, match="pixel_range"):
+        maximize_activation(lenet, "fc_3", [0], pixel_range=(1.0, 1.0))
+    with pytest.raises(ValueError, match="integer indices"):
+        maximize_activation(lenet, "fc_3", [0.5])
+    with pytest.raises(ValueError, match="one image per unit"):
+        unit_activation(lenet, "fc_3", torch.zeros(2, 1, 28, 28), [0])
+    assert n_hooks(lenet) == 0
+
+
+# --------------------------------------------------------------------------------------- pieces and helpers
+def test_penalty_gradient_matches_autograd():
+    z = torch.randn(3, 2, 7, 5, dtype=torch.float64, requires_grad=True)
+    l2, tv = 0.3, 1.7
+    dh = z[..., 1:, :] - z[..., :-1, :]
+    dw = z[..., :, 1:] - z[..., :, :-1]
+    penalty = l2 * z.pow(2).sum() + tv * (dh.pow(2).sum() + dw.pow(2).sum())
+    (expected,) = torch.autograd.grad(penalty, z)
+    torch.testing.assert_close(_penalty_grad(z.detach(), l2, tv), expected)
+    assert DEFAULT_L2 > 0 and DEFAULT_TV > 0
+
+
+def test_weight_correlation():
+    w = torch.randn(4, 784, generator=torch.Generator().manual_seed(0))
+    imgs = w.view(4, 1, 28, 28).clone()
+    imgs[1] = -imgs[1]
+    imgs[2] = 3 * imgs[2] + 5  # Pearson ignores scale and offset
+    imgs[3] = 1.0  # constant: no correlation defined, reported as 0
+    torch.testing.assert_close(weight_correlation(w, imgs), torch.tensor([1.0, -1.0, 1.0, 0.0]))
+    with pytest.raises(ValueError, match="one row of equal size"):
+        weight_correlation(w, imgs[:3])
+
+
+def test_mlp_hidden_unit_actmax_reproduces_its_weights():
+    """A first-layer unit computes w . x + b: its gradient is w everywhere, so without the spatial priors the
+    optimum is w pushed to the pixel range's ends (correlation with w is high but below 1, as pixels clip)."""
+    torch.manual_seed(0)
+    mlp = MLP()
+    units = list(range(0, 128, 8))
+    plain = maximize_activation(mlp, "fc_1", units, pixel_range=FASHION_RANGE, tv=0.0, jitter=0, blur_every=0)
+    r = weight_correlation(mlp.fc_1.weight[units], plain)
+    assert r.min() > 0.7, r
+    smooth = maximize_activation(mlp, "fc_1", units, pixel_range=FASHION_RANGE)  # default priors: smoother than w
+    assert weight_correlation(mlp.fc_1.weight[units], smooth).mean() < r.mean()
+
+
+# ------------------------------------------------------------------------------------- on a trained LeNet-5
+@pytest.fixture(scope="module")
+def trained():
+    """LeNet-5 after one epoch on the real Fashion-MNIST (raw loop, Adam 1e-3, batch 128; ~5 s on 2 CPU cores)."""
+    present = all((FASHION_DIR / f"{s}-ubyte.gz").is_file() for s in ("train-images-idx3", "train-labels-idx1"))
+    if not present:
+        pytest.skip(f"Fashion-MNIST is not in {FASHION_DIR}: apt-get install dataset-fashion-mnist")
+    from lit_modules.datamodule import MNISTDataModule
+
+    dm = MNISTDataModule("fashion_mnist", download=False)
+    dm.setup("fit")
+    x, y = dm.split("train")
+    torch.manual_seed(0)
+    net = LeNet5()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    for idx in torch.randperm(len(x)).split(128):
+        loss = nn.functional.cross_entropy(net(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+    xv, yv = dm.split("val")
+    with torch.no_grad():
+        acc = (net(xv).argmax(1) == yv).float().mean().item()
+    class_means = torch.stack([x[y == c].mean(0) for c in range(10)])  # (10, 1, 28, 28)
+    return net, dm.pixel_range, class_means, acc
+
+
+def test_trained_logit_images_are_classified_as_their_class(trained):
+    net, pixel_range, class_means, acc = trained
+    assert acc > 0.75
+    # Over 5 training seeds x 3 actmax seeds at 128 steps, all 10 images were always classified as their own
+    # class (lowest own-class probability seen: 0.74); at 64 steps one run in 15 got 9 of 10.
+    images = maximize_activation(net, "fc_3", range(10), pixel_range=pixel_range)
+    with torch.no_grad():
+        probs = net(images).softmax(1)
+    assert probs.argmax(1).tolist() == list(range(10)), probs.diagonal()
+    assert probs.diagonal().min() > 0.5
+    # Recognizability, measured: each image's Pearson correlation with the mean training image of its own class
+    # is well above its correlation with the other classes' means (seen: own 0.35 - 0.48, others -0.01 - 0.07;
+    # the own class was the best match for 8 - 10 of the 10 images).
+    corr = torch.stack([weight_correlation(class_means[c].expand(10, 1, 28, 28), images) for c in range(10)], 1)
+    own = corr.diagonal().mean()
+    others = (corr.sum() - corr.diagonal().sum()) / 90
+    assert own > 0.25 and others < 0.15 and own - others > 0.2, corr
+    assert (corr.argmax(1) == torch.arange(10)).sum() >= 7, corr
