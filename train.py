@@ -15,12 +15,19 @@ import sys
 import torch
 from lightning.pytorch.cli import LightningCLI
 
+from callbacks import VISUALIZATIONS
 from lit_modules.classifier import LitClassifier
 from lit_modules.datamodule import MNISTDataModule
 
 
 class ConvscopeCLI(LightningCLI):
-    """LightningCLI with the project's defaults (seed 42, config saved with every run)."""
+    """LightningCLI with the project's defaults (seed 42, config saved with every run) and the six
+    visualization callbacks, each under its own top-level key (``filters``, ``feature_maps``, ``fc_activations``,
+    ``actmax``, ``deconv``, ``selectivity``), so one can be changed without repeating the others."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        for key, cls in VISUALIZATIONS.items():
+            parser.add_lightning_class_args(cls, key)
 
     def before_fit(self) -> None:
         _check_model_matches_data(self.model, self.datamodule)

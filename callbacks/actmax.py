@@ -400,3 +400,107 @@ def weight_correlation(weights: Tensor, images: Tensor) -> Tensor:
     r = (w * x).sum(1) / denom.clamp_min(torch.finfo(torch.float64).tiny)
     r = torch.where(denom > 0, r, torch.zeros_like(r)).clamp_(-1, 1)
     return r.to(weights.dtype if weights.is_floating_point() else torch.float32)
+
+
+# ------------------------------------------------------------------------------------------------ the callback
+from callbacks.base import RenderContext, VisualizationCallback  # noqa: E402
+from callbacks.hooks import check_units  # noqa: E402
+from callbacks.render import grey, diverging, hstack, label, sequential, tile_grid, upscale, vstack  # noqa: E402
+
+
+class ActMaxCallback(VisualizationCallback):
+    """Log activation-maximization images: ``actmax/<layer>`` (and ``actmax/<fc_1>/vs_weights`` for an MLP).
+
+    All units of a layer are optimized together in one batch. The first picture starts from seeded noise and runs
+    ``steps`` steps; later epochs warm-start from the previous epoch's images and run ``warm_steps`` steps, so the
+    sequence stays continuous and cheap. Images are drawn in grey over the data's pixel range (black to white).
+
+    Args:
+        layers: ``{layer: [unit, ...]}``; default: the output layer's logits, plus the first ``max_channels``
+            channels of every conv layer (an MLP: the first ``max_channels`` units of its first layer).
+        max_channels: units per layer in the default.
+        steps: Adam steps for the first picture; ``warm_steps``: for later ones (0 = always ``steps``).
+        lr, l2, tv, jitter, blur_every: see ``maximize_activation``.
+    """
+
+    technique = "actmax"
+
+    def __init__(
+        self,
+        layers: dict[str, list[int]] | None = None,
+        max_channels: int = 16,
+        steps: int = 128,
+        warm_steps: int = 32,
+        lr: float = 0.05,
+        l2: float = DEFAULT_L2,
+        tv: float = DEFAULT_TV,
+        jitter: int = 1,
+        blur_every: int = 16,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        if steps < 1 or warm_steps < 0:
+            raise ValueError(f"steps must be >= 1 and warm_steps >= 0, got {steps}, {warm_steps}")
+        self.layers = layers
+        self.max_channels = max_channels
+        self.steps, self.warm_steps = steps, warm_steps
+        self.options = dict(lr=lr, l2=l2, tv=tv, jitter=jitter, blur_every=blur_every)
+        self.last: dict[str, Tensor] = {}
+
+    def _state_config(self):
+        return {"layers": self.layers}
+
+    def configure(self, net, shapes):
+        mods = dict(net.named_modules())
+        if self.layers is None:
+            linears = [n for n in shapes if isinstance(mods[n], nn.Linear)]
+            convs = [n for n in shapes if isinstance(mods[n], nn.Conv2d)]
+            layers = {n: list(range(min(self.max_channels, shapes[n][0]))) for n in convs}
+            if not convs and len(linears) > 1:
+                layers[linears[0]] = list(range(min(self.max_channels, shapes[linears[0]][0])))
+            layers[linears[-1]] = list(range(shapes[linears[-1]][0]))
+            self.layers = layers
+        if not self.layers:
+            raise LayerError("actmax: empty layer list; give {layer: [units]}")
+        for layer, units in self.layers.items():
+            check_units(net, layer, units, shapes)
+        self.first_linear = next((n for n in shapes if isinstance(mods[n], nn.Linear)), None)
+
+    def extra_state(self):
+        return {"last": {k: v.cpu() for k, v in self.last.items()}}
+
+    def load_extra_state(self, state):
+        self.last = dict(state.get("last") or {})
+
+    def render(self, ctx: RenderContext) -> None:
+        lo, hi = ctx.pixel_range
+        device = next(ctx.net.parameters()).device
+        for layer, units in self.layers.items():
+            init = self.last.get(layer)
+            warm = init is not None and self.warm_steps > 0 and len(init) == len(units)
+            imgs = maximize_activation(
+                ctx.net, layer, units, steps=self.warm_steps if warm else self.steps, pixel_range=(lo, hi),
+                init=init.to(device) if warm else None, **self.options,
+            )
+            self.last[layer] = imgs.detach().cpu()
+            tiles = grey(imgs[:, 0].cpu(), lo, hi).movedim(0, 1)  # (U, 3, 28, 28)
+            grid = tile_grid(upscale(tiles, 2), nrow=min(8, len(tiles)), padding=2)
+            names = f"units {units[0]}..{units[-1]}" if len(units) > 1 else f"unit {units[0]}"
+            ctx.add_image(f"{self.technique}/{layer}", label(grid, f"{layer} {names}, epoch {ctx.step}"))
+            mod = dict(ctx.net.named_modules())[layer]
+            if layer == self.first_linear and isinstance(mod, nn.Linear) and mod.in_features == imgs[0].numel():
+                self._vs_weights(ctx, layer, mod, units, imgs)
+
+    def _vs_weights(self, ctx: RenderContext, layer: str, mod: nn.Linear, units: list[int], imgs: Tensor) -> None:
+        """Each hidden unit's weight image beside its actmax image, with their correlation (the MLP comparison)."""
+        lo, hi = ctx.pixel_range
+        w = mod.weight.detach()[units].cpu()
+        r = weight_correlation(w, imgs.cpu())
+        pairs = []
+        for i, u in enumerate(units):
+            wt = upscale(diverging(w[i].view(28, 28)), 2)
+            at = upscale(grey(imgs[i, 0].cpu(), lo, hi), 2)
+            pairs.append(label(hstack([wt, at], gap=2), f"{u}: r={float(r[i]):+.2f}"))
+        rows = [hstack(pairs[j : j + 4], gap=6) for j in range(0, len(pairs), 4)]
+        ctx.add_image(f"{self.technique}/{layer}/vs_weights", label(vstack(rows), f"weights | actmax, mean r={float(r.mean()):+.2f}"))
+        ctx.add_scalar(f"{self.technique}/{layer}/vs_weights/mean_r", float(r.mean()))

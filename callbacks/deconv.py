@@ -199,3 +199,51 @@ def deconvnet(net: nn.Module, images: Tensor, layer: str, channel: int | None = 
     Same as ``deconvnet_with_channels(...)[0]``; see there for ``channel`` and the errors raised.
     """
     return deconvnet_with_channels(net, images, layer, channel)[0]
+
+
+# ------------------------------------------------------------------------------------------------ the callback
+from callbacks.base import RenderContext, VisualizationCallback  # noqa: E402
+from callbacks.render import grey, abs_max, diverging, hstack, label, sequential, upscale, vstack  # noqa: E402
+
+
+class DeconvCallback(VisualizationCallback):
+    """Log Zeiler & Fergus deconvnet reconstructions: ``deconv/<layer>``.
+
+    For each class's probe image: the input and, beside it, the projection to pixel space of the layer's
+    strongest channel (all other activations of the layer zeroed), on a diverging scale per image.
+
+    Args:
+        layers: layers to project from (default: every max-pool layer; a net without one: its ReLUs).
+    """
+
+    technique = "deconv"
+
+    def __init__(self, layers: list[str] | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.layers = layers
+
+    def _state_config(self):
+        return {"layers": self.layers}
+
+    def configure(self, net, shapes):
+        if self.layers is None:
+            mods = dict(net.named_modules())
+            self.layers = [n for n in shapes if isinstance(mods[n], nn.MaxPool2d)] or [
+                n for n in shapes if isinstance(mods[n], nn.ReLU)
+            ]
+        if not self.layers:
+            raise LayerError("deconv: empty layer list")
+        check_layers(net, self.layers)
+
+    def render(self, ctx: RenderContext) -> None:
+        x, y = self.probe_images(ctx.trainer)
+        lo, hi = ctx.pixel_range
+        for layer in self.layers:
+            proj, channels = deconvnet_with_channels(ctx.net, x, layer)
+            cells = []
+            for i, c in enumerate(y.tolist()):
+                inp = upscale(grey(x[i, 0].cpu(), lo, hi), 2)
+                rec = upscale(diverging(proj[i, 0].cpu(), abs_max(proj[i, 0])), 2)
+                cells.append(label(hstack([inp, rec], gap=2), f"{c} ch {int(channels[i])}"))
+            rows = [hstack(cells[j : j + 5], gap=6) for j in range(0, len(cells), 5)]
+            ctx.add_image(f"{self.technique}/{layer}", label(vstack(rows), f"{layer} strongest channel, epoch {ctx.step}"))

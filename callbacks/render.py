@@ -15,7 +15,7 @@ from torch import Tensor
 from torchvision.utils import make_grid
 
 __all__ = [
-    "abs_max", "diverging", "sequential", "tile_grid", "upscale", "bar_chart", "label", "hstack", "vstack", "to_uint8",
+    "abs_max", "diverging", "sequential", "grey", "tile_grid", "upscale", "bar_chart", "label", "hstack", "vstack", "to_uint8",
 ]
 
 # Diverging scale: blue (negative) - white (zero) - red (positive), as matplotlib's RdBu_r end points.
@@ -62,6 +62,13 @@ def sequential(x: Tensor, lo: float | None = None, hi: float | None = None) -> T
     w = (t - i0).unsqueeze(-1)
     rgb = _VIRIDIS[i0] * (1 - w) + _VIRIDIS[i0 + 1] * w  # (*S, 3)
     return rgb.movedim(-1, 0)
+
+
+def grey(x: Tensor, lo: float, hi: float) -> Tensor:
+    """Map pixel-space values in ``[lo, hi]`` to grey RGB ``(3, *S)``: ``lo`` black, ``hi`` white (NaN black)."""
+    x = _clean(x)
+    span = hi - lo if hi - lo > 0 else 1.0
+    return ((x - lo) / span).clamp(0, 1).unsqueeze(0).expand(3, *x.shape).clone()
 
 
 def upscale(img: Tensor, factor: int) -> Tensor:
