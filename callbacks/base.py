@@ -158,6 +158,31 @@ class VisualizationCallback(Callback):
         idx = self.fixed_idx.to(x.device)
         return x[idx], y[idx]
 
+    def share_layers(self, layers: list[str], per_class: int) -> None:
+        """Declare (at ``configure``) the layers this callback reads from the fixed set, so that one capture pass
+        per epoch serves every callback that uses the same fixed set."""
+        self._shared_layers = (list(layers), per_class)
+
+    def fixed_set_activations(self, ctx: RenderContext, layers: list[str], per_class: int) -> tuple[dict[str, Tensor], Tensor]:
+        """``({layer: (N, U)}, labels)`` over the fixed set, computed once per epoch for all callbacks."""
+        from callbacks.selectivity import collect_activations
+
+        x, y = self.fixed_set(ctx.trainer, per_class)
+        cache = ctx.trainer.__dict__.setdefault("_convscope_fixed_cache", {})
+        key = (ctx.step, per_class, id(ctx.net), len(x))
+        if cache.get("key") != key:
+            cache.clear()
+            cache.update(key=key, acts={})
+        wanted = list(layers)
+        for cb in ctx.trainer.callbacks:  # every callback's layers on the same fixed set, in one pass
+            shared = getattr(cb, "_shared_layers", None)
+            if isinstance(cb, VisualizationCallback) and cb.enabled and shared and shared[1] == per_class:
+                wanted += shared[0]
+        missing = [name for name in dict.fromkeys(wanted) if name not in cache["acts"]]
+        if missing:
+            cache["acts"].update(collect_activations(ctx.net, x, missing))
+        return {name: cache["acts"][name] for name in layers}, y
+
     # -------------------------------------------------------------------------------------------- Lightning hooks
     @property
     def state_key(self) -> str:

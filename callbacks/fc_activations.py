@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from callbacks.base import RenderContext, VisualizationCallback
 from callbacks.hooks import check_layers
 from callbacks.render import abs_max, bar_chart, hstack, label, vstack
-from callbacks.selectivity import class_means, collect_activations
+from callbacks.selectivity import class_means
 
 __all__ = ["following_relu", "sparsity", "FCActivationsCallback"]
 
@@ -59,11 +59,11 @@ class FCActivationsCallback(VisualizationCallback):
             self.layers = [n for n, m in net.named_modules() if isinstance(m, nn.Linear)]
         check_layers(net, self.layers)
         self.post = {layer: following_relu(net, layer) for layer in self.layers}
+        self.names = list(dict.fromkeys([*self.layers, *[p for p in self.post.values() if p]]))
+        self.share_layers(self.names, self.per_class)
 
     def render(self, ctx: RenderContext) -> None:
-        x, y = self.fixed_set(ctx.trainer, self.per_class)
-        names = list(dict.fromkeys([*self.layers, *[p for p in self.post.values() if p]]))
-        acts = collect_activations(ctx.net, x, names)
+        acts, y = self.fixed_set_activations(ctx, self.names, self.per_class)
         k = len(ctx.classes)
         for layer in self.layers:
             pre = class_means(acts[layer].flatten(1), y, k)  # (K, U)

@@ -3,7 +3,8 @@
 For every class, the first validation image of that class (fixed for the run) and every channel of each chosen
 layer, on a symmetric diverging scale shared by the channels of that picture (blue negative, white zero, red
 positive: pre-ReLU conv outputs show both signs, post-ReLU and pooled maps only red). Fully-connected layers are
-drawn as a grid of units. Defaults: every conv, ReLU and max-pool layer with a spatial output (for a net without
+drawn as a grid of units. Defaults: every conv (pre-ReLU) and ReLU (post-ReLU) layer with a spatial output; add ``max_pool_i`` to see
+the pooled maps (for a net without
 one, its hidden fully-connected layers).
 """
 
@@ -57,7 +58,7 @@ class FeatureMapsCallback(VisualizationCallback):
 
     def configure(self, net, shapes):
         if self.layers is None:
-            kinds = (nn.Conv2d, nn.ReLU, nn.MaxPool2d)
+            kinds = (nn.Conv2d, nn.ReLU)
             self.layers = self.spatial_layers(shapes, kinds, net)
             if not self.layers:  # an MLP: its hidden fully-connected layers
                 mods = dict(net.named_modules())

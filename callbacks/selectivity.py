@@ -20,7 +20,7 @@ from callbacks.base import RenderContext, VisualizationCallback
 from callbacks.hooks import capture_activations, check_layers
 from callbacks.render import hstack, label, sequential, upscale, vstack
 
-__all__ = ["class_means", "selectivity_index", "collect_activations", "SelectivityCallback"]
+__all__ = ["class_means", "selectivity_index", "collect_activations", "selectivity_heatmap", "SelectivityCallback"]
 
 
 def class_means(acts: Tensor, labels: Tensor, num_classes: int) -> Tensor:
@@ -44,13 +44,15 @@ def selectivity_index(means: Tensor, eps: float = 1e-12) -> Tensor:
 
 
 @torch.no_grad()
-def collect_activations(net: nn.Module, x: Tensor, layers: list[str], batch_size: int = 2500) -> dict[str, Tensor]:
-    """``capture_activations`` over ``x`` in batches, concatenated (one pass serves every layer)."""
+def collect_activations(net: nn.Module, x: Tensor, layers: list[str], batch_size: int = 1000) -> dict[str, Tensor]:
+    """Per-sample unit activations ``{layer: (N, U)}`` over ``x`` in batches, one pass for every layer; conv
+    units are reduced to the mean of their map batch by batch, so memory stays small."""
     parts: dict[str, list[Tensor]] = {name: [] for name in layers}
     for start in range(0, len(x), batch_size):
         acts = capture_activations(net, x[start : start + batch_size], layers, stop_after_last=True)
         for name in layers:
-            parts[name].append(acts[name])
+            a = acts[name]
+            parts[name].append(a.flatten(2).mean(2) if a.dim() > 2 else a.flatten(1))
     return {name: torch.cat(v) for name, v in parts.items()}
 
 
@@ -94,10 +96,10 @@ class SelectivityCallback(VisualizationCallback):
         if self.layers is None:
             self.layers = [n for n, m in net.named_modules() if isinstance(m, nn.ReLU)]
         check_layers(net, self.layers)
+        self.share_layers(self.layers, self.per_class)
 
     def render(self, ctx: RenderContext) -> None:
-        x, y = self.fixed_set(ctx.trainer, self.per_class)
-        acts = collect_activations(ctx.net, x, self.layers)
+        acts, y = self.fixed_set_activations(ctx, self.layers, self.per_class)
         for layer in self.layers:
             means = class_means(acts[layer], y, len(ctx.classes))
             si = selectivity_index(means)
