@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from callbacks.hooks import LayerError, eval_mode, layer_shapes
 from callbacks.render import to_uint8
 
-__all__ = ["VisualizationCallback", "RenderContext", "tag_part", "LayerError"]
+__all__ = ["VisualizationCallback", "FixedSetCallback", "RenderContext", "tag_part", "LayerError"]
 
 
 def tag_part(text: str) -> str:
@@ -255,3 +255,22 @@ class VisualizationCallback(Callback):
             )
         finally:
             self.seconds.append(time.perf_counter() - t0)
+
+
+class FixedSetCallback(VisualizationCallback):
+    """Base of the visualizations computed over the fixed, class-balanced validation set.
+
+    Args:
+        layers: layers to analyse (each subclass has its default).
+        per_class: samples per class in the fixed validation set (the source project used 500).
+    """
+
+    def __init__(self, layers: list[str] | None = None, per_class: int = 500, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if not isinstance(per_class, int) or per_class < 1:
+            raise ValueError(f"{type(self).__name__}: per_class must be an integer >= 1, got {per_class!r}")
+        self.layers = layers
+        self.per_class = per_class
+
+    def _state_config(self):
+        return {"layers": self.layers}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from callbacks.base import RenderContext, VisualizationCallback
+from callbacks.base import FixedSetCallback, RenderContext
 from callbacks.hooks import check_layers
 from callbacks.render import abs_max, bar_chart, hstack, label, vstack
 from callbacks.selectivity import class_means
@@ -34,7 +34,7 @@ def sparsity(acts: Tensor) -> float:
     return float((acts == 0).float().mean()) if acts.numel() else 0.0
 
 
-class FCActivationsCallback(VisualizationCallback):
+class FCActivationsCallback(FixedSetCallback):
     """Log per-class mean activations of fully-connected layers, pre- and post-ReLU side by side.
 
     Args:
@@ -43,16 +43,6 @@ class FCActivationsCallback(VisualizationCallback):
     """
 
     technique = "fc_activations"
-
-    def __init__(self, layers: list[str] | None = None, per_class: int = 500, **kwargs) -> None:
-        super().__init__(**kwargs)
-        if per_class < 1:
-            raise ValueError(f"per_class must be >= 1, got {per_class}")
-        self.layers = layers
-        self.per_class = per_class
-
-    def _state_config(self):
-        return {"layers": self.layers}
 
     def configure(self, net, shapes):
         if self.layers is None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from callbacks.base import RenderContext, VisualizationCallback
+from callbacks.base import FixedSetCallback, RenderContext
 from callbacks.hooks import capture_activations, check_layers
 from callbacks.render import hstack, label, sequential, upscale, vstack
 
@@ -72,7 +72,7 @@ def selectivity_heatmap(means: Tensor, classes: tuple[str, ...], cell: tuple[int
     return vstack([header, rgb], gap=0)
 
 
-class SelectivityCallback(VisualizationCallback):
+class SelectivityCallback(FixedSetCallback):
     """Log units x classes heatmaps and class selectivity indices of the chosen layers.
 
     Args:
@@ -81,16 +81,6 @@ class SelectivityCallback(VisualizationCallback):
     """
 
     technique = "selectivity"
-
-    def __init__(self, layers: list[str] | None = None, per_class: int = 500, **kwargs) -> None:
-        super().__init__(**kwargs)
-        if per_class < 1:
-            raise ValueError(f"per_class must be >= 1, got {per_class}")
-        self.layers = layers
-        self.per_class = per_class
-
-    def _state_config(self):
-        return {"layers": self.layers}
 
     def configure(self, net, shapes):
         if self.layers is None:
