@@ -10,7 +10,7 @@ A subclass names its ``technique`` (the tag prefix), checks and resolves its lay
   to ``per_class`` validation samples (``fixed_set``), chosen once and kept in the callback's state, so every
   epoch, a resumed run and ``train.py validate`` show the same inputs;
 - rank-zero logging to the run's TensorBoard, image step = epoch number;
-- the model's train/eval mode restored, hooks removed, figures closed (by the helpers used);
+- the model's train/eval mode restored and hooks removed (by the helpers used); pictures are drawn as tensors;
 - fault isolation: an error inside one visualization becomes a warning naming the callback, tag and epoch,
   and training goes on (``strict=True`` makes it fatal).
 """
@@ -68,16 +68,6 @@ class RenderContext:
         if values.numel():
             self.writer.add_histogram(tag, values, self.step)
             self.logged.append(tag)
-
-    def add_figure(self, tag: str, figure) -> None:
-        """Log a matplotlib figure and close it (also when logging fails)."""
-        try:
-            self.writer.add_figure(tag, figure, self.step, close=False)
-            self.logged.append(tag)
-        finally:
-            import matplotlib.pyplot as plt
-
-            plt.close(figure)
 
 
 class VisualizationCallback(Callback):
