@@ -208,9 +208,18 @@ class VisualizationCallback(Callback):
             rank_zero_warn(f"{type(self).__name__}: no TensorBoardLogger in the Trainer, so nothing is drawn")
         return None
 
+    @staticmethod
+    def step_of(trainer: pl.Trainer, pl_module: pl.LightningModule) -> int:
+        """The image step: the epoch being trained, or, when validating a checkpoint, the epoch it was saved at."""
+        if trainer.state.fn != "fit" and getattr(pl_module, "checkpoint_epoch", None) is not None:
+            return int(pl_module.checkpoint_epoch)
+        return trainer.current_epoch
+
     def should_render(self, trainer: pl.Trainer) -> bool:
         if not self.enabled or trainer.sanity_checking:
             return False
+        if trainer.state.fn != "fit":
+            return True  # `train.py validate --ckpt_path ...`: the user asked for these pictures
         epoch = trainer.current_epoch
         last = trainer.state.fn == "fit" and trainer.max_epochs is not None and epoch == trainer.max_epochs - 1
         return epoch % self.every_n_epochs == 0 or last
@@ -227,7 +236,7 @@ class VisualizationCallback(Callback):
             trainer=trainer,
             net=net,
             writer=writer,
-            step=trainer.current_epoch,
+            step=self.step_of(trainer, pl_module),
             classes=tuple(getattr(dm, "classes", tuple(str(i) for i in range(10)))),
             pixel_range=tuple(getattr(dm, "pixel_range", (0.0, 1.0))),
             callback=self,

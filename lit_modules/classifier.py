@@ -39,6 +39,7 @@ class LitClassifier(pl.LightningModule):
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
         self.num_classes = num_classes
+        self.checkpoint_epoch: int | None = None  # set when weights are loaded from a checkpoint
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
 
@@ -67,6 +68,10 @@ class LitClassifier(pl.LightningModule):
     def predict_step(self, batch: tuple[Tensor, Tensor] | Tensor, batch_idx: int) -> Tensor:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         return torch.softmax(self.net(x), dim=1)  # (N, num_classes) class probabilities
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # The epoch the weights come from, so `train.py validate --ckpt_path` logs its pictures at that step.
+        self.checkpoint_epoch = checkpoint.get("epoch")
 
     def configure_optimizers(self):
         optimizer = self.optimizer(self.parameters())

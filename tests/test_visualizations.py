@@ -224,8 +224,12 @@ def test_validate_on_a_checkpoint_renders_the_same_pictures(lenet_run, idx_dir, 
     ea.Reload()
     tags = set(ea.Tags()["images"])
     assert {"filters/conv_1", "deconv/max_pool_2", "selectivity/relu_3", "actmax/fc_3"} <= tags
-    # The probe images are the same inputs the training run used: deconv of the checkpoint's weights on them is drawn.
-    assert all(_images(ea, "deconv/max_pool_2")[s].std() > 0 for s in _images(ea, "deconv/max_pool_2"))
+    # Logged at the checkpoint's epoch (1), and identical to what training drew then: same weights, same probe images.
+    fit_ea = EventAccumulator(str(run), size_guidance={"images": 0})
+    fit_ea.Reload()
+    for tag in ("deconv/max_pool_2", "feature_maps/relu_1/4_4", "selectivity/relu_3"):
+        assert sorted(_images(ea, tag)) == [1], tag
+        assert np.array_equal(_images(ea, tag)[1], _images(fit_ea, tag)[1]), tag
 
 
 def test_nan_weights_and_dead_layers_draw_without_nan_pixels_or_errors(idx_dir, tmp_path):
