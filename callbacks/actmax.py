@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from callbacks.hooks import LayerError, eval_mode
+from callbacks.hooks import LayerError, check_unit_range, eval_mode
 
 __all__ = [
     "maximize_activation",
@@ -152,14 +152,6 @@ def _as_units(units: Sequence[int]) -> list[int]:
     return out
 
 
-def _check_units(layer: str, units: list[int], n: int) -> None:
-    if not units:
-        raise LayerError(f"empty unit list for layer {layer!r}; give indices in 0..{n - 1}")
-    bad = [u for u in units if not 0 <= u < n]
-    if bad:
-        raise LayerError(f"unit index(es) {bad} out of range for layer {layer!r}: it has {n} units, valid 0..{n - 1}")
-
-
 def _picked(out: Tensor, units: Tensor) -> Tensor:
     """Activation of unit ``units[i]`` in sample ``i``: ``out[i, units[i]]``, averaged over any spatial dims."""
     picked = out[torch.arange(len(units), device=out.device), units]
@@ -190,7 +182,7 @@ def unit_activation(net: nn.Module, layer: str, x: Tensor, units: Sequence[int])
     device, dtype = _place(net)
     with torch.no_grad(), eval_mode(net), _LayerTap(net, layer) as tap:
         n = _units_of(tap, tuple(x.shape[1:]), device, dtype)
-        _check_units(layer, units, n)
+        check_unit_range(layer, units, n)
         out = tap(x.to(device=device, dtype=dtype))
         return _picked(out, torch.tensor(units, device=device)).detach()
 
@@ -345,7 +337,7 @@ def maximize_activation(
     # Under Lightning's validation loop inference mode is on: leave it, and build every tensor afresh inside.
     tap = _LayerTap(net, layer, redirect_relu=True)
     with torch.inference_mode(False), torch.enable_grad(), eval_mode(net), tap:
-        _check_units(layer, units, _units_of(tap, input_shape, device, dtype))
+        check_unit_range(layer, units, _units_of(tap, input_shape, device, dtype))
         if init is None:
             x = mid + 0.05 * half * torch.randn(shape, generator=gen, dtype=torch.float32)
             x = x.to(device=device, dtype=dtype)

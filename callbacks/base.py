@@ -29,7 +29,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
-from callbacks.hooks import LayerError, eval_mode, layer_shapes
+from callbacks.hooks import LayerError, collect_activations, eval_mode, layer_shapes
 from callbacks.render import to_uint8
 
 __all__ = ["VisualizationCallback", "FixedSetCallback", "RenderContext", "tag_part", "LayerError"]
@@ -132,21 +132,21 @@ class VisualizationCallback(Callback):
         parts = [torch.nonzero(labels == c).flatten()[:per_class] for c in range(num_classes)]
         return torch.cat(parts)
 
+    def _fixed(self, trainer: pl.Trainer, attr: str, per_class: int) -> tuple[Tensor, Tensor]:
+        """``(x, y)`` of the validation indices kept in ``self.<attr>``, chosen on first use."""
+        x, y = self._val_split(trainer)
+        if getattr(self, attr) is None:
+            setattr(self, attr, self._choose(y, per_class, len(trainer.datamodule.classes)))
+        idx = getattr(self, attr).to(x.device)
+        return x[idx], y[idx]
+
     def probe_images(self, trainer: pl.Trainer, per_class: int = 1) -> tuple[Tensor, Tensor]:
         """``(images, labels)``: the first validation image(s) of each class, fixed for the whole run."""
-        x, y = self._val_split(trainer)
-        if self.probe_idx is None:
-            self.probe_idx = self._choose(y, per_class, len(trainer.datamodule.classes))
-        idx = self.probe_idx.to(x.device)
-        return x[idx], y[idx]
+        return self._fixed(trainer, "probe_idx", per_class)
 
     def fixed_set(self, trainer: pl.Trainer, per_class: int) -> tuple[Tensor, Tensor]:
         """``(x, y)``: up to ``per_class`` validation samples of each class, fixed for the whole run."""
-        x, y = self._val_split(trainer)
-        if self.fixed_idx is None:
-            self.fixed_idx = self._choose(y, per_class, len(trainer.datamodule.classes))
-        idx = self.fixed_idx.to(x.device)
-        return x[idx], y[idx]
+        return self._fixed(trainer, "fixed_idx", per_class)
 
     def share_layers(self, layers: list[str], per_class: int) -> None:
         """Declare (at ``configure``) the layers this callback reads from the fixed set, so that one capture pass
@@ -155,8 +155,6 @@ class VisualizationCallback(Callback):
 
     def fixed_set_activations(self, ctx: RenderContext, layers: list[str], per_class: int) -> tuple[dict[str, Tensor], Tensor]:
         """``({layer: (N, U)}, labels)`` over the fixed set, computed once per epoch for all callbacks."""
-        from callbacks.selectivity import collect_activations
-
         x, y = self.fixed_set(ctx.trainer, per_class)
         cache = ctx.trainer.__dict__.setdefault("_convscope_fixed_cache", {})
         key = (ctx.step, per_class, id(ctx.net), len(x))

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["capture_activations", "layer_shapes", "check_layers", "check_units", "eval_mode", "LayerError"]
+__all__ = ["capture_activations", "collect_activations", "check_unit_range", "layer_shapes", "check_layers", "check_units", "eval_mode", "LayerError"]
 
 
 class LayerError(ValueError):
@@ -83,13 +83,17 @@ def check_units(net: nn.Module, layer: str, units: Sequence[int], shapes: dict[s
     """Return ``units`` as a list, or raise ``LayerError`` naming the layer and its valid unit range."""
     check_layers(net, [layer])
     shapes = shapes or layer_shapes(net)
-    n = shapes[layer][0]
+    check_unit_range(layer, list(units), shapes[layer][0])
+    return list(units)
+
+
+def check_unit_range(layer: str, units: list[int], n: int) -> None:
+    """Raise ``LayerError`` for an empty ``units`` list or an index outside ``0..n-1`` of ``layer``."""
+    if not units:
+        raise LayerError(f"empty unit list for layer {layer!r}; give indices in 0..{n - 1}")
     bad = [u for u in units if not isinstance(u, int) or not 0 <= u < n]
     if bad:
         raise LayerError(f"unit index(es) {bad} out of range for layer {layer!r}: it has {n} units, valid 0..{n - 1}")
-    if not units:
-        raise LayerError(f"empty unit list for layer {layer!r}; give indices in 0..{n - 1}")
-    return list(units)
 
 
 class eval_mode:
@@ -106,3 +110,16 @@ class eval_mode:
     def __exit__(self, *exc) -> None:
         for m, mode in self.modes.items():
             m.training = mode
+
+
+@torch.no_grad()
+def collect_activations(net: nn.Module, x: Tensor, layers: list[str], batch_size: int = 1000) -> dict[str, Tensor]:
+    """Per-sample unit activations ``{layer: (N, U)}`` over ``x`` in batches, one pass for every layer; conv
+    units are reduced to the mean of their map batch by batch, so memory stays small."""
+    parts: dict[str, list[Tensor]] = {name: [] for name in layers}
+    for start in range(0, len(x), batch_size):
+        acts = capture_activations(net, x[start : start + batch_size], layers, stop_after_last=True)
+        for name in layers:
+            a = acts[name]
+            parts[name].append(a.flatten(2).mean(2) if a.dim() > 2 else a.flatten(1))
+    return {name: torch.cat(v) for name, v in parts.items()}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -156,7 +157,7 @@ def label(img: Tensor, text: str, where: str = "top", size: int = 12) -> Tensor:
     else:
         band = Image.new("RGB", (tw, img.shape[1]), "white")
     ImageDraw.Draw(band).text((2 - left, 2 - top), text, fill=(0, 0, 0), font=font)
-    band_t = torch.from_numpy(__import__("numpy").asarray(band).copy()).permute(2, 0, 1).float() / 255.0
+    band_t = torch.from_numpy(np.asarray(band).copy()).permute(2, 0, 1).float() / 255.0
     return vstack([band_t, img], gap=0) if where == "top" else hstack([band_t, img], gap=0)
 
 

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from callbacks.base import FixedSetCallback, RenderContext
-from callbacks.hooks import capture_activations, check_layers
+from callbacks.hooks import check_layers, collect_activations
 from callbacks.render import hstack, label, sequential, upscale, vstack
 
 __all__ = ["class_means", "selectivity_index", "collect_activations", "selectivity_heatmap", "SelectivityCallback"]
@@ -41,19 +41,6 @@ def selectivity_index(means: Tensor, eps: float = 1e-12) -> Tensor:
     denom = mu_max + mu_rest
     si = (mu_max - mu_rest) / torch.where(denom.abs() > eps, denom, torch.ones_like(denom))
     return torch.where(denom.abs() > eps, si, torch.zeros_like(si))
-
-
-@torch.no_grad()
-def collect_activations(net: nn.Module, x: Tensor, layers: list[str], batch_size: int = 1000) -> dict[str, Tensor]:
-    """Per-sample unit activations ``{layer: (N, U)}`` over ``x`` in batches, one pass for every layer; conv
-    units are reduced to the mean of their map batch by batch, so memory stays small."""
-    parts: dict[str, list[Tensor]] = {name: [] for name in layers}
-    for start in range(0, len(x), batch_size):
-        acts = capture_activations(net, x[start : start + batch_size], layers, stop_after_last=True)
-        for name in layers:
-            a = acts[name]
-            parts[name].append(a.flatten(2).mean(2) if a.dim() > 2 else a.flatten(1))
-    return {name: torch.cat(v) for name, v in parts.items()}
 
 
 def selectivity_heatmap(means: Tensor, classes: tuple[str, ...], cell: tuple[int, int] = (3, 14)) -> Tensor:
