@@ -54,9 +54,15 @@ class RenderContext:
     logged: list[str] = field(default_factory=list)
 
     def add_image(self, tag: str, img: Tensor) -> None:
-        """Log a ``(3, H, W)`` float image in [0, 1] (stored as PNG; NaN-safe)."""
-        self.writer.add_image(tag, to_uint8(img), self.step, dataformats="CHW")
+        """Log a ``(3, H, W)`` float image in [0, 1] (stored as PNG; NaN-safe). Callbacks that keep snapshots
+        (``record_snapshot(tag, step, uint8_image)``, such as the evolution callback) get a copy."""
+        img = to_uint8(img)
+        self.writer.add_image(tag, img, self.step, dataformats="CHW")
         self.logged.append(tag)
+        for cb in self.trainer.callbacks:
+            record = getattr(cb, "record_snapshot", None)
+            if record is not None:
+                record(tag, self.step, img, self.callback)
 
     def add_scalar(self, tag: str, value: float) -> None:
         self.writer.add_scalar(tag, float(value), self.step)
@@ -80,6 +86,8 @@ class VisualizationCallback(Callback):
     """
 
     technique: str = "visualization"
+    class_tags: bool = False  # tags are <technique>/<class>, one picture per class (no layer part)
+    evolves: bool = True  # drawn at several epochs, so the evolution callback may stack its snapshots
 
     def __init__(self, enabled: bool = True, every_n_epochs: int = 1, strict: bool = False) -> None:
         if not isinstance(every_n_epochs, int) or every_n_epochs < 1:
@@ -192,6 +200,11 @@ class VisualizationCallback(Callback):
             return
         net = self.net_of(pl_module)
         self.shapes = layer_shapes(net)
+        if getattr(self, "layers", None) is not None and len(self.layers) == 0:
+            raise LayerError(
+                f"{type(self).__name__}: empty layer list; leave `layers` unset for the defaults, or name some of: "
+                f"{', '.join(self.shapes)}"
+            )
         try:
             self.configure(net, self.shapes)
         except LayerError as e:
@@ -223,7 +236,13 @@ class VisualizationCallback(Callback):
         return epoch % self.every_n_epochs == 0 or last
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self.should_render(trainer) or not trainer.is_global_zero:
+        if self.should_render(trainer):
+            self.draw(trainer, pl_module)
+
+    def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int | None = None) -> None:
+        """Build the render context and call ``render`` on rank zero, with fault isolation and timing (``step``:
+        the image step, default ``step_of``)."""
+        if not trainer.is_global_zero:
             return
         writer = self._writer(trainer)
         if writer is None:
@@ -234,7 +253,7 @@ class VisualizationCallback(Callback):
             trainer=trainer,
             net=net,
             writer=writer,
-            step=self.step_of(trainer, pl_module),
+            step=self.step_of(trainer, pl_module) if step is None else step,
             classes=tuple(getattr(dm, "classes", tuple(str(i) for i in range(10)))),
             pixel_range=tuple(getattr(dm, "pixel_range", (0.0, 1.0))),
             callback=self,

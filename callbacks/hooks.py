@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["capture_activations", "collect_activations", "check_unit_range", "layer_shapes", "check_layers", "check_units", "eval_mode", "LayerError"]
+__all__ = ["capture_activations", "forward_with_activations", "collect_activations", "check_unit_range", "layer_shapes", "check_layers", "check_units", "eval_mode", "LayerError"]
 
 
 class LayerError(ValueError):
@@ -65,6 +65,21 @@ def capture_activations(
         for h in handles:
             h.remove()
     return {name: acts[name] for name in layers}
+
+
+def forward_with_activations(net: nn.Module, x: Tensor, layers: Sequence[str]) -> tuple[Tensor, dict[str, Tensor]]:
+    """``(net(x), {name: detached output of that layer})`` from one forward pass; hooks removed afterwards."""
+    check_layers(net, layers)
+    modules = _modules(net)
+    acts: dict[str, Tensor] = {}
+    handles = [modules[name].register_forward_hook(lambda m, i, o, name=name: acts.__setitem__(name, o.detach()))
+               for name in dict.fromkeys(layers)]
+    try:
+        out = net(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return out, {name: acts[name] for name in layers}
 
 
 @torch.no_grad()

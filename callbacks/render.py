@@ -17,6 +17,7 @@ from torchvision.utils import make_grid
 
 __all__ = [
     "abs_max", "diverging", "sequential", "grey", "tile_grid", "upscale", "bar_chart", "label", "hstack", "vstack", "to_uint8",
+    "text_cell", "annotated_heatmap", "scatter",
 ]
 
 # Diverging scale: blue (negative) - white (zero) - red (positive), as matplotlib's RdBu_r end points.
@@ -164,3 +165,69 @@ def label(img: Tensor, text: str, where: str = "top", size: int = 12) -> Tensor:
 def to_uint8(img: Tensor) -> Tensor:
     """``(3, H, W)`` float in [0, 1] -> uint8 (what TensorBoard stores as PNG); NaN-safe."""
     return (_clean(img).clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def text_cell(text: str, width: int, height: int, bg: Tensor | None = None, fg: tuple[int, int, int] | None = None) -> Tensor:
+    """A ``(3, height, width)`` cell of background colour ``bg`` (RGB in [0, 1]) with ``text`` centred; the text is
+    black on light backgrounds and white on dark ones unless ``fg`` is given."""
+    from PIL import Image, ImageDraw
+
+    bg = torch.ones(3) if bg is None else _clean(bg).clamp(0, 1).flatten()[:3]
+    colour = tuple(int(round(float(v) * 255)) for v in bg)
+    if fg is None:
+        fg = (0, 0, 0) if float(0.299 * bg[0] + 0.587 * bg[1] + 0.114 * bg[2]) > 0.5 else (255, 255, 255)
+    cell = Image.new("RGB", (width, height), colour)
+    draw = ImageDraw.Draw(cell)
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=_font())
+    draw.text(((width - (right - left)) / 2 - left, (height - (bottom - top)) / 2 - top), text, fill=fg, font=_font())
+    return torch.from_numpy(np.asarray(cell).copy()).permute(2, 0, 1).float() / 255.0
+
+
+def annotated_heatmap(
+    values: Tensor, row_labels: Sequence[str], col_labels: Sequence[str], texts: Sequence[Sequence[str]] | None = None,
+    lo: float | None = None, hi: float | None = None, cell: tuple[int, int] = (18, 34), signed: bool = False,
+) -> Tensor:
+    """A ``(R, C)`` matrix as a viridis heatmap (``signed``: the diverging scale, symmetric about zero) with row
+    labels on the left, column labels on top and, optionally, a text in every cell (e.g. counts); ``(3, H, W)``.
+    ``lo``/``hi`` default to the finite min and max (``signed``: ``hi`` is the scale's end, default ``abs_max``)."""
+    v = _clean(values)
+    rgb = diverging(v, hi) if signed else sequential(v, lo, hi)  # (3, R, C)
+    h, w = cell
+    rows = []
+    header = [text_cell("", 1, h)] + [text_cell(str(c), w, h) for c in col_labels]
+    label_w = max(8 * max((len(str(r)) for r in row_labels), default=1), 16)
+    rows.append(hstack([text_cell("", label_w, h), *header[1:]], gap=0))
+    for i, name in enumerate(row_labels):
+        cells = [text_cell(str(name), label_w, h)]
+        for j in range(v.shape[1]):
+            cells.append(text_cell(texts[i][j] if texts is not None else "", w, h, bg=rgb[:, i, j]))
+        rows.append(hstack(cells, gap=0))
+    return vstack(rows, gap=0)
+
+
+def scatter(
+    x: Tensor, y: Tensor, colours: Tensor | None = None, size: tuple[int, int] = (200, 280), dot: int = 3,
+    x_label: str = "", y_label: str = "",
+) -> Tensor:
+    """A scatter plot of points ``(x_i, y_i)`` as ``(3, H, W)``: axes from the finite min to max of each coordinate
+    (printed at the ends), dots of ``dot`` pixels in ``colours`` (``(N, 3)`` RGB, default dark blue)."""
+    xs, ys = _clean(x).flatten(), _clean(y).flatten()
+    h, w = size
+    img = torch.ones(3, h, w)
+    pad = dot
+    lo_x, hi_x = (float(xs.min()), float(xs.max())) if xs.numel() else (0.0, 1.0)
+    lo_y, hi_y = (float(ys.min()), float(ys.max())) if ys.numel() else (0.0, 1.0)
+    span_x = hi_x - lo_x if hi_x > lo_x else 1.0
+    span_y = hi_y - lo_y if hi_y > lo_y else 1.0
+    img[:, h - 1, :] = 0.6  # axes
+    img[:, :, 0] = 0.6
+    if colours is None:
+        colours = _NEG.expand(len(xs), 3)
+    colours = _clean(colours).clamp(0, 1)
+    cols = (pad + (xs - lo_x) / span_x * (w - 1 - 2 * pad)).round().long()
+    rows = (h - 1 - pad - (ys - lo_y) / span_y * (h - 1 - 2 * pad)).round().long()
+    r = dot // 2
+    for i in range(len(xs)):
+        img[:, max(0, rows[i] - r) : rows[i] + r + 1, max(0, cols[i] - r) : cols[i] + r + 1] = colours[i].view(3, 1, 1)
+    plot = label(img, f"{y_label} {lo_y:.3g}..{hi_y:.3g}", where="top")
+    return label(plot, f"{x_label} {lo_x:.3g}..{hi_x:.3g}", where="top") if x_label else plot

@@ -6,8 +6,12 @@ import gzip
 import struct
 from pathlib import Path
 
+import io
+
 import numpy as np
 import pytest
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,3 +71,31 @@ def fashion_available() -> bool:
         (FASHION_DIR / f"{stem}.gz").is_file()
         for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
     )
+
+
+# ---------------------------------------------------------------- a real 2-epoch fit shared by the callback tests
+def _images(ea, tag):
+    return {e.step: np.asarray(Image.open(io.BytesIO(e.encoded_image_string))) for e in ea.Images(tag)}
+
+
+def _fit(idx_dir, root, config="lenet5", extra=()):
+    from train import cli_main
+
+    return cli_main(["fit", "--config", str(ROOT / "configs" / f"{config}.yaml"), "--data.data_dir", str(idx_dir),
+                     "--data.val_size", "200", "--data.download", "false", "--trainer.max_epochs", "2",
+                     "--trainer.limit_train_batches", "4", "--trainer.enable_progress_bar", "false",
+                     "--trainer.default_root_dir", str(root), "--actmax.steps", "16", "--actmax.warm_steps", "8",
+                     *extra])
+
+
+@pytest.fixture(scope="session")
+def lenet_run(idx_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("vis")
+    from callbacks import VISUALIZATIONS
+
+    every = [a for key in ("importance", "embedding") if key in VISUALIZATIONS for a in (f"--{key}.every_n_epochs", "1")]
+    cli = _fit(idx_dir, root, extra=every)
+    run = root / "lightning_logs" / "version_0"
+    ea = EventAccumulator(str(run), size_guidance={"images": 0, "scalars": 0, "histograms": 0})
+    ea.Reload()
+    return cli, ea, run

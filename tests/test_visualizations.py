@@ -19,7 +19,7 @@ from callbacks.hooks import LayerError, capture_activations, check_units, layer_
 from callbacks.render import bar_chart, diverging, grey, sequential, to_uint8
 from callbacks.selectivity import class_means, selectivity_index
 from lit_modules.nets import MLP, LeNet5
-from tests.conftest import ROOT
+from tests.conftest import ROOT, _fit, _images
 from train import cli_main
 
 
@@ -87,28 +87,6 @@ def test_colour_scales_never_produce_nan_pixels():
 
 
 # ---------------------------------------------------------------------------------- through a real Trainer
-def _images(ea, tag):
-    return {e.step: np.asarray(Image.open(io.BytesIO(e.encoded_image_string))) for e in ea.Images(tag)}
-
-
-def _fit(idx_dir, root, config="lenet5", extra=()):
-    return cli_main(["fit", "--config", str(ROOT / "configs" / f"{config}.yaml"), "--data.data_dir", str(idx_dir),
-                     "--data.val_size", "200", "--data.download", "false", "--trainer.max_epochs", "2",
-                     "--trainer.limit_train_batches", "4", "--trainer.enable_progress_bar", "false",
-                     "--trainer.default_root_dir", str(root), "--actmax.steps", "16", "--actmax.warm_steps", "8",
-                     *extra])
-
-
-@pytest.fixture(scope="module")
-def lenet_run(idx_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("vis")
-    cli = _fit(idx_dir, root)
-    run = root / "lightning_logs" / "version_0"
-    ea = EventAccumulator(str(run), size_guidance={"images": 0, "scalars": 0, "histograms": 0})
-    ea.Reload()
-    return cli, ea, run
-
-
 def test_every_tag_is_logged_at_both_epochs_and_changes(lenet_run):
     cli, ea, _ = lenet_run
     tags = set(ea.Tags()["images"])

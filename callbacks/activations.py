@@ -1,0 +1,70 @@
+"""Activation distributions: histograms ``activations/<layer>`` and scalars ``activations/<layer>/dead_fraction``.
+
+TensorBoard's Histograms and Distributions tabs show, epoch by epoch, every value each chosen layer produced for
+a fixed, class-balanced validation subset (default 50 images per class): pre-ReLU layers should stay centred with a
+stable spread, post-ReLU layers show the spike at zero growing or shrinking. For each ReLU layer, the fraction of
+*dead* units: units (conv: channels) that output zero for every sample of the fixed validation set (default 500
+per class) at every position. A dead unit gets no gradient and will not recover on its own.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from callbacks.base import FixedSetCallback, RenderContext
+from callbacks.hooks import capture_activations, check_layers
+
+__all__ = ["dead_fraction", "dead_units", "ActivationsCallback"]
+
+
+def dead_units(acts: Tensor) -> Tensor:
+    """``(U,)`` bool: units whose activation is zero (or below) for every sample and position of ``acts``
+    (``(N, U)`` or ``(N, C, H, W)``). Non-finite activations do not count as alive."""
+    a = torch.nan_to_num(acts.detach().float(), nan=0.0, posinf=0.0, neginf=0.0)
+    per_unit = a.transpose(0, 1).flatten(1)  # (U, N * H * W)
+    return ~(per_unit > 0).any(1)
+
+
+def dead_fraction(acts: Tensor) -> float:
+    """Fraction of dead units (see ``dead_units``)."""
+    return float(dead_units(acts).float().mean()) if acts.numel() else 0.0
+
+
+class ActivationsCallback(FixedSetCallback):
+    """Log histograms of layer activations and the dead-unit fraction of ReLU layers.
+
+    Args:
+        layers: layers to histogram (default: every conv, Linear and ReLU layer).
+        per_class: samples per class whose raw activations go into the histograms.
+        dead_per_class: samples per class of the fixed set used to call a unit dead.
+    """
+
+    technique = "activations"
+
+    def __init__(self, layers: list[str] | None = None, per_class: int = 50, dead_per_class: int = 500, **kwargs) -> None:
+        super().__init__(layers=layers, per_class=per_class, **kwargs)
+        if not isinstance(dead_per_class, int) or dead_per_class < 1:
+            raise ValueError(f"ActivationsCallback: dead_per_class must be an integer >= 1, got {dead_per_class!r}")
+        self.dead_per_class = dead_per_class
+
+    def configure(self, net, shapes):
+        mods = dict(net.named_modules())
+        if self.layers is None:
+            self.layers = [n for n in shapes if isinstance(mods[n], (nn.Conv2d, nn.Linear, nn.ReLU))]
+        check_layers(net, self.layers)
+        self.relus = [n for n in self.layers if isinstance(mods[n], nn.ReLU)]
+        self.share_layers(self.relus, self.dead_per_class)
+
+    def render(self, ctx: RenderContext) -> None:
+        xv, yv = self._val_split(ctx.trainer)  # the first `per_class` of each class: a subset of the fixed set
+        x = xv[self._choose(yv, self.per_class, len(ctx.classes)).to(xv.device)]
+        acts = capture_activations(ctx.net, x, self.layers, stop_after_last=True)
+        for layer in self.layers:
+            ctx.add_histogram(f"{self.technique}/{layer}", acts[layer])
+        if self.relus:
+            # A post-ReLU unit is dead iff its spatial mean is zero for every sample (all values are >= 0), so the
+            # per-sample means shared with the other fixed-set callbacks are enough.
+            means, _ = self.fixed_set_activations(ctx, self.relus, self.dead_per_class)
+            for layer in self.relus:
+                ctx.add_scalar(f"{self.technique}/{layer}/dead_fraction", dead_fraction(means[layer]))

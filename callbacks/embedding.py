@@ -1,0 +1,66 @@
+"""Embedding projector: penultimate-layer features in TensorBoard's Projector tab, tag ``embedding/<layer>``.
+
+For a fixed, class-balanced validation subset (default 50 per class: 500 points), the features that enter the last
+``Linear`` layer, with each sample's image as a sprite thumbnail and its class name as the label. Colour by label in
+the Projector and run PCA or t-SNE: as training goes on, the classes pull apart into clusters. Each snapshot costs
+about ``N * (features + 28 * 28)`` bytes on disk, so it is written every 5 epochs by default (and at the last).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from callbacks.base import FixedSetCallback, RenderContext
+from callbacks.hooks import LayerError, capture_activations, check_layers
+
+__all__ = ["penultimate_layer", "embedding_features", "EmbeddingCallback"]
+
+
+def penultimate_layer(net: nn.Module) -> str:
+    """The name of the module whose output enters the net's last ``Linear`` layer (forward order of
+    ``named_modules``)."""
+    names = [n for n, _ in net.named_modules() if n]
+    mods = dict(net.named_modules())
+    linear = [i for i, n in enumerate(names) if isinstance(mods[n], nn.Linear)]
+    if not linear or linear[-1] == 0:
+        raise LayerError(f"{type(net).__name__} has no layer before a final Linear; name one with `layer`")
+    return names[linear[-1] - 1]
+
+
+def embedding_features(net: nn.Module, x: Tensor, layer: str) -> Tensor:
+    """``(N, D)`` the flattened output of ``layer`` for ``x``."""
+    return capture_activations(net, x, [layer], stop_after_last=True)[layer].flatten(1)
+
+
+class EmbeddingCallback(FixedSetCallback):
+    """Log penultimate-layer features with sprites and labels for TensorBoard's Projector.
+
+    Args:
+        layer: the layer whose output is embedded (default: the input of the last Linear layer).
+        per_class: points per class.
+        every_n_epochs: write a snapshot every n epochs (and at the last epoch).
+    """
+
+    technique = "embedding"
+
+    def __init__(self, layer: str | None = None, per_class: int = 50, every_n_epochs: int = 5, **kwargs) -> None:
+        super().__init__(per_class=per_class, every_n_epochs=every_n_epochs, **kwargs)
+        self.layer = layer
+
+    def _state_config(self):
+        return {"layer": self.layer}
+
+    def configure(self, net, shapes):
+        if self.layer is None:
+            self.layer = penultimate_layer(net)
+        check_layers(net, [self.layer])
+
+    def render(self, ctx: RenderContext) -> None:
+        x, y = self.fixed_set(ctx.trainer, self.per_class)
+        feats = embedding_features(ctx.net, x, self.layer).float().cpu()
+        lo, hi = ctx.pixel_range
+        thumbs = ((x.float().cpu() - lo) / (hi - lo)).clamp(0, 1)  # (N, 1, 28, 28) in [0, 1]
+        meta = [f"{ctx.classes[c]}" for c in y.tolist()]
+        ctx.writer.add_embedding(feats, metadata=meta, label_img=thumbs, global_step=ctx.step,
+                                 tag=f"{self.technique}/{self.layer}")
+        ctx.logged.append(f"{self.technique}/{self.layer}")

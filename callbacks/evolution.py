@@ -1,0 +1,151 @@
+"""How each picture evolved over training, in one image: ``evolution/<technique>/<layer>`` and PNG files.
+
+While the other callbacks log, this one keeps (PNG-compressed, in memory and in the checkpoint, so a resumed fit
+keeps them) the snapshots of chosen epochs: by default epochs 1, 2, 5, 10, 20, 40, 80 (1-based, as in Zeiler &
+Fergus's figure 4), plus the last; for a callback that draws every n epochs, the first picture at or after each. At the end of fit it stacks, for each ``<technique>/<layer>``, the snapshots
+side by side (tall pictures) or one above the other (wide ones), each labelled with its epoch, logs the result at
+the last epoch's step and saves it as ``<run>/evolution/<technique>/<layer>.png``, for a report, without the
+slider. For per-class pictures (``feature_maps/<layer>/<class>``, ``occlusion/<class>`` ...) the first class's is
+used. Epochs here are the 1-based epoch numbers people say ("after 5 epochs"); image steps in TensorBoard are
+0-based.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from callbacks.base import VisualizationCallback
+from callbacks.render import hstack, label, to_uint8, vstack
+
+__all__ = ["evolution_strip", "snapshot_key", "EvolutionCallback"]
+
+DEFAULT_EPOCHS = (1, 2, 5, 10, 20, 40, 80)
+
+
+def snapshot_key(tag: str, class_tags: bool = False) -> str | None:
+    """``technique/layer`` for a tag ``technique/layer[/...]`` (``technique`` for per-class tags
+    ``technique/<class>`` and one-part tags), None for the evolution's own tags."""
+    parts = tag.split("/")
+    if parts[0] == "evolution":
+        return None
+    return parts[0] if class_tags else "/".join(parts[:2])
+
+
+def evolution_strip(snapshots: dict[int, Tensor]) -> Tensor:
+    """Stack ``{epoch (1-based): (3, H, W) image in [0, 1]}`` in epoch order, each labelled ``epoch N``: side by
+    side when the pictures are taller than wide, else one above the other. ``(3, H', W')``."""
+    if not snapshots:
+        raise ValueError("evolution_strip needs at least one snapshot")
+    items = [label(img, f"epoch {e}", where="top") for e, img in sorted(snapshots.items())]
+    h, w = next(iter(snapshots.values())).shape[1:]
+    return hstack(items, gap=8, fill=0.85) if h > w else vstack(items, gap=8, fill=0.85)
+
+
+def _png(img: Tensor) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(img.permute(1, 2, 0).cpu().numpy()).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _unpng(data: bytes) -> Tensor:
+    arr = np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).copy()
+    return torch.from_numpy(arr).permute(2, 0, 1).float() / 255.0
+
+
+class EvolutionCallback(VisualizationCallback):
+    """At the end of fit, log and save one picture per technique and layer that stacks chosen epochs.
+
+    Args:
+        epochs: 1-based epochs to keep (default 1, 2, 5, 10, 20, 40, 80); the last epoch is always added.
+        techniques: techniques to follow (default: all that log images).
+        save_png: also write ``<run>/evolution/<technique>/<layer>.png``.
+    """
+
+    technique = "evolution"
+
+    def __init__(self, epochs: list[int] | None = None, techniques: list[str] | None = None, save_png: bool = True,
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        if epochs is not None and (not epochs or any(not isinstance(e, int) or e < 1 for e in epochs)):
+            raise ValueError(f"EvolutionCallback: epochs must be a non-empty list of 1-based epochs >= 1, got {epochs!r}")
+        self.epochs = sorted(set(epochs)) if epochs is not None else list(DEFAULT_EPOCHS)
+        self.techniques = techniques
+        self.save_png = save_png
+        self.snapshots: dict[str, dict[int, bytes]] = {}  # key -> {epoch (1-based): PNG}
+        self._tag_of: dict[str, str] = {}  # key -> the tag followed (first class's for per-class pictures)
+        self._fit_last: int | None = None
+        self.saved: list[Path] = []
+
+    def configure(self, net, shapes):
+        from callbacks import VISUALIZATIONS
+
+        if self.techniques is not None:
+            valid = [cls.technique for cls in VISUALIZATIONS.values() if cls is not EvolutionCallback]
+            bad = [t for t in self.techniques if t not in valid]
+            if bad or not self.techniques:
+                raise ValueError(f"EvolutionCallback: unknown or empty techniques {bad or self.techniques}; valid: {', '.join(valid)}")
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"snapshots": self.snapshots, "tag_of": self._tag_of}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.snapshots = dict(state.get("snapshots", {}))
+        self._tag_of = dict(state.get("tag_of", {}))
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._fit_last = trainer.max_epochs - 1 if trainer.max_epochs is not None and trainer.max_epochs > 0 else None
+
+    def record_snapshot(self, tag: str, step: int, img: Tensor, source: VisualizationCallback | None = None) -> None:
+        """Called by every callback's ``RenderContext.add_image`` (``img`` uint8 ``(3, H, W)``, ``step`` 0-based)."""
+        if not self.enabled or self.trainer_fn != "fit" or not getattr(source, "evolves", True):
+            return
+        key = snapshot_key(tag, getattr(source, "class_tags", False))
+        if key is None or (self.techniques is not None and key.split("/")[0] not in self.techniques):
+            return
+        if self._tag_of.setdefault(key, tag) != tag:
+            return  # another class's picture of the same technique and layer
+        epoch = step + 1
+        snaps = self.snapshots.setdefault(key, {})
+        reached = [e for e in self.epochs if e <= epoch]
+        # the first picture at or after each chosen epoch (callbacks drawing every n epochs skip some), and the last
+        if (reached and not any(e >= reached[-1] for e in snaps)) or step == self._fit_last:
+            snaps[epoch] = _png(img)
+
+    @property
+    def trainer_fn(self) -> str | None:
+        return getattr(self, "_fn", None)
+
+    def setup(self, trainer, pl_module, stage):
+        super().setup(trainer, pl_module, stage)
+        self._fn = stage
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        pass  # composed once, at the end of fit
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.enabled and self.snapshots:
+            self.draw(trainer, pl_module, step=max(0, trainer.current_epoch - 1))  # the last trained epoch
+
+    def render(self, ctx) -> None:
+        self.saved = []
+        for key, snaps in sorted(self.snapshots.items()):
+            keep = dict(snaps)
+            if not keep:
+                continue
+            strip = evolution_strip({e: _unpng(s) for e, s in keep.items()})
+            strip = label(strip, f"{self._tag_of.get(key, key)} over training (epochs {', '.join(map(str, sorted(keep)))})")
+            ctx.add_image(f"{self.technique}/{key}", strip)
+            log_dir = ctx.trainer.log_dir
+            if self.save_png and log_dir:
+                path = Path(log_dir) / "evolution" / f"{key}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(to_uint8(strip).permute(1, 2, 0).numpy()).save(path)
+                self.saved.append(path)

@@ -1,0 +1,70 @@
+"""At the start of fit: a grid of training samples per class (``samples/train``) and the model graph (Graphs tab).
+
+One row per class, labelled with its name, holding the first ``per_class`` training images of that class as the
+net sees them (after standardization, drawn back in pixel range). It shows at a glance which dataset was used and
+whether the data look right (orientation, contrast, labels). The graph is traced with one input image.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+
+from callbacks.base import RenderContext, VisualizationCallback
+from callbacks.render import grey, hstack, label, text_cell, tile_grid, upscale, vstack
+
+__all__ = ["class_grid", "SamplesCallback"]
+
+
+def class_grid(x: Tensor, y: Tensor, classes: tuple[str, ...], per_class: int, pixel_range: tuple[float, float]) -> Tensor:
+    """``(3, H, W)``: one row per class with its first ``per_class`` images of ``(x, y)`` and the class name."""
+    lo, hi = pixel_range
+    rows = []
+    for c, name in enumerate(classes):
+        idx = torch.nonzero(y == c).flatten()[:per_class]
+        if len(idx):
+            tiles = grey(x[idx, 0].float().cpu(), lo, hi).movedim(0, 1)  # (n, 3, 28, 28)
+            strip = tile_grid(upscale(tiles, 2), nrow=per_class, padding=1)
+        else:
+            strip = text_cell("(no samples)", 120, 58)
+        rows.append(hstack([text_cell(f"{c} {name}", 110, strip.shape[1]), strip], gap=2))
+    return vstack(rows, gap=2)
+
+
+class SamplesCallback(VisualizationCallback):
+    """Log a per-class grid of training samples and the model graph when fit starts.
+
+    Args:
+        per_class: images per class in the grid.
+        graph: also log the model graph (TensorBoard's Graphs tab).
+    """
+
+    technique = "samples"
+    evolves = False
+
+    def __init__(self, per_class: int = 8, graph: bool = True, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if not isinstance(per_class, int) or per_class < 1:
+            raise ValueError(f"SamplesCallback: per_class must be an integer >= 1, got {per_class!r}")
+        self.per_class = per_class
+        self.graph = graph
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.enabled:
+            self.draw(trainer, pl_module)
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        pass  # drawn once, at fit start
+
+    def render(self, ctx: RenderContext) -> None:
+        x, y = ctx.trainer.datamodule.split("train")
+        img = class_grid(x, y, ctx.classes, self.per_class, ctx.pixel_range)
+        ctx.add_image(f"{self.technique}/train", label(img, f"first {self.per_class} training images of each class"))
+        if self.graph:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # tracer warnings about constants are irrelevant here
+                ctx.writer.add_graph(ctx.net, x[:1])
+            ctx.logged.append("graph")
