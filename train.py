@@ -10,12 +10,16 @@ Logs, the saved config and checkpoints go to ``<trainer.default_root_dir>/lightn
 
 from __future__ import annotations
 
+import re
 import sys
+from pathlib import Path
 
 import torch
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import TensorBoardLogger
 
 from callbacks import VISUALIZATIONS
+from callbacks.checkpointing import InterruptCheckpoint
 from lit_modules.classifier import LitClassifier
 from lit_modules.datamodule import MNISTDataModule
 
@@ -29,11 +33,37 @@ class ConvscopeCLI(LightningCLI):
         for key, cls in VISUALIZATIONS.items():
             parser.add_lightning_class_args(cls, key)
 
-    def before_fit(self) -> None:
+    def _prepare_subcommand_parser(self, klass, subcommand, **kwargs):
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if "weights_only" in self._subcommand_method_arguments.get(subcommand, []):
+            parser.set_defaults(weights_only=True)  # PyTorch's safe loading: tensors and plain types only
+        return parser
+
+    def instantiate_trainer(self, **kwargs):
+        trainer = super().instantiate_trainer(**kwargs)
+        ckpt = trainer.checkpoint_callback
+        if ckpt is not None:
+            if ckpt.save_last is None:
+                ckpt.save_last = True  # last.ckpt: what `fit --ckpt_path` resumes from
+            trainer.callbacks.append(InterruptCheckpoint())
+        return trainer
+
+    def _check_before(self, subcommand: str) -> None:
         _check_model_matches_data(self.model, self.datamodule)
+        ckpt_path = self.config_init[subcommand].get("ckpt_path")
+        if ckpt_path:
+            _check_checkpoint(ckpt_path, self.model)
+            if subcommand == "fit":
+                _resume_in_same_run(self.trainer, ckpt_path)
+
+    def before_fit(self) -> None:
+        self._check_before("fit")
 
     def before_validate(self) -> None:
-        _check_model_matches_data(self.model, self.datamodule)
+        self._check_before("validate")
+
+    def before_test(self) -> None:
+        self._check_before("test")
 
     def after_fit(self) -> None:
         trainer = self.trainer
@@ -53,6 +83,47 @@ def _check_model_matches_data(model: LitClassifier, datamodule: MNISTDataModule)
             f"model.num_classes={model.num_classes} but dataset {datamodule.dataset!r} has "
             f"{datamodule.num_classes} classes"
         )
+
+
+def _check_checkpoint(ckpt_path: str, model: LitClassifier) -> None:
+    """Fail early, with a clear message, on a missing checkpoint or one of another architecture."""
+    if ckpt_path in ("last", "best", "hpc", "registry"):
+        return  # Lightning's own names, resolved by the Trainer
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--ckpt_path {ckpt_path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"--ckpt_path {ckpt_path}: not a readable Lightning checkpoint ({type(e).__name__}: {e})") from None
+    net = (ckpt.get("hyper_parameters") or {}).get("net")
+    trained = net.get("class_path", "") if isinstance(net, dict) else ""
+    built = f"{type(model.net).__module__}.{type(model.net).__qualname__}"
+    if trained and trained.rsplit(".", 1)[-1] != built.rsplit(".", 1)[-1]:
+        raise ValueError(
+            f"--ckpt_path {ckpt_path} holds a {trained.rsplit('.', 1)[-1]} but the config builds a "
+            f"{type(model.net).__name__}; use the config the checkpoint was trained with (its run folder has config.yaml)"
+        )
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in ckpt.get("state_dict", {}).items()}
+    if got and got != expected:
+        missing, extra = sorted(set(expected) - set(got))[:5], sorted(set(got) - set(expected))[:5]
+        shapes = [f"{k}: {got[k]} vs {expected[k]}" for k in expected if k in got and got[k] != expected[k]][:5]
+        raise ValueError(
+            f"--ckpt_path {ckpt_path} does not fit this model: missing {missing}, unexpected {extra}, "
+            f"shapes (checkpoint vs config) {shapes}; use the config the checkpoint was trained with"
+        )
+
+
+def _resume_in_same_run(trainer, ckpt_path: str) -> None:
+    """Resuming from ``<root>/lightning_logs/version_N/checkpoints/x.ckpt`` logs on into ``version_N`` (the image
+    series continues at the next epoch in the same run), unless the logger's version was set explicitly."""
+    m = re.fullmatch(r"version_(\d+)", Path(ckpt_path).resolve().parent.parent.name)
+    logger = trainer.logger
+    if m and isinstance(logger, TensorBoardLogger) and logger._version is None:
+        run = Path(ckpt_path).resolve().parent.parent
+        if run.parent == Path(logger.root_dir).resolve():
+            logger._version = int(m.group(1))
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> ConvscopeCLI:

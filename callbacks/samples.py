@@ -53,7 +53,7 @@ class SamplesCallback(VisualizationCallback):
         self.graph = graph
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.enabled:
+        if self.enabled and not trainer.ckpt_path:  # a resumed fit already has them
             self.draw(trainer, pl_module)
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:

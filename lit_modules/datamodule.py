@@ -18,7 +18,8 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal
+from collections.abc import Callable, Iterator
+from typing import Literal
 
 import lightning.pytorch as pl
 import torch
@@ -108,7 +109,9 @@ class TensorBatches:
     """An iterable of ``(x, y)`` batches sliced from in-memory tensors; a drop-in for a ``DataLoader``.
 
     Each pass draws a new permutation from ``seed + pass number`` (so runs are reproducible and resumable); with
-    ``world_size > 1`` every rank takes an equal, disjoint share of that permutation.
+    ``world_size > 1`` every rank takes an equal, disjoint share of that permutation. ``start_batch`` (called when a
+    pass begins) says how many batches of it were already trained: a fit resumed from a mid-epoch checkpoint goes on
+    with exactly the batches it had not seen (Lightning restores that count; see ``state_dict``).
     """
 
     def __init__(
@@ -120,8 +123,10 @@ class TensorBatches:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        start_batch: Callable[[], int] | None = None,
     ) -> None:
         self.x, self.y = x, y
+        self.start_batch = start_batch
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
@@ -153,9 +158,20 @@ class TensorBatches:
                 order = torch.cat([order, order[:pad]])
         return order[self.rank :: self.world_size][: self.per_rank].to(self.x.device)
 
+    def state_dict(self) -> dict[str, int]:
+        """Lightning saves this with the fit loop; the position within a pass comes from Lightning's own batch
+        progress (``start_batch``), which, unlike a count of yielded batches, is not skewed by prefetching."""
+        return {"epoch": self.epoch}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        pass  # the pass number is set from the restored epoch by the datamodule (set_epoch)
+
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        # A generator: nothing (not even the pass number) is consumed until the first batch is asked for, so an
+        # iter() without next() (Lightning checks loaders that way) does not shift the shuffling of later passes.
         idx = self._indices()
-        for start in range(0, self.per_rank, self.batch_size):
+        skip = self.start_batch() if self.start_batch is not None else 0
+        for start in range(skip * self.batch_size, self.per_rank, self.batch_size):
             if idx is None:
                 yield self.x[start : start + self.batch_size], self.y[start : start + self.batch_size]
             else:
@@ -332,7 +348,12 @@ class MNISTDataModule(pl.LightningDataModule):
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         bs = self.batch_size if train else self.eval_batch_size
-        return TensorBatches(x, y, bs, shuffle=train, seed=self.seed, rank=rank, world_size=world)
+        start = None
+        if train and trainer is not None:
+            def start() -> int:  # batches of this epoch already trained (non-zero only right after a mid-epoch resume)
+                progress = trainer.fit_loop.epoch_loop.batch_progress.current
+                return int(progress.ready) if trainer.fit_loop.epoch_loop.restarting else 0
+        return TensorBatches(x, y, bs, shuffle=train, seed=self.seed, rank=rank, world_size=world, start_batch=start)
 
     def train_dataloader(self) -> TensorBatches:
         loader = self._batches("train", train=True)

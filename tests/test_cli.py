@@ -66,8 +66,8 @@ def test_fit_writes_logs_config_and_checkpoint_under_default_root_dir_then_valid
     run = root / "lightning_logs" / "version_0"
     assert (run / "config.yaml").is_file()
     assert yaml.safe_load((run / "config.yaml").read_text())["seed_everything"] == 42
-    ckpts = list((run / "checkpoints").glob("*.ckpt"))
-    assert len(ckpts) == 1
+    ckpts = [p for p in (run / "checkpoints").glob("*.ckpt") if p.name != "last.ckpt"]
+    assert len(ckpts) == 1 and (run / "checkpoints" / "last.ckpt").is_file()
     assert list(run.glob("events.out.tfevents.*"))
     # The checkpoint rebuilds the same architecture without the config (hyperparameters hold the class path).
     model = LitClassifier.load_from_checkpoint(ckpts[0], weights_only=False)
