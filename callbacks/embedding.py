@@ -8,6 +8,8 @@ about ``N * (features + 28 * 28)`` bytes on disk, so it is written every 5 epoch
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from torch import Tensor, nn
 
 from callbacks.base import FixedSetCallback, RenderContext
@@ -30,6 +32,19 @@ def penultimate_layer(net: nn.Module) -> str:
 def embedding_features(net: nn.Module, x: Tensor, layer: str) -> Tensor:
     """``(N, D)`` the flattened output of ``layer`` for ``x``."""
     return capture_activations(net, x, [layer], stop_after_last=True)[layer].flatten(1)
+
+
+def _keep_earlier_snapshots(writer) -> None:
+    """A resumed fit gets a new writer, which would rewrite ``projector_config.pbtxt`` with its own snapshots only:
+    start it from the file already in the run folder, so the earlier epochs stay listed."""
+    if hasattr(writer, "_projector_config"):
+        return
+    path = Path(writer.get_logdir()) / "projector_config.pbtxt"
+    if path.is_file():
+        from google.protobuf import text_format
+        from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
+
+        writer._projector_config = text_format.Parse(path.read_text(), ProjectorConfig())
 
 
 class EmbeddingCallback(FixedSetCallback):
@@ -61,6 +76,7 @@ class EmbeddingCallback(FixedSetCallback):
         lo, hi = ctx.pixel_range
         thumbs = ((x.float().cpu() - lo) / (hi - lo)).clamp(0, 1)  # (N, 1, 28, 28) in [0, 1]
         meta = [f"{ctx.classes[c]}" for c in y.tolist()]
+        _keep_earlier_snapshots(ctx.writer)
         ctx.writer.add_embedding(feats, metadata=meta, label_img=thumbs, global_step=ctx.step,
                                  tag=f"{self.technique}/{self.layer}")
         ctx.logged.append(f"{self.technique}/{self.layer}")

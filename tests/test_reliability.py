@@ -50,6 +50,8 @@ def test_resume_continues_the_series_in_the_same_run(idx_dir, tmp_path):
     for tag in ("filters/conv_1", "feature_maps/relu_1/3_3", "selectivity/relu_3", "decision/0_0", "confusion_matrix"):
         assert steps(ea, tag) == [0, 1, 2, 3], tag  # no duplicate, no missing step
     assert steps(ea, "samples/train") == [0]  # drawn once, not again on resume
+    projector = (run / "projector_config.pbtxt").read_text()  # the projector still lists the first fit's snapshots
+    assert all(f'"{step:05d}/' in projector for step in (0, 1, 3)), projector
     assert [e.step for e in ea.Scalars("val/acc")] == sorted({e.step for e in ea.Scalars("val/acc")})
     for cb in second.trainer.callbacks:  # the same probe images after resuming
         if type(cb).__name__ in probes:
