@@ -12,6 +12,7 @@ from callbacks.fc_activations import FCActivationsCallback
 from callbacks.feature_maps import FeatureMapsCallback
 from callbacks.filters import FiltersCallback
 from callbacks.layer_responses import LayerResponsesCallback
+from callbacks.occlusion import OcclusionCallback
 from callbacks.samples import SamplesCallback
 from callbacks.selectivity import SelectivityCallback
 
@@ -30,6 +31,7 @@ VISUALIZATIONS = {
     "decision": DecisionCallback,
     "activations": ActivationsCallback,
     "confusion_matrix": ConfusionMatrixCallback,
+    "occlusion": OcclusionCallback,
     "embedding": EmbeddingCallback,
     # last: it stacks what the others drew
     "evolution": EvolutionCallback,

@@ -120,7 +120,7 @@ def test_evolution_strip_orientation_and_keys():
 def test_analysis_tags_are_logged_every_epoch_and_change(lenet_run):
     _, ea, _ = lenet_run
     tags = set(ea.Tags()["images"])
-    expected = {"layer_responses", "confusion_matrix"} | {f"decision/{c}_{c}" for c in range(10)}
+    expected = {"layer_responses", "confusion_matrix"} | {f"{t}/{c}_{c}" for c in range(10) for t in ("decision", "occlusion")}
     assert expected <= tags
     for tag in expected:
         imgs = _images(ea, tag)
@@ -188,7 +188,7 @@ def test_evolution_stacks_the_logged_snapshots_and_saves_pngs(lenet_run):
     cli, ea, run = lenet_run
     evo = next(c for c in cli.trainer.callbacks if type(c).__name__ == "EvolutionCallback")
     tags = set(ea.Tags()["images"])
-    for key in ("filters/conv_1", "feature_maps/conv_1", "decision", "confusion_matrix", "selectivity/relu_3"):
+    for key in ("filters/conv_1", "feature_maps/conv_1", "decision", "occlusion", "confusion_matrix", "selectivity/relu_3"):
         assert f"evolution/{key}" in tags, key
         assert sorted(_images(ea, f"evolution/{key}")) == [1]  # logged once, at the last epoch's step
         assert (run / "evolution" / f"{key}.png").is_file()
