@@ -15,6 +15,7 @@ from callbacks.layer_responses import LayerResponsesCallback
 from callbacks.occlusion import OcclusionCallback
 from callbacks.samples import SamplesCallback
 from callbacks.selectivity import SelectivityCallback
+from callbacks.top_activations import TopActivationsCallback
 
 # Config key -> callback class: each is always present in the CLI (turn one off with --<key>.enabled false).
 VISUALIZATIONS = {
@@ -29,6 +30,7 @@ VISUALIZATIONS = {
     "samples": SamplesCallback,
     "layer_responses": LayerResponsesCallback,
     "decision": DecisionCallback,
+    "top_activations": TopActivationsCallback,
     "activations": ActivationsCallback,
     "confusion_matrix": ConfusionMatrixCallback,
     "occlusion": OcclusionCallback,

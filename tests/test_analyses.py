@@ -120,7 +120,7 @@ def test_evolution_strip_orientation_and_keys():
 def test_analysis_tags_are_logged_every_epoch_and_change(lenet_run):
     _, ea, _ = lenet_run
     tags = set(ea.Tags()["images"])
-    expected = {"layer_responses", "confusion_matrix"} | {f"{t}/{c}_{c}" for c in range(10) for t in ("decision", "occlusion")}
+    expected = {"layer_responses", "confusion_matrix", "top_activations/relu_1", "top_activations/relu_2"} | {f"{t}/{c}_{c}" for c in range(10) for t in ("decision", "occlusion")}
     assert expected <= tags
     for tag in expected:
         imgs = _images(ea, tag)

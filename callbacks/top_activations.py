@@ -1,0 +1,576 @@
+"""Top activations (Zeiler & Fergus, 2014, figure 2): what the strongest responses of a unit look like.
+
+    rf = receptive_field(net, "max_pool_2")            # ReceptiveField(size=16, stride=4, start=5.5) for LeNet5
+    rf_box(rf, 2, 3, (28, 28))                         # (6, 10, 22, 26): rows 6..21, columns 10..25
+    top = top_activations(net, images, "relu_2", [0, 5], k=9)
+    top.values, top.indices, top.positions             # (2, 9), (2, 9) long, (2, 9, 2) long (row, col) or None
+    crops = patches(images, top.indices, top.positions, rf, (10, 10), fill=lo)   # (2, 9, C, P, P), P = rf.size
+    proj = projected_patches(net, images, "relu_2", [0, 5], top.indices, top.positions, rf)  # same shape
+
+For each selected unit of a layer: the ``k`` images with the largest response, in descending order. A conv unit is
+a channel; its response to an image is the channel's maximum over all positions, and that position is kept. A unit
+of a 2-D ``(N, U)`` layer (after ``nn.Flatten``/``nn.Linear``) responds with its value and has no position.
+
+The receptive field of a conv position is computed analytically from the layer geometry (kernel, stride, padding,
+dilation of every ``nn.Conv2d``, ``nn.MaxPool2d`` and ``nn.AvgPool2d`` up to the layer), in input pixels, with
+pixel ``i`` centred at coordinate ``i``: output position ``(r, c)`` of the layer is centred at
+``(start + r * stride, start + c * stride)`` and sees the ``size x size`` input pixels around that centre (the
+window is a superset of what can influence the value: max-pooling only routes from its maxima). ``patches`` crops
+that window (padded with ``fill`` outside the image, so every patch has the same size and the activation's centre
+is the patch's centre); ``projected_patches`` crops the same window from the deconvnet projection
+(``callbacks.deconv.deconvnet_from_seed``) of that single activation, every other activation of the layer zeroed.
+
+Pure functions on a plain ``nn.Module`` (no Lightning): forward hooks are removed also on error, the net runs in
+eval mode and every module's train/eval flag is restored (``hooks.eval_mode``), and they work when called under
+``torch.no_grad()`` and ``torch.inference_mode()``. Results live on the images' device.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor, nn
+
+from callbacks.base import FixedSetCallback, RenderContext
+from callbacks.deconv import deconvnet_from_seed
+from callbacks.hooks import (
+    LayerError, capture_activations, check_layers, check_unit_range, eval_mode, layer_shapes,
+)
+from callbacks.render import abs_max, diverging, grey, hstack, label, text_cell, upscale, vstack
+
+__all__ = [
+    "ReceptiveField", "TopActivations", "receptive_field", "rf_box", "top_activations", "patches",
+    "projected_patches", "TopActivationsCallback",
+]
+
+
+class ReceptiveField(NamedTuple):
+    """The receptive field of a layer's output positions, in input pixels (pixel ``i`` is centred at ``i``).
+
+    Output position ``j`` (along either axis) is centred at ``start + j * stride`` and sees the ``size`` pixels
+    ``start + j * stride - (size - 1) / 2 .. start + j * stride + (size - 1) / 2``. ``start`` may be fractional
+    (an even ``size``) or negative (padding).
+    """
+
+    size: int
+    stride: int
+    start: float
+
+    @property
+    def offset(self) -> int:
+        """First pixel (row or column) seen by output position 0; may be negative (padding)."""
+        return int(round(self.start - (self.size - 1) / 2))
+
+
+class TopActivations(NamedTuple):
+    """The result of ``top_activations`` for ``U`` units and ``k`` images each, in descending order."""
+
+    values: Tensor  # (U, k) float: the unit's response (conv: the channel's max over positions)
+    indices: Tensor  # (U, k) long: index of the image in ``images``
+    positions: Tensor | None  # (U, k, 2) long (row, col) of that max in the layer's map; None for (N, U) layers
+
+
+# Modules that act on each position separately (or not at all): they keep the receptive field as it is.
+_POINTWISE = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Tanh,
+    nn.Sigmoid, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Softplus, nn.Identity, nn.Dropout, nn.Dropout1d,
+    nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout, nn.modules.batchnorm._BatchNorm,
+    nn.GroupNorm, nn.modules.instancenorm._InstanceNorm, nn.LocalResponseNorm,
+)
+_FLAT = (nn.Linear, nn.Flatten, nn.Bilinear, nn.LazyLinear)
+
+
+def _int(value, name: str) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an integer, got {value!r}") from None
+
+
+def _square(value, what: str, name: str, module: nn.Module) -> int:
+    """One number from an int or an (h, w) tuple with h == w, else ``LayerError``."""
+    if isinstance(value, (tuple, list)):
+        if len(set(value)) != 1:
+            raise LayerError(
+                f"receptive_field handles square geometry only: {name!r} ({type(module).__name__}) has {what} "
+                f"{tuple(value)}"
+            )
+        value = value[0]
+    return int(value)
+
+
+def _geometry(name: str, m: nn.Module) -> tuple[int, int, float]:
+    """``(effective kernel, stride, left/top padding)`` of a conv or pooling module; ``padding="same"`` pads
+    ``(effective kernel - 1) // 2`` on the left/top (the rest on the right/bottom), as PyTorch does."""
+    kernel = _square(m.kernel_size, "kernel_size", name, m)
+    stride = _square(m.stride if m.stride is not None else m.kernel_size, "stride", name, m)
+    dilation = _square(getattr(m, "dilation", 1), "dilation", name, m)
+    eff = dilation * (kernel - 1) + 1
+    padding = m.padding
+    if isinstance(padding, str):  # nn.Conv2d(padding="valid" | "same")
+        padding = 0 if padding == "valid" else (eff - 1) // 2
+    else:
+        padding = _square(padding, "padding", name, m)
+    return eff, stride, padding
+
+
+def receptive_field(net: nn.Module, layer: str) -> ReceptiveField:
+    """The receptive field of ``layer``'s output positions, computed analytically from the layer geometry.
+
+    The leaf modules of ``net.named_modules()`` are walked in registration order up to and including ``layer``
+    (a container: up to its last leaf). For an ``nn.Sequential`` net (nested ones included) that is the forward
+    order; for a net with a custom ``forward`` it is the order the submodules were assigned, which must then match
+    the forward pass. ``nn.Conv2d``, ``nn.MaxPool2d`` and ``nn.AvgPool2d`` change the field (kernel, stride,
+    padding, dilation; ints or square tuples; ``padding="same"``/``"valid"``); activations, dropout,
+    normalization and ``nn.Identity`` keep it. Starting from one pixel (size 1, stride 1, start 0), a module of
+    effective kernel ``e = dilation * (kernel - 1) + 1``, stride ``s`` and left padding ``p`` gives
+    ``size += (e - 1) * stride``, ``start += ((e - 1) / 2 - p) * stride``, then ``stride *= s``.
+
+    Raises:
+        LayerError: unknown ``layer`` (the message lists the valid names); an ``nn.Linear`` or ``nn.Flatten`` before
+            or at ``layer`` ("has no spatial receptive field"); a module whose geometry is unknown or not square.
+    """
+    if not isinstance(layer, str):
+        raise LayerError(f"layer must be a submodule name (str), got {layer!r}")
+    check_layers(net, [layer])
+    leaves = [(n, m) for n, m in net.named_modules() if n and not any(True for _ in m.children())]
+    inside = [i for i, (n, _) in enumerate(leaves) if n == layer or n.startswith(layer + ".")]
+    if not inside:
+        raise LayerError(f"layer {layer!r} of {type(net).__name__} holds no modules, so it has no receptive field")
+    size, stride, start = 1, 1, 0.0
+    for name, m in leaves[: inside[-1] + 1]:
+        if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+            eff, s, p = _geometry(name, m)
+            size += (eff - 1) * stride
+            start += ((eff - 1) / 2 - p) * stride
+            stride *= s
+        elif isinstance(m, _FLAT):
+            raise LayerError(
+                f"layer {layer!r} has no spatial receptive field: {name!r} ({type(m).__name__}) before or at it "
+                "mixes all positions"
+            )
+        elif not isinstance(m, _POINTWISE):
+            raise LayerError(
+                f"cannot compute the receptive field of {layer!r}: the geometry of {name!r} "
+                f"({type(m).__name__}) is unknown (known: Conv2d, MaxPool2d, AvgPool2d and pointwise modules)"
+            )
+    return ReceptiveField(size=int(size), stride=int(stride), start=float(start))
+
+
+def rf_box(rf: ReceptiveField, row: int, col: int, image_hw: Sequence[int]) -> tuple[int, int, int, int]:
+    """``(top, left, bottom, right)`` (bottom/right exclusive) of output position ``(row, col)``'s receptive field,
+    clipped to an image of size ``image_hw = (H, W)``."""
+    h, w = int(image_hw[0]), int(image_hw[1])
+    top = rf.offset + int(row) * rf.stride
+    left = rf.offset + int(col) * rf.stride
+    return max(top, 0), max(left, 0), min(top + rf.size, h), min(left + rf.size, w)
+
+
+def _check_images(images: Tensor) -> None:
+    if not isinstance(images, Tensor):
+        raise ValueError(f"images must be a tensor shaped (N, C, H, W), got {type(images).__name__}")
+    if images.dim() != 4:
+        raise ValueError(f"images must be a 4-D tensor (N, C, H, W), got shape {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise ValueError(f"images must be a floating-point tensor, got dtype {images.dtype}")
+
+
+def _unit_list(units) -> list[int]:
+    if isinstance(units, Tensor):
+        units = units.flatten().tolist()
+    if isinstance(units, int) and not isinstance(units, bool):
+        return [units]
+    return list(units)
+
+
+def top_activations(
+    net: nn.Module, images: Tensor, layer: str, units: Sequence[int], k: int, batch_size: int = 1000
+) -> TopActivations:
+    """The ``k`` images of ``images`` that activate each of ``units`` of ``layer`` most, in descending order.
+
+    A unit of a ``(N, C, H, W)`` layer is a channel, scored by its maximum over the map (``positions`` gives that
+    maximum's ``(row, col)``, the first one in row-major order on ties); a unit of a ``(N, U)`` layer is scored by
+    its value (``positions`` is None). Equal scores keep the lower image index first. NaN activations never win
+    (they rank as ``-inf``). The images go through the net ``batch_size`` at a time, each pass stopping at
+    ``layer``; only a running top ``k`` per unit is kept, so memory does not grow with ``N``.
+
+    Returns:
+        ``TopActivations(values (U, k), indices (U, k) long, positions (U, k, 2) long or None)``.
+
+    Raises:
+        ValueError: ``images`` not a 4-D float tensor; ``k`` not an integer in ``1..N``; bad ``batch_size``.
+        LayerError (a ``ValueError``): unknown ``layer``; a unit index out of range (the message gives the
+            valid range); a layer output that is neither 2-D nor 4-D.
+    """
+    _check_images(images)
+    if not isinstance(layer, str):
+        raise LayerError(f"layer must be a submodule name (str), got {layer!r}")
+    check_layers(net, [layer])
+    k = _int(k, "k")
+    n = len(images)
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be in 1..{n} (the number of images), got k={k}")
+    batch_size = _int(batch_size, "batch_size")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size}")
+    units = _unit_list(units)
+    device = images.device
+    best_v = best_i = best_p = None
+    spatial = None
+    with torch.no_grad(), eval_mode(net):
+        for start in range(0, n, batch_size):
+            a = capture_activations(net, images[start : start + batch_size], [layer], stop_after_last=True)[layer]
+            if spatial is None:
+                if a.dim() not in (2, 4):
+                    raise LayerError(
+                        f"layer {layer!r} outputs a {a.dim()}-D tensor {tuple(a.shape)}; top activations need "
+                        "(N, C, H, W) or (N, U)"
+                    )
+                check_unit_range(layer, units, a.shape[1])
+                spatial = a.dim() == 4
+                sel = torch.tensor(units, dtype=torch.long, device=a.device)
+            a = torch.nan_to_num(a.index_select(1, sel), nan=-math.inf)  # (B, U, ...)
+            if spatial:
+                v, p = a.flatten(2).max(dim=2)  # (B, U): first maximum on ties
+            else:
+                v, p = a, torch.zeros_like(a, dtype=torch.long)
+            v, p = v.T.to(device), p.T.to(device)  # (U, B)
+            i = torch.arange(start, start + v.shape[1], device=device).expand_as(p)
+            if best_v is not None:  # earlier (lower) indices first, so a stable sort keeps them first on ties
+                v, i, p = torch.cat([best_v, v], 1), torch.cat([best_i, i], 1), torch.cat([best_p, p], 1)
+            order = torch.sort(v, dim=1, descending=True, stable=True).indices[:, :k]
+            best_v, best_i, best_p = v.gather(1, order), i.gather(1, order), p.gather(1, order)
+    if spatial:
+        w = a.shape[-1]
+        positions = torch.stack([best_p // w, best_p % w], dim=-1)
+    else:
+        positions = None
+    return TopActivations(best_v, best_i, positions)
+
+
+def patches(
+    images: Tensor, indices: Tensor, positions: Tensor, rf: ReceptiveField, layer_hw: Sequence[int], fill: float = 0.0
+) -> Tensor:
+    """The receptive-field window of each ``(image, position)``: ``(U, k, C, P, P)`` with ``P = rf.size``.
+
+    ``indices`` ``(U, k)`` picks the images, ``positions`` ``(U, k, 2)`` the ``(row, col)`` in the layer's
+    ``layer_hw = (h, w)`` map; the window around that position's centre is cropped, pixels outside the image are
+    ``fill``. So every patch has the same size and the activation's centre is the patch's centre (pixel
+    ``(P - 1) / 2``, between two pixels when ``P`` is even).
+
+    Raises:
+        ValueError: bad shapes, or a position outside ``layer_hw``.
+    """
+    _check_images(images)
+    if positions is None:
+        raise ValueError("patches need positions (U, k, 2); a (N, U) layer has none: its field is the whole image")
+    indices, positions = torch.as_tensor(indices), torch.as_tensor(positions)
+    if indices.dim() != 2 or positions.shape != (*indices.shape, 2):
+        raise ValueError(
+            f"indices must be (U, k) and positions (U, k, 2), got {tuple(indices.shape)} and {tuple(positions.shape)}"
+        )
+    lh, lw = int(layer_hw[0]), int(layer_hw[1])
+    rows, cols = positions[..., 0].long(), positions[..., 1].long()
+    if rows.numel() and (rows.min() < 0 or rows.max() >= lh or cols.min() < 0 or cols.max() >= lw):
+        raise ValueError(
+            f"positions must lie in the layer's {lh}x{lw} map, got rows {rows.tolist()} cols {cols.tolist()}"
+        )
+    u, k = indices.shape
+    _, c, h, w = images.shape
+    size = rf.size
+    dev = images.device
+    offs = torch.arange(size, device=dev)
+    rr = (rf.offset + rows.to(dev).reshape(-1, 1) * rf.stride) + offs  # (M, P) pixel rows
+    cc = (rf.offset + cols.to(dev).reshape(-1, 1) * rf.stride) + offs
+    sel = images[indices.reshape(-1).to(dev)]  # (M, C, H, W)
+    m = torch.arange(len(sel), device=dev)
+    crop = sel[m[:, None, None], :, rr.clamp(0, h - 1)[:, :, None], cc.clamp(0, w - 1)[:, None, :]]  # (M, P, P, C)
+    inside = ((rr >= 0) & (rr < h))[:, :, None] & ((cc >= 0) & (cc < w))[:, None, :]  # (M, P, P)
+    crop = torch.where(inside[..., None], crop, torch.full((), float(fill), dtype=crop.dtype, device=dev))
+    return crop.permute(0, 3, 1, 2).reshape(u, k, c, size, size)
+
+
+def projected_patches(
+    net: nn.Module,
+    images: Tensor,
+    layer: str,
+    units: Sequence[int],
+    indices: Tensor,
+    positions: Tensor | None,
+    rf: ReceptiveField | None,
+) -> Tensor:
+    """Deconvnet projections of single activations, cropped like ``patches``: ``(U, k, C, P, P)``.
+
+    For entry ``(u, j)``: image ``indices[u, j]`` is run up to ``layer``, every activation of the layer is zeroed
+    except unit ``units[u]`` at ``positions[u, j]`` (its strongest position, as ``top_activations`` found), and that
+    seed is projected to pixel space (``callbacks.deconv.deconvnet_from_seed``); the receptive-field window is
+    cropped (zero outside the image). The projection is zero outside that window, so nothing is lost. With
+    ``positions`` None (a ``(N, U)`` layer: the seed is the unit's value) the whole projections are returned,
+    ``(U, k, C, H, W)``, and ``rf`` is not used. All ``U * k`` projections run as one batch.
+    """
+    _check_images(images)
+    units = _unit_list(units)
+    indices = torch.as_tensor(indices)
+    if indices.dim() != 2 or indices.shape[0] != len(units):
+        raise ValueError(f"indices must be (U, k) with U = {len(units)} units, got {tuple(indices.shape)}")
+    u, k = indices.shape
+    dev = images.device
+    sel = images[indices.reshape(-1).to(dev)]  # (M, C, H, W)
+    unit_of = torch.tensor(units, dtype=torch.long, device=dev).repeat_interleave(k)  # (M,)
+    if positions is not None:
+        positions = torch.as_tensor(positions).to(dev).reshape(-1, 2)
+    layer_hw: list[tuple[int, int]] = []
+
+    def make_seed(act: Tensor) -> Tensor:
+        m = torch.arange(len(act), device=act.device)
+        uu = unit_of.to(act.device)
+        if positions is None:
+            if act.dim() != 2:
+                raise LayerError(f"layer {layer!r} outputs {tuple(act.shape)}: give positions for a spatial layer")
+            keep = (m, uu)
+        else:
+            if act.dim() != 4:
+                raise LayerError(f"layer {layer!r} outputs {tuple(act.shape)}: positions need (N, C, H, W)")
+            layer_hw.append(tuple(act.shape[-2:]))
+            p = positions.to(act.device)
+            keep = (m, uu, p[:, 0], p[:, 1])
+        check_unit_range(layer, units, act.shape[1])
+        seed = torch.zeros_like(act)
+        seed[keep] = act[keep]
+        return seed
+
+    proj = deconvnet_from_seed(net, sel, layer, make_seed)  # (M, C, H, W)
+    if positions is None:
+        return proj.reshape(u, k, *proj.shape[1:])
+    if rf is None:
+        raise ValueError("projected_patches needs the receptive field rf to crop a spatial layer's projections")
+    own = torch.arange(u * k, device=dev).reshape(u, k)
+    return patches(proj, own, positions.reshape(u, k, 2), rf, layer_hw[0], fill=0.0)
+
+
+# ------------------------------------------------------------------------------------------------ the callback
+_BOX = torch.tensor([1.0, 0.45, 0.0])  # receptive-field outline: orange
+_OUTSIDE = torch.tensor([0.80, 0.85, 0.95])  # patch pixels beyond the image border: pale blue
+
+
+def _outline(img: Tensor, box: tuple[int, int, int, int], colour: Tensor = _BOX) -> Tensor:
+    """A copy of the RGB ``(3, H, W)`` image with a 1-pixel rectangle on the box's border pixels."""
+    top, left, bottom, right = box
+    img = img.clone()
+    if bottom <= top or right <= left:
+        return img
+    c = colour.view(3, 1)
+    img[:, top, left:right] = c
+    img[:, bottom - 1, left:right] = c
+    img[:, top:bottom, left] = c
+    img[:, top:bottom, right - 1] = c
+    return img
+
+
+def _fit(tile: Tensor, cell: int) -> Tensor:
+    """A square RGB tile more than 1.2 times wider than ``cell`` shrunk to ``cell`` (area averaging), else as is."""
+    if tile.shape[-1] <= 1.2 * cell:
+        return tile
+    return torch.nn.functional.interpolate(tile[None], size=(cell, cell), mode="area")[0]
+
+
+class TopActivationsCallback(FixedSetCallback):
+    """Log Zeiler & Fergus top activations (their figure 2): ``top_activations/<layer>``.
+
+    Over a fixed, class-balanced set of validation images, for each chosen unit of a layer (a row): the ``k``
+    images that activate it most, strongest first; for a conv unit the receptive field of its strongest position
+    is outlined in orange on each image, then those windows are shown enlarged (pale blue: beyond the image
+    border), then (``projection``) the deconvnet projection of that single activation, cropped the same way, on
+    a diverging scale per patch (red positive, blue negative). For a fully-connected unit the projections are of
+    the whole image. Each row's label gives the unit and its largest response.
+
+    Args:
+        layers: layers to analyse (default: every ReLU with a (C, H, W) output; a net without conv layers: the
+            first ReLU after an nn.Linear).
+        units: an integer n: the first n units of each layer (all of them if it has fewer); or a list of unit
+            indices, checked against every layer.
+        k: images per unit (the top k, strongest first).
+        projection: also show the deconvnet projection of each top activation.
+        per_class: samples per class in the fixed validation set searched for the top images.
+    """
+
+    technique = "top_activations"
+    batch_size = 1000  # images per forward pass of the search
+    max_width = 1000  # the picture's width is kept under about this many pixels
+
+    def __init__(
+        self,
+        layers: list[str] | None = None,
+        units: int | list[int] = 8,
+        k: int = 9,
+        projection: bool = True,
+        per_class: int = 100,
+        **kwargs,
+    ) -> None:
+        super().__init__(layers=layers, per_class=per_class, **kwargs)
+        name = type(self).__name__
+        if layers is not None and (
+            not isinstance(layers, (list, tuple)) or not all(isinstance(s, str) for s in layers)
+        ):
+            raise ValueError(f"{name}: layers must be a list of layer names or None (the default), got {layers!r}")
+        if isinstance(units, bool) or not isinstance(units, (int, list, tuple)):
+            raise ValueError(f"{name}: units must be an integer >= 1 or a list of unit indices, got {units!r}")
+        if isinstance(units, int) and units < 1:
+            raise ValueError(f"{name}: units must be an integer >= 1 or a list of unit indices, got {units!r}")
+        if isinstance(units, (list, tuple)):
+            if not units or any(isinstance(u, bool) or not isinstance(u, int) or u < 0 for u in units):
+                raise ValueError(
+                    f"{name}: units must be a non-empty list of unit indices >= 0 (or an integer n >= 1), got {units!r}"
+                )
+            units = list(units)
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"{name}: k must be an integer >= 1, got {k!r}")
+        if not isinstance(projection, bool):
+            raise ValueError(f"{name}: projection must be true or false, got {projection!r}")
+        self.layers = list(layers) if layers is not None else None
+        self.units = units
+        self.k = k
+        self.projection = projection
+        self.layer_units: dict[str, list[int]] = {}
+        self.fields: dict[str, ReceptiveField | None] = {}
+        self._hw_key, self._hw = None, {}
+
+    def _state_config(self):
+        return {"layers": self.layers}
+
+    @staticmethod
+    def default_layers(net: nn.Module, shapes: dict[str, tuple[int, ...]]) -> list[str]:
+        """Every ReLU with a ``(C, H, W)`` output; a net without one: the first ReLU after an ``nn.Linear``."""
+        spatial = FixedSetCallback.spatial_layers(shapes, (nn.ReLU,), net)
+        if spatial:
+            return spatial
+        seen_linear = False
+        for name, m in net.named_modules():
+            if isinstance(m, nn.Linear):
+                seen_linear = True
+            elif seen_linear and isinstance(m, nn.ReLU) and name in shapes:
+                return [name]
+        return []
+
+    def configure(self, net, shapes):
+        if self.layers is None:
+            self.layers = self.default_layers(net, shapes)
+            if not self.layers:
+                raise LayerError(
+                    f"no default layer (no ReLU with a (C, H, W) output, no ReLU after an nn.Linear); name some of: "
+                    f"{', '.join(shapes)}"
+                )
+        check_layers(net, self.layers)
+        self.layer_units, self.fields = {}, {}
+        for layer in self.layers:
+            shape = shapes[layer]
+            if len(shape) not in (1, 3):
+                raise LayerError(f"layer {layer!r} outputs {shape} per image; top activations need (C, H, W) or (U,)")
+            n = shape[0]
+            units = list(range(min(self.units, n))) if isinstance(self.units, int) else list(self.units)
+            check_unit_range(layer, units, n)
+            self.layer_units[layer] = units
+            self.fields[layer] = None
+            if len(shape) == 3:
+                try:
+                    self.fields[layer] = receptive_field(net, layer)
+                except LayerError as e:  # a module of unknown geometry: show the top images without patches
+                    rank_zero_warn(f"{type(self).__name__}: {e}; {layer!r} is shown without patches")
+
+    def compute(self, net: nn.Module, x: Tensor, layer: str, pixel_lo: float = 0.0):
+        """The render's computation for one layer: ``(top, patches or None, projections or None)`` over ``x``."""
+        if layer not in self.layer_units:  # not set up by the Trainer (a direct call): configure for x's shape
+            self.shapes = layer_shapes(net, tuple(x.shape[1:]))
+            self.configure(net, self.shapes)
+        units = self.layer_units[layer]
+        top = top_activations(net, x, layer, units, min(self.k, len(x)), self.batch_size)
+        rf = self.fields.get(layer)
+        crops = None
+        if top.positions is not None and rf is not None:
+            crops = patches(x, top.indices, top.positions, rf, self._layer_hw(net, x, layer), fill=pixel_lo)
+        proj = None
+        if self.projection and (top.positions is None or rf is not None):
+            proj = projected_patches(net, x, layer, units, top.indices, top.positions, rf)
+        return top, crops, proj
+
+    def _layer_hw(self, net: nn.Module, x: Tensor, layer: str) -> tuple[int, int]:
+        """The layer's map size for images like ``x`` (the shapes found at setup assume 28x28 inputs)."""
+        if self._hw_key != (id(net), tuple(x.shape[1:])):
+            self._hw_key, self._hw = (id(net), tuple(x.shape[1:])), layer_shapes(net, tuple(x.shape[1:]))
+        return tuple(self._hw[layer][-2:])
+
+    def render(self, ctx: RenderContext) -> None:
+        x, _ = self.fixed_set(ctx.trainer, self.per_class)
+        lo, hi = ctx.pixel_range
+        for layer in self.layers:
+            top, crops, proj = self.compute(ctx.net, x, layer, lo)
+            ctx.add_image(f"{self.technique}/{layer}", self.picture(ctx, x, layer, top, crops, proj))
+
+    def picture(self, ctx: RenderContext, x: Tensor, layer: str, top: TopActivations, crops, proj) -> Tensor:
+        """One row per unit: label, top images (receptive field outlined), enlarged patches, projections. Images
+        with several channels show channel 0 (as the other pictures of this project do)."""
+        lo, hi = ctx.pixel_range
+        units = self.layer_units[layer]
+        rf = self.fields.get(layer)
+        k = top.indices.shape[1]
+        h, w = x.shape[-2:]
+        indices = top.indices.cpu()
+        positions = top.positions.cpu() if top.positions is not None else None
+        groups = 1 + (crops is not None) + (proj is not None)
+        scale = max(1, (self.max_width - 80) // max(1, groups * k * (w + 2) + 8 * groups))
+        cell = w * scale  # every tile is about this wide
+        size = crops.shape[-1] if crops is not None else w
+        pscale = max(1, min(round(cell / size), int(1.2 * cell) // size))  # patch tiles about as wide as the images
+        if crops is not None:  # which patch pixels lie inside the image
+            ones = torch.ones(1, 1, h, w)
+            hw = self._layer_hw(ctx.net, x, layer)
+            inside = patches(ones, torch.zeros_like(indices), positions, rf, hw, fill=0.0)[:, :, 0]
+        rows = []
+        for r, u in enumerate(units):
+            tiles, ptiles, jtiles = [], [], []
+            for j in range(k):
+                img = grey(x[int(indices[r, j]), 0].cpu(), lo, hi)
+                img = upscale(img, scale)
+                if positions is not None and rf is not None:
+                    box = rf_box(rf, int(positions[r, j, 0]), int(positions[r, j, 1]), (h, w))
+                    img = _outline(img, tuple(b * scale for b in box), _BOX)
+                tiles.append(img)
+                if crops is not None:
+                    p = grey(crops[r, j, 0].cpu(), lo, hi)
+                    p = torch.where(inside[r, j].bool(), p, _OUTSIDE.view(3, 1, 1))
+                    ptiles.append(_fit(upscale(p, pscale), cell))
+                if proj is not None:
+                    q = proj[r, j, 0].cpu()
+                    jtiles.append(_fit(upscale(diverging(q, abs_max(q)), pscale if crops is not None else scale), cell))
+            best = float(top.values[r, 0])
+            head = vstack([text_cell(f"unit {u}", 72, 14), text_cell(f"max {best:.3g}", 72, 14)], gap=0)
+            parts = [head, hstack(tiles, gap=2)]
+            if ptiles:
+                parts.append(hstack(ptiles, gap=2))
+            if jtiles:
+                parts.append(hstack(jtiles, gap=2))
+            rows.append(hstack(parts, gap=8))
+            widths = [part.shape[2] for part in parts]
+        names = ["", "top images" + (", field outlined" if positions is not None and rf is not None else "")]
+        if crops is not None:
+            names.append("receptive fields")
+        if proj is not None:
+            names.append("deconvnet of that activation" if crops is not None else "deconvnet projections")
+        header = hstack([text_cell(t, wd, 14) for t, wd in zip(names, widths)], gap=8)
+        body = vstack([header, *rows], gap=3)
+        if rf is not None:
+            what = f"receptive field {rf.size}px, stride {rf.stride}"
+        elif positions is not None:
+            what = "receptive field unknown"
+        else:
+            what = "fully connected: whole-image projections" if proj is not None else "fully connected"
+        title = f"{layer}: top {k} of {len(x)} images per unit ({what}), epoch {ctx.step}"
+        return label(body, title)
+
