@@ -67,14 +67,15 @@ class ConvscopeCLI(LightningCLI):
 
     def after_fit(self) -> None:
         trainer = self.trainer
-        if trainer.is_global_zero and trainer.log_dir:
+        log_dir = trainer.log_dir  # on every rank: under DDP this is a broadcast from rank zero
+        if trainer.is_global_zero and log_dir:
             ckpt = getattr(trainer.checkpoint_callback, "best_model_path", "") or getattr(
                 trainer.checkpoint_callback, "last_model_path", ""
             )
-            print(f"\nLogs: {trainer.log_dir}")
+            print(f"\nLogs: {log_dir}")
             if ckpt:
                 print(f"Checkpoint: {ckpt}")
-            print(f"View: tensorboard --logdir {trainer.log_dir} --samples_per_plugin images=200 --host 127.0.0.1")
+            print(f"View: tensorboard --logdir {log_dir} --samples_per_plugin images=200 --host 127.0.0.1")
 
 
 def _check_model_matches_data(model: LitClassifier, datamodule: MNISTDataModule) -> None:

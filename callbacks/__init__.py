@@ -11,6 +11,7 @@ from callbacks.evolution import EvolutionCallback
 from callbacks.fc_activations import FCActivationsCallback
 from callbacks.feature_maps import FeatureMapsCallback
 from callbacks.filters import FiltersCallback
+from callbacks.importance import ImportanceCallback
 from callbacks.layer_responses import LayerResponsesCallback
 from callbacks.occlusion import OcclusionCallback
 from callbacks.samples import SamplesCallback
@@ -31,6 +32,7 @@ VISUALIZATIONS = {
     "layer_responses": LayerResponsesCallback,
     "decision": DecisionCallback,
     "top_activations": TopActivationsCallback,
+    "importance": ImportanceCallback,
     "activations": ActivationsCallback,
     "confusion_matrix": ConfusionMatrixCallback,
     "occlusion": OcclusionCallback,

@@ -220,6 +220,13 @@ class VisualizationCallback(Callback):
         return None
 
     @staticmethod
+    def run_dir(trainer: pl.Trainer) -> str | None:
+        """The run folder, read from the logger on this rank only. ``trainer.log_dir`` broadcasts from rank zero
+        under DDP, so calling it on one rank alone (as rank-zero-only code does) would leave that rank waiting."""
+        logger = trainer.logger
+        return getattr(logger, "log_dir", None) if logger is not None else None
+
+    @staticmethod
     def step_of(trainer: pl.Trainer, pl_module: pl.LightningModule) -> int:
         """The image step: the epoch being trained, or, when validating a checkpoint, the epoch it was saved at."""
         if trainer.state.fn != "fit" and getattr(pl_module, "checkpoint_epoch", None) is not None:

@@ -28,11 +28,13 @@ class InterruptCheckpoint(Callback):
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if trainer.state.fn != "fit" or trainer.checkpoint_callback is None:
             return
-        folder = trainer.checkpoint_callback.dirpath or str(Path(trainer.log_dir or trainer.default_root_dir) / "checkpoints")
+        # trainer.log_dir is not used here: under DDP it is a collective call, and an exception may stop one rank only
+        run = getattr(trainer.logger, "log_dir", None) if trainer.logger is not None else None
+        folder = trainer.checkpoint_callback.dirpath or str(Path(run or trainer.default_root_dir) / "checkpoints")
         self.path = Path(folder) / self.filename
         trainer.save_checkpoint(self.path)
-        config = Path(trainer.log_dir or "") / "config.yaml"
-        config_arg = str(config) if trainer.log_dir and config.is_file() else "<your config>"
+        config = Path(run or "") / "config.yaml"
+        config_arg = str(config) if run and config.is_file() else "<your config>"
         rank_zero_info(
             f"\n{type(exception).__name__} during epoch {trainer.current_epoch}: checkpoint saved to {self.path}\n"
             f"Resume: python train.py fit --config {config_arg} --ckpt_path {self.path}"

@@ -143,7 +143,7 @@ class EvolutionCallback(VisualizationCallback):
             strip = evolution_strip({e: _unpng(s) for e, s in keep.items()})
             strip = label(strip, f"{self._tag_of.get(key, key)} over training (epochs {', '.join(map(str, sorted(keep)))})")
             ctx.add_image(f"{self.technique}/{key}", strip)
-            log_dir = ctx.trainer.log_dir
+            log_dir = self.run_dir(ctx.trainer)
             if self.save_png and log_dir:
                 path = Path(log_dir) / "evolution" / f"{key}.png"
                 path.parent.mkdir(parents=True, exist_ok=True)

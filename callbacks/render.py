@@ -142,7 +142,10 @@ def _font():
     if _FONT is None:
         from PIL import ImageFont
 
-        _FONT = ImageFont.load_default()
+        try:
+            _FONT = ImageFont.load_default(size=11)  # Pillow's bundled scalable font (needs FreeType)
+        except (TypeError, ValueError, OSError, ImportError):
+            _FONT = ImageFont.load_default()  # the small bitmap font
     return _FONT
 
 

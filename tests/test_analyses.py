@@ -120,7 +120,8 @@ def test_evolution_strip_orientation_and_keys():
 def test_analysis_tags_are_logged_every_epoch_and_change(lenet_run):
     _, ea, _ = lenet_run
     tags = set(ea.Tags()["images"])
-    expected = {"layer_responses", "confusion_matrix", "top_activations/relu_1", "top_activations/relu_2"} | {f"{t}/{c}_{c}" for c in range(10) for t in ("decision", "occlusion")}
+    expected = {"layer_responses", "confusion_matrix", "top_activations/relu_1", "top_activations/relu_2",
+                "importance/relu_1", "importance/relu_4"} | {f"{t}/{c}_{c}" for c in range(10) for t in ("decision", "occlusion")}
     assert expected <= tags
     for tag in expected:
         imgs = _images(ea, tag)
@@ -130,6 +131,9 @@ def test_analysis_tags_are_logged_every_epoch_and_change(lenet_run):
     layers = ["conv_1", "relu_1", "max_pool_1", "conv_2", "relu_2", "max_pool_2", "fc_1", "relu_3", "fc_2", "relu_4", "fc_3"]
     assert {f"layer_responses/{n}" for n in layers} <= scalars
     assert {f"activations/relu_{i}/dead_fraction" for i in range(1, 5)} <= scalars
+    assert {f"importance/relu_{i}/max_acc_drop" for i in range(1, 5)} <= scalars
+    for i in range(1, 5):
+        assert all(-1 <= e.value <= 1 for e in ea.Scalars(f"importance/relu_{i}/max_acc_drop"))
     for i in range(1, 5):
         assert all(0 <= e.value <= 1 for e in ea.Scalars(f"activations/relu_{i}/dead_fraction"))
     hist = set(ea.Tags()["histograms"])

@@ -119,7 +119,7 @@ def test_same_seed_and_config_give_the_same_metrics_and_images(idx_dir, tmp_path
     for tag in a.Tags()["images"]:
         ia, ib = _images(a, tag), _images(b, tag)
         assert ia.keys() == ib.keys() and all(np.array_equal(ia[s], ib[s]) for s in ia), tag
-    for tag in ("val/acc", "val/loss", "train/loss_step", "selectivity/relu_3/mean_index"):
+    for tag in ("val/acc", "val/loss", "train/loss_epoch", "selectivity/relu_3/mean_index", "importance/relu_3/max_acc_drop"):
         assert [e.value for e in a.Scalars(tag)] == [e.value for e in b.Scalars(tag)], tag
 
 

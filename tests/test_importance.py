@@ -1,0 +1,382 @@
+"""Unit importance by ablation (callbacks/importance.py): known answers from hand-made nets, the batched path
+against the one-forward-per-unit hook path, chunking, variance and rank correlation, errors, mode and hook
+hygiene, and the callback's pictures and scalars."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections import OrderedDict
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+import callbacks.importance as importance
+from callbacks.base import RenderContext
+from callbacks.hooks import LayerError, eval_mode, layer_shapes
+from callbacks.importance import Ablation, ImportanceCallback, ablation_importance, rank_correlation, variance_importance
+from lit_modules.nets import DeepCNN, LeNet5
+
+
+# ------------------------------------------------------------------------------------------------------ helpers
+class Wrapper(nn.Module):
+    """Not an nn.Sequential: ablation must fall back to the forward hook (layer names get a ``body.`` prefix)."""
+
+    def __init__(self, body: nn.Module) -> None:
+        super().__init__()
+        self.body = body
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def no_hooks(net: nn.Module) -> bool:
+    return all(not m._forward_hooks and not m._forward_pre_hooks for m in net.modules())
+
+
+def lenet(seed: int = 0) -> LeNet5:
+    torch.manual_seed(seed)
+    return LeNet5().eval()
+
+
+def data(n: int, seed: int = 1, k: int = 10):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 1, 28, 28, generator=g), torch.randint(0, k, (n,), generator=g)
+
+
+def mlp_one_unit() -> nn.Sequential:
+    """logits = [h0, 0.5] with h = relu(fc_1(x)) = relu([x0, x1, 3 - x0]): only unit 0 of relu_1 matters."""
+    net = nn.Sequential(OrderedDict(fc_1=nn.Linear(2, 3), relu_1=nn.ReLU(), fc_2=nn.Linear(3, 2)))
+    with torch.no_grad():
+        net.fc_1.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]))
+        net.fc_1.bias.copy_(torch.tensor([0.0, 0.0, 3.0]))
+        net.fc_2.weight.copy_(torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]))
+        net.fc_2.bias.copy_(torch.tensor([0.0, 0.5]))
+    return net
+
+
+def conv_one_channel() -> nn.Sequential:
+    """logits = [mean of channel 1 of relu_1, 0.5]: only channel 1 matters, through its whole map."""
+    net = nn.Sequential(OrderedDict(
+        conv_1=nn.Conv2d(1, 3, kernel_size=1), relu_1=nn.ReLU(), pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(),
+        fc_1=nn.Linear(3, 2),
+    ))
+    with torch.no_grad():
+        net.conv_1.weight.fill_(1.0)
+        net.conv_1.bias.zero_()
+        net.fc_1.weight.copy_(torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 0.0]]))
+        net.fc_1.bias.copy_(torch.tensor([0.0, 0.5]))
+    return net
+
+
+def both_paths(net, x, y, layer, **kw) -> tuple[Ablation, Ablation]:
+    return ablation_importance(net, x, y, layer, **kw), ablation_importance(Wrapper(net), x, y, f"body.{layer}", **kw)
+
+
+# ------------------------------------------------------------------------------------------------ known answers
+def test_single_unit_net_gives_that_unit_the_full_drop():
+    x = torch.stack([torch.linspace(1, 2, 8), torch.linspace(-1, 1, 8)], 1)  # x0 in [1, 2]: h0 = x0 > 0.5
+    y = torch.zeros(8, dtype=torch.long)
+    for abl in both_paths(mlp_one_unit(), x, y, "relu_1"):
+        assert abl.base_acc == 1.0
+        assert abl.acc_drop.tolist() == [1.0, 0.0, 0.0]
+        base_loss = float(torch.log1p(torch.exp(0.5 - x[:, 0].double())).mean())
+        assert abl.base_loss == pytest.approx(base_loss, abs=1e-6)
+        assert abl.loss_rise[0].item() == pytest.approx(math.log1p(math.exp(0.5)) - base_loss, abs=1e-6)
+        assert abl.loss_rise[1:].abs().max() <= 1e-6
+        assert abl.units.tolist() == [0, 1, 2]
+
+
+def test_conv_ablation_zeroes_the_whole_channel():
+    g = torch.Generator().manual_seed(0)
+    x = 1 + torch.rand(6, 1, 5, 5, generator=g)  # every position > 0.5, so zeroing part of a map changes nothing
+    y = torch.zeros(6, dtype=torch.long)
+    for abl in both_paths(conv_one_channel(), x, y, "relu_1"):
+        assert abl.base_acc == 1.0
+        assert abl.acc_drop.tolist() == [0.0, 1.0, 0.0]
+        assert abl.loss_rise[1].item() == pytest.approx(math.log1p(math.exp(0.5)) - abl.base_loss, abs=1e-6)
+        assert abl.loss_rise[[0, 2]].abs().max() <= 1e-6
+
+
+def test_unit_with_zero_outgoing_weights_changes_nothing():
+    net = lenet()
+    with torch.no_grad():
+        net.conv_2.weight[:, 2] = 0  # relu_1 channel 2 -> max_pool_1 -> conv_2: no effect
+        net.fc_2.weight[:, 7] = 0  # relu_3 unit 7
+        net.fc_3.weight[:, 5] = 0  # relu_4 unit 5
+    x, y = data(200)
+    for layer, unit in (("relu_1", 2), ("relu_3", 7), ("relu_4", 5)):
+        for abl in both_paths(net, x, y, layer):
+            assert abl.acc_drop[unit].item() == 0.0, layer
+            assert abs(abl.loss_rise[unit].item()) <= 1e-6, layer
+            assert abl.loss_rise.abs().max() > 1e-4, layer  # the other units do matter: the test can tell
+
+
+# ------------------------------------------------------------------------------------ batched == hook fallback
+def test_batched_and_hook_paths_agree_on_lenet():
+    net = lenet(3)
+    x, y = data(300, seed=4)
+    for layer, units in (("relu_1", None), ("relu_2", None), ("conv_2", [15, 0, 3]), ("relu_3", [5, 0, 119, 7]),
+                         ("relu_4", [83, 1]), ("fc_3", [9, 2])):
+        a, b = both_paths(net, x, y, layer, units=units)
+        assert a.units.tolist() == b.units.tolist() == (units or list(range(len(a.units))))
+        assert a.base_acc == pytest.approx(b.base_acc, abs=1e-9) and a.base_loss == pytest.approx(b.base_loss, abs=1e-6)
+        assert torch.allclose(a.acc_drop, b.acc_drop, atol=1e-6), layer
+        assert torch.allclose(a.loss_rise, b.loss_rise, atol=1e-6), layer
+        assert a.loss_rise.abs().max() > 1e-4, layer
+
+
+def test_batched_path_runs_few_forward_passes():
+    net = lenet()
+    x, y = data(300)
+    calls = {"conv_1": 0, "fc_3": 0}
+    handles = [getattr(net, name).register_forward_pre_hook(lambda m, i, name=name: calls.__setitem__(name, calls[name] + 1))
+               for name in calls]
+    try:
+        ablation_importance(net, x, y, "relu_3", chunk_size=4096)  # 120 units x 300 samples = 36000 = 9 passes
+    finally:
+        for h in handles:
+            h.remove()
+    assert calls == {"conv_1": 1, "fc_3": 1 + 9}  # the head once; the tail once for the base and 9 times ablated
+
+
+def test_hook_path_for_nested_layers_and_custom_forward():
+    class Custom(LeNet5):  # an nn.Sequential whose forward is its own: only a hook is safe
+        def forward(self, x):
+            return super().forward(x) * 2
+
+    torch.manual_seed(0)
+    custom = Custom().eval()
+    x, y = data(40)
+    assert importance._sequential_split(custom, "relu_3") is None
+    assert importance._sequential_split(nn.Sequential(OrderedDict(body=custom)), "body.relu_3") is None
+    assert importance._sequential_split(lenet(), "relu_3") == 8
+    nested = nn.Sequential(OrderedDict(body=custom))
+    a = ablation_importance(nested, x, y, "body.relu_2")
+    b = ablation_importance(Wrapper(custom), x, y, "body.relu_2")
+    assert torch.equal(a.acc_drop, b.acc_drop) and torch.equal(a.loss_rise, b.loss_rise)
+
+
+@pytest.mark.parametrize("layer", ["relu_1", "relu_3"])
+def test_chunk_size_does_not_change_the_result(layer):
+    net = lenet(5)
+    x, y = data(50, seed=6)
+    ref = ablation_importance(net, x, y, layer, chunk_size=100_000)  # every unit in one pass
+    for chunk in (7, 50, 64, 333):  # fewer samples than the set, exactly the set, across unit boundaries
+        abl = ablation_importance(net, x, y, layer, chunk_size=chunk)
+        assert torch.equal(abl.acc_drop, ref.acc_drop), chunk
+        assert torch.allclose(abl.loss_rise, ref.loss_rise, atol=1e-6, rtol=0), chunk
+        assert abl.base_acc == ref.base_acc and abl.base_loss == pytest.approx(ref.base_loss, abs=1e-7)
+
+
+# --------------------------------------------------------------------------------- variance and correlation
+def test_variance_importance_known_answers():
+    acts = torch.tensor([[1.0, 0.0], [3.0, 0.0], [1.0, 0.0], [3.0, 0.0]])
+    assert variance_importance(acts).tolist() == [1.0, 0.0]  # population variance: mean 2, deviations +-1
+    conv = torch.zeros(2, 2, 2, 2)
+    conv[0, 0] = 0.0  # channel 0: spatial means 0 and 2 -> variance 1
+    conv[1, 0] = 2.0
+    conv[0, 1] = torch.tensor([[1.0, 3.0], [0.0, 0.0]])  # channel 1: different maps, the same mean 1 -> 0
+    conv[1, 1] = torch.tensor([[0.0, 0.0], [2.0, 2.0]])
+    assert variance_importance(conv).tolist() == [1.0, 0.0]
+    assert variance_importance(torch.ones(1, 3)).tolist() == [0.0, 0.0, 0.0]  # one sample: 0, not NaN
+    assert variance_importance(acts.double()).dtype == torch.float64
+    assert variance_importance(acts.half()).dtype == torch.float32
+    with pytest.raises(ValueError, match="non-empty tensor"):
+        variance_importance(torch.ones(3))
+
+
+def test_rank_correlation_known_answers():
+    a = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    assert rank_correlation(a, a ** 3) == pytest.approx(1.0)
+    assert rank_correlation(a, -a) == pytest.approx(-1.0)
+    # ties share their average rank: ranks [3, 1, 2] and [3, 1.5, 1.5] -> 1.5 / sqrt(2 * 1.5)
+    assert rank_correlation(torch.tensor([1.0, 0.0, 1 / 3]), torch.tensor([0.5, 0.0, 0.0])) == pytest.approx(math.sqrt(3) / 2)
+    # ranks [1.5, 1.5, 3, 4] and [1, 2, 3, 4]: centred [-1, -1, .5, 1.5] and [-1.5, -.5, .5, 1.5] -> 4.5 / sqrt(4.5 * 5)
+    assert rank_correlation(torch.tensor([1.0, 1.0, 2.0, 3.0]), a) == pytest.approx(3 / math.sqrt(10))
+    assert math.isnan(rank_correlation(a, torch.zeros(4)))  # constant: undefined
+    assert math.isnan(rank_correlation(a[:1], a[:1]))
+    assert rank_correlation(torch.tensor([1.0, float("nan"), 2.0, 3.0]), torch.tensor([3.0, 0.0, 2.0, 1.0])) == pytest.approx(-1.0)
+
+
+# -------------------------------------------------------------------------------------------------- errors
+@pytest.mark.parametrize("wrap", [False, True], ids=["sequential", "hook"])
+@pytest.mark.parametrize(
+    "layer, units, match",
+    [
+        ("conv_9", None, r"unknown layer name.*conv_9.*valid: .*conv_1"),
+        ("relu_1", [2, 6], r"unit index\(es\) \[6\] out of range for layer '.*relu_1': it has 6 units, valid 0..5"),
+        ("relu_3", [-1], r"out of range for layer '.*relu_3': it has 120 units, valid 0..119"),
+        ("relu_1", [], r"empty unit list for layer '.*relu_1'; give indices in 0..5"),
+    ],
+)
+def test_bad_layer_or_unit(wrap, layer, units, match):
+    net = lenet()
+    x, y = data(4)
+    model, name = (Wrapper(net), f"body.{layer}") if wrap else (net, layer)
+    with pytest.raises(LayerError, match=match):
+        ablation_importance(model, x, y, name, units=units)
+    assert no_hooks(model)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"y": torch.zeros(3, dtype=torch.long)}, r"y must have shape \(4,\)"),
+        ({"y": torch.zeros(4)}, "y must be integer class indices"),
+        ({"y": torch.tensor([0, 1, 10, 2])}, r"class indices in 0..9 \(the net has 10 classes\), got \[10\]"),
+        ({"x": torch.zeros(0, 1, 28, 28), "y": torch.zeros(0, dtype=torch.long)}, "x is empty"),
+        ({"chunk_size": 0}, "chunk_size must be an integer >= 1"),
+    ],
+)
+def test_argument_errors(kwargs, match):
+    net = lenet().train()
+    x, y = data(4)
+    args = {"x": x, "y": y, **kwargs}
+    for model, layer in ((net, "relu_2"), (Wrapper(net), "body.relu_2")):
+        with pytest.raises(ValueError, match=match):
+            ablation_importance(model, args["x"], args["y"], layer, chunk_size=kwargs.get("chunk_size", 64))
+        assert no_hooks(model) and net.training and all(m.training for m in net.modules())
+
+
+# ------------------------------------------------------------------------------------------ mode hygiene
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode, torch.enable_grad])
+def test_modes_restored_no_hooks_left_and_dropout_off(context):
+    torch.manual_seed(0)
+    net = DeepCNN(dropout=0.5)
+    net.train()
+    net.conv_2.eval()  # a mixed state, restored module by module
+    modes = {m: m.training for m in net.modules()}
+    x, y = data(24)
+    with context():
+        a = ablation_importance(net, x, y, "relu_4", units=[0, 100, 255])
+        b = ablation_importance(Wrapper(net), x, y, "body.relu_4", units=[0, 100, 255])
+    assert {m: m.training for m in net.modules()} == modes
+    assert no_hooks(net)
+    assert torch.allclose(a.acc_drop, b.acc_drop, atol=1e-6) and torch.allclose(a.loss_rise, b.loss_rise, atol=1e-6)
+    assert not a.acc_drop.requires_grad
+
+
+def test_hooks_removed_when_the_forward_pass_fails():
+    class Fails(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = LeNet5()
+            self.calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            if self.calls == 3:
+                raise RuntimeError("boom")
+            return self.body(x)
+
+    net = Fails().train()
+    x, y = data(4)
+    with pytest.raises(RuntimeError, match="boom"):
+        ablation_importance(net, x, y, "body.relu_2")
+    assert no_hooks(net) and all(m.training for m in net.modules())
+
+
+# ------------------------------------------------------------------------------------------------ the callback
+class FakeDataModule:
+    def __init__(self, x, y, classes):
+        self.x, self.y, self.classes = x, y, classes
+
+    def split(self, name):
+        assert name == "val"
+        return self.x, self.y
+
+
+class RecordingWriter:
+    def __init__(self):
+        self.images, self.scalars = {}, {}
+
+    def add_image(self, tag, img, step, dataformats="CHW"):
+        self.images[tag] = (img, step)
+
+    def add_scalar(self, tag, value, step):
+        self.scalars[tag] = (value, step)
+
+
+def render(cb, net, x, y, classes, step=3):
+    cb.configure(net, layer_shapes(net, x.shape[1:]))  # as setup does (resolves the default layers)
+    trainer = SimpleNamespace(datamodule=FakeDataModule(x, y, classes), callbacks=[cb])
+    writer = RecordingWriter()
+    ctx = RenderContext(trainer=trainer, net=net, writer=writer, step=step, classes=classes, pixel_range=(0.0, 1.0),
+                        callback=cb)
+    with eval_mode(net), torch.no_grad():  # as VisualizationCallback.draw calls it
+        cb.render(ctx)
+    return writer
+
+
+def toy_set():
+    """Class 0: x0 in [1, 2] (unit 0 fires, the net says 0); class 1: x0 = 0 (unit 0 silent, the net says 1)."""
+    x0 = torch.cat([torch.linspace(1, 2, 5), torch.zeros(5)])
+    x = torch.stack([x0, torch.ones(10)], 1)
+    return x, torch.tensor([0] * 5 + [1] * 5)
+
+
+def test_callback_known_scalars_and_picture():
+    x, y = toy_set()
+    cb = ImportanceCallback(per_class=5)
+    w = render(cb, mlp_one_unit(), x, y, ("a", "b"))
+    assert cb.layers == ["relu_1"]
+    assert set(w.images) == {"importance/relu_1"}
+    img, step = w.images["importance/relu_1"]
+    assert step == 3 and img.dtype == torch.uint8 and img.shape[0] == 3 and img.shape[1] > 100 and img.shape[2] > 300
+    red = (img[0] == 103) & (img[1] == 0) & (img[2] == 31)  # the bar of unit 0 (drop 0.5), in bar_chart's red
+    assert red.sum() > 100
+    s = {tag: v for tag, (v, _) in w.scalars.items()}
+    # unit 0 drop 0.5 (class 0 lost), units 1 and 2 nothing; selectivity [1, 0, 1/3] (unit 2 = relu(3 - x0))
+    assert s["importance/relu_1/max_acc_drop"] == pytest.approx(0.5)
+    assert s["importance/relu_1/mean_acc_drop"] == pytest.approx(0.5 / 3)
+    assert s["importance/relu_1/selectivity_corr"] == pytest.approx(math.sqrt(3) / 2)
+    assert -1 <= s["importance/relu_1/variance_corr"] <= 1
+    assert all(v[1] == 3 for v in w.scalars.values())
+
+
+def test_callback_skips_undefined_correlations():
+    x, y = toy_set()
+    net = mlp_one_unit()
+    with torch.no_grad():
+        net.fc_2.weight.zero_()  # nothing matters: every drop is 0, the correlations are undefined
+    w = render(ImportanceCallback(per_class=5), net, x, y, ("a", "b"))
+    assert set(w.scalars) == {"importance/relu_1/max_acc_drop", "importance/relu_1/mean_acc_drop"}
+    assert w.scalars["importance/relu_1/max_acc_drop"][0] == 0.0
+
+
+def test_callback_renders_lenet_every_relu():
+    x, y = data(60, seed=2)
+    y = torch.arange(60) % 10
+    w = render(ImportanceCallback(per_class=3, top=4), lenet(), x, y, tuple(str(c) for c in range(10)))
+    assert set(w.images) == {f"importance/relu_{i}" for i in range(1, 5)}
+    for i in range(1, 5):
+        assert {f"importance/relu_{i}/max_acc_drop", f"importance/relu_{i}/mean_acc_drop"} <= set(w.scalars)
+
+
+def test_callback_arguments_and_defaults():
+    cb = ImportanceCallback()
+    assert (cb.layers, cb.top, cb.per_class, cb.every_n_epochs, cb.enabled, cb.strict) == (None, 16, 100, 5, True, False)
+    assert ImportanceCallback(every_n_epochs=1, enabled=False, strict=True).every_n_epochs == 1
+    doc = inspect.getdoc(ImportanceCallback)
+    for arg in ("layers", "top", "per_class", "chunk_size", "every_n_epochs"):
+        assert f"    {arg}: " in doc.split("Args:")[1], arg
+    for kwargs, match in (
+        ({"top": 0}, "top must be an integer >= 1, got 0"),
+        ({"top": True}, "top must be an integer >= 1, got True"),
+        ({"chunk_size": 2.5}, "chunk_size must be an integer >= 1, got 2.5"),
+        ({"per_class": 0}, "per_class must be an integer >= 1, got 0"),
+        ({"every_n_epochs": 0}, "every_n_epochs must be an integer >= 1, got 0"),
+        ({"layers": "relu_1"}, "layers must be a list of layer names"),
+    ):
+        with pytest.raises(ValueError, match=f"ImportanceCallback: {match}"):
+            ImportanceCallback(**kwargs)
+    net = lenet()
+    cb = ImportanceCallback(layers=["relu_1", "relu_9"])
+    with pytest.raises(LayerError, match=r"ImportanceCallback: unknown layer name.*relu_9.*valid: conv_1"):
+        cb.setup(SimpleNamespace(), SimpleNamespace(net=net), "fit")
+    cb = ImportanceCallback()
+    cb.configure(net, layer_shapes(net))
+    assert cb.layers == ["relu_1", "relu_2", "relu_3", "relu_4"]
