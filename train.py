@@ -43,10 +43,28 @@ class ConvscopeCLI(LightningCLI):
         trainer = super().instantiate_trainer(**kwargs)
         ckpt = trainer.checkpoint_callback
         if ckpt is not None:
-            if ckpt.save_last is None:
+            if ckpt.save_last is None and not trainer.fast_dev_run:
                 ckpt.save_last = True  # last.ckpt: what `fit --ckpt_path` resumes from
             trainer.callbacks.append(InterruptCheckpoint())
         return trainer
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning replaces the model's settings with the checkpoint's hyperparameters. A checkpoint of another
+        architecture than the config's is almost always a mistake (the wrong file or the wrong config), so it fails
+        here, before anything is built, naming both."""
+        sub = self.config.get("subcommand")
+        ckpt_path = self.config[sub].get("ckpt_path") if sub else None
+        if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry") and not Path(ckpt_path).is_file():
+            raise FileNotFoundError(f"--ckpt_path {ckpt_path}: no such checkpoint file")
+        before = _net_class(self.config[sub]) if ckpt_path else None
+        super()._parse_ckpt_path()
+        after = _net_class(self.config[sub]) if ckpt_path else None
+        if before and after and before.rsplit(".", 1)[-1] != after.rsplit(".", 1)[-1]:
+            raise ValueError(
+                f"--ckpt_path {ckpt_path} holds a {after.rsplit('.', 1)[-1]} but the config builds a "
+                f"{before.rsplit('.', 1)[-1]}; use the config the checkpoint was trained with (its run folder has "
+                "config.yaml)"
+            )
 
     def _check_before(self, subcommand: str) -> None:
         _check_model_matches_data(self.model, self.datamodule)
@@ -84,6 +102,12 @@ def _check_model_matches_data(model: LitClassifier, datamodule: MNISTDataModule)
             f"model.num_classes={model.num_classes} but dataset {datamodule.dataset!r} has "
             f"{datamodule.num_classes} classes"
         )
+
+
+def _net_class(config) -> str | None:
+    net = config.get("model", {}).get("net") if hasattr(config, "get") else None
+    path = net.get("class_path") if hasattr(net, "get") else None
+    return str(path) if path else None
 
 
 def _check_checkpoint(ckpt_path: str, model: LitClassifier) -> None:

@@ -26,8 +26,10 @@ class InterruptCheckpoint(Callback):
         self.path: Path | None = None
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        if trainer.state.fn != "fit" or trainer.checkpoint_callback is None:
+        if trainer.state.fn != "fit" or trainer.checkpoint_callback is None or trainer.fast_dev_run:
             return
+        if trainer.global_step == 0:
+            return  # nothing trained yet (e.g. a bad setting failed at setup): nothing to lose, nothing to resume
         # trainer.log_dir is not used here: under DDP it is a collective call, and an exception may stop one rank only
         run = getattr(trainer.logger, "log_dir", None) if trainer.logger is not None else None
         folder = trainer.checkpoint_callback.dirpath or str(Path(run or trainer.default_root_dir) / "checkpoints")
