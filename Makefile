@@ -7,8 +7,9 @@ REQ_HASH := $(shell (sha1sum requirements.txt 2>/dev/null || shasum requirements
 STAMP  := $(VENV)/.installed-$(REQ_HASH)
 LOGDIR ?= lightning_logs
 PORT   ?= 6006
+RUN    ?=
 
-.PHONY: demo test venv tensorboard benchmark accuracy clean
+.PHONY: demo test venv tensorboard pictures benchmark accuracy clean
 
 venv: $(STAMP)
 
@@ -24,6 +25,9 @@ demo: venv
 
 test: venv
 	$(PY) -m pytest -q -rs tests
+
+pictures: venv    # README's docs/images/ from the newest run (make demo first), with a TensorBoard screenshot
+	$(PY) benchmarks/export_images.py $(RUN) --screenshot
 
 tensorboard: venv
 	$(VENV)/bin/tensorboard --logdir $(LOGDIR) --host 127.0.0.1 --port $(PORT) --samples_per_plugin images=200

@@ -1,7 +1,7 @@
 """Activation distributions: histograms ``activations/<layer>`` and scalars ``activations/<layer>/dead_fraction``.
 
 TensorBoard's Histograms and Distributions tabs show, epoch by epoch, every value each chosen layer produced for
-a fixed, class-balanced validation subset (default 50 images per class): pre-ReLU layers should stay centred with a
+a fixed, class-balanced validation subset (default 20 images per class): pre-ReLU layers should stay centred with a
 stable spread, post-ReLU layers show the spike at zero growing or shrinking. For each ReLU layer, the fraction of
 *dead* units: units (conv: channels) that output zero for every sample of the fixed validation set (default 500
 per class) at every position. A dead unit gets no gradient and will not recover on its own.
@@ -42,7 +42,7 @@ class ActivationsCallback(FixedSetCallback):
 
     technique = "activations"
 
-    def __init__(self, layers: list[str] | None = None, per_class: int = 50, dead_per_class: int = 500, **kwargs) -> None:
+    def __init__(self, layers: list[str] | None = None, per_class: int = 20, dead_per_class: int = 500, **kwargs) -> None:
         super().__init__(layers=layers, per_class=per_class, **kwargs)
         if not isinstance(dead_per_class, int) or dead_per_class < 1:
             raise ValueError(f"ActivationsCallback: dead_per_class must be an integer >= 1, got {dead_per_class!r}")

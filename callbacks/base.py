@@ -68,8 +68,13 @@ class RenderContext:
         self.writer.add_scalar(tag, float(value), self.step)
         self.logged.append(tag)
 
-    def add_histogram(self, tag: str, values: Tensor) -> None:
-        values = values.detach().float().cpu()
+    def add_histogram(self, tag: str, values: Tensor, max_values: int = 65536) -> None:
+        """Log a histogram of the finite ``values``; more than ``max_values`` are thinned to an evenly spaced
+        subset first (the shape of the distribution is kept, and binning millions of values costs seconds)."""
+        values = values.detach().flatten()
+        if values.numel() > max_values:
+            values = values[:: -(-values.numel() // max_values)]
+        values = values.float().cpu()
         values = values[torch.isfinite(values)]
         if values.numel():
             self.writer.add_histogram(tag, values, self.step)
@@ -164,8 +169,9 @@ class VisualizationCallback(Callback):
     def fixed_set_activations(self, ctx: RenderContext, layers: list[str], per_class: int) -> tuple[dict[str, Tensor], Tensor]:
         """``({layer: (N, U)}, labels)`` over the fixed set, computed once per epoch for all callbacks."""
         x, y = self.fixed_set(ctx.trainer, per_class)
-        cache = ctx.trainer.__dict__.setdefault("_convscope_fixed_cache", {})
-        key = (ctx.step, per_class, id(ctx.net), len(x))
+        caches = ctx.trainer.__dict__.setdefault("_convscope_fixed_cache", {})  # one per fixed-set size
+        cache = caches.setdefault(per_class, {})
+        key = (ctx.step, id(ctx.net), len(x), getattr(ctx.trainer, "global_step", 0))
         if cache.get("key") != key:
             cache.clear()
             cache.update(key=key, acts={})

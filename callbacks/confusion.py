@@ -3,8 +3,9 @@
 Rows are true classes, columns predicted ones; each cell prints the count and is coloured by the fraction of its
 row (so a perfect classifier is a bright diagonal on a dark field, whatever the class sizes). Off-diagonal bright
 cells name the pairs the net confuses (on Fashion-MNIST: shirt / T-shirt / pullover / coat). Computed with
-torchmetrics on rank zero over the full validation split, which every rank holds, so it is the single-process
-answer under DDP too. Scalar ``confusion_matrix/worst_class_recall``.
+torchmetrics from the predictions the validation loop already made (no extra forward pass); under DDP, where each
+rank saw a share, rank zero recomputes them over the full validation split, which every rank holds, so the matrix
+is the single-process answer. Scalar ``confusion_matrix/worst_class_recall``.
 """
 
 from __future__ import annotations
@@ -45,9 +46,21 @@ class ConfusionMatrixCallback(VisualizationCallback):
             raise ValueError(f"ConfusionMatrixCallback: batch_size must be an integer >= 1, got {batch_size!r}")
         self.batch_size = batch_size
 
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self._seen: list[tuple[Tensor, Tensor]] = []
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if self.enabled and trainer.world_size == 1 and isinstance(outputs, dict) and "preds" in outputs:
+            self._seen.append((outputs["preds"], batch[1]))
+
     def render(self, ctx: RenderContext) -> None:
-        x, y = self._val_split(ctx.trainer)
-        cm = confusion_matrix(ctx.net, x, y, len(ctx.classes), self.batch_size).cpu()
+        seen = getattr(self, "_seen", [])
+        if seen and ctx.trainer.world_size == 1:  # the validation loop's own predictions
+            preds, y = torch.cat([p for p, _ in seen]), torch.cat([t for _, t in seen])
+            cm = multiclass_confusion_matrix(preds, y, len(ctx.classes)).cpu()
+        else:
+            x, y = self._val_split(ctx.trainer)
+            cm = confusion_matrix(ctx.net, x, y, len(ctx.classes), self.batch_size).cpu()
         rows = cm.sum(1, keepdim=True).clamp(min=1)
         frac = cm.float() / rows
         names = [f"{c} {name}" for c, name in enumerate(ctx.classes)]

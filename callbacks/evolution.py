@@ -51,7 +51,7 @@ def evolution_strip(snapshots: dict[int, Tensor]) -> Tensor:
 
 def _png(img: Tensor) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(img.permute(1, 2, 0).cpu().numpy()).save(buf, format="PNG")
+    Image.fromarray(img.permute(1, 2, 0).cpu().numpy()).save(buf, format="PNG", compress_level=1)  # fast; lossless
     return buf.getvalue()
 
 

@@ -7,6 +7,7 @@ constant or all-zero input gets a unit scale instead of dividing by zero.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -173,10 +174,16 @@ def to_uint8(img: Tensor) -> Tensor:
 def text_cell(text: str, width: int, height: int, bg: Tensor | None = None, fg: tuple[int, int, int] | None = None) -> Tensor:
     """A ``(3, height, width)`` cell of background colour ``bg`` (RGB in [0, 1]) with ``text`` centred; the text is
     black on light backgrounds and white on dark ones unless ``fg`` is given."""
-    from PIL import Image, ImageDraw
-
     bg = torch.ones(3) if bg is None else _clean(bg).clamp(0, 1).flatten()[:3]
     colour = tuple(int(round(float(v) * 255)) for v in bg)
+    return _text_cell(text, width, height, colour, fg).clone()
+
+
+@functools.lru_cache(maxsize=4096)
+def _text_cell(text: str, width: int, height: int, colour: tuple[int, ...], fg: tuple[int, int, int] | None) -> Tensor:
+    from PIL import Image, ImageDraw
+
+    bg = torch.tensor(colour, dtype=torch.float32) / 255
     if fg is None:
         fg = (0, 0, 0) if float(0.299 * bg[0] + 0.587 * bg[1] + 0.114 * bg[2]) > 0.5 else (255, 255, 255)
     cell = Image.new("RGB", (width, height), colour)

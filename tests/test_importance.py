@@ -358,7 +358,7 @@ def test_callback_renders_lenet_every_relu():
 
 def test_callback_arguments_and_defaults():
     cb = ImportanceCallback()
-    assert (cb.layers, cb.top, cb.per_class, cb.every_n_epochs, cb.enabled, cb.strict) == (None, 16, 100, 5, True, False)
+    assert (cb.layers, cb.top, cb.per_class, cb.every_n_epochs, cb.enabled, cb.strict) == (None, 16, 50, 5, True, False)
     assert ImportanceCallback(every_n_epochs=1, enabled=False, strict=True).every_n_epochs == 1
     doc = inspect.getdoc(ImportanceCallback)
     for arg in ("layers", "top", "per_class", "chunk_size", "every_n_epochs"):
