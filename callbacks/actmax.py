@@ -397,7 +397,7 @@ def weight_correlation(weights: Tensor, images: Tensor) -> Tensor:
 # ------------------------------------------------------------------------------------------------ the callback
 from callbacks.base import RenderContext, VisualizationCallback  # noqa: E402
 from callbacks.hooks import check_units  # noqa: E402
-from callbacks.render import grey, diverging, hstack, label, sequential, tile_grid, upscale, vstack  # noqa: E402
+from callbacks.render import grey, diverging, hstack, label, tile_grid, upscale, vstack  # noqa: E402
 
 
 class ActMaxCallback(VisualizationCallback):

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from callbacks.hooks import LayerError, check_layers, eval_mode
+from callbacks.hooks import LayerError, check_images, check_layers, eval_mode
 
 __all__ = ["deconvnet", "deconvnet_with_channels", "deconvnet_from_seed", "strongest_channels", "LayerError"]
 
@@ -56,13 +56,6 @@ def strongest_channels(acts: Tensor) -> Tensor:
     return per_channel.argmax(dim=1)
 
 
-def _check_images(images: Tensor) -> None:
-    if not isinstance(images, Tensor):
-        raise ValueError(f"images must be a tensor shaped (N, C, H, W), got {type(images).__name__}")
-    if images.dim() != 4:
-        raise ValueError(f"images must be a 4-D tensor (N, C, H, W), got shape {tuple(images.shape)}")
-    if not images.is_floating_point():
-        raise ValueError(f"images must be a floating-point tensor, got dtype {images.dtype}")
 
 
 def _rectify_hook(module: nn.Module, grad_input, grad_output):
@@ -89,7 +82,7 @@ def deconvnet_from_seed(
         LayerError (a ``ValueError``): ``layer`` is not a submodule name (the message lists the valid names), or it
             is not called in the forward pass.
     """
-    _check_images(images)
+    check_images(images)
     if not isinstance(layer, str):
         raise LayerError(f"layer must be a submodule name (str), got {layer!r}")
     check_layers(net, [layer])
@@ -203,7 +196,7 @@ def deconvnet(net: nn.Module, images: Tensor, layer: str, channel: int | None = 
 
 # ------------------------------------------------------------------------------------------------ the callback
 from callbacks.base import RenderContext, VisualizationCallback  # noqa: E402
-from callbacks.render import grey, abs_max, diverging, hstack, label, sequential, upscale, vstack  # noqa: E402
+from callbacks.render import grey, abs_max, diverging, hstack, label, upscale, vstack  # noqa: E402
 
 
 class DeconvCallback(VisualizationCallback):

@@ -8,7 +8,6 @@ post-ReLU activations over the set. Default: every ``Linear`` layer (the last on
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from callbacks.base import FixedSetCallback, RenderContext

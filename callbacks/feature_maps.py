@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from callbacks.base import RenderContext, VisualizationCallback, tag_part
 from callbacks.hooks import capture_activations, check_layers
-from callbacks.render import grey, abs_max, diverging, hstack, label, sequential, tile_grid, upscale
+from callbacks.render import grey, abs_max, diverging, hstack, label, tile_grid, upscale
 
 __all__ = ["feature_maps", "FeatureMapsCallback"]
 

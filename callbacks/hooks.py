@@ -5,16 +5,37 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["capture_activations", "forward_with_activations", "collect_activations", "check_unit_range", "layer_shapes", "check_layers", "check_units", "eval_mode", "LayerError"]
+__all__ = ["check_images", "as_int", "capture_activations", "forward_with_activations", "collect_activations", "check_unit_range", "layer_shapes", "check_layers", "check_units", "eval_mode", "LayerError"]
 
 
 class LayerError(ValueError):
     """A layer name or unit index that the net does not have."""
+
+
+def check_images(images: Tensor) -> None:
+    """Raise ``ValueError`` unless ``images`` is a 4-D floating-point tensor ``(N, C, H, W)``."""
+    if not isinstance(images, Tensor):
+        raise ValueError(f"images must be a tensor shaped (N, C, H, W), got {type(images).__name__}")
+    if images.dim() != 4:
+        raise ValueError(f"images must be a 4-D tensor (N, C, H, W), got shape {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise ValueError(f"images must be a floating-point tensor, got dtype {images.dtype}")
+
+
+def as_int(value, name: str) -> int:
+    """``value`` as an ``int`` (any integer type, not ``bool``), or ``ValueError`` naming ``name``."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an integer, got {value!r}") from None
 
 
 def _modules(net: nn.Module) -> dict[str, nn.Module]:

@@ -26,14 +26,13 @@ module's train/eval flag is restored; no gradients are taken; they work under ``
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from callbacks.hooks import eval_mode
+from callbacks.hooks import as_int, check_images, eval_mode
 
 __all__ = ["Occlusion", "occlusion_sensitivity", "patch_positions", "sensitivity_map", "OcclusionCallback"]
 
@@ -54,13 +53,6 @@ _SAME = 1e-6  # pixels within this (relative) of `fill` already equal it: standa
 # from pixel_range[0] by float32 rounding (one ulp for MNIST)
 
 
-def _int(value, name: str) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer, got {value!r}") from None
 
 
 def patch_positions(size: int, patch: int, stride: int) -> list[int]:
@@ -85,12 +77,7 @@ def _masks(rows: Tensor, cols: Tensor, patch: int, h: int, w: int) -> Tensor:
 
 
 def _check_args(images, targets, patch, stride, fill, batch_size) -> tuple[Tensor, int, int, float, int]:
-    if not isinstance(images, Tensor):
-        raise ValueError(f"images must be a tensor shaped (N, C, H, W), got {type(images).__name__}")
-    if images.dim() != 4:
-        raise ValueError(f"images must be a 4-D tensor (N, C, H, W), got shape {tuple(images.shape)}")
-    if not images.is_floating_point():
-        raise ValueError(f"images must be a floating-point tensor, got dtype {images.dtype}")
+    check_images(images)
     n, _, h, w = images.shape
     if isinstance(targets, Tensor):
         t = targets
@@ -103,13 +90,13 @@ def _check_args(images, targets, patch, stride, fill, batch_size) -> tuple[Tenso
         raise ValueError(f"targets must be integer class indices, got dtype {t.dtype}")
     if t.dim() != 1 or len(t) != n:
         raise ValueError(f"targets must have shape ({n},), one class index per image, got shape {tuple(t.shape)}")
-    patch = _int(patch, "patch")
+    patch = as_int(patch, "patch")
     if not 1 <= patch <= min(h, w):
         raise ValueError(f"patch must be in 1..{min(h, w)} (the images are {h}x{w}), got {patch}")
-    stride = _int(stride, "stride")
+    stride = as_int(stride, "stride")
     if stride < 1:
         raise ValueError(f"stride must be an integer >= 1, got {stride}")
-    batch_size = _int(batch_size, "batch_size")
+    batch_size = as_int(batch_size, "batch_size")
     if batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size}")
     if isinstance(fill, bool) or not isinstance(fill, (int, float)) or not math.isfinite(fill):
@@ -198,10 +185,10 @@ def sensitivity_map(occ: Occlusion, image_hw: Sequence[int] | None = None, patch
     ``image_hw`` is ``(H, W)`` of the images and ``patch`` the patch side; by default the smallest image that
     holds every position and ``occ.patch``.
     """
-    patch = occ.patch if patch is None else _int(patch, "patch")
+    patch = occ.patch if patch is None else as_int(patch, "patch")
     rows, cols = occ.rows.long(), occ.cols.long()
     need = (int(rows.max()) + patch, int(cols.max()) + patch) if len(rows) and len(cols) else (0, 0)
-    h, w = need if image_hw is None else (_int(image_hw[0], "image_hw[0]"), _int(image_hw[1], "image_hw[1]"))
+    h, w = need if image_hw is None else (as_int(image_hw[0], "image_hw[0]"), as_int(image_hw[1], "image_hw[1]"))
     if patch < 1 or h < need[0] or w < need[1]:
         raise ValueError(
             f"patch {patch} at rows {rows.tolist()} and columns {cols.tolist()} does not fit an image of {h}x{w} "

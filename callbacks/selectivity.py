@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from callbacks.base import FixedSetCallback, RenderContext
 from callbacks.hooks import check_layers, collect_activations
-from callbacks.render import hstack, label, sequential, upscale, vstack
+from callbacks.render import hstack, label, sequential, vstack
 
 __all__ = ["class_means", "selectivity_index", "collect_activations", "selectivity_heatmap", "SelectivityCallback"]
 

@@ -28,7 +28,6 @@ eval mode and every module's train/eval flag is restored (``hooks.eval_mode``), 
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -39,7 +38,7 @@ from torch import Tensor, nn
 from callbacks.base import FixedSetCallback, RenderContext
 from callbacks.deconv import deconvnet_from_seed
 from callbacks.hooks import (
-    LayerError, capture_activations, check_layers, check_unit_range, eval_mode, layer_shapes,
+    LayerError, as_int, capture_activations, check_images, check_layers, check_unit_range, eval_mode, layer_shapes,
 )
 from callbacks.render import abs_max, diverging, grey, hstack, label, text_cell, upscale, vstack
 
@@ -85,13 +84,6 @@ _POINTWISE = (
 _FLAT = (nn.Linear, nn.Flatten, nn.Bilinear, nn.LazyLinear)
 
 
-def _int(value, name: str) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer, got {value!r}") from None
 
 
 def _square(value, what: str, name: str, module: nn.Module) -> int:
@@ -173,13 +165,6 @@ def rf_box(rf: ReceptiveField, row: int, col: int, image_hw: Sequence[int]) -> t
     return max(top, 0), max(left, 0), min(top + rf.size, h), min(left + rf.size, w)
 
 
-def _check_images(images: Tensor) -> None:
-    if not isinstance(images, Tensor):
-        raise ValueError(f"images must be a tensor shaped (N, C, H, W), got {type(images).__name__}")
-    if images.dim() != 4:
-        raise ValueError(f"images must be a 4-D tensor (N, C, H, W), got shape {tuple(images.shape)}")
-    if not images.is_floating_point():
-        raise ValueError(f"images must be a floating-point tensor, got dtype {images.dtype}")
 
 
 def _unit_list(units) -> list[int]:
@@ -209,15 +194,15 @@ def top_activations(
         LayerError (a ``ValueError``): unknown ``layer``; a unit index out of range (the message gives the
             valid range); a layer output that is neither 2-D nor 4-D.
     """
-    _check_images(images)
+    check_images(images)
     if not isinstance(layer, str):
         raise LayerError(f"layer must be a submodule name (str), got {layer!r}")
     check_layers(net, [layer])
-    k = _int(k, "k")
+    k = as_int(k, "k")
     n = len(images)
     if not 1 <= k <= n:
         raise ValueError(f"k must be in 1..{n} (the number of images), got k={k}")
-    batch_size = _int(batch_size, "batch_size")
+    batch_size = as_int(batch_size, "batch_size")
     if batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size}")
     units = _unit_list(units)
@@ -268,7 +253,7 @@ def patches(
     Raises:
         ValueError: bad shapes, or a position outside ``layer_hw``.
     """
-    _check_images(images)
+    check_images(images)
     if positions is None:
         raise ValueError("patches need positions (U, k, 2); a (N, U) layer has none: its field is the whole image")
     indices, positions = torch.as_tensor(indices), torch.as_tensor(positions)
@@ -315,7 +300,7 @@ def projected_patches(
     ``positions`` None (a ``(N, U)`` layer: the seed is the unit's value) the whole projections are returned,
     ``(U, k, C, H, W)``, and ``rf`` is not used. All ``U * k`` projections run as one batch.
     """
-    _check_images(images)
+    check_images(images)
     units = _unit_list(units)
     indices = torch.as_tensor(indices)
     if indices.dim() != 2 or indices.shape[0] != len(units):

@@ -348,11 +348,11 @@ class MNISTDataModule(pl.LightningDataModule):
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         bs = self.batch_size if train else self.eval_batch_size
-        start = None
-        if train and trainer is not None:
-            def start() -> int:  # batches of this epoch already trained (non-zero only right after a mid-epoch resume)
-                progress = trainer.fit_loop.epoch_loop.batch_progress.current
-                return int(progress.ready) if trainer.fit_loop.epoch_loop.restarting else 0
+        def trained_batches() -> int:  # of this epoch, already trained (non-zero only right after a mid-epoch resume)
+            progress = trainer.fit_loop.epoch_loop.batch_progress.current
+            return int(progress.ready) if trainer.fit_loop.epoch_loop.restarting else 0
+
+        start = trained_batches if train and trainer is not None else None
         return TensorBatches(x, y, bs, shuffle=train, seed=self.seed, rank=rank, world_size=world, start_batch=start)
 
     def train_dataloader(self) -> TensorBatches:

@@ -99,3 +99,28 @@ def lenet_run(idx_dir, tmp_path_factory):
     ea = EventAccumulator(str(run), size_guidance={"images": 0, "scalars": 0, "histograms": 0})
     ea.Reload()
     return cli, ea, run
+
+
+# ------------------------------------- stand-ins for drawing one callback without a Trainer (unit-level tests)
+class FakeDataModule:
+    """The part of MNISTDataModule a render reads: the validation split and the class names."""
+
+    def __init__(self, x, y, classes):
+        self.x, self.y, self.classes = x, y, classes
+
+    def split(self, name):
+        assert name == "val"
+        return self.x, self.y
+
+
+class RecordingWriter:
+    """Keeps what a render logs, to check it without an event file (the Trainer tests read real ones)."""
+
+    def __init__(self):
+        self.images, self.scalars = {}, {}
+
+    def add_image(self, tag, img, step, dataformats="CHW"):
+        self.images[tag] = (img, step)
+
+    def add_scalar(self, tag, value, step):
+        self.scalars[tag] = (value, step)

@@ -142,8 +142,6 @@ def test_analysis_tags_are_logged_every_epoch_and_change(lenet_run):
 
 def test_layer_response_scalars_equal_the_nets_means(lenet_run):
     cli, ea, run = lenet_run
-    import lightning.pytorch as pl  # noqa: F401
-
     from lit_modules.classifier import LitClassifier
 
     model = LitClassifier.load_from_checkpoint(next((run / "checkpoints").glob("*.ckpt")), map_location="cpu")

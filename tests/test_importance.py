@@ -18,6 +18,7 @@ from callbacks.base import RenderContext
 from callbacks.hooks import LayerError, eval_mode, layer_shapes
 from callbacks.importance import Ablation, ImportanceCallback, ablation_importance, rank_correlation, variance_importance
 from lit_modules.nets import DeepCNN, LeNet5
+from tests.conftest import FakeDataModule, RecordingWriter
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
@@ -280,26 +281,6 @@ def test_hooks_removed_when_the_forward_pass_fails():
 
 
 # ------------------------------------------------------------------------------------------------ the callback
-class FakeDataModule:
-    def __init__(self, x, y, classes):
-        self.x, self.y, self.classes = x, y, classes
-
-    def split(self, name):
-        assert name == "val"
-        return self.x, self.y
-
-
-class RecordingWriter:
-    def __init__(self):
-        self.images, self.scalars = {}, {}
-
-    def add_image(self, tag, img, step, dataformats="CHW"):
-        self.images[tag] = (img, step)
-
-    def add_scalar(self, tag, value, step):
-        self.scalars[tag] = (value, step)
-
-
 def render(cb, net, x, y, classes, step=3):
     cb.configure(net, layer_shapes(net, x.shape[1:]))  # as setup does (resolves the default layers)
     trainer = SimpleNamespace(datamodule=FakeDataModule(x, y, classes), callbacks=[cb])

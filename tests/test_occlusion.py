@@ -14,6 +14,7 @@ from callbacks.base import RenderContext
 from callbacks.hooks import eval_mode
 from callbacks.occlusion import Occlusion, OcclusionCallback, occlusion_sensitivity, patch_positions, sensitivity_map
 from lit_modules.nets import DeepCNN, LeNet5
+from tests.conftest import FakeDataModule, RecordingWriter
 
 MNIST_LO = (0.0 - 0.1307) / 0.3081  # pixel_range[0] of standardized MNIST, computed in float64
 
@@ -343,26 +344,6 @@ def test_works_under_no_grad_and_inference_mode(lenet):
 
 
 # ---------------------------------------------------------------------------------------------------- callback
-class FakeDataModule:
-    def __init__(self, x, y, classes):
-        self.x, self.y, self.classes = x, y, classes
-
-    def split(self, name):
-        assert name == "val"
-        return self.x, self.y
-
-
-class RecordingWriter:
-    def __init__(self):
-        self.images, self.scalars = {}, {}
-
-    def add_image(self, tag, img, step, dataformats="CHW"):
-        self.images[tag] = (img, step)
-
-    def add_scalar(self, tag, value, step):
-        self.scalars[tag] = (value, step)
-
-
 def render(cb, net, x, y, classes, pixel_range=(0.0, 1.0), step=3):
     trainer = SimpleNamespace(datamodule=FakeDataModule(x, y, classes), callbacks=[])
     writer = RecordingWriter()

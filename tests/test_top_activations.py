@@ -23,6 +23,7 @@ from callbacks.top_activations import (
     top_activations,
 )
 from lit_modules.nets import MLP, DeepCNN, LeNet5, SimpleCNN
+from tests.conftest import FakeDataModule, RecordingWriter
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
@@ -427,23 +428,6 @@ def test_fc_projection_is_the_whole_image(lenet):
 
 
 # ------------------------------------------------------------------------------------------------------ callback
-class FakeDataModule:
-    def __init__(self, x, y, classes):
-        self.x, self.y, self.classes = x, y, classes
-
-    def split(self, name):
-        assert name == "val"
-        return self.x, self.y
-
-
-class RecordingWriter:
-    def __init__(self):
-        self.images = {}
-
-    def add_image(self, tag, img, step, dataformats="CHW"):
-        self.images[tag] = (img, step)
-
-
 def render(cb, net, x, y, classes=tuple("0123456789"), pixel_range=(0.0, 1.0), step=3):
     trainer = SimpleNamespace(datamodule=FakeDataModule(x, y, classes), callbacks=[])
     writer = RecordingWriter()

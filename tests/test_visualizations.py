@@ -1,16 +1,13 @@
 """Pure functions of the visualizations (known answers) and the six callbacks through a real Trainer,
 read back from the TensorBoard event file with TensorBoard's own reader."""
 
-import io
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from torch import nn
 
 from callbacks import VISUALIZATIONS
 from callbacks.fc_activations import following_relu, sparsity
