@@ -23,6 +23,8 @@ from callbacks.checkpointing import InterruptCheckpoint
 from lit_modules.classifier import LitClassifier
 from lit_modules.datamodule import MNISTDataModule
 
+LIGHTNING_CKPT_NAMES = ("last", "best", "hpc", "registry")  # --ckpt_path values the Trainer resolves itself
+
 
 class ConvscopeCLI(LightningCLI):
     """LightningCLI with the project's defaults (seed 42, config saved with every run) and the six
@@ -54,16 +56,15 @@ class ConvscopeCLI(LightningCLI):
         here, before anything is built, naming both."""
         sub = self.config.get("subcommand")
         ckpt_path = self.config[sub].get("ckpt_path") if sub else None
-        if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry") and not Path(ckpt_path).is_file():
+        if ckpt_path and ckpt_path not in LIGHTNING_CKPT_NAMES and not Path(ckpt_path).is_file():
             raise FileNotFoundError(f"--ckpt_path {ckpt_path}: no such checkpoint file")
         before = _net_class(self.config[sub]) if ckpt_path else None
         super()._parse_ckpt_path()
         after = _net_class(self.config[sub]) if ckpt_path else None
-        if before and after and before.rsplit(".", 1)[-1] != after.rsplit(".", 1)[-1]:
+        if before and after and before != after:
             raise ValueError(
-                f"--ckpt_path {ckpt_path} holds a {after.rsplit('.', 1)[-1]} but the config builds a "
-                f"{before.rsplit('.', 1)[-1]}; use the config the checkpoint was trained with (its run folder has "
-                "config.yaml)"
+                f"--ckpt_path {ckpt_path} holds a {after} but the config builds a {before}; use the config the "
+                "checkpoint was trained with (its run folder has config.yaml)"
             )
 
     def _check_before(self, subcommand: str) -> None:
@@ -105,30 +106,22 @@ def _check_model_matches_data(model: LitClassifier, datamodule: MNISTDataModule)
 
 
 def _net_class(config) -> str | None:
+    """The class name (``LeNet5``) of the config's ``model.net``."""
     net = config.get("model", {}).get("net") if hasattr(config, "get") else None
     path = net.get("class_path") if hasattr(net, "get") else None
-    return str(path) if path else None
+    return str(path).rsplit(".", 1)[-1] if path else None
 
 
 def _check_checkpoint(ckpt_path: str, model: LitClassifier) -> None:
-    """Fail early, with a clear message, on a missing checkpoint or one of another architecture."""
-    if ckpt_path in ("last", "best", "hpc", "registry"):
-        return  # Lightning's own names, resolved by the Trainer
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--ckpt_path {ckpt_path}: no such checkpoint file")
+    """A checkpoint whose weights do not fit the model (one saved without hyperparameters, so Lightning could not
+    rebuild its architecture) fails here with the names and shapes that differ, not deep inside state-dict loading.
+    (A missing file and another architecture were refused earlier, in ``_parse_ckpt_path``.)"""
+    if ckpt_path in LIGHTNING_CKPT_NAMES:
+        return
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ValueError(f"--ckpt_path {ckpt_path}: not a readable Lightning checkpoint ({type(e).__name__}: {e})") from None
-    net = (ckpt.get("hyper_parameters") or {}).get("net")
-    trained = net.get("class_path", "") if isinstance(net, dict) else ""
-    built = f"{type(model.net).__module__}.{type(model.net).__qualname__}"
-    if trained and trained.rsplit(".", 1)[-1] != built.rsplit(".", 1)[-1]:
-        raise ValueError(
-            f"--ckpt_path {ckpt_path} holds a {trained.rsplit('.', 1)[-1]} but the config builds a "
-            f"{type(model.net).__name__}; use the config the checkpoint was trained with (its run folder has config.yaml)"
-        )
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in ckpt.get("state_dict", {}).items()}
     if got and got != expected:

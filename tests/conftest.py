@@ -124,3 +124,29 @@ class RecordingWriter:
 
     def add_scalar(self, tag, value, step):
         self.scalars[tag] = (value, step)
+
+
+def render_once(cb, net, x, y, classes=tuple("0123456789"), pixel_range=(0.0, 1.0), step=3, callbacks=None):
+    """Call ``cb.render`` as ``VisualizationCallback.draw`` does (eval mode, no grad) on a stand-in trainer whose
+    validation split is ``(x, y)``; returns the ``RecordingWriter`` with what was logged."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from callbacks.base import RenderContext
+    from callbacks.hooks import eval_mode
+
+    trainer = SimpleNamespace(datamodule=FakeDataModule(x, y, classes), callbacks=[] if callbacks is None else callbacks)
+    writer = RecordingWriter()
+    ctx = RenderContext(trainer=trainer, net=net, writer=writer, step=step, classes=classes, pixel_range=pixel_range,
+                        callback=cb)
+    with eval_mode(net), torch.no_grad():
+        cb.render(ctx)
+    return writer
+
+
+def has_colour(img, rgb) -> bool:
+    """Whether a uint8 ``(3, H, W)`` image has a pixel within 1 of the colour ``rgb``."""
+    import torch
+
+    return bool((img.permute(1, 2, 0).int() - torch.tensor(rgb)).abs().max(-1).values.le(1).any())

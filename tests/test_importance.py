@@ -14,11 +14,10 @@ import torch
 from torch import nn
 
 import callbacks.importance as importance
-from callbacks.base import RenderContext
-from callbacks.hooks import LayerError, eval_mode, layer_shapes
+from callbacks.hooks import LayerError, layer_shapes
 from callbacks.importance import Ablation, ImportanceCallback, ablation_importance, rank_correlation, variance_importance
 from lit_modules.nets import DeepCNN, LeNet5
-from tests.conftest import FakeDataModule, RecordingWriter
+from tests.conftest import render_once
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
@@ -283,13 +282,7 @@ def test_hooks_removed_when_the_forward_pass_fails():
 # ------------------------------------------------------------------------------------------------ the callback
 def render(cb, net, x, y, classes, step=3):
     cb.configure(net, layer_shapes(net, x.shape[1:]))  # as setup does (resolves the default layers)
-    trainer = SimpleNamespace(datamodule=FakeDataModule(x, y, classes), callbacks=[cb])
-    writer = RecordingWriter()
-    ctx = RenderContext(trainer=trainer, net=net, writer=writer, step=step, classes=classes, pixel_range=(0.0, 1.0),
-                        callback=cb)
-    with eval_mode(net), torch.no_grad():  # as VisualizationCallback.draw calls it
-        cb.render(ctx)
-    return writer
+    return render_once(cb, net, x, y, classes, step=step, callbacks=[cb])
 
 
 def toy_set():

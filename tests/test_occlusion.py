@@ -4,17 +4,14 @@ positions, the pixel map, argument errors, mode hygiene and the callback's pictu
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 
-from callbacks.base import RenderContext
-from callbacks.hooks import eval_mode
 from callbacks.occlusion import Occlusion, OcclusionCallback, occlusion_sensitivity, patch_positions, sensitivity_map
 from lit_modules.nets import DeepCNN, LeNet5
-from tests.conftest import FakeDataModule, RecordingWriter
+from tests.conftest import has_colour, render_once as render
 
 MNIST_LO = (0.0 - 0.1307) / 0.3081  # pixel_range[0] of standardized MNIST, computed in float64
 
@@ -344,20 +341,6 @@ def test_works_under_no_grad_and_inference_mode(lenet):
 
 
 # ---------------------------------------------------------------------------------------------------- callback
-def render(cb, net, x, y, classes, pixel_range=(0.0, 1.0), step=3):
-    trainer = SimpleNamespace(datamodule=FakeDataModule(x, y, classes), callbacks=[])
-    writer = RecordingWriter()
-    ctx = RenderContext(trainer=trainer, net=net, writer=writer, step=step, classes=classes, pixel_range=pixel_range,
-                        callback=cb)
-    with eval_mode(net), torch.no_grad():  # as VisualizationCallback.draw calls it
-        cb.render(ctx)
-    return writer
-
-
-def has_colour(img: torch.Tensor, rgb) -> bool:
-    return bool((img.permute(1, 2, 0).int() - torch.tensor(rgb)).abs().max(-1).values.le(1).any())
-
-
 def test_callback_arguments():
     cb = OcclusionCallback()
     assert (cb.patch, cb.stride, cb.fill, cb.batch_size, cb.technique) == (7, 2, None, 4096, "occlusion")

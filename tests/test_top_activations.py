@@ -4,15 +4,13 @@ brute-force search, planted bright spots, patch geometry, deconvnet crops and th
 from __future__ import annotations
 
 from collections import OrderedDict
-from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 
-from callbacks.base import RenderContext
 from callbacks.deconv import deconvnet_from_seed
-from callbacks.hooks import LayerError, eval_mode
+from callbacks.hooks import LayerError
 from callbacks.top_activations import (
     ReceptiveField,
     TopActivationsCallback,
@@ -23,7 +21,7 @@ from callbacks.top_activations import (
     top_activations,
 )
 from lit_modules.nets import MLP, DeepCNN, LeNet5, SimpleCNN
-from tests.conftest import FakeDataModule, RecordingWriter
+from tests.conftest import has_colour, render_once as render
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
@@ -428,20 +426,6 @@ def test_fc_projection_is_the_whole_image(lenet):
 
 
 # ------------------------------------------------------------------------------------------------------ callback
-def render(cb, net, x, y, classes=tuple("0123456789"), pixel_range=(0.0, 1.0), step=3):
-    trainer = SimpleNamespace(datamodule=FakeDataModule(x, y, classes), callbacks=[])
-    writer = RecordingWriter()
-    ctx = RenderContext(trainer=trainer, net=net, writer=writer, step=step, classes=classes, pixel_range=pixel_range,
-                        callback=cb)
-    with eval_mode(net), torch.no_grad():  # as VisualizationCallback.draw calls it
-        cb.render(ctx)
-    return writer
-
-
-def has_colour(img: torch.Tensor, rgb) -> bool:
-    return bool((img.permute(1, 2, 0).int() - torch.tensor(rgb)).abs().max(-1).values.le(1).any())
-
-
 def test_callback_arguments():
     cb = TopActivationsCallback()
     assert (cb.layers, cb.units, cb.k, cb.projection, cb.per_class, cb.technique) == (
