@@ -81,7 +81,7 @@ class EvolutionCallback(VisualizationCallback):
         self.save_png = save_png
         self.snapshots: dict[str, dict[int, bytes]] = {}  # key -> {epoch (1-based): PNG}
         self._tag_of: dict[str, str] = {}  # key -> the tag followed (first class's for per-class pictures)
-        self._fit_last: int | None = None
+        self._fit_last: int | None = None  # the last epoch of the fit under way; None outside fit
         self.saved: list[Path] = []
 
     def configure(self, net, shapes):
@@ -105,7 +105,7 @@ class EvolutionCallback(VisualizationCallback):
 
     def record_snapshot(self, tag: str, step: int, img: Tensor, source: VisualizationCallback | None = None) -> None:
         """Called by every callback's ``RenderContext.add_image`` (``img`` uint8 ``(3, H, W)``, ``step`` 0-based)."""
-        if not self.enabled or self.trainer_fn != "fit" or not getattr(source, "evolves", True):
+        if not self.enabled or self._fit_last is None or not getattr(source, "evolves", True):
             return
         key = snapshot_key(tag, getattr(source, "class_tags", False))
         if key is None or (self.techniques is not None and key.split("/")[0] not in self.techniques):
@@ -119,29 +119,24 @@ class EvolutionCallback(VisualizationCallback):
         if (reached and not any(e >= reached[-1] for e in snaps)) or step == self._fit_last:
             snaps[epoch] = _png(img)
 
-    @property
-    def trainer_fn(self) -> str | None:
-        return getattr(self, "_fn", None)
-
-    def setup(self, trainer, pl_module, stage):
-        super().setup(trainer, pl_module, stage)
-        self._fn = stage
-
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         pass  # composed once, at the end of fit
 
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self._fit_last = None  # the snapshots so far are in the last checkpoint; a resumed fit composes them
+
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._fit_last = None
         if self.enabled and self.snapshots:
             self.draw(trainer, pl_module, step=max(0, trainer.current_epoch - 1))  # the last trained epoch
 
     def render(self, ctx) -> None:
         self.saved = []
         for key, snaps in sorted(self.snapshots.items()):
-            keep = dict(snaps)
-            if not keep:
+            if not snaps:
                 continue
-            strip = evolution_strip({e: _unpng(s) for e, s in keep.items()})
-            strip = label(strip, f"{self._tag_of.get(key, key)} over training (epochs {', '.join(map(str, sorted(keep)))})")
+            strip = evolution_strip({e: _unpng(s) for e, s in snaps.items()})
+            strip = label(strip, f"{self._tag_of.get(key, key)} over training (epochs {', '.join(map(str, sorted(snaps)))})")
             ctx.add_image(f"{self.technique}/{key}", strip)
             log_dir = self.run_dir(ctx.trainer)
             if self.save_png and log_dir:
