@@ -65,6 +65,17 @@ def idx_dir(tmp_path_factory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("idx"))
 
 
+@pytest.fixture
+def lenet():
+    """An untrained LeNet-5 with fixed weights (seed 0), in eval mode."""
+    import torch
+
+    from lit_modules.nets import LeNet5
+
+    torch.manual_seed(0)
+    return LeNet5().eval()
+
+
 @pytest.fixture(scope="session")
 def fashion_available() -> bool:
     return all(

@@ -99,12 +99,6 @@ def keep_channel(act: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.fixture
-def lenet() -> LeNet5:
-    torch.manual_seed(0)
-    return LeNet5().eval()
-
-
-@pytest.fixture
 def images() -> torch.Tensor:
     return torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(1))
 

@@ -80,12 +80,6 @@ def blob_images(background: float, n: int = 3) -> torch.Tensor:
     return x
 
 
-@pytest.fixture
-def lenet() -> LeNet5:
-    torch.manual_seed(0)
-    return LeNet5().eval()
-
-
 # ----------------------------------------------------------------------------------------------- positions
 @pytest.mark.parametrize(
     "size, patch, stride, expected",

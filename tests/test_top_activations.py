@@ -95,12 +95,6 @@ def spot_images() -> torch.Tensor:
     return x
 
 
-@pytest.fixture
-def lenet() -> LeNet5:
-    torch.manual_seed(0)
-    return LeNet5().eval()
-
-
 # ---------------------------------------------------------------------------------------------- receptive fields
 @pytest.mark.parametrize(
     "layer, expected",
