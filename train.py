@@ -158,3 +158,8 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> ConvscopeCLI:
 
 if __name__ == "__main__":
     cli_main(sys.argv[1:] or None)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # Every rank leaves together: a rank that exits while another still holds the gloo connections (rank zero
+        # draws the pictures, so it finishes last) can make the other abort at exit.
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()

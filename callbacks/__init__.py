@@ -1,44 +1,82 @@
-"""Visualization and analysis callbacks: one module per technique, each with its pure function(s) and a thin
-Callback."""
+"""convscope: watch a CNN's internal representations evolve while it trains (PyTorch Lightning + TensorBoard).
 
-from callbacks.actmax import ActMaxCallback
-from callbacks.activations import ActivationsCallback
-from callbacks.confusion import ConfusionMatrixCallback
-from callbacks.decision import DecisionCallback
-from callbacks.deconv import DeconvCallback
-from callbacks.embedding import EmbeddingCallback
-from callbacks.evolution import EvolutionCallback
-from callbacks.fc_activations import FCActivationsCallback
-from callbacks.feature_maps import FeatureMapsCallback
-from callbacks.filters import FiltersCallback
-from callbacks.importance import ImportanceCallback
-from callbacks.layer_responses import LayerResponsesCallback
-from callbacks.occlusion import OcclusionCallback
-from callbacks.samples import SamplesCallback
-from callbacks.selectivity import SelectivityCallback
-from callbacks.top_activations import TopActivationsCallback
+    from convscope import FeatureMapsCallback, ActMaxCallback, VISUALIZATIONS
+    trainer = Trainer(callbacks=[cls() for cls in VISUALIZATIONS.values()], logger=TensorBoardLogger("logs"))
 
-# Config key -> callback class: each is always present in the CLI (turn one off with --<key>.enabled false).
-VISUALIZATIONS = {
+    from convscope import maximize_activation          # the methods alone: plain PyTorch, Lightning not imported
+
+The callbacks (one module each) are thin: they schedule, fetch the validation images and log. The methods behind
+them live in ``convscope.methods`` (a model and tensors in, tensors out). Names are imported on first use, so
+importing a method never imports Lightning.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+# Config key -> (module, callback class), in drawing order; each is a key of the CLI (turn one off with
+# --<key>.enabled false).
+_CALLBACKS = {
     # the visualizations
-    "filters": FiltersCallback,
-    "feature_maps": FeatureMapsCallback,
-    "fc_activations": FCActivationsCallback,
-    "actmax": ActMaxCallback,
-    "deconv": DeconvCallback,
-    "selectivity": SelectivityCallback,
+    "filters": ("filters", "FiltersCallback"),
+    "feature_maps": ("feature_maps", "FeatureMapsCallback"),
+    "fc_activations": ("fc_activations", "FCActivationsCallback"),
+    "actmax": ("actmax", "ActMaxCallback"),
+    "deconv": ("deconv", "DeconvCallback"),
+    "selectivity": ("selectivity", "SelectivityCallback"),
     # the neuron analyses
-    "samples": SamplesCallback,
-    "layer_responses": LayerResponsesCallback,
-    "decision": DecisionCallback,
-    "top_activations": TopActivationsCallback,
-    "importance": ImportanceCallback,
-    "activations": ActivationsCallback,
-    "confusion_matrix": ConfusionMatrixCallback,
-    "occlusion": OcclusionCallback,
-    "embedding": EmbeddingCallback,
+    "samples": ("samples", "SamplesCallback"),
+    "layer_responses": ("layer_responses", "LayerResponsesCallback"),
+    "decision": ("decision", "DecisionCallback"),
+    "top_activations": ("top_activations", "TopActivationsCallback"),
+    "importance": ("importance", "ImportanceCallback"),
+    "activations": ("activations", "ActivationsCallback"),
+    "confusion_matrix": ("confusion", "ConfusionMatrixCallback"),
+    "occlusion": ("occlusion", "OcclusionCallback"),
+    "embedding": ("embedding", "EmbeddingCallback"),
+    # Zeiler & Fergus invariance and what changed since the last drawn epoch
+    "invariance": ("invariance", "InvarianceCallback"),
+    "changes": ("changes", "ChangesCallback"),
     # last: it stacks what the others drew
-    "evolution": EvolutionCallback,
+    "evolution": ("evolution", "EvolutionCallback"),
 }
+# The methods (no Lightning): name -> module under convscope.methods.
+_METHODS = {
+    "maximize_activation": "actmax", "unit_activation": "actmax",
+    "deconvnet": "deconv", "deconvnet_with_channels": "deconv", "deconvnet_from_seed": "deconv",
+    "feature_maps": "feature_maps", "class_mean_maps": "feature_maps",
+    "class_means": "selectivity", "selectivity_index": "selectivity",
+    "occlusion_sensitivity": "occlusion", "sensitivity_map": "occlusion",
+    "ablation_importance": "importance", "variance_importance": "importance",
+    "invariance_sweeps": "invariance", "transform": "invariance",
+    "unit_snapshot": "changes", "compare_snapshots": "changes",
+}
+_OTHER = {"capture_activations": "hooks", "LayerError": "hooks", "VisualizationCallback": "base",
+          "FixedSetCallback": "base"}
 
-__all__ = [cls.__name__ for cls in VISUALIZATIONS.values()] + ["VISUALIZATIONS"]
+__all__ = ["VISUALIZATIONS", *(cls for _, cls in _CALLBACKS.values()), *_METHODS, *_OTHER]
+
+
+def _visualizations() -> dict:
+    return {key: getattr(importlib.import_module(f"{__name__}.{mod}"), cls) for key, (mod, cls) in _CALLBACKS.items()}
+
+
+def __getattr__(name: str):
+    if name == "VISUALIZATIONS":
+        value = _visualizations()
+    elif name in _METHODS:
+        value = getattr(importlib.import_module(f"{__name__}.methods.{_METHODS[name]}"), name)
+    elif name in _OTHER:
+        value = getattr(importlib.import_module(f"{__name__}.{_OTHER[name]}"), name)
+    else:
+        found = [cls for mod, cls in _CALLBACKS.values() if cls == name]
+        if not found:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        mod = next(mod for mod, cls in _CALLBACKS.values() if cls == name)
+        value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

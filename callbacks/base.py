@@ -17,6 +17,7 @@ A subclass names its ``technique`` (the tag prefix), checks and resolves its lay
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -29,10 +30,23 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
-from callbacks.hooks import LayerError, collect_activations, eval_mode, layer_shapes
-from callbacks.render import to_uint8
+from .data import DataFacts, choose_per_class, data_facts
+from .hooks import LayerError, collect_activations, eval_mode, layer_shapes, spread
+from .figures import to_uint8
 
-__all__ = ["VisualizationCallback", "FixedSetCallback", "RenderContext", "tag_part", "LayerError"]
+MAX_DEFAULT_LAYERS = 4  # default layers of a callback on a deep net: this many, spread over its depth
+DEFAULT_INPUT_SHAPE = (1, 28, 28)  # only for direct calls without a Trainer; with one, the data's shape
+
+__all__ = ["VisualizationCallback", "FixedSetCallback", "RenderContext", "tag_part", "nice_ceil", "LayerError"]
+
+
+def nice_ceil(value: float) -> float:
+    """The smallest of 1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8 (times a power of ten) that is >= ``value`` > 0."""
+    exp = math.floor(math.log10(value))
+    for m in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
+        if m * 10**exp >= value * (1 - 1e-9):
+            return float(f"{m * 10**exp:.3g}")
+    return 10.0 ** (exp + 1)
 
 
 def tag_part(text: str) -> str:
@@ -51,12 +65,13 @@ class RenderContext:
     classes: tuple[str, ...]
     pixel_range: tuple[float, float]
     callback: "VisualizationCallback"
+    input_shape: tuple[int, ...] = (1, 28, 28)  # (C, H, W) of the validation images
     logged: list[str] = field(default_factory=list)
 
     def add_image(self, tag: str, img: Tensor) -> None:
-        """Log a ``(3, H, W)`` float image in [0, 1] (stored as PNG; NaN-safe). Callbacks that keep snapshots
-        (``record_snapshot(tag, step, uint8_image)``, such as the evolution callback) get a copy."""
-        img = to_uint8(img)
+        """Log a ``(3, H, W)`` image, uint8 or float in [0, 1] (stored as PNG; NaN-safe). Callbacks that keep
+        snapshots (``record_snapshot(tag, step, uint8_image)``, such as the evolution callback) get a copy."""
+        img = img if img.dtype == torch.uint8 else to_uint8(img)
         self.writer.add_image(tag, img, self.step, dataformats="CHW")
         self.logged.append(tag)
         for cb in self.trainer.callbacks:
@@ -93,6 +108,7 @@ class VisualizationCallback(Callback):
     technique: str = "visualization"
     class_tags: bool = False  # tags are <technique>/<class>, one picture per class (no layer part)
     evolves: bool = True  # drawn at several epochs, so the evolution callback may stack its snapshots
+    max_default_layers: int = MAX_DEFAULT_LAYERS  # default layers beyond this many are thinned (``hooks.spread``)
 
     def __init__(self, enabled: bool = True, every_n_epochs: int = 1, strict: bool = False) -> None:
         if not isinstance(every_n_epochs, int) or every_n_epochs < 1:
@@ -104,6 +120,10 @@ class VisualizationCallback(Callback):
         self.probe_idx: Tensor | None = None  # indices into the validation split, one or more per class
         self.fixed_idx: Tensor | None = None
         self.seconds: list[float] = []  # time spent per rendered epoch (for benchmarks)
+        self.scales: dict[str, float] = {}  # colour-scale limits kept across epochs (see ``scale``)
+        self.input_shape: tuple[int, ...] = DEFAULT_INPUT_SHAPE
+        self.shared_layers: tuple[list[str], int] | None = None  # see ``share_layers``
+        self._fetched: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
         self._warned_no_writer = False
 
     # ----------------------------------------------------------------------------------------- for subclasses
@@ -120,6 +140,21 @@ class VisualizationCallback(Callback):
         pass
 
     # -------------------------------------------------------------------------------------------------- helpers
+    def thin(self, names: list[str]) -> list[str]:
+        """Default layers: all of ``names`` on a small net, ``max_default_layers`` spread over a deep net's depth
+        (the first and the last included), not every layer of a ResNet."""
+        return spread(names, self.max_default_layers)
+
+    def scale(self, key: str, value: float) -> float:
+        """The colour-scale limit of picture ``key``: ``value`` rounded up to a round number at the first picture,
+        kept while later values fit under it and raised (never lowered) when one does not. Pictures of one tag
+        then share a scale across epochs, so the step slider compares like with like; kept in the checkpoint."""
+        value = float(value) if value == value and value > 0 else 1.0
+        kept = self.scales.get(key)
+        if kept is None or value > kept:
+            self.scales[key] = kept = nice_ceil(value)
+        return kept
+
     @staticmethod
     def net_of(pl_module: pl.LightningModule) -> nn.Module:
         return getattr(pl_module, "net", pl_module)
@@ -130,28 +165,26 @@ class VisualizationCallback(Callback):
         modules = dict(net.named_modules()) if net is not None else {}
         return [n for n, s in shapes.items() if len(s) == 3 and (kinds is None or isinstance(modules.get(n), kinds))]
 
-    def _val_split(self, trainer: pl.Trainer) -> tuple[Tensor, Tensor]:
-        dm = trainer.datamodule
-        if dm is None or not hasattr(dm, "split"):
-            raise RuntimeError(
-                f"{type(self).__name__} needs a datamodule with split('val') (such as MNISTDataModule) to choose "
-                "its fixed probe images"
-            )
-        return dm.split("val")
-
-    def _choose(self, labels: Tensor, per_class: int, num_classes: int) -> Tensor:
-        """The first ``per_class`` indices of each class, class by class (deterministic, no randomness)."""
-        labels = labels.cpu()
-        parts = [torch.nonzero(labels == c).flatten()[:per_class] for c in range(num_classes)]
-        return torch.cat(parts)
+    def facts(self, trainer: pl.Trainer) -> DataFacts:
+        """The validation data's classes, input shape, pixel range and samples (``callbacks.data``)."""
+        return data_facts(trainer, getattr(trainer, "lightning_module", None))
 
     def _fixed(self, trainer: pl.Trainer, attr: str, per_class: int) -> tuple[Tensor, Tensor]:
-        """``(x, y)`` of the validation indices kept in ``self.<attr>``, chosen on first use."""
-        x, y = self._val_split(trainer)
+        """``(x, y)`` of the validation indices kept in ``self.<attr>``, chosen on first use (the first
+        ``per_class`` of each class), fetched once and kept in memory."""
+        facts = self.facts(trainer)
         if getattr(self, attr) is None:
-            setattr(self, attr, self._choose(y, per_class, len(trainer.datamodule.classes)))
-        idx = getattr(self, attr).to(x.device)
-        return x[idx], y[idx]
+            setattr(self, attr, choose_per_class(facts.labels(), per_class, facts.num_classes))
+        idx = getattr(self, attr)
+        cached = self._fetched.get(attr)
+        if cached is None or not torch.equal(cached[0], idx):
+            x, y = facts.images(idx)
+            device = getattr(trainer, "lightning_module", None)
+            device = getattr(device, "device", None)
+            if device is not None and facts.tensors is None:
+                x, y = x.to(device), y.to(device)
+            self._fetched[attr] = cached = (idx, x, y)
+        return cached[1], cached[2]
 
     def probe_images(self, trainer: pl.Trainer, per_class: int = 1) -> tuple[Tensor, Tensor]:
         """``(images, labels)``: the first validation image(s) of each class, fixed for the whole run."""
@@ -164,20 +197,20 @@ class VisualizationCallback(Callback):
     def share_layers(self, layers: list[str], per_class: int) -> None:
         """Declare (at ``configure``) the layers this callback reads from the fixed set, so that one capture pass
         per epoch serves every callback that uses the same fixed set."""
-        self._shared_layers = (list(layers), per_class)
+        self.shared_layers = (list(layers), per_class)
 
     def fixed_set_activations(self, ctx: RenderContext, layers: list[str], per_class: int) -> tuple[dict[str, Tensor], Tensor]:
-        """``({layer: (N, U)}, labels)`` over the fixed set, computed once per epoch for all callbacks."""
+        """``({layer: (N, U)}, labels)`` over the fixed set, computed once per epoch for all callbacks (the cache
+        lives with the data facts that every callback shares)."""
         x, y = self.fixed_set(ctx.trainer, per_class)
-        caches = ctx.trainer.__dict__.setdefault("_convscope_fixed_cache", {})  # one per fixed-set size
-        cache = caches.setdefault(per_class, {})
+        cache = self.facts(ctx.trainer).cache.setdefault(("fixed_set_activations", per_class), {})
         key = (ctx.step, id(ctx.net), len(x), getattr(ctx.trainer, "global_step", 0))
         if cache.get("key") != key:
             cache.clear()
             cache.update(key=key, acts={})
         wanted = list(layers)
         for cb in ctx.trainer.callbacks:  # every callback's layers on the same fixed set, in one pass
-            shared = getattr(cb, "_shared_layers", None)
+            shared = getattr(cb, "shared_layers", None)
             if isinstance(cb, VisualizationCallback) and cb.enabled and shared and shared[1] == per_class:
                 wanted += shared[0]
         missing = [name for name in dict.fromkeys(wanted) if name not in cache["acts"]]
@@ -194,18 +227,30 @@ class VisualizationCallback(Callback):
         return {}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"probe_idx": self.probe_idx, "fixed_idx": self.fixed_idx, **self.extra_state()}
+        return {"probe_idx": self.probe_idx, "fixed_idx": self.fixed_idx, "scales": dict(self.scales), **self.extra_state()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.probe_idx = state_dict.get("probe_idx")
         self.fixed_idx = state_dict.get("fixed_idx")
+        self.scales = dict(state_dict.get("scales") or {})
         self.load_extra_state(state_dict)
 
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+    def setup(self, trainer: pl.Trainer | None, pl_module: pl.LightningModule, stage: str) -> None:
+        """Check layer names and units against the net, with the input shape of the Trainer's validation data
+        (without a Trainer, as in a direct call, ``input_shape`` as set: 1x28x28 by default)."""
         if not self.enabled:
             return
-        net = self.net_of(pl_module)
-        self.shapes = layer_shapes(net)
+        if trainer is not None:
+            self.input_shape = self.facts(trainer).input_shape
+        self.configure_for(self.net_of(pl_module), self.input_shape)
+
+    def configure_for(self, net: nn.Module, input_shape: tuple[int, ...]) -> None:
+        """Find every layer's output shape for inputs of ``input_shape`` (C, H, W) and ``configure``."""
+        self.input_shape = tuple(input_shape)
+        calls: dict[str, int] = {}
+        shapes = layer_shapes(net, self.input_shape, calls)
+        # Defaults and unit checks see only modules called once per forward pass: a reused module has no single output.
+        self.shapes = {name: shape for name, shape in shapes.items() if calls[name] == 1}
         if getattr(self, "layers", None) is not None and len(self.layers) == 0:
             raise LayerError(
                 f"{type(self).__name__}: empty layer list; leave `layers` unset for the defaults, or name some of: "
@@ -261,15 +306,16 @@ class VisualizationCallback(Callback):
         if writer is None:
             return
         net = self.net_of(pl_module)
-        dm = trainer.datamodule
+        facts = self.facts(trainer)
         ctx = RenderContext(
             trainer=trainer,
             net=net,
             writer=writer,
             step=self.step_of(trainer, pl_module) if step is None else step,
-            classes=tuple(getattr(dm, "classes", tuple(str(i) for i in range(10)))),
-            pixel_range=tuple(getattr(dm, "pixel_range", (0.0, 1.0))),
+            classes=facts.classes,
+            pixel_range=facts.pixel_range,
             callback=self,
+            input_shape=facts.input_shape,
         )
         t0 = time.perf_counter()
         try:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["check_images", "as_int", "capture_activations", "forward_with_activations", "collect_activations", "check_unit_range", "layer_shapes", "check_layers", "check_units", "eval_mode", "LayerError"]
+__all__ = ["check_images", "as_int", "spread", "capture_activations", "forward_with_activations", "collect_activations", "check_unit_range", "layer_shapes", "check_layers", "check_units", "eval_mode", "LayerError"]
 
 
 class LayerError(ValueError):
@@ -85,6 +85,9 @@ def capture_activations(
     finally:
         for h in handles:
             h.remove()
+    missing = [name for name in layers if name not in acts]
+    if missing:
+        raise LayerError(f"layer(s) {missing} of {type(net).__name__} are not called in the forward pass")
     return {name: acts[name] for name in layers}
 
 
@@ -104,21 +107,60 @@ def forward_with_activations(net: nn.Module, x: Tensor, layers: Sequence[str]) -
 
 
 @torch.no_grad()
-def layer_shapes(net: nn.Module, input_shape: Sequence[int] = (1, 28, 28)) -> dict[str, tuple[int, ...]]:
-    """Output shape (without the batch dimension) of every named submodule, from one dry forward pass."""
+def layer_shapes(
+    net: nn.Module, input_shape: Sequence[int] = (1, 28, 28), calls: dict[str, int] | None = None
+) -> dict[str, tuple[int, ...]]:
+    """Output shape (without the batch dimension) of every named submodule, from one dry forward pass of a zero
+    image; modules not called are left out. ``calls``, when given, is filled with how often each module ran (a
+    module reused within one forward pass, like torchvision ResNet's ``relu``, has no single output)."""
     param = next(net.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None else torch.float32
-    names = list(_modules(net))
-    with eval_mode(net):
-        acts = capture_activations(net, torch.zeros(1, *input_shape, device=device, dtype=dtype), names)
-    return {name: tuple(a.shape[1:]) for name, a in acts.items()}
+    modules = _modules(net)
+    shapes: dict[str, tuple[int, ...]] = {}
+    counts = {name: 0 for name in modules}
+
+    def hook(name: str):
+        def fn(module: nn.Module, inputs, output) -> None:
+            counts[name] += 1
+            if isinstance(output, Tensor) and name not in shapes:
+                shapes[name] = tuple(output.shape[1:])
+
+        return fn
+
+    handles = [m.register_forward_hook(hook(name)) for name, m in modules.items()]
+    try:
+        with eval_mode(net):
+            net(torch.zeros(1, *input_shape, device=device, dtype=dtype))
+    finally:
+        for h in handles:
+            h.remove()
+    if calls is not None:
+        calls.update(counts)
+    return shapes
+
+
+def spread(names: Sequence[str], k: int) -> list[str]:
+    """At most ``k`` of ``names``, evenly spaced, the first and the last included (a deep net's default layers:
+    a few across its depth instead of every one of them)."""
+    names = list(names)
+    if len(names) <= k:
+        return names
+    if k <= 1:
+        return names[:k]
+    return [names[round(i * (len(names) - 1) / (k - 1))] for i in range(k)]
 
 
 def check_units(net: nn.Module, layer: str, units: Sequence[int], shapes: dict[str, tuple[int, ...]] | None = None) -> list[int]:
     """Return ``units`` as a list, or raise ``LayerError`` naming the layer and its valid unit range."""
     check_layers(net, [layer])
     shapes = shapes or layer_shapes(net)
+    if layer not in shapes:
+        raise LayerError(
+            f"layer {layer!r} has no single output: it is not called, or called several times, in one forward pass "
+            f"(a reused module, like torchvision ResNet's relu); name a module called once, e.g. one of: "
+            f"{', '.join(list(shapes)[:12])}"
+        )
     check_unit_range(layer, list(units), shapes[layer][0])
     return list(units)
 

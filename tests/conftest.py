@@ -128,13 +128,16 @@ class RecordingWriter:
     """Keeps what a render logs, to check it without an event file (the Trainer tests read real ones)."""
 
     def __init__(self):
-        self.images, self.scalars = {}, {}
+        self.images, self.scalars, self.histograms = {}, {}, {}
 
     def add_image(self, tag, img, step, dataformats="CHW"):
         self.images[tag] = (img, step)
 
     def add_scalar(self, tag, value, step):
         self.scalars[tag] = (value, step)
+
+    def add_histogram(self, tag, values, step):
+        self.histograms[tag] = (values, step)
 
 
 def render_once(cb, net, x, y, classes=tuple("0123456789"), pixel_range=(0.0, 1.0), step=3, callbacks=None):
