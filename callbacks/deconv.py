@@ -1,209 +1,26 @@
-"""Deconvnet (Zeiler & Fergus, 2014): project one channel of a layer back to pixel space.
+"""Zeiler & Fergus deconvnet reconstructions, one picture: ``deconv``.
 
-    proj = deconvnet(net, images, "max_pool_2")                          # (N, 1, 28, 28), strongest channel
-    proj, channels = deconvnet_with_channels(net, images, "conv_2", 3)    # channel 3 for every image
-    ch = strongest_channels(acts)                                         # (N,) from (N, C, H, W) or (N, U)
-
-For each image the chosen channel of ``layer``'s output is kept whole (its entire feature map; for a 2-D
-``(N, U)`` output a "channel" is a unit), every other activation of the layer is set to zero, and this seed is
-projected back down: max-unpooling with the switches recorded in the forward pass, rectification (ReLU), and
-transposed convolution with the layer's own filters, without biases.
-
-How: that reverse path is ordinary backpropagation with one change. Max-pool backward routes each value to the
-location of its forward maximum (the switches), convolution backward is the transposed convolution with the same
-filters, ``nn.Linear`` backward multiplies by ``W^T``, and no bias enters any backward pass. Only the ReLU differs:
-backprop masks with the forward input (``g * (x > 0)``), the deconvnet rectifies the signal coming down
-(``relu(g)``). So a full backward hook on every ``nn.ReLU`` module that returns ``relu(grad_output)`` turns
-``torch.autograd.grad(act, x, grad_outputs=seed)`` into the deconvnet projection, exactly.
-
-Limits: only ``nn.ReLU`` modules are rectified; a functional ``F.relu`` call inside some module's ``forward``
-would be backpropagated as usual (the nets in ``lit_modules.nets`` use ``nn.ReLU`` modules only). An in-place
-``nn.ReLU`` is run out of place for the call (a full backward hook needs that) and its flag is restored.
-
-Pure functions on a plain ``nn.Module`` (no Lightning): they leave no hooks behind (also on error), touch no
-parameter's ``.grad`` or ``requires_grad``, run the net in eval mode and restore every module's train/eval flag,
-and also work when called under ``torch.inference_mode()`` (as in Lightning's validation loop).
+A row per class: the class's probe image, then, for each chosen layer, the projection to pixel space of that
+layer's strongest channel for the image (every other activation of the layer zeroed; see
+``callbacks.methods.deconv``). Each projection is divided by its own largest ``|value|``, so the colour bar runs
+from -1 to 1 (blue: pixels that would lower the channel, red: raise it); the row label names the channels.
 """
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable
-
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
-from callbacks.hooks import LayerError, check_images, check_layers, eval_mode
+from . import figures
+from .base import LayerError, RenderContext, VisualizationCallback
+from .hooks import check_layers
+from .methods.deconv import deconvnet, deconvnet_from_seed, deconvnet_with_channels, strongest_channels
 
-__all__ = ["deconvnet", "deconvnet_with_channels", "deconvnet_from_seed", "strongest_channels", "LayerError"]
-
-
-class _Stop(Exception):
-    """Raised by the capture hook: the layer's output is known, later layers are not needed."""
-
-
-def strongest_channels(acts: Tensor) -> Tensor:
-    """Index of each sample's strongest channel: the one with the largest max activation, shape ``(N,)`` (long).
-
-    ``acts`` is ``(N, C, H, W)`` (the max is taken over each channel's map) or ``(N, U)`` (a unit is a channel);
-    any ``(N, C, ...)`` works. Ties go to the lowest index.
-    """
-    if not isinstance(acts, Tensor) or acts.dim() < 2:
-        what = f"a {acts.dim()}-D tensor" if isinstance(acts, Tensor) else type(acts).__name__
-        raise ValueError(f"strongest_channels needs activations shaped (N, C, ...), got {what}")
-    per_channel = acts.flatten(2).amax(dim=2) if acts.dim() > 2 else acts
-    return per_channel.argmax(dim=1)
-
-
-
-
-def _rectify_hook(module: nn.Module, grad_input, grad_output):
-    """Full backward hook of an ``nn.ReLU``: the deconvnet's rectification ``relu(grad_output)``."""
-    return (F.relu(grad_output[0]),)
-
-
-def deconvnet_from_seed(
-    net: nn.Module,
-    images: Tensor,
-    layer: str,
-    make_seed: Callable[[Tensor], Tensor],
-) -> Tensor:
-    """The deconvnet projection of an arbitrary seed at ``layer``: ``(N, C, H, W)``, shaped like ``images``.
-
-    ``make_seed(act)`` receives the layer's (detached) output for ``images`` and returns the seed, a tensor shaped
-    like it. The forward pass alone fixes the switches, so the projection is positively homogeneous in the seed
-    (``2 * seed`` gives twice the projection) but, through the rectifications, not linear (a sum of seeds does
-    not project to the sum of their projections). Errors raised by ``make_seed`` propagate, with every hook
-    removed.
-
-    Raises:
-        ValueError: ``images`` is not a 4-D floating-point tensor.
-        LayerError (a ``ValueError``): ``layer`` is not a submodule name (the message lists the valid names), or it
-            is not called in the forward pass.
-    """
-    check_images(images)
-    if not isinstance(layer, str):
-        raise LayerError(f"layer must be a submodule name (str), got {layer!r}")
-    check_layers(net, [layer])
-    modules = {name: m for name, m in net.named_modules() if name}
-    target = modules[layer]
-    captured: list[Tensor] = []
-
-    def capture(module: nn.Module, inputs, output) -> None:
-        captured.append(output)
-        raise _Stop
-
-    # The target layer's own ReLU (when ``layer`` names an nn.ReLU) is left unhooked: its output is captured
-    # before the module's backward-hook wrapper is attached, and there plain backprop already equals the
-    # deconvnet rule (the seed is >= 0 and non-zero only where the ReLU's input is > 0).
-    relus = [m for m in net.modules() if isinstance(m, nn.ReLU) and m is not target]
-    full_flags = {m: m._is_full_backward_hook for m in relus}
-    inplace = {m: m.inplace for m in relus}  # an in-place ReLU cannot carry a full backward hook
-    handles = []
-    try:
-        with torch.inference_mode(False), torch.enable_grad(), eval_mode(net):
-            for m in relus:
-                m.inplace = False
-            for m in relus:
-                handles.append(m.register_full_backward_hook(_rectify_hook))
-            handles.append(target.register_forward_hook(capture))
-            x = images.detach().clone().requires_grad_(True)
-            try:
-                net(x)
-            except _Stop:
-                pass
-            if not captured:
-                raise LayerError(f"layer {layer!r} of {type(net).__name__} is not called in the forward pass")
-            act = captured[0]
-            if not isinstance(act, Tensor):
-                raise LayerError(f"layer {layer!r} outputs {type(act).__name__}, not a tensor")
-            seed = make_seed(act.detach())
-            if not isinstance(seed, Tensor) or seed.shape != act.shape:
-                got = tuple(seed.shape) if isinstance(seed, Tensor) else type(seed).__name__
-                raise ValueError(f"the seed must be shaped like {layer!r}'s output {tuple(act.shape)}, got {got}")
-            if not act.requires_grad:  # the layer does not depend on the input (nothing to project)
-                return torch.zeros_like(x, requires_grad=False)
-            (proj,) = torch.autograd.grad(act, x, grad_outputs=seed.to(act.dtype), allow_unused=True)
-            return torch.zeros_like(x, requires_grad=False) if proj is None else proj.detach()
-    finally:
-        for h in handles:
-            h.remove()
-        for m, flag in full_flags.items():
-            m.inplace = inplace[m]
-            if not m._backward_hooks:
-                m._is_full_backward_hook = flag
-
-
-def _as_channel(channel) -> int | None:
-    if channel is None:
-        return None
-    if isinstance(channel, bool):
-        raise ValueError(f"channel must be an integer index or None, got {channel!r}")
-    try:
-        return operator.index(channel)
-    except TypeError as e:
-        raise ValueError(f"channel must be an integer index or None, got {channel!r}") from e
-
-
-def deconvnet_with_channels(
-    net: nn.Module, images: Tensor, layer: str, channel: int | None = None
-) -> tuple[Tensor, Tensor]:
-    """Deconvnet projections of one channel of ``layer`` per image, and which channel was used.
-
-    Returns ``(projections, channels)``: ``projections`` is shaped like ``images`` ``(N, C, H, W)``; ``channels`` is
-    ``(N,)`` (long) on the images' device: ``channel`` for every image, or with ``channel=None`` each image's
-    strongest channel (``strongest_channels`` of the layer's output). For a 2-D ``(N, U)`` output a channel is a
-    unit. The chosen channel is kept whole, all other activations of the layer are zeroed.
-
-    Raises:
-        ValueError: ``images`` is not a 4-D floating-point tensor; ``channel`` is not an integer or None.
-        LayerError (a ``ValueError``): unknown ``layer`` (the message lists the valid names); ``channel`` out of
-            range (the message names the layer and the valid range).
-    """
-    ch = _as_channel(channel)
-    chosen: list[Tensor] = []
-
-    def make_seed(act: Tensor) -> Tensor:
-        if act.dim() < 2:
-            raise LayerError(f"layer {layer!r} outputs a {act.dim()}-D tensor; the deconvnet needs (N, C, ...)")
-        n, c = act.shape[0], act.shape[1]
-        if ch is None:
-            idx = strongest_channels(act)
-        else:
-            if not 0 <= ch < c:
-                raise LayerError(
-                    f"channel {ch} out of range for layer {layer!r}: it has {c} channels, valid 0..{c - 1}"
-                )
-            idx = torch.full((n,), ch, dtype=torch.long, device=act.device)
-        chosen.append(idx)
-        keep = torch.zeros(n, c, dtype=torch.bool, device=act.device)
-        keep[torch.arange(n, device=act.device), idx] = True
-        keep = keep.reshape(n, c, *([1] * (act.dim() - 2)))
-        return torch.where(keep, act, torch.zeros((), dtype=act.dtype, device=act.device))  # no NaN * 0 leaks
-
-    proj = deconvnet_from_seed(net, images, layer, make_seed)
-    return proj, chosen[0].to(images.device)
-
-
-def deconvnet(net: nn.Module, images: Tensor, layer: str, channel: int | None = None) -> Tensor:
-    """Deconvnet projection of one channel of ``layer`` per image, shaped like ``images`` ``(N, C, H, W)``.
-
-    Same as ``deconvnet_with_channels(...)[0]``; see there for ``channel`` and the errors raised.
-    """
-    return deconvnet_with_channels(net, images, layer, channel)[0]
-
-
-# ------------------------------------------------------------------------------------------------ the callback
-from callbacks.base import RenderContext, VisualizationCallback  # noqa: E402
-from callbacks.render import grey, abs_max, diverging, hstack, label, upscale, vstack  # noqa: E402
+__all__ = ["deconvnet", "deconvnet_from_seed", "deconvnet_with_channels", "strongest_channels", "DeconvCallback"]
 
 
 class DeconvCallback(VisualizationCallback):
-    """Log Zeiler & Fergus deconvnet reconstructions: ``deconv/<layer>``.
-
-    For each class's probe image: the input and, beside it, the projection to pixel space of the layer's
-    strongest channel (all other activations of the layer zeroed), on a diverging scale per image.
+    """Log, for each class's probe image, the deconvnet projection of each chosen layer's strongest channel.
 
     Args:
         layers: layers to project from (default: every max-pool layer; a net without one: its ReLUs).
@@ -221,22 +38,27 @@ class DeconvCallback(VisualizationCallback):
     def configure(self, net, shapes):
         if self.layers is None:
             mods = dict(net.named_modules())
-            self.layers = [n for n in shapes if isinstance(mods[n], nn.MaxPool2d)] or [
+            self.layer_names = self.thin([n for n in shapes if isinstance(mods[n], nn.MaxPool2d)] or [
                 n for n in shapes if isinstance(mods[n], nn.ReLU)
-            ]
-        if not self.layers:
+            ])
+        else:
+            self.layer_names = check_layers(net, self.layers)
+        if not self.layer_names:
             raise LayerError("deconv: empty layer list")
-        check_layers(net, self.layers)
 
     def render(self, ctx: RenderContext) -> None:
         x, y = self.probe_images(ctx.trainer)
-        lo, hi = ctx.pixel_range
-        for layer in self.layers:
-            proj, channels = deconvnet_with_channels(ctx.net, x, layer)
-            cells = []
-            for i, c in enumerate(y.tolist()):
-                inp = upscale(grey(x[i, 0].cpu(), lo, hi), 2)
-                rec = upscale(diverging(proj[i, 0].cpu(), abs_max(proj[i, 0])), 2)
-                cells.append(label(hstack([inp, rec], gap=2), f"{c} ch {int(channels[i])}"))
-            rows = [hstack(cells[j : j + 5], gap=6) for j in range(0, len(cells), 5)]
-            ctx.add_image(f"{self.technique}/{layer}", label(vstack(rows), f"{layer} strongest channel, epoch {ctx.step}"))
+        columns, channels = [figures.input_rgb(x, ctx.pixel_range)], []
+        for layer in self.layer_names:
+            proj, ch = deconvnet_with_channels(ctx.net, x, layer)  # (N, C, H, W), (N,)
+            proj = proj.float().cpu().sum(1)  # colour inputs: the channels' sum, one signed map per image
+            proj = proj / proj.abs().flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)
+            columns.append(figures.to_rgb(proj, figures.SIGNED, vmax=1.0).movedim(0, 1))
+            channels.append(ch.tolist())
+        tiles = torch.stack(columns, dim=1)  # (N, 1 + L, 3, H, W)
+        rows = [f"{c} {ctx.classes[c]}: ch " + ", ".join(str(chs[i]) for chs in channels) for i, c in enumerate(y.tolist())]
+        grid = figures.tile_rows(tiles, rows, ["image", *self.layer_names], cell=max(x.shape[-1], 64))
+        bar = figures.colorbar_strip(figures.SIGNED, -1.0, 1.0, "projection / its max |value|", min(grid.shape[2], 420))
+        body = figures.titled(figures.stack([grid, bar], dim=1, gap=2),
+                              "each layer's strongest channel projected back to pixels", "(ch: that channel, per layer)")
+        ctx.add_image(self.technique, figures.titled(body, f"deconvnet (Zeiler & Fergus) - epoch {ctx.step}"))

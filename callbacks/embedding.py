@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from google.protobuf import text_format
+from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 from torch import Tensor, nn
 
-from callbacks.base import FixedSetCallback, RenderContext
-from callbacks.hooks import LayerError, capture_activations, check_layers
+from .base import FixedSetCallback, RenderContext
+from .hooks import LayerError, capture_activations, check_layers
 
 __all__ = ["penultimate_layer", "embedding_features", "EmbeddingCallback"]
 
@@ -41,9 +43,6 @@ def _keep_earlier_snapshots(writer) -> None:
         return
     path = Path(writer.get_logdir()) / "projector_config.pbtxt"
     if path.is_file():
-        from google.protobuf import text_format
-        from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
-
         writer._projector_config = text_format.Parse(path.read_text(), ProjectorConfig())
 
 
@@ -66,17 +65,15 @@ class EmbeddingCallback(FixedSetCallback):
         return {"layer": self.layer}
 
     def configure(self, net, shapes):
-        if self.layer is None:
-            self.layer = penultimate_layer(net)
-        check_layers(net, [self.layer])
+        self.layer_name = penultimate_layer(net) if self.layer is None else check_layers(net, [self.layer])[0]
 
     def render(self, ctx: RenderContext) -> None:
         x, y = self.fixed_set(ctx.trainer, self.per_class)
-        feats = embedding_features(ctx.net, x, self.layer).float().cpu()
+        feats = embedding_features(ctx.net, x, self.layer_name).float().cpu()
         lo, hi = ctx.pixel_range
-        thumbs = ((x.float().cpu() - lo) / (hi - lo)).clamp(0, 1)  # (N, 1, 28, 28) in [0, 1]
+        thumbs = ((x.float().cpu() - lo) / (hi - lo)).clamp(0, 1)  # (N, C, H, W) in [0, 1]
         meta = [f"{ctx.classes[c]}" for c in y.tolist()]
         _keep_earlier_snapshots(ctx.writer)
         ctx.writer.add_embedding(feats, metadata=meta, label_img=thumbs, global_step=ctx.step,
-                                 tag=f"{self.technique}/{self.layer}")
-        ctx.logged.append(f"{self.technique}/{self.layer}")
+                                 tag=f"{self.technique}/{self.layer_name}")
+        ctx.logged.append(f"{self.technique}/{self.layer_name}")

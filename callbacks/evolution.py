@@ -3,7 +3,7 @@
 While the other callbacks log, this one keeps (PNG-compressed, in memory and in the checkpoint, so a resumed fit
 keeps them) the snapshots of chosen epochs: by default epochs 1, 2, 5, 10, 20, 40, 80 (1-based, as in Zeiler &
 Fergus's figure 4), plus the last; for a callback that draws every n epochs, the first picture at or after each. At the end of fit it stacks, for each ``<technique>/<layer>``, the snapshots
-side by side (tall pictures) or one above the other (wide ones), each labelled with its epoch, logs the result at
+in as many columns as fit in 720 pixels (one above the other for wide pictures), each labelled with its epoch, logs the result at
 the last epoch's step and saves it as ``<run>/evolution/<technique>/<layer>.png``, for a report, without the
 slider. For per-class pictures (``feature_maps/<layer>/<class>``, ``occlusion/<class>`` ...) the first class's is
 used. Epochs here are the 1-based epoch numbers people say ("after 5 epochs"); image steps in TensorBoard are
@@ -22,8 +22,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from callbacks.base import VisualizationCallback
-from callbacks.render import hstack, label, to_uint8, vstack
+from . import figures
+from .base import VisualizationCallback
 
 __all__ = ["evolution_strip", "snapshot_key", "EvolutionCallback"]
 
@@ -39,14 +39,16 @@ def snapshot_key(tag: str, class_tags: bool = False) -> str | None:
     return parts[0] if class_tags else "/".join(parts[:2])
 
 
-def evolution_strip(snapshots: dict[int, Tensor]) -> Tensor:
-    """Stack ``{epoch (1-based): (3, H, W) image in [0, 1]}`` in epoch order, each labelled ``epoch N``: side by
-    side when the pictures are taller than wide, else one above the other. ``(3, H', W')``."""
+def evolution_strip(snapshots: dict[int, Tensor], max_width: int = 720) -> Tensor:
+    """Stack ``{epoch (1-based): (3, H, W) uint8 image}`` in epoch order, each under an ``after epoch N`` line, in
+    as many columns as fit in ``max_width`` pixels (one for wide pictures: then one above the other). uint8."""
     if not snapshots:
         raise ValueError("evolution_strip needs at least one snapshot")
-    items = [label(img, f"epoch {e}", where="top") for e, img in sorted(snapshots.items())]
-    h, w = next(iter(snapshots.values())).shape[1:]
-    return hstack(items, gap=8, fill=0.85) if h > w else vstack(items, gap=8, fill=0.85)
+    items = [figures.titled(img, f"after epoch {e}") for e, img in sorted(snapshots.items())]
+    w = max(im.shape[2] for im in items)
+    ncol = max(1, min(len(items), (max_width + 8) // (w + 8)))
+    rows = [figures.stack(items[i : i + ncol], dim=2, gap=8) for i in range(0, len(items), ncol)]
+    return figures.stack(rows, dim=1, gap=12)
 
 
 def _png(img: Tensor) -> bytes:
@@ -57,7 +59,7 @@ def _png(img: Tensor) -> bytes:
 
 def _unpng(data: bytes) -> Tensor:
     arr = np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).copy()
-    return torch.from_numpy(arr).permute(2, 0, 1).float() / 255.0
+    return torch.from_numpy(arr).permute(2, 0, 1)
 
 
 class EvolutionCallback(VisualizationCallback):
@@ -84,14 +86,17 @@ class EvolutionCallback(VisualizationCallback):
         self._fit_last: int | None = None  # the last epoch of the fit under way; None outside fit
         self.saved: list[Path] = []
 
-    def configure(self, net, shapes):
-        from callbacks import VISUALIZATIONS
-
-        if self.techniques is not None:
-            valid = [cls.technique for cls in VISUALIZATIONS.values() if cls is not EvolutionCallback]
+    def setup(self, trainer: pl.Trainer | None, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if self.enabled and self.techniques is not None and trainer is not None:
+            valid = [cb.technique for cb in trainer.callbacks
+                     if isinstance(cb, VisualizationCallback) and not isinstance(cb, EvolutionCallback)]
             bad = [t for t in self.techniques if t not in valid]
             if bad or not self.techniques:
-                raise ValueError(f"EvolutionCallback: unknown or empty techniques {bad or self.techniques}; valid: {', '.join(valid)}")
+                raise ValueError(
+                    f"EvolutionCallback: unknown or empty techniques {bad or self.techniques}; valid (the Trainer's "
+                    f"visualization callbacks): {', '.join(valid)}"
+                )
 
     def extra_state(self) -> dict[str, Any]:
         return {"snapshots": self.snapshots, "tag_of": self._tag_of}
@@ -136,11 +141,12 @@ class EvolutionCallback(VisualizationCallback):
             if not snaps:
                 continue
             strip = evolution_strip({e: _unpng(s) for e, s in snaps.items()})
-            strip = label(strip, f"{self._tag_of.get(key, key)} over training (epochs {', '.join(map(str, sorted(snaps)))})")
+            strip = figures.titled(strip, f"{self._tag_of.get(key, key)} over training",
+                                   f"after epochs {', '.join(map(str, sorted(snaps)))}")
             ctx.add_image(f"{self.technique}/{key}", strip)
             log_dir = self.run_dir(ctx.trainer)
             if self.save_png and log_dir:
                 path = Path(log_dir) / "evolution" / f"{key}.png"
                 path.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(to_uint8(strip).permute(1, 2, 0).numpy()).save(path, compress_level=1)
+                Image.fromarray(strip.permute(1, 2, 0).numpy()).save(path, compress_level=1)
                 self.saved.append(path)

@@ -1,11 +1,16 @@
-"""Feature maps of each class's probe image: ``feature_maps/<layer>/<class>``.
+"""Feature maps, one picture per layer: ``feature_maps/<layer>`` and ``feature_maps/<layer>/class_mean``.
 
-For every class, the first validation image of that class (fixed for the run) and every channel of each chosen
-layer, on a symmetric diverging scale shared by the channels of that picture (blue negative, white zero, red
-positive: pre-ReLU conv outputs show both signs, post-ReLU and pooled maps only red). Fully-connected layers are
-drawn as a grid of units. Defaults: every conv (pre-ReLU) and ReLU (post-ReLU) layer with a spatial output; add ``max_pool_i`` to see
-the pooled maps (for a net without
-one, its hidden fully-connected layers).
+``feature_maps/<layer>``: a row per class holding that class's probe image (the first validation image of the
+class, fixed for the run) and the layer's channels for it. ``feature_maps/<layer>/class_mean``: the same layout
+averaged over the fixed set (``per_class`` validation images of each class; the SimpleCNN source project's
+"class-wise representative feature maps"), with the class's mean input image in the first column. By default the
+single-image maps are drawn for the pre-ReLU layers (their post-ReLU maps are the same with the blue removed) and
+the class means for both: averaging does not commute with the ReLU.
+
+All maps of a picture share one diverging colour scale (blue negative, white zero, red positive), labelled by its
+colour bar and kept across epochs (``VisualizationCallback.scale``): pre-ReLU conv outputs show both signs,
+post-ReLU and pooled maps red only. Defaults: every conv (pre-ReLU) and ReLU (post-ReLU) layer with a spatial
+output; for a net without one, its hidden fully-connected layers (each vector drawn as a square map).
 """
 
 from __future__ import annotations
@@ -15,67 +20,115 @@ import math
 import torch
 from torch import Tensor, nn
 
-from callbacks.base import RenderContext, VisualizationCallback, tag_part
-from callbacks.hooks import capture_activations, check_layers
-from callbacks.render import grey, abs_max, diverging, hstack, label, tile_grid, upscale
+from . import figures
+from .base import RenderContext, VisualizationCallback, tag_part
+from .hooks import check_layers
+from .methods.feature_maps import class_mean_maps, feature_maps
+from .methods.selectivity import class_means
 
-__all__ = ["feature_maps", "FeatureMapsCallback"]
+__all__ = ["feature_maps", "class_mean_maps", "FeatureMapsCallback"]
+
+WIDTH = 420  # target picture width in pixels: a TensorBoard card shows about 400
 
 
-def feature_maps(net: nn.Module, images: Tensor, layers: list[str]) -> dict[str, Tensor]:
-    """``{layer: activations}`` for ``images`` (N, C, H, W): ``(N, C', H', W')`` or ``(N, U)`` per layer."""
-    return capture_activations(net, images, layers)
-
-
-def _as_maps(act: Tensor) -> Tensor:
-    """One sample's activation as ``(C, h, w)`` tiles; a vector of U units becomes one near-square map."""
-    if act.dim() == 3:
-        return act
-    u = act.numel()
+def _as_maps(acts: Tensor) -> Tensor:
+    """``(N, C, h, w)`` stays; ``(N, U)`` vectors become ``(N, 1, s, s)`` square maps (NaN-padded)."""
+    if acts.dim() == 4:
+        return acts
+    n, u = acts.shape[0], acts[0].numel()
     side = math.ceil(math.sqrt(u))
-    flat = torch.full((side * side,), float("nan"))
-    flat[:u] = act.flatten().float().cpu()
-    return flat.view(1, side, side)
+    flat = torch.full((n, side * side), float("nan"))
+    flat[:, :u] = acts.flatten(1).float().cpu()
+    return flat.view(n, 1, side, side)
 
 
 class FeatureMapsCallback(VisualizationCallback):
-    """Log every channel of the chosen layers for one probe image per class.
+    """Log the chosen layers' channels for one probe image per class, and averaged per class.
 
     Args:
-        layers: layer names (pre-ReLU ``conv_i``, post-ReLU ``relu_i``, ``max_pool_i``, or fully connected).
-        tile_size: maps are enlarged to about this many pixels.
+        layers: layers drawn for the probe images (e.g. pre-ReLU ``conv_1``, post-ReLU ``relu_1``, ``max_pool_1``,
+            nested ``layer1.0.conv1``); default: every conv layer with a spatial output (a deep net: four spread
+            over its depth).
+        mean_layers: layers drawn averaged per class; default: ``layers`` when given, else every conv and ReLU
+            layer with a spatial output.
+        max_channels: channels shown per layer (the first ones); the title says how many the layer has.
+        class_mean: also log ``feature_maps/<layer>/class_mean`` over the fixed set.
+        per_class: images per class in that fixed set (the source project used 500).
+        per_class_tags: log one picture per class and layer, ``feature_maps/<layer>/<i>_<class>``, instead of one
+            picture per layer with a row per class.
     """
 
     technique = "feature_maps"
 
-    def __init__(self, layers: list[str] | None = None, tile_size: int = 42, **kwargs) -> None:
+    def __init__(self, layers: list[str] | None = None, mean_layers: list[str] | None = None, max_channels: int = 16,
+                 class_mean: bool = True, per_class: int = 500, per_class_tags: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
+        if not isinstance(max_channels, int) or max_channels < 1:
+            raise ValueError(f"FeatureMapsCallback: max_channels must be an integer >= 1, got {max_channels!r}")
+        if not isinstance(per_class, int) or per_class < 1:
+            raise ValueError(f"FeatureMapsCallback: per_class must be an integer >= 1, got {per_class!r}")
         self.layers = layers
-        self.tile_size = tile_size
+        self.mean_layers = mean_layers
+        self.max_channels = max_channels
+        self.class_mean = class_mean
+        self.per_class = per_class
+        self.per_class_tags = per_class_tags
 
     def _state_config(self):
-        return {"layers": self.layers}
+        return {"layers": self.layers, "mean_layers": self.mean_layers}
 
     def configure(self, net, shapes):
-        if self.layers is None:
-            kinds = (nn.Conv2d, nn.ReLU)
-            self.layers = self.spatial_layers(shapes, kinds, net)
-            if not self.layers:  # an MLP: its hidden fully-connected layers
-                mods = dict(net.named_modules())
-                self.layers = [n for n in shapes if isinstance(mods[n], (nn.Linear, nn.ReLU))][:-1]
-        check_layers(net, self.layers)
+        both = self.spatial_layers(shapes, (nn.Conv2d, nn.ReLU), net)
+        convs = self.spatial_layers(shapes, (nn.Conv2d,), net)
+        if not both:  # an MLP: its hidden fully-connected layers
+            mods = dict(net.named_modules())
+            both = convs = [n for n in shapes if isinstance(mods[n], (nn.Linear, nn.ReLU))][:-1]
+        thin = self.thin(convs)  # a deep net: a few convs spread over its depth, and the ReLUs that follow them
+        names = [n for i, n in enumerate(both) if n in thin or (i and both[i - 1] in thin and n not in convs)]
+        self.layer_names = thin if self.layers is None else check_layers(net, self.layers)
+        given = self.mean_layers if self.mean_layers is not None else self.layers
+        self.mean_names = names if given is None else check_layers(net, given)
 
     def render(self, ctx: RenderContext) -> None:
         x, y = self.probe_images(ctx.trainer)
-        acts = feature_maps(ctx.net, x, self.layers)
-        lo, hi = ctx.pixel_range
-        for i, c in enumerate(y.tolist()):
-            inp = upscale(grey(x[i, 0], lo, hi), 2)
-            name = f"{c}_{tag_part(ctx.classes[c])}"
-            for layer in self.layers:
-                maps = _as_maps(acts[layer][i].cpu())  # (C, h, w)
-                rgb = diverging(maps, abs_max(maps)).movedim(0, 1)  # (C, 3, h, w)
-                rgb = upscale(rgb, max(1, self.tile_size // maps.shape[-1]))
-                grid = tile_grid(rgb, nrow=min(8, len(rgb)), padding=2)
-                img = label(hstack([inp, grid]), f"{ctx.classes[c]} - {layer} {tuple(acts[layer].shape[1:])} epoch {ctx.step}")
-                ctx.add_image(f"{self.technique}/{layer}/{name}", img)
+        acts = feature_maps(ctx.net, x, self.layer_names)
+        names = [f"{c} {ctx.classes[c]}" for c in y.tolist()]
+        inputs = figures.input_rgb(x, ctx.pixel_range)
+        for layer in self.layer_names:
+            maps = _as_maps(acts[layer].float().cpu())
+            what = f"{layer} {tuple(acts[layer].shape[1:])}: one validation image per class"
+            if self.per_class_tags:
+                for i, c in enumerate(y.tolist()):
+                    img = self.picture(maps[i : i + 1], inputs[i : i + 1], [names[i]], layer, what, ctx.step)
+                    ctx.add_image(f"{self.technique}/{layer}/{c}_{tag_part(ctx.classes[c])}", img)
+            else:
+                ctx.add_image(f"{self.technique}/{layer}", self.picture(maps, inputs, names, layer, what, ctx.step))
+        if self.class_mean:
+            fx, fy = self.fixed_set(ctx.trainer, self.per_class)
+            k = len(ctx.classes)
+            means = class_mean_maps(ctx.net, fx, fy, self.mean_names, k)
+            mean_inputs = figures.input_rgb(class_means(fx.flatten(1), fy, k).view(k, *fx.shape[1:]), ctx.pixel_range)
+            n = torch.bincount(fy.cpu(), minlength=k)
+            for layer in self.mean_names:
+                what = f"{layer}: mean over {int(n.min())}-{int(n.max())} validation images per class"
+                img = self.picture(_as_maps(means[layer]), mean_inputs, [f"{c} {ctx.classes[c]}" for c in range(k)],
+                                   layer, what, ctx.step, key=f"{layer}/class_mean", first="the class's mean image")
+                ctx.add_image(f"{self.technique}/{layer}/class_mean", img)
+
+    def picture(self, maps: Tensor, inputs: Tensor, rows: list[str], layer: str, what: str, step: int,
+                key: str | None = None, first: str = "the image") -> Tensor:
+        """Rows of ``[input, channel 0, channel 1, ...]`` tiles with a colour bar; ``maps`` ``(R, C, h, w)``."""
+        shown = maps[:, : self.max_channels]
+        vmax = self.scale(key or layer, figures.abs_max(shown))
+        tiles = figures.to_rgb(shown, figures.SIGNED, vmax=vmax).movedim(0, 2)  # (R, C, 3, h, w)
+        h, w = tiles.shape[-2:]
+        inp = torch.nn.functional.interpolate(inputs, size=(h, w), mode="nearest") if inputs.shape[-2:] != (h, w) else inputs
+        tiles = torch.cat([inp[:, None], tiles], dim=1)
+        label_w = max(figures.text_width(r) for r in rows) + 8
+        cell = max(h, min(64, (WIDTH - label_w) // tiles.shape[1] - 2))
+        cols = [""] + [str(c) for c in range(shown.shape[1])]
+        grid = figures.tile_rows(tiles, rows, cols, cell=cell)
+        bar = figures.colorbar_strip(figures.SIGNED, -vmax, vmax, "activation (blue < 0 < red)", min(grid.shape[2], WIDTH))
+        more = f" (first {shown.shape[1]} of {maps.shape[1]})" if maps.shape[1] > shown.shape[1] else ""
+        title = figures.titled(figures.stack([grid, bar], dim=1, gap=2), what, f"left: {first}; then channels{more}")
+        return figures.titled(title, f"{layer} feature maps - epoch {step}")

@@ -1,19 +1,22 @@
 """First-layer filters as images: ``filters/<layer>``.
 
-Conv filters ``(out, in, kh, kw)`` become one tile per (unit, input channel); an MLP's first ``Linear(784, H)``
-becomes one 28x28 tile per hidden unit. All tiles share one symmetric, diverging scale (blue negative, white
-zero, red positive) whose limit is fixed at the first picture of the run (1.25 x the largest |weight| then) and
-kept in the callback's state, so tiles are comparable across units *and* epochs; the limit is printed on the image.
+Conv filters ``(out, in, kh, kw)`` become one tile per unit (a row of tiles per unit when it has several input
+channels; an RGB tile when it has three); an MLP's first ``Linear(784, H)`` becomes one 28x28 tile per hidden unit.
+All tiles share one diverging scale (blue negative, white zero, red positive) with a colour bar, kept across epochs
+(``VisualizationCallback.scale``), so tiles are comparable across units *and* epochs.
 """
 
 from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor, nn
 
-from callbacks.base import LayerError, RenderContext, VisualizationCallback
-from callbacks.render import abs_max, diverging, label, tile_grid, upscale
+from . import figures
+
+from .base import LayerError, RenderContext, VisualizationCallback
+from .hooks import check_layers
 
 __all__ = ["filter_tiles", "first_layer", "FiltersCallback"]
 
@@ -29,7 +32,8 @@ def first_layer(net: nn.Module) -> str:
 def filter_tiles(net: nn.Module, layer: str) -> Tensor:
     """Weights of ``layer`` as ``(N, kh, kw)`` tiles: conv filters per (unit, input channel), or Linear rows
     reshaped to square images (784 inputs -> 28x28)."""
-    m = dict(net.named_modules()).get(layer)
+    check_layers(net, [layer])  # an unknown name lists the valid ones
+    m = dict(net.named_modules())[layer]
     if isinstance(m, nn.Conv2d):
         w = m.weight.detach()
         return w.reshape(-1, *w.shape[-2:])
@@ -46,36 +50,51 @@ class FiltersCallback(VisualizationCallback):
 
     Args:
         layer: a Conv2d or Linear layer (default: the first one of the net).
-        vmax: the colour scale limit; default: fixed at the first picture (1.25 x max |weight|).
-        tile_size: tiles are enlarged to about this many pixels (nearest neighbour).
+        vmax: a fixed colour-scale limit; default: chosen at the first picture and raised when exceeded.
+        max_units: units shown (the first ones).
     """
 
     technique = "filters"
 
-    def __init__(self, layer: str | None = None, vmax: float | None = None, tile_size: int = 40, **kwargs) -> None:
+    def __init__(self, layer: str | None = None, vmax: float | None = None, max_units: int = 64, **kwargs) -> None:
         super().__init__(**kwargs)
         self.layer = layer
         self.vmax = vmax
-        self.tile_size = tile_size
+        self.max_units = max_units
 
     def _state_config(self):
         return {"layer": self.layer}
 
     def configure(self, net, shapes):
-        self.layer = self.layer or first_layer(net)
-        filter_tiles(net, self.layer)  # raises for an unknown or unsuitable layer
-
-    def extra_state(self):
-        return {"vmax": self.vmax}
-
-    def load_extra_state(self, state):
-        self.vmax = state.get("vmax", self.vmax)
+        self.layer_name = self.layer or first_layer(net)
+        filter_tiles(net, self.layer_name)  # raises for an unknown or unsuitable layer
 
     def render(self, ctx: RenderContext) -> None:
-        tiles = filter_tiles(ctx.net, self.layer).cpu()  # (N, kh, kw)
-        if self.vmax is None:
-            self.vmax = 1.25 * abs_max(tiles)
-        rgb = diverging(tiles, self.vmax).movedim(0, 1)  # (N, 3, kh, kw)
-        rgb = upscale(rgb, max(1, self.tile_size // tiles.shape[-1]))
-        grid = tile_grid(rgb, nrow=min(8, len(rgb)), padding=2)
-        ctx.add_image(f"{self.technique}/{self.layer}", label(grid, f"{self.layer} epoch {ctx.step}  scale +-{self.vmax:.3g}"))
+        m = dict(ctx.net.named_modules())[self.layer_name]
+        w = m.weight.detach().float().cpu()
+        w = w.view(len(w), 1, *filter_tiles(ctx.net, self.layer_name).shape[-2:]) if w.dim() == 2 else w
+        w = w[: self.max_units]  # (U, in, kh, kw)
+        vmax = self.vmax or self.scale(self.layer_name, figures.abs_max(w))
+        u, cin = w.shape[:2]
+        if cin == 3:  # RGB filters: grey is 0, each channel on the same signed scale
+            tiles = (w / (2 * vmax) + 0.5).clamp(0, 1)  # (U, 3, kh, kw)
+            legend = f"RGB filters: grey = 0, full colour = +-{vmax:.3g}"
+        else:
+            tiles = figures.to_rgb(w.flatten(0, 1), figures.SIGNED, vmax=vmax).movedim(0, 1)  # (U * in, 3, kh, kw)
+            legend = None
+        if cin in (1, 3):  # units in rows of `per_row`
+            per_row = 8 if u > 8 else u
+            pad = -u % per_row
+            tiles = torch.cat([tiles, torch.ones(pad, *tiles.shape[1:])]).view(-1, per_row, *tiles.shape[1:])
+            rows = [f"{i}-{min(i + per_row, u) - 1}" for i in range(0, u, per_row)]
+            cols, what = [f"+{j}" for j in range(per_row)], "unit = row start + column"
+        else:  # a row per unit, a column per input channel (at most 8)
+            tiles = tiles.view(u, cin, *tiles.shape[1:])[:, :8]
+            rows, cols, what = [str(i) for i in range(u)], [str(j) for j in range(tiles.shape[1])], "rows: units; columns: input channels"
+        side = tiles.shape[-1]
+        grid = figures.tile_rows(tiles, rows, cols, cell=max(32, side * max(1, min(56, 380 // tiles.shape[1]) // side)))
+        parts = [grid]
+        if legend is None:
+            parts.append(figures.colorbar_strip(figures.SIGNED, -vmax, vmax, "weight (blue < 0 < red)", min(max(grid.shape[2], 300), 420)))
+        body = figures.titled(figures.stack(parts, dim=1, gap=2), f"{tuple(m.weight.shape)} weights; {what}", legend)
+        ctx.add_image(f"{self.technique}/{self.layer_name}", figures.titled(body, f"{self.layer_name} filters - epoch {ctx.step}"))

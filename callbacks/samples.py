@@ -13,25 +13,23 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
-from callbacks.base import RenderContext, VisualizationCallback
-from callbacks.render import grey, hstack, label, text_cell, tile_grid, upscale, vstack
+from . import figures
+from .base import RenderContext, VisualizationCallback
+from .data import train_samples
 
 __all__ = ["class_grid", "SamplesCallback"]
 
 
 def class_grid(x: Tensor, y: Tensor, classes: tuple[str, ...], per_class: int, pixel_range: tuple[float, float]) -> Tensor:
-    """``(3, H, W)``: one row per class with its first ``per_class`` images of ``(x, y)`` and the class name."""
-    lo, hi = pixel_range
-    rows = []
-    for c, name in enumerate(classes):
-        idx = torch.nonzero(y == c).flatten()[:per_class]
-        if len(idx):
-            tiles = grey(x[idx, 0].float().cpu(), lo, hi).movedim(0, 1)  # (n, 3, 28, 28)
-            strip = tile_grid(upscale(tiles, 2), nrow=per_class, padding=1)
-        else:
-            strip = text_cell("(no samples)", 120, 58)
-        rows.append(hstack([text_cell(f"{c} {name}", 110, strip.shape[1]), strip], gap=2))
-    return vstack(rows, gap=2)
+    """uint8 ``(3, H, W)``: one row per class with its first ``per_class`` images of ``(x, y)`` (blank where a class
+    has fewer), labelled with the class name."""
+    rgb = figures.input_rgb(x, pixel_range)  # (N, 3, H, W)
+    tiles = torch.ones(len(classes), per_class, *rgb.shape[1:])
+    for c in range(len(classes)):
+        idx = torch.nonzero(y.cpu() == c).flatten()[:per_class]
+        tiles[c, : len(idx)] = rgb[idx]
+    cell = max(x.shape[-1], min(2 * x.shape[-1], 340 // per_class))
+    return figures.tile_rows(tiles, [f"{c} {name}" for c, name in enumerate(classes)], cell=cell)
 
 
 class SamplesCallback(VisualizationCallback):
@@ -60,9 +58,9 @@ class SamplesCallback(VisualizationCallback):
         pass  # drawn once, at fit start
 
     def render(self, ctx: RenderContext) -> None:
-        x, y = ctx.trainer.datamodule.split("train")
+        x, y = train_samples(ctx.trainer, self.facts(ctx.trainer), self.per_class)
         img = class_grid(x, y, ctx.classes, self.per_class, ctx.pixel_range)
-        ctx.add_image(f"{self.technique}/train", label(img, f"first {self.per_class} training images of each class"))
+        ctx.add_image(f"{self.technique}/train", figures.titled(img, "training data", f"the first {self.per_class} training images of each class"))
         if self.graph:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # tracer warnings about constants are irrelevant here

@@ -35,12 +35,12 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
-from callbacks.base import FixedSetCallback, RenderContext
-from callbacks.deconv import deconvnet_from_seed
-from callbacks.hooks import (
+from .base import FixedSetCallback, RenderContext
+from .methods.deconv import deconvnet_from_seed
+from .hooks import (
     LayerError, as_int, capture_activations, check_images, check_layers, check_unit_range, eval_mode, layer_shapes,
 )
-from callbacks.render import abs_max, diverging, grey, hstack, label, text_cell, upscale, vstack
+from . import figures
 
 __all__ = [
     "ReceptiveField", "TopActivations", "receptive_field", "rf_box", "top_activations", "patches",
@@ -341,29 +341,7 @@ def projected_patches(
 
 
 # ------------------------------------------------------------------------------------------------ the callback
-_BOX = torch.tensor([1.0, 0.45, 0.0])  # receptive-field outline: orange
 _OUTSIDE = torch.tensor([0.80, 0.85, 0.95])  # patch pixels beyond the image border: pale blue
-
-
-def _outline(img: Tensor, box: tuple[int, int, int, int], colour: Tensor = _BOX) -> Tensor:
-    """A copy of the RGB ``(3, H, W)`` image with a 1-pixel rectangle on the box's border pixels."""
-    top, left, bottom, right = box
-    img = img.clone()
-    if bottom <= top or right <= left:
-        return img
-    c = colour.view(3, 1)
-    img[:, top, left:right] = c
-    img[:, bottom - 1, left:right] = c
-    img[:, top:bottom, left] = c
-    img[:, top:bottom, right - 1] = c
-    return img
-
-
-def _fit(tile: Tensor, cell: int) -> Tensor:
-    """A square RGB tile more than 1.2 times wider than ``cell`` shrunk to ``cell`` (area averaging), else as is."""
-    if tile.shape[-1] <= 1.2 * cell:
-        return tile
-    return torch.nn.functional.interpolate(tile[None], size=(cell, cell), mode="area")[0]
 
 
 class TopActivationsCallback(FixedSetCallback):
@@ -390,13 +368,13 @@ class TopActivationsCallback(FixedSetCallback):
 
     technique = "top_activations"
     batch_size = 1000  # images per forward pass of the search
-    max_width = 1000  # the picture's width is kept under about this many pixels
+    max_width = 440  # the picture's width is kept under about this many pixels
 
     def __init__(
         self,
         layers: list[str] | None = None,
         units: int | list[int] = 8,
-        k: int = 9,
+        k: int = 5,
         projection: bool = True,
         per_class: int = 100,
         every_n_epochs: int = 5,
@@ -448,16 +426,15 @@ class TopActivationsCallback(FixedSetCallback):
         return []
 
     def configure(self, net, shapes):
-        if self.layers is None:
-            self.layers = self.default_layers(net, shapes)
-            if not self.layers:
-                raise LayerError(
-                    f"no default layer (no ReLU with a (C, H, W) output, no ReLU after an nn.Linear); name some of: "
-                    f"{', '.join(shapes)}"
-                )
-        check_layers(net, self.layers)
+        self.layer_names = self.thin(self.default_layers(net, shapes)) if self.layers is None else list(self.layers)
+        if not self.layer_names:
+            raise LayerError(
+                f"no default layer (no ReLU with a (C, H, W) output, no ReLU after an nn.Linear); name some of: "
+                f"{', '.join(shapes)}"
+            )
+        check_layers(net, self.layer_names)
         self.layer_units, self.fields = {}, {}
-        for layer in self.layers:
+        for layer in self.layer_names:
             shape = shapes[layer]
             if len(shape) not in (1, 3):
                 raise LayerError(f"layer {layer!r} outputs {shape} per image; top activations need (C, H, W) or (U,)")
@@ -475,8 +452,7 @@ class TopActivationsCallback(FixedSetCallback):
     def compute(self, net: nn.Module, x: Tensor, layer: str, pixel_lo: float = 0.0):
         """The render's computation for one layer: ``(top, patches or None, projections or None)`` over ``x``."""
         if layer not in self.layer_units:  # not set up by the Trainer (a direct call): configure for x's shape
-            self.shapes = layer_shapes(net, tuple(x.shape[1:]))
-            self.configure(net, self.shapes)
+            self.configure_for(net, tuple(x.shape[1:]))
         units = self.layer_units[layer]
         top = top_activations(net, x, layer, units, min(self.k, len(x)), self.batch_size)
         rf = self.fields.get(layer)
@@ -497,68 +473,43 @@ class TopActivationsCallback(FixedSetCallback):
     def render(self, ctx: RenderContext) -> None:
         x, _ = self.fixed_set(ctx.trainer, self.per_class)
         lo, hi = ctx.pixel_range
-        for layer in self.layers:
+        if not self.layer_units:  # not set up by the Trainer (a direct call): configure for x's shape
+            self.configure_for(ctx.net, tuple(x.shape[1:]))
+        for layer in self.layer_names:
             top, crops, proj = self.compute(ctx.net, x, layer, lo)
             ctx.add_image(f"{self.technique}/{layer}", self.picture(ctx, x, layer, top, crops, proj))
 
     def picture(self, ctx: RenderContext, x: Tensor, layer: str, top: TopActivations, crops, proj) -> Tensor:
-        """One row per unit: label, top images (receptive field outlined), enlarged patches, projections. Images
-        with several channels show channel 0 (as the other pictures of this project do)."""
-        lo, hi = ctx.pixel_range
+        """A row per unit: its top ``k`` image patches (the receptive field of the strongest position; whole
+        images for fully-connected units), strongest first, then their deconvnet projections."""
         units = self.layer_units[layer]
-        rf = self.fields.get(layer)
         k = top.indices.shape[1]
-        h, w = x.shape[-2:]
         indices = top.indices.cpu()
-        positions = top.positions.cpu() if top.positions is not None else None
-        groups = 1 + (crops is not None) + (proj is not None)
-        scale = max(1, (self.max_width - 80) // max(1, groups * k * (w + 2) + 8 * groups))
-        cell = w * scale  # every tile is about this wide
-        size = crops.shape[-1] if crops is not None else w
-        pscale = max(1, min(round(cell / size), int(1.2 * cell) // size))  # patch tiles about as wide as the images
-        if crops is not None:  # which patch pixels lie inside the image
-            ones = torch.ones(1, 1, h, w)
-            hw = self._layer_hw(ctx.net, x, layer)
-            inside = patches(ones, torch.zeros_like(indices), positions, rf, hw, fill=0.0)[:, :, 0]
-        rows = []
-        for r, u in enumerate(units):
-            tiles, ptiles, jtiles = [], [], []
-            for j in range(k):
-                img = grey(x[int(indices[r, j]), 0].cpu(), lo, hi)
-                img = upscale(img, scale)
-                if positions is not None and rf is not None:
-                    box = rf_box(rf, int(positions[r, j, 0]), int(positions[r, j, 1]), (h, w))
-                    img = _outline(img, tuple(b * scale for b in box), _BOX)
-                tiles.append(img)
-                if crops is not None:
-                    p = grey(crops[r, j, 0].cpu(), lo, hi)
-                    p = torch.where(inside[r, j].bool(), p, _OUTSIDE.view(3, 1, 1))
-                    ptiles.append(_fit(upscale(p, pscale), cell))
-                if proj is not None:
-                    q = proj[r, j, 0].cpu()
-                    jtiles.append(_fit(upscale(diverging(q, abs_max(q)), pscale if crops is not None else scale), cell))
-            best = float(top.values[r, 0])
-            head = vstack([text_cell(f"unit {u}", 72, 14), text_cell(f"max {best:.3g}", 72, 14)], gap=0)
-            parts = [head, hstack(tiles, gap=2)]
-            if ptiles:
-                parts.append(hstack(ptiles, gap=2))
-            if jtiles:
-                parts.append(hstack(jtiles, gap=2))
-            rows.append(hstack(parts, gap=8))
-            widths = [part.shape[2] for part in parts]
-        names = ["", "top images" + (", field outlined" if positions is not None and rf is not None else "")]
-        if crops is not None:
-            names.append("receptive fields")
-        if proj is not None:
-            names.append("deconvnet of that activation" if crops is not None else "deconvnet projections")
-        header = hstack([text_cell(t, wd, 14) for t, wd in zip(names, widths)], gap=8)
-        body = vstack([header, *rows], gap=3)
-        if rf is not None:
-            what = f"receptive field {rf.size}px, stride {rf.stride}"
-        elif positions is not None:
-            what = "receptive field unknown"
+        if crops is not None:  # which patch pixels lie inside the image: pale blue outside
+            ones = torch.ones(1, 1, *x.shape[-2:])
+            inside = patches(ones, torch.zeros_like(indices), top.positions.cpu(), self.fields[layer],
+                             self._layer_hw(ctx.net, x, layer), fill=0.0)[:, :, :1].bool()  # (U, k, 1, s, s)
+            shown = figures.input_rgb(crops.flatten(0, 1).cpu(), ctx.pixel_range).view(*crops.shape[:2], 3, *crops.shape[-2:])
+            shown = torch.where(inside, shown, _OUTSIDE.view(1, 1, 3, 1, 1))
         else:
-            what = "fully connected: whole-image projections" if proj is not None else "fully connected"
-        title = f"{layer}: top {k} of {len(x)} images per unit ({what}), epoch {ctx.step}"
-        return label(body, title)
-
+            shown = figures.input_rgb(x[indices.flatten()].cpu(), ctx.pixel_range).view(len(units), k, 3, *x.shape[-2:])
+        tiles = [shown]
+        if proj is not None:
+            q = proj.float().cpu().sum(2)  # (U, k, s, s): colour inputs summed over channels
+            q = q / q.abs().flatten(2).amax(2).clamp_min(1e-12)[..., None, None]
+            q = torch.nn.functional.interpolate(q, size=shown.shape[-2:], mode="nearest") if q.shape[-2:] != shown.shape[-2:] else q
+            tiles.append(figures.to_rgb(q, figures.SIGNED, vmax=1.0).movedim(0, 2))
+        tiles = torch.cat(tiles, dim=1)  # (U, k or 2k, 3, s, s)
+        rows = [f"unit {u} (max {float(top.values[r, 0]):.3g})" for r, u in enumerate(units)]
+        cols = [str(j + 1) for j in range(k)] * (2 if proj is not None else 1)
+        label_w = max(figures.text_width(r) for r in rows) + 8
+        grid = figures.tile_rows(tiles, rows, cols, cell=max(tiles.shape[-1], (self.max_width - label_w) // tiles.shape[1] - 2))
+        parts = [grid]
+        if proj is not None:
+            parts.append(figures.colorbar_strip(figures.SIGNED, -1.0, 1.0, "projection / its max |value|", min(grid.shape[2], 420)))
+        rf = self.fields.get(layer)
+        what = (f"receptive fields ({rf.size} px, stride {rf.stride})" if crops is not None else "images") + \
+            f": top {k} of {len(x)}"
+        sub = "strongest first" + ("; right: their deconvnet projections" if proj is not None else "")
+        body = figures.titled(figures.stack(parts, dim=1, gap=2), what, sub)
+        return figures.titled(body, f"{layer} top activations - epoch {ctx.step}")

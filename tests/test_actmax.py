@@ -1,7 +1,7 @@
-"""Activation maximization (callbacks/actmax.py): it raises the unit, stays in range, leaves the net as found."""
+"""Activation maximization (callbacks/methods/actmax.py, callbacks/actmax.py): it raises the unit, shows a linear
+unit's filter, stays in range, leaves the net as found, and on a trained net its images are what the units detect."""
 
 from __future__ import annotations
-
 
 import pytest
 import torch
@@ -11,19 +11,24 @@ from callbacks import actmax
 from callbacks.actmax import (
     DEFAULT_L2,
     DEFAULT_TV,
-    _penalty_grad,
-    _RedirectedReLU,
+    ActMaxCallback,
+    cross_activations,
+    diagonal_dominance,
     layer_units,
     maximize_activation,
     unit_activation,
     weight_correlation,
 )
+from callbacks.hooks import layer_shapes
+from callbacks.methods import actmax as method
+from callbacks.methods.actmax import _penalty_grad, _RedirectedReLU
 from lit_modules.nets import MLP, LeNet5
-from tests.conftest import FASHION_DIR
+from tests.conftest import FASHION_DIR, has_colour, render_once
 
 MEAN, STD = 0.2860, 0.3530
 FASHION_RANGE = ((0.0 - MEAN) / STD, (1.0 - MEAN) / STD)  # about (-0.81, 2.02)
 CASES = [("conv_2", list(range(16))), ("fc_3", list(range(10))), ("relu_1", list(range(6))), ("fc_1", [0, 7, 119])]
+NO_PRIORS = dict(l2=0.0, tv=0.0, jitter=0, scale=0.0, rotate=0.0, blur_every=0)
 
 
 @pytest.fixture
@@ -37,7 +42,7 @@ def n_hooks(net: nn.Module) -> int:
 
 
 def probes(n: int = 20, seed: int = 1, constants: bool = False) -> torch.Tensor:
-    """``n`` random images uniform in the pixel range and mid-grey (the start), plus black and white if asked."""
+    """``n`` random images uniform in the pixel range and mid-grey, plus black and white if asked."""
     g = torch.Generator().manual_seed(seed)
     lo, hi = FASHION_RANGE
     x = lo + (hi - lo) * torch.rand(n, 1, 28, 28, generator=g)
@@ -45,15 +50,11 @@ def probes(n: int = 20, seed: int = 1, constants: bool = False) -> torch.Tensor:
     return torch.cat([x, levels.view(-1, 1, 1, 1).expand(len(levels), 1, 28, 28)])
 
 
-NO_PRIORS = dict(l2=0.0, tv=0.0, jitter=0, blur_every=0)
-
-
 # ------------------------------------------------------------------------------------------ it does its job
 @pytest.mark.parametrize("layer,units", CASES)
 @pytest.mark.parametrize("priors", ["default", "none"])
 def test_optimized_image_beats_every_probe_image(lenet, layer, units, priors):
-    # With the default priors the optimum trades some activation for smoothness, so a unit best excited by an
-    # all-black image can end a little below it (relu_1 unit 1: 0.3545 vs 0.3547): random probes only. Without
+    # With the default priors the optimum trades some activation for smoothness: random probes only. Without
     # priors it must beat the constant images too.
     kwargs = NO_PRIORS if priors == "none" else {}
     x = maximize_activation(lenet, layer, units, pixel_range=FASHION_RANGE, **kwargs)
@@ -64,17 +65,42 @@ def test_optimized_image_beats_every_probe_image(lenet, layer, units, priors):
         assert got[i] > best_probe, f"{layer} unit {u}: actmax {got[i]:.4f} <= best probe {best_probe:.4f}"
 
 
+def test_centre_neuron_of_a_linear_conv_unit_reproduces_its_filter(lenet):
+    """conv_1 (5x5, pad 2, before its ReLU) is linear in the input: its centre neuron at (14, 14) sees the patch
+    rows/columns 12..16, and its gradient there is the filter itself. With only an L2 pull strong enough that no
+    pixel clips, the maximizer is mid-grey + filter / (2 * l2): the centre patch is the filter, the rest grey.
+    The channel mean has the same gradient, the filter's weight sum, at every interior pixel: its image is a flat
+    field (with the default priors too), bright or dark as the weight sum's sign says, whatever the filter."""
+    w = lenet.conv_1.weight.detach()[:, 0]  # (6, 5, 5)
+    units, (lo, hi) = list(range(6)), FASHION_RANGE
+    plain = dict(NO_PRIORS, l2=50.0)
+    x = maximize_activation(lenet, "conv_1", units, pixel_range=FASHION_RANGE, **plain)
+    r = weight_correlation(w, x[:, 0, 12:17, 12:17])
+    assert r.min() > 0.99, r
+    outside = x[:, 0].clone()
+    outside[:, 12:17, 12:17] = (lo + hi) / 2
+    torch.testing.assert_close(outside, torch.full_like(outside, (lo + hi) / 2), atol=0.02, rtol=0)
+    default = maximize_activation(lenet, "conv_1", units, pixel_range=FASHION_RANGE)
+    assert diagonal_dominance(cross_activations(lenet, "conv_1", default, units)) == 1.0
+    for kwargs in (plain, {}):
+        flat = maximize_activation(lenet, "conv_1", units, objective="channel", pixel_range=FASHION_RANGE, **kwargs)
+        interior = flat[:, 0, 6:-6, 6:-6]  # away from the border, where zero padding and transforms differ
+        assert interior.flatten(1).std(1).max() < 0.02 * (hi - lo), interior.flatten(1).std(1)
+        assert torch.equal(interior.mean((1, 2)) > (lo + hi) / 2, w.sum((1, 2)) > 0)
+        # the centre-neuron images have a pattern, and drive their own unit more than the flat fields do
+        assert default[:, 0, 10:19, 10:19].flatten(1).std(1).min() > 0.1 * (hi - lo)
+        assert (unit_activation(lenet, "conv_1", default, units) > unit_activation(lenet, "conv_1", flat, units)).all()
+
+
 def test_dead_relu_unit_still_rises(lenet, monkeypatch):
-    """A channel that is 0 everywhere on the grey start has no exact gradient; the redirected ReLU moves it."""
+    """A channel that is 0 everywhere on the start has no exact gradient; the redirected ReLU moves it."""
     with torch.no_grad():
-        lenet.conv_1.bias[1] = -0.5  # dead on grey; an all-dark image makes it positive
+        lenet.conv_1.bias[1] = -0.5  # dead on grey; a darker patch makes it positive
     assert unit_activation(lenet, "relu_1", probes(0), [1]) == 0  # probes(0): the mid-grey start only
     x = maximize_activation(lenet, "relu_1", [1, 2], pixel_range=FASHION_RANGE)
-    assert unit_activation(lenet, "relu_1", x, [1, 2]).min() > 0.02  # seen: 0.051
-    x = maximize_activation(lenet, "max_pool_1", [1], pixel_range=FASHION_RANGE)  # dead through the pooling too
-    assert unit_activation(lenet, "max_pool_1", x, [1]) > 0.05  # seen: 0.14
+    assert unit_activation(lenet, "relu_1", x, [1, 2]).min() > 0.02
     # Without the redirection the unit never moves.
-    monkeypatch.setattr(actmax, "_redirect_relu_hook", lambda *args: None)
+    monkeypatch.setattr(method, "_redirect_relu_hook", lambda *args: None)
     x = maximize_activation(lenet, "relu_1", [1, 2], pixel_range=FASHION_RANGE)
     assert unit_activation(lenet, "relu_1", x[:1], [1]) == 0
 
@@ -88,16 +114,33 @@ def test_redirected_relu_gradient_is_exact_where_relu_passes_gradient():
     assert torch.equal(_RedirectedReLU.apply(x), x.clamp(min=0))
 
 
-def test_unit_activation_is_channel_mean_and_logit(lenet):
+def test_unit_activation_is_centre_neuron_channel_mean_and_logit(lenet):
     x = probes(4, constants=True)[:4]
     with torch.no_grad():
         conv_2 = nn.Sequential(*list(lenet.children())[:4])(x)  # conv_1, relu_1, max_pool_1, conv_2: (4, 16, 10, 10)
         logits = lenet(x)
     units = [3, 0, 15, 3]
-    expected = torch.stack([conv_2[i, u].mean() for i, u in enumerate(units)])
-    torch.testing.assert_close(unit_activation(lenet, "conv_2", x, units), expected)
-    torch.testing.assert_close(unit_activation(lenet, "fc_3", x, [9, 1, 2, 0]), logits[torch.arange(4), [9, 1, 2, 0]])
+    centre = torch.stack([conv_2[i, u, 5, 5] for i, u in enumerate(units)])
+    mean = torch.stack([conv_2[i, u].mean() for i, u in enumerate(units)])
+    torch.testing.assert_close(unit_activation(lenet, "conv_2", x, units), centre)
+    torch.testing.assert_close(unit_activation(lenet, "conv_2", x, units, objective="neuron"), centre)
+    torch.testing.assert_close(unit_activation(lenet, "conv_2", x, units, objective="channel"), mean)
+    for objective in ("neuron", "channel"):  # a 2-D output: both are the column, here the pre-softmax logit
+        got = unit_activation(lenet, "fc_3", x, [9, 1, 2, 0], objective=objective)
+        torch.testing.assert_close(got, logits[torch.arange(4), [9, 1, 2, 0]])
     assert layer_units(lenet, "conv_2") == 16 and layer_units(lenet, "fc_1") == 120 and layer_units(lenet, "fc_3") == 10
+
+
+def test_cross_activations_and_diagonal_dominance(lenet):
+    x = probes(3)[:3]
+    acts = cross_activations(lenet, "fc_3", x, [4, 7, 1])
+    with torch.no_grad():
+        expected = lenet(x)[:, [4, 7, 1]]
+    torch.testing.assert_close(acts, expected)
+    assert diagonal_dominance(torch.tensor([[3.0, 0.0, 1.0], [1.0, 2.0, 5.0], [2.0, 1.0, 0.0]])) == pytest.approx(2 / 3)
+    assert diagonal_dominance(torch.tensor([[1.0, 1.0], [1.0, 2.0]])) == 0.5  # a tie is no dominance
+    with pytest.raises(ValueError, match="square"):
+        diagonal_dominance(torch.zeros(2, 3))
 
 
 def test_output_shape_range_finite_and_deterministic(lenet):
@@ -169,7 +212,7 @@ class FailOnCall(nn.Module):
 def test_hooks_removed_and_mode_restored_after_errors(lenet):
     lenet.train()
     with pytest.raises(ValueError):
-        maximize_activation(lenet, "conv_2", [16])  # fails after the hook is in place (range check)
+        maximize_activation(lenet, "conv_2", [16])  # fails after the hooks are in place (range check)
     assert n_hooks(lenet) == 0 and lenet.training and all(m.training for m in lenet.modules())
     lenet.conv_1 = FailOnCall(lenet.conv_1, n=4)  # the dry run is call 1; fails inside the optimization loop
     with pytest.raises(RuntimeError, match="boom"):
@@ -208,10 +251,18 @@ def test_unknown_layer_lists_valid_names(lenet):
 def test_unit_out_of_range_names_layer_and_range(lenet, layer, units, valid):
     with pytest.raises(ValueError, match=f"{layer}.*{valid}"):
         maximize_activation(lenet, layer, units)
+    with pytest.raises(ValueError, match=f"{layer}.*{valid}"):
+        unit_activation(lenet, layer, torch.zeros(len(units), 1, 28, 28), units)
     assert n_hooks(lenet) == 0
 
 
 def test_other_bad_inputs(lenet):
+    with pytest.raises(ValueError, match="unknown objective 'center'; valid: neuron, channel"):
+        maximize_activation(lenet, "conv_2", [0], objective="center")
+    with pytest.raises(ValueError, match="unknown objective"):
+        unit_activation(lenet, "conv_2", torch.zeros(1, 1, 28, 28), [0], objective="mean")
+    with pytest.raises(ValueError, match="unknown objective"):
+        ActMaxCallback(objective="centre")
     with pytest.raises(ValueError, match="empty unit list"):
         maximize_activation(lenet, "fc_3", [])
     with pytest.raises(ValueError, match="steps must be an integer >= 1"):
@@ -222,18 +273,23 @@ def test_other_bad_inputs(lenet):
         maximize_activation(lenet, "fc_3", [0.5])
     with pytest.raises(ValueError, match="one image per unit"):
         unit_activation(lenet, "fc_3", torch.zeros(2, 1, 28, 28), [0])
+    with pytest.raises(ValueError, match="scale"):
+        maximize_activation(lenet, "fc_3", [0], scale=-0.1)
+    with pytest.raises(ValueError, match="prior_mean"):
+        maximize_activation(lenet, "fc_3", [0], prior_mean=torch.zeros(1, 14, 14))
     assert n_hooks(lenet) == 0
 
 
 # --------------------------------------------------------------------------------------- pieces and helpers
 def test_penalty_gradient_matches_autograd():
     z = torch.randn(3, 2, 7, 5, dtype=torch.float64, requires_grad=True)
+    z0 = torch.randn(3, 2, 7, 5, dtype=torch.float64)
     l2, tv = 0.3, 1.7
     dh = z[..., 1:, :] - z[..., :-1, :]
     dw = z[..., :, 1:] - z[..., :, :-1]
-    penalty = l2 * z.pow(2).sum() + tv * (dh.pow(2).sum() + dw.pow(2).sum())
+    penalty = l2 * (z - z0).pow(2).sum() + tv * (dh.pow(2).sum() + dw.pow(2).sum())
     (expected,) = torch.autograd.grad(penalty, z)
-    torch.testing.assert_close(_penalty_grad(z.detach(), l2, tv), expected)
+    torch.testing.assert_close(_penalty_grad(z.detach(), l2, tv, z0), expected)
     assert DEFAULT_L2 > 0 and DEFAULT_TV > 0
 
 
@@ -254,17 +310,62 @@ def test_mlp_hidden_unit_actmax_reproduces_its_weights():
     torch.manual_seed(0)
     mlp = MLP()
     units = list(range(0, 128, 8))
-    plain = maximize_activation(mlp, "fc_1", units, pixel_range=FASHION_RANGE, tv=0.0, jitter=0, blur_every=0)
+    plain = maximize_activation(mlp, "fc_1", units, pixel_range=FASHION_RANGE, **NO_PRIORS)
     r = weight_correlation(mlp.fc_1.weight[units], plain)
     assert r.min() > 0.7, r
     smooth = maximize_activation(mlp, "fc_1", units, pixel_range=FASHION_RANGE)  # default priors: smoother than w
     assert weight_correlation(mlp.fc_1.weight[units], smooth).mean() < r.mean()
 
 
+# ------------------------------------------------------------------------------------------------ the callback
+def test_callback_first_picture_is_the_default_call(lenet):
+    """The contract: ``maximize_activation(net, layer, units, pixel_range=...)`` with its defaults gives the images
+    the picture shows at the first epoch; later epochs warm-start from them."""
+    lenet.eval()
+    x, y = probes(20)[:20], torch.arange(20) % 10
+    cb = ActMaxCallback()
+    cb.setup(None, lenet, "fit")
+    assert cb.layers is None and cb.layer_units == {"conv_1": list(range(6)), "conv_2": list(range(16)),
+                                                    "fc_3": list(range(10))}
+    w = render_once(cb, lenet, x, y, pixel_range=FASHION_RANGE, classes=tuple(f"c{i}" for i in range(10)))
+    assert sorted(w.images) == ["actmax/conv_1", "actmax/conv_2", "actmax/fc_3"]
+    for layer, units in cb.layer_units.items():
+        assert torch.equal(cb.last[layer], maximize_activation(lenet, layer, units, pixel_range=FASHION_RANGE))
+        img, step = w.images[f"actmax/{layer}"]
+        assert img.dtype == torch.uint8 and img.shape[0] == 3 and img.shape[2] <= 450 and step == 3, img.shape
+        assert has_colour(img, (0, 0, 0)) and has_colour(img, (255, 255, 255))  # the grey scale's ends
+    first = {k: v.clone() for k, v in cb.last.items()}
+    render_once(cb, lenet, x, y, pixel_range=FASHION_RANGE, step=4)
+    warm = maximize_activation(lenet, "fc_3", range(10), pixel_range=FASHION_RANGE, steps=cb.warm_steps,
+                               init=first["fc_3"])
+    assert torch.equal(cb.last["fc_3"], warm)
+    channel = ActMaxCallback(layers={"conv_1": [0, 1]}, objective="channel", steps=16)
+    channel.setup(None, lenet, "fit")
+    render_once(channel, lenet, x, y, pixel_range=FASHION_RANGE)
+    expected = maximize_activation(lenet, "conv_1", [0, 1], objective="channel", steps=16, pixel_range=FASHION_RANGE)
+    assert torch.equal(channel.last["conv_1"], expected)
+
+
+def test_callback_draws_mlp_weights_beside_actmax():
+    torch.manual_seed(0)
+    mlp = MLP().eval()
+    x, y = probes(20)[:20], torch.arange(20) % 10
+    cb = ActMaxCallback(steps=16)
+    cb.setup(None, mlp, "fit")
+    assert cb.layer_units == {"fc_1": list(range(16)), "fc_2": list(range(10))}
+    w = render_once(cb, mlp, x, y, pixel_range=FASHION_RANGE)
+    assert sorted(w.images) == ["actmax/fc_1", "actmax/fc_1/vs_weights", "actmax/fc_2"]
+    img, _ = w.images["actmax/fc_1/vs_weights"]
+    assert img.shape[2] <= 450
+    assert has_colour(img, (103, 0, 31)) and has_colour(img, (5, 48, 97))  # the signed weight scale's ends
+    r = weight_correlation(mlp.fc_1.weight[:16], cb.last["fc_1"]).mean()
+    assert w.scalars["actmax/fc_1/vs_weights/mean_r"][0] == pytest.approx(float(r))
+
+
 # ------------------------------------------------------------------------------------- on a trained LeNet-5
 @pytest.fixture(scope="module")
 def trained():
-    """LeNet-5 after one epoch on the real Fashion-MNIST (raw loop, Adam 1e-3, batch 128; ~5 s on 2 CPU cores)."""
+    """LeNet-5 after one epoch on the real Fashion-MNIST (raw loop, Adam 1e-3, batch 128; ~5-10 s on 2 CPU cores)."""
     present = all((FASHION_DIR / f"{s}-ubyte.gz").is_file() for s in ("train-images-idx3", "train-labels-idx1"))
     if not present:
         pytest.skip(f"Fashion-MNIST is not in {FASHION_DIR}: apt-get install dataset-fashion-mnist")
@@ -289,21 +390,20 @@ def trained():
     return net, dm.pixel_range, class_means, acc
 
 
-def test_trained_logit_images_are_classified_as_their_class(trained):
+def test_trained_actmax_images_show_what_their_units_detect(trained):
     net, pixel_range, class_means, acc = trained
     assert acc > 0.75
-    # Over 5 training seeds x 3 actmax seeds at 128 steps, all 10 images were always classified as their own
-    # class (lowest own-class probability seen: 0.74); at 64 steps one run in 15 got 9 of 10.
-    images = maximize_activation(net, "fc_3", range(10), pixel_range=pixel_range)
+    cb = ActMaxCallback()
+    cb.configure(net, layer_shapes(net))
+    images = {}
+    for layer in ("conv_2", "fc_3"):  # each unit's own image drives it more than the other units' images do
+        units = cb.layer_units[layer]
+        images[layer] = maximize_activation(net, layer, units, pixel_range=pixel_range)
+        dominance = diagonal_dominance(cross_activations(net, layer, images[layer], units))
+        assert dominance >= 0.8, (layer, dominance)
     with torch.no_grad():
-        probs = net(images).softmax(1)
-    assert probs.argmax(1).tolist() == list(range(10)), probs.diagonal()
-    assert probs.diagonal().min() > 0.5
-    # Recognizability, measured: each image's Pearson correlation with the mean training image of its own class
-    # is well above its correlation with the other classes' means (seen: own 0.35 - 0.48, others -0.01 - 0.07;
-    # the own class was the best match for 8 - 10 of the 10 images).
-    corr = torch.stack([weight_correlation(class_means[c].expand(10, 1, 28, 28), images) for c in range(10)], 1)
-    own = corr.diagonal().mean()
-    others = (corr.sum() - corr.diagonal().sum()) / 90
-    assert own > 0.25 and others < 0.15 and own - others > 0.2, corr
-    assert (corr.argmax(1) == torch.arange(10)).sum() >= 7, corr
+        probs = net(images["fc_3"]).softmax(1)
+    assert (probs.diagonal() >= 0.9).sum() >= 9, probs.diagonal()
+    # Each logit image correlates best with the mean training image of its own class.
+    corr = torch.stack([weight_correlation(class_means[c].expand(10, 1, 28, 28), images["fc_3"]) for c in range(10)], 1)
+    assert (corr.argmax(1) == torch.arange(10)).sum() >= 8, corr

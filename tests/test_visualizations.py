@@ -10,38 +10,18 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from callbacks import VISUALIZATIONS
-from callbacks.fc_activations import following_relu, sparsity
-from callbacks.filters import filter_tiles, first_layer
+from callbacks.filters import FiltersCallback, filter_tiles, first_layer
 from callbacks.hooks import LayerError, capture_activations, check_units, layer_shapes
-from callbacks.render import bar_chart, diverging, grey, sequential, to_uint8
-from callbacks.selectivity import class_means, selectivity_index
+from callbacks import figures
+from callbacks.base import nice_ceil
+from callbacks.feature_maps import FeatureMapsCallback
+from callbacks.methods.feature_maps import class_mean_maps
 from lit_modules.nets import MLP, LeNet5
-from tests.conftest import ROOT, _fit, _images
+from tests.conftest import ROOT, _fit, _images, has_colour, render_once
 from train import cli_main
 
 
 # ------------------------------------------------------------------------------------------ pure functions
-def test_selectivity_index_known_answers():
-    means = torch.zeros(10, 3)
-    means[4, 0] = 2.0  # unit 0 fires for class 4 only
-    means[:, 1] = 0.7  # unit 1 is uniform
-    # unit 2 is silent
-    si = selectivity_index(means)
-    assert si.tolist() == pytest.approx([1.0, 0.0, 0.0], abs=1e-6)
-    m = torch.tensor([[3.0], [1.0], [1.0]])  # mu_max 3, mu_rest 1 -> (3 - 1) / (3 + 1)
-    assert float(selectivity_index(m)) == pytest.approx(0.5)
-
-
-def test_class_means_average_spatially_and_per_class():
-    acts = torch.arange(4 * 2 * 2 * 2, dtype=torch.float32).view(4, 2, 2, 2)
-    labels = torch.tensor([0, 1, 0, 2])
-    means = class_means(acts, labels, num_classes=4)
-    per_sample = acts.flatten(2).mean(2)
-    assert torch.allclose(means[0], (per_sample[0] + per_sample[2]) / 2)
-    assert torch.allclose(means[2], per_sample[3])
-    assert torch.equal(means[3], torch.zeros(2))  # no samples of class 3
-
-
 def test_capture_activations_and_hooks_removed():
     net = LeNet5().eval()
     x = torch.randn(2, 1, 28, 28)
@@ -67,31 +47,87 @@ def test_filter_tiles_and_first_layer():
         filter_tiles(net, "relu_1")
 
 
-def test_fc_helpers():
-    net = LeNet5()
-    assert following_relu(net, "fc_1") == "relu_3" and following_relu(net, "fc_3") is None
-    assert sparsity(torch.tensor([0.0, 1.0, 0.0, 2.0])) == 0.5
-
-
-def test_colour_scales_never_produce_nan_pixels():
+def test_colour_scales_never_produce_nan_pixels_and_zero_is_white():
     for x in (torch.zeros(4, 4), torch.full((4, 4), 3.0), torch.tensor([[float("nan"), float("inf")], [-1.0, 1.0]])):
-        for img in (diverging(x), sequential(x), grey(x, -1, 1), bar_chart(x.flatten())):
+        for img in (figures.to_rgb(x), figures.to_rgb(x, figures.SEQUENTIAL, 0.0, 1.0)):
             assert torch.isfinite(img).all() and img.min() >= 0 and img.max() <= 1
-            assert to_uint8(img).dtype == torch.uint8
-    d = diverging(torch.tensor([-1.0, 0.0, 1.0]), vmax=1.0)
-    assert torch.equal(d[:, 1], torch.ones(3))  # zero is white
+            assert figures.to_uint8(img).dtype == torch.uint8
+    d = figures.to_rgb(torch.tensor([-1.0, 0.0, 1.0]), vmax=1.0)
+    assert torch.allclose(d[:, 1], torch.ones(3), atol=0.04)  # zero is (nearly) white on RdBu_r
     assert d[2, 0] > d[0, 0] and d[0, 2] > d[2, 2]  # negative is blue, positive red
+    assert torch.equal(figures.to_rgb(torch.tensor([float("nan")]))[:, 0], torch.ones(3))  # NaN: white
+
+
+def test_nice_scale_is_kept_across_epochs_and_only_grows():
+    assert [nice_ceil(v) for v in (0.83, 1.0, 1.01, 2.2, 0.031, 7.5, 9.1)] == [1.0, 1.0, 1.2, 2.5, 0.04, 8.0, 10.0]
+    cb = FiltersCallback()
+    assert cb.scale("a", 0.83) == 1.0 and cb.scale("a", 0.2) == 1.0  # kept while values fit under it
+    assert cb.scale("a", 1.3) == 1.5  # raised, never lowered
+    assert cb.state_dict()["scales"] == {"a": 1.5}
+    other = FiltersCallback()
+    other.load_state_dict(cb.state_dict())
+    assert other.scale("a", 0.1) == 1.5  # a resumed run keeps the scale
+
+
+def test_text_uses_a_truetype_font_of_at_least_12_px():
+    strip = figures.text("Ankle boot", 120)
+    dark = (strip.float().mean(0) < 128).nonzero()
+    assert figures.font().size >= 12 and figures.font().getname()[0] == "DejaVu Sans"
+    assert 9 <= int(dark[:, 0].max() - dark[:, 0].min()) + 1 <= strip.shape[1]  # glyphs as tall as a 13 px font's
+
+
+def test_class_mean_maps_equal_a_hand_computation():
+    torch.manual_seed(0)
+    net = LeNet5().eval()
+    x, y = torch.randn(37, 1, 28, 28), torch.randint(0, 4, (37,))
+    y[y == 3] = 2  # class 3 has no image
+    means = class_mean_maps(net, x, y, ["conv_1", "relu_2", "fc_1"], num_classes=4, batch_size=8)
+    for layer in ("conv_1", "relu_2", "fc_1"):
+        acts = capture_activations(net, x, [layer])[layer]
+        for c in range(3):
+            assert torch.allclose(means[layer][c], acts[y == c].mean(0), atol=1e-5), (layer, c)
+        assert torch.equal(means[layer][3], torch.zeros_like(means[layer][3]))
+    assert means["conv_1"].shape == (4, 6, 28, 28) and means["fc_1"].shape == (4, 120)
+
+
+def test_feature_maps_one_picture_per_layer_with_a_row_per_class():
+    torch.manual_seed(1)
+    net = LeNet5().eval()
+    x, y = torch.rand(60, 1, 28, 28), torch.arange(60) % 10
+    cb = FeatureMapsCallback(per_class=6)
+    cb.setup(None, net, "fit")
+    w = render_once(cb, net, x, y)
+    layers = ["conv_1", "relu_1", "conv_2", "relu_2"]
+    assert sorted(w.images) == sorted(["feature_maps/conv_1", "feature_maps/conv_2"] + [f"feature_maps/{l}/class_mean" for l in layers])
+    assert cb.layers is None and cb.layer_names == ["conv_1", "conv_2"] and cb.mean_names == layers  # args kept as given
+    for tag, (img, _) in w.images.items():
+        assert img.dtype == torch.uint8 and img.shape[2] <= 450 and img.shape[1] <= 760, (tag, img.shape)
+        assert has_colour(img, (103, 0, 31)) or has_colour(img, (5, 48, 97)), tag  # the colour bar's ends
+    per_class = FeatureMapsCallback(layers=["relu_2"], class_mean=False, per_class_tags=True)
+    per_class.setup(None, net, "fit")
+    assert sorted(render_once(per_class, net, x, y).images) == sorted(f"feature_maps/relu_2/{c}_{c}" for c in range(10))
+
+
+def test_filters_of_an_rgb_first_layer_are_drawn_in_colour():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(10))
+    with torch.no_grad():
+        net[0].weight.zero_()
+        net[0].weight[1, 0] = 1.0  # unit 1: red only
+    cb = FiltersCallback()
+    net(torch.zeros(1, 3, 8, 8))
+    cb.configure_for(net, (3, 8, 8))
+    img, _ = render_once(cb, net, torch.rand(10, 3, 8, 8), torch.arange(10)).images["filters/0"]
+    assert has_colour(img, (255, 128, 128))  # unit 1: +1 in red, 0 (grey) elsewhere
+    assert has_colour(img, (128, 128, 128))  # the zero filters are grey
 
 
 # ---------------------------------------------------------------------------------- through a real Trainer
 def test_every_tag_is_logged_at_both_epochs_and_changes(lenet_run):
     cli, ea, _ = lenet_run
     tags = set(ea.Tags()["images"])
-    expected = {"filters/conv_1", "fc_activations/fc_1", "fc_activations/fc_2", "fc_activations/fc_3",
-                "actmax/conv_1", "actmax/conv_2", "actmax/fc_3", "deconv/max_pool_1", "deconv/max_pool_2",
-                "selectivity/relu_1", "selectivity/relu_2", "selectivity/relu_3", "selectivity/relu_4"}
-    expected |= {f"feature_maps/{layer}/{c}_{c}" for layer in ("conv_1", "relu_1", "conv_2", "relu_2")
-                 for c in range(10)}
+    expected = {"filters/conv_1", "actmax/conv_1", "actmax/conv_2", "actmax/fc_3", "deconv"}
+    expected |= {f"feature_maps/{layer}/class_mean" for layer in ("conv_1", "relu_1", "conv_2", "relu_2")}
+    expected |= {"feature_maps/conv_1", "feature_maps/conv_2"}
     assert expected <= tags
     for tag in expected:
         imgs = _images(ea, tag)
@@ -134,20 +170,21 @@ def test_mlp_gets_weight_comparison_and_fc_pictures(idx_dir, tmp_path):
     ea = EventAccumulator(str(tmp_path / "lightning_logs" / "version_0"), size_guidance={"images": 0, "scalars": 0})
     ea.Reload()
     tags = set(ea.Tags()["images"])
-    assert {"filters/fc_1", "actmax/fc_1", "actmax/fc_1/vs_weights", "actmax/fc_2", "deconv/relu_1",
-            "fc_activations/fc_1", "selectivity/relu_1", "feature_maps/relu_1/3_3"} <= tags
+    assert {"filters/fc_1", "actmax/fc_1", "actmax/fc_1/vs_weights", "actmax/fc_2", "deconv",
+            "feature_maps/relu_1", "feature_maps/fc_1/class_mean", "feature_maps/relu_1/class_mean"} <= tags
     r = [e.value for e in ea.Scalars("actmax/fc_1/vs_weights/mean_r")]
     assert len(r) == 2 and all(-1 <= v <= 1 for v in r)
 
 
 def test_turning_one_visualization_off_leaves_the_others(idx_dir, tmp_path):
-    _fit(idx_dir, tmp_path, extra=["--actmax.enabled", "false", "--deconv.layers", "[relu_2]",
+    cli = _fit(idx_dir, tmp_path, extra=["--actmax.enabled", "false", "--deconv.layers", "[relu_2]",
                                    "--feature_maps.layers", "[conv_1]", "--trainer.max_epochs", "1"])
     ea = EventAccumulator(str(tmp_path / "lightning_logs" / "version_0"), size_guidance={"images": 0})
     ea.Reload()
     tags = set(ea.Tags()["images"])
     assert not any(t.startswith("actmax/") for t in tags)
-    assert {t for t in tags if t.startswith("deconv/")} == {"deconv/relu_2"}
+    deconv = next(cb for cb in cli.trainer.callbacks if type(cb).__name__ == "DeconvCallback")
+    assert "deconv" in tags and deconv.layer_names == ["relu_2"]
     assert {t.split("/")[1] for t in tags if t.startswith("feature_maps/")} == {"conv_1"}
     assert "filters/conv_1" in tags
 
@@ -198,11 +235,11 @@ def test_validate_on_a_checkpoint_renders_the_same_pictures(lenet_run, idx_dir, 
     ea = EventAccumulator(str(tmp_path / "lightning_logs" / "version_0"), size_guidance={"images": 0})
     ea.Reload()
     tags = set(ea.Tags()["images"])
-    assert {"filters/conv_1", "deconv/max_pool_2", "selectivity/relu_3", "actmax/fc_3"} <= tags
+    assert {"filters/conv_1", "deconv", "actmax/fc_3", "feature_maps/relu_1/class_mean"} <= tags
     # Logged at the checkpoint's epoch (1), and identical to what training drew then: same weights, same probe images.
     fit_ea = EventAccumulator(str(run), size_guidance={"images": 0})
     fit_ea.Reload()
-    for tag in ("deconv/max_pool_2", "feature_maps/relu_1/4_4", "selectivity/relu_3"):
+    for tag in ("deconv", "feature_maps/conv_1", "feature_maps/relu_1/class_mean", "selectivity"):
         assert sorted(_images(ea, tag)) == [1], tag
         assert np.array_equal(_images(ea, tag)[1], _images(fit_ea, tag)[1]), tag
 
@@ -231,7 +268,7 @@ def test_nan_weights_and_dead_layers_draw_without_nan_pixels_or_errors(idx_dir, 
     assert torch.isnan(cli.trainer.callback_metrics["val/loss"])  # the net really was broken at epoch 1
     ea = EventAccumulator(str(tmp_path / "lightning_logs" / "version_0"), size_guidance={"images": 0})
     ea.Reload()
-    for tag in ("filters/conv_1", "feature_maps/relu_2/0_0", "feature_maps/conv_2/3_3", "deconv/max_pool_2",
-                "selectivity/relu_2", "fc_activations/fc_1", "actmax/conv_2"):
+    for tag in ("filters/conv_1", "feature_maps/conv_2", "feature_maps/relu_2/class_mean", "deconv",
+                "selectivity", "fc_activations/fc_1", "actmax/conv_2"):
         imgs = _images(ea, tag)
         assert sorted(imgs) == [0, 1], tag  # drawn at the broken epoch too
