@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from callbacks.base import FixedSetCallback, RenderContext
-from callbacks.hooks import capture_activations, check_layers
+from .base import FixedSetCallback, RenderContext
+from .hooks import capture_activations, check_layers
 
 __all__ = ["dead_fraction", "dead_units", "ActivationsCallback"]
 
@@ -41,26 +41,29 @@ class ActivationsCallback(FixedSetCallback):
     """
 
     technique = "activations"
+    max_default_layers = 16  # histograms cost little; a deep net gets 16 spread over its depth
 
     def __init__(self, layers: list[str] | None = None, per_class: int = 20, dead_per_class: int = 500, **kwargs) -> None:
         super().__init__(layers=layers, per_class=per_class, **kwargs)
         if not isinstance(dead_per_class, int) or dead_per_class < 1:
             raise ValueError(f"ActivationsCallback: dead_per_class must be an integer >= 1, got {dead_per_class!r}")
         self.dead_per_class = dead_per_class
+        self.layer_names: list[str] = []
+        self.histogram_idx: Tensor | None = None  # the histograms' samples: the fixed set's first per_class of each
 
     def configure(self, net, shapes):
         mods = dict(net.named_modules())
-        if self.layers is None:
-            self.layers = [n for n in shapes if isinstance(mods[n], (nn.Conv2d, nn.Linear, nn.ReLU))]
-        check_layers(net, self.layers)
-        self.relus = [n for n in self.layers if isinstance(mods[n], nn.ReLU)]
+        layers = self.layers
+        if layers is None:
+            layers = self.thin([n for n in shapes if isinstance(mods[n], (nn.Conv2d, nn.Linear, nn.ReLU))])
+        self.layer_names = check_layers(net, layers)
+        self.relus = [n for n in self.layer_names if isinstance(mods[n], nn.ReLU)]
         self.share_layers(self.relus, self.dead_per_class)
 
     def render(self, ctx: RenderContext) -> None:
-        xv, yv = self._val_split(ctx.trainer)  # the first `per_class` of each class: a subset of the fixed set
-        x = xv[self._choose(yv, self.per_class, len(ctx.classes)).to(xv.device)]
-        acts = capture_activations(ctx.net, x, self.layers, stop_after_last=True)
-        for layer in self.layers:
+        x, _ = self._fixed(ctx.trainer, "histogram_idx", self.per_class)  # the first `per_class` of each class
+        acts = capture_activations(ctx.net, x, self.layer_names, stop_after_last=True)
+        for layer in self.layer_names:
             ctx.add_histogram(f"{self.technique}/{layer}", acts[layer])
         if self.relus:
             # A post-ReLU unit is dead iff its spatial mean is zero for every sample (all values are >= 0), so the

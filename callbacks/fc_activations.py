@@ -1,21 +1,24 @@
 """Fully-connected activations per class: ``fc_activations/<layer>`` and ``sparsity/<layer>``.
 
 Class-wise average activations over a fixed, class-balanced validation set (default 500 samples per class, as the
-source project used), one row of bars per class: the layer's pre-ReLU output on the left (red up, blue down), its
-post-ReLU output (the ReLU that follows it) on the right. Scalar ``sparsity/<post layer>``: the fraction of zero
-post-ReLU activations over the set. Default: every ``Linear`` layer (the last one is the logits, without ReLU).
+source project used): for each ``Linear`` layer one picture, a classes x units heatmap of its output (pre-ReLU, on a
+diverging scale centred on zero) above the same for the ReLU that follows it (post-ReLU, from zero up). Each scale
+is kept across epochs (raised, never lowered, when the values outgrow it), so the step slider compares like with like. Scalar
+``sparsity/<post layer>``: the fraction of zero post-ReLU activations over the set. Default: every ``Linear`` layer
+(the last one is the logits, without ReLU: its picture is the mean logit of every class for every class).
 """
 
 from __future__ import annotations
 
 from torch import Tensor, nn
 
-from callbacks.base import FixedSetCallback, RenderContext
-from callbacks.hooks import check_layers
-from callbacks.render import abs_max, bar_chart, hstack, label, vstack
-from callbacks.selectivity import class_means
+from .base import FixedSetCallback, RenderContext
+from .figures import SEQUENTIAL, SIGNED, abs_max, colorbar
+from .hooks import check_layers
+from .live_figure import LiveFigure
+from .methods.selectivity import class_means
 
-__all__ = ["following_relu", "sparsity", "FCActivationsCallback"]
+__all__ = ["following_relu", "sparsity", "FCChart", "FCActivationsCallback"]
 
 
 def following_relu(net: nn.Module, layer: str) -> str | None:
@@ -33,41 +36,91 @@ def sparsity(acts: Tensor) -> float:
     return float((acts == 0).float().mean()) if acts.numel() else 0.0
 
 
+class FCChart:
+    """The picture of one ``Linear`` layer: classes x units heatmaps of the class means, pre-ReLU above post-ReLU
+    (just one when no ReLU follows), each on its own labelled colour scale; built once, redrawn by ``draw``."""
+
+    def __init__(self, layer: str, post: str | None, classes: tuple[str, ...], units: int, per_class: int) -> None:
+        self.layer, self.post = layer, post
+        k = len(classes)
+        panel = 13 * k + 60  # a 13-px row per class, plus the unit axis and the panel title
+        self.live = LiveFigure(400, 40 + panel * (2 if post else 1))
+        logits = post is None and units == k
+        with self.live.rc():
+            axes = self.live.fig.subplots(2 if post else 1, 1, squeeze=False)[:, 0]
+            self.images = []
+            specs = [(layer, SIGNED, f"mean {layer} output")]
+            if post:
+                specs.append((post, SEQUENTIAL, f"mean {post} output"))
+            for ax, (name, cmap, what) in zip(axes, specs):
+                im = self.live.animate(ax.imshow(
+                    [[0.0] * units] * k, cmap=cmap, vmin=-1 if cmap == SIGNED else 0, vmax=1, aspect="auto",
+                    interpolation="nearest"))
+                ax.set_yticks(range(k), list(classes))
+                ax.tick_params(axis="y", length=0)
+                ax.set_ylabel("class")
+                if logits:
+                    ax.set_xticks(range(k), [str(c) for c in range(k)])
+                    ax.set_xlabel("logit of class")
+                else:
+                    ax.set_xlabel(f"unit of {name}")
+                ax.set_title(f"{name} (pre-ReLU)" if name == layer and post else
+                             f"{name} = ReLU({layer})" if name == post else f"{name} (logits)" if logits else name)
+                self.images.append(im)
+                colorbar(self.live.fig, im, ax, what)  # static: redrawn only when its scale changes
+            self.live.title(f"{layer}: mean per class, {per_class} samples each")
+
+    def draw(self, pre: Tensor, post: Tensor | None, limits: list[float], step: int) -> Tensor:
+        """``(3, H, W)`` uint8 of the class means ``pre`` and ``post`` ``(K, U)``, on the colour scales up to
+        ``limits`` (one per panel)."""
+        for im, means, v in zip(self.images, [pre, post] if self.post else [pre], limits):
+            im.set_data(means.float().cpu().numpy())
+            clim = (-v if im.get_cmap().name == SIGNED else 0.0, v)
+            if im.get_clim() != clim:
+                im.set_clim(*clim)
+                self.live.refresh()
+        return self.live.image(step)
+
+
 class FCActivationsCallback(FixedSetCallback):
-    """Log per-class mean activations of fully-connected layers, pre- and post-ReLU side by side.
+    """Log per-class mean activations of fully-connected layers, pre- and post-ReLU in one picture per layer.
 
     Args:
-        layers: ``Linear`` layers (their following ReLU is found automatically).
+        layers: ``Linear`` layers (their following ReLU is found automatically; default: every ``Linear`` layer).
         per_class: samples per class in the fixed validation set.
     """
 
     technique = "fc_activations"
 
+    def __init__(self, layers: list[str] | None = None, per_class: int = 500, **kwargs) -> None:
+        super().__init__(layers=layers, per_class=per_class, **kwargs)
+        self.layer_names: list[str] = []
+        self._charts: dict = {}
+
+    def __getstate__(self):
+        return {**self.__dict__, "_charts": {}}  # figures are rebuilt where they are drawn
+
     def configure(self, net, shapes):
-        if self.layers is None:
-            self.layers = [n for n, m in net.named_modules() if isinstance(m, nn.Linear)]
-        check_layers(net, self.layers)
-        self.post = {layer: following_relu(net, layer) for layer in self.layers}
-        self.names = list(dict.fromkeys([*self.layers, *[p for p in self.post.values() if p]]))
+        layers = self.layers
+        if layers is None:
+            layers = self.thin([n for n, m in net.named_modules() if isinstance(m, nn.Linear) and n in shapes])
+        self.layer_names = check_layers(net, layers)
+        self.post = {layer: following_relu(net, layer) for layer in self.layer_names}
+        self.names = list(dict.fromkeys([*self.layer_names, *[p for p in self.post.values() if p]]))
         self.share_layers(self.names, self.per_class)
 
     def render(self, ctx: RenderContext) -> None:
         acts, y = self.fixed_set_activations(ctx, self.names, self.per_class)
         k = len(ctx.classes)
-        for layer in self.layers:
+        per_class = int(y.bincount(minlength=k).max()) if len(y) else 0
+        for layer in self.layer_names:
             pre = class_means(acts[layer].flatten(1), y, k)  # (K, U)
             post_name = self.post[layer]
             post = class_means(acts[post_name].flatten(1), y, k) if post_name else None
-            bw = max(1, 240 // pre.shape[1])
-            vmax_pre = abs_max(pre)
-            vmax_post = abs_max(post) if post is not None else 1.0
-            rows = []
-            for c in range(k):
-                parts = [label(bar_chart(pre[c], vmax_pre, height=32, bar_width=bw), f"{c} {ctx.classes[c]}")]
-                if post is not None:
-                    parts.append(label(bar_chart(post[c], vmax_post, height=32, bar_width=bw), post_name))
-                rows.append(hstack(parts, gap=8))
-            title = f"{layer} (pre, +-{vmax_pre:.3g})" + (f" | {post_name} (post, 0..{vmax_post:.3g})" if post is not None else "")
-            ctx.add_image(f"{self.technique}/{layer}", label(vstack(rows, gap=3), f"{title}, epoch {ctx.step}"))
+            key = (layer, post_name, ctx.classes, pre.shape[1], per_class)
+            if key not in self._charts:
+                self._charts[key] = FCChart(layer, post_name, ctx.classes, pre.shape[1], per_class)
+            limits = [self.scale(f"{layer}/{name}", abs_max(m)) for name, m in ((layer, pre), (post_name, post)) if name]
+            ctx.add_image(f"{self.technique}/{layer}", self._charts[key].draw(pre, post, limits, ctx.step))
             if post_name:
                 ctx.add_scalar(f"sparsity/{post_name}", sparsity(acts[post_name]))

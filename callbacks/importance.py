@@ -1,295 +1,91 @@
-"""Unit importance by ablation (Morcos et al. 2018, "On the importance of single directions for generalization").
-
-    abl = ablation_importance(net, x, y, "relu_3")   # unit u of relu_3 set to zero, one unit at a time
-    abl.acc_drop     # (U,): base accuracy - accuracy with unit u ablated (1.0: the net fails without it)
-    abl.loss_rise    # (U,): mean cross-entropy with unit u ablated - base mean cross-entropy
-    var = variance_importance(acts)                  # (U,): each unit's activation variance across samples
-
-Ablating a unit sets its output to zero for every sample (a conv unit: the whole channel, every position), and
-the accuracy and mean cross-entropy of the net over ``(x, y)`` are measured again. Morcos et al. ask whether the
-units a net relies on are the class-selective ones (they are not: selectivity predicts importance poorly), and
-compare with a unit's activation variance as a cheaper proxy; the callback plots both against the drop.
-
-How: for an ``nn.Sequential`` net with the layer as a direct child (every net in ``lit_modules.nets``), the
-layer's output ``A`` is captured once (the forward pass stops there), and only the rest of the net,
-``net[i + 1:]``, runs on batches that stack copies of ``A``, each with another unit zeroed: several units per
-forward pass, at most ``chunk_size`` samples per pass. Any other net (or a nested layer) falls back to a forward
-hook that zeroes one unit, one forward pass of the whole net per unit. Both give the same numbers (the
-loss up to float rounding, ~1e-7).
-
-Pure functions on a plain ``nn.Module`` (no Lightning): the net runs in eval mode (dropout off) and every
-module's train/eval flag is restored; hooks are removed also on error; no gradients are taken; they work under
-``torch.no_grad()`` and ``torch.inference_mode()``. Losses are computed in at least float32 and summed in float64.
-"""
+"""Unit importance by ablation: the picture ``importance/<layer>`` and scalars (the method:
+``callbacks.methods.importance``, Morcos et al. 2018)."""
 
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
-from collections.abc import Sequence
-from typing import NamedTuple
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from callbacks.hooks import LayerError, capture_activations, check_layers, check_unit_range, collect_activations, eval_mode
+from .base import FixedSetCallback, RenderContext
+from .hooks import LayerError, check_layers
+from .live_figure import LiveFigure
+from .methods.importance import ablation_importance, rank_correlation, variance_importance
+from .methods.selectivity import class_means, selectivity_index
 
-__all__ = ["Ablation", "ablation_importance", "variance_importance", "rank_correlation", "ImportanceCallback"]
+__all__ = ["ImportanceChart", "ImportanceCallback"]
 
-
-class Ablation(NamedTuple):
-    """The result of ``ablation_importance`` for ``U`` units of one layer over ``N`` samples."""
-
-    acc_drop: Tensor  # (U,) float32: base accuracy - accuracy with the unit zeroed (in [-1, 1])
-    loss_rise: Tensor  # (U,) float32: mean cross-entropy with the unit zeroed - base mean cross-entropy
-    base_acc: float  # accuracy of the intact net over (x, y)
-    base_loss: float  # mean cross-entropy of the intact net over (x, y)
-    units: Tensor  # (U,) long: the unit index of each entry
+RED, BLUE, GREY = "#b2182b", "#2166ac", "#555555"  # drop (accuracy falls), rise, the other units
 
 
-def _check_inputs(x: Tensor, y, chunk_size: int) -> Tensor:
-    if not isinstance(x, Tensor) or x.dim() < 1:
-        raise ValueError(f"x must be a tensor of N samples (N, ...), got {type(x).__name__}")
-    n = len(x)
-    if n == 0:
-        raise ValueError("x is empty: accuracy and loss need at least one sample")
-    t = y if isinstance(y, Tensor) else torch.as_tensor(y)
-    if t.dtype == torch.bool or t.is_floating_point() or t.is_complex():
-        raise ValueError(f"y must be integer class indices, got dtype {t.dtype}")
-    if t.dim() != 1 or len(t) != n:
-        raise ValueError(f"y must have shape ({n},), one class index per sample of x, got shape {tuple(t.shape)}")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be an integer >= 1 (most samples per forward pass), got {chunk_size!r}")
-    return t.to(device=x.device, dtype=torch.long)
+def _padded(lo: float, hi: float) -> tuple[float, float]:
+    """Axis limits around ``[lo, hi]`` with 8% room (a unit's room when the range is empty or not finite)."""
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return -1.0, 1.0
+    pad = 0.08 * (hi - lo) if hi > lo else max(abs(hi), 1.0) * 0.5
+    return lo - pad, hi + pad
 
 
-def _scores(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-sample ``(correct, cross-entropy)`` in float64; checks the logits' shape and the targets' range."""
-    if not isinstance(logits, Tensor) or logits.dim() != 2 or len(logits) != len(y):
-        got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-        raise ValueError(f"the net must return logits shaped (batch, num_classes) = ({len(y)}, K), got {got}")
-    k = logits.shape[1]
-    bad = y[(y < 0) | (y >= k)]
-    if len(bad):
-        raise ValueError(f"y must hold class indices in 0..{k - 1} (the net has {k} classes), got {bad.unique().tolist()}")
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-    correct = (logits.argmax(1) == y).double()
-    loss = F.cross_entropy(logits, y, reduction="none").double()
-    return correct, loss
+class ImportanceChart:
+    """The picture of one layer: bars of the ``top`` largest accuracy drops (unit indices on the axis) above the
+    drop of every unit against its class selectivity index and against its activation variance (the top units
+    red). Built once (the layout is fixed), redrawn by ``draw``."""
 
+    def __init__(self, layer: str, units: int, top: int, samples: int) -> None:
+        self.k = k = min(top, units)
+        self.live = LiveFigure(400, 560)
+        with self.live.rc():
+            fig = self.live.fig
+            grid = fig.add_gridspec(2, 2, height_ratios=(1, 1.15))
+            self.bars_ax = ax = self.live.animate(fig.add_subplot(grid[0, :]))
+            self.bars = ax.bar(range(k), np.zeros(k), width=0.8, color=RED)
+            ax.set_xticks(range(k), [str(100 + i) for i in range(k)], rotation=90 if k > 10 else 0)  # widest labels
+            ax.set_xlim(-0.6, k - 0.4)
+            ax.axhline(0, color="black", linewidth=0.8)
+            ax.set_xlabel("unit (largest drop first)")
+            ax.set_ylabel("accuracy drop (% points)")
+            ax.set_title(f"the {k} units whose removal costs most")
+            left = self.live.animate(fig.add_subplot(grid[1, 0]))
+            right = self.live.animate(fig.add_subplot(grid[1, 1], sharey=left))
+            self.scatters = []
+            for ax, name in ((left, "class selectivity index"), (right, "activation variance")):
+                rest = ax.scatter(np.zeros(units), np.zeros(units), s=10, color=GREY, linewidths=0)
+                best = ax.scatter(np.zeros(units), np.zeros(units), s=14, color=RED, linewidths=0)
+                ax.axhline(0, color="black", linewidth=0.6)
+                ax.set_xlabel(name)
+                ax.set_title("Spearman r +0.00")
+                ax.locator_params(axis="x", nbins=4)
+                self.scatters.append((ax, rest, best))
+            left.set_ylabel("accuracy drop (% points)")
+            right.tick_params(labelleft=False)
+            self.live.title(f"{layer}: zeroing one of {units} units at a time\n{samples} samples")
+            self.note = self.live.slot(fig.text(0.99, 0.955, "accuracy 00.0%", ha="right", va="top"))
 
-def _sequential_split(net: nn.Module, layer: str) -> int | None:
-    """Index of ``layer`` among the children of a plain ``nn.Sequential`` net, or None (use the hook path)."""
-    if not isinstance(net, nn.Sequential) or type(net).forward is not nn.Sequential.forward:
-        return None
-    names = [name for name, _ in net.named_children()]
-    if layer not in names:
-        return None
-    i = names.index(layer)
-    module = net[i]
-    if any(m is module for m in list(net)[i + 1 :]):  # the same module runs again later: only a hook sees both
-        return None
-    return i
-
-
-def _units(layer: str, units, n: int) -> list[int]:
-    if units is None:
-        return list(range(n))
-    if isinstance(units, Tensor):
-        units = units.tolist()
-    elif isinstance(units, int):
-        units = [units]
-    units = list(units)
-    if any(isinstance(u, bool) for u in units):
-        raise LayerError(f"unit indices must be integers for layer {layer!r}, got {units}")
-    check_unit_range(layer, units, n)
-    return units
-
-
-def ablation_importance(
-    net: nn.Module,
-    x: Tensor,
-    y: Tensor | Sequence[int],
-    layer: str,
-    units: Sequence[int] | Tensor | None = None,
-    chunk_size: int = 2048,
-) -> Ablation:
-    """Zero each unit of ``layer`` in turn and measure the drop in accuracy and the rise in mean cross-entropy.
-
-    Args:
-        net: a classifier returning logits ``(B, K)``.
-        x: ``(N, ...)`` inputs as the net sees them.
-        y: ``(N,)`` integer class of each input.
-        layer: name of the submodule whose output is ablated (``(N, U)``, or ``(N, C, H, W)``: unit = channel).
-        units: unit indices to ablate, in the order of the result (default: all of the layer's units).
-        chunk_size: most samples per forward pass (copies of the set with different units zeroed are stacked up
-            to this size; lower it if memory runs short).
-
-    Returns:
-        ``Ablation(acc_drop, loss_rise, base_acc, base_loss, units)``, entry ``j`` for unit ``units[j]``.
-
-    Raises:
-        LayerError: unknown layer (the message lists the valid names), a unit index out of range or an empty
-            unit list (the message names the layer and its valid range), a layer without a unit dimension.
-        ValueError: bad ``x``, ``y`` or ``chunk_size``; ``y`` out of the net's class range; the net does not
-            return ``(B, K)`` logits.
-    """
-    y = _check_inputs(x, y, chunk_size)
-    check_layers(net, [layer])
-    n = len(x)
-    with eval_mode(net), torch.no_grad():
-        split = _sequential_split(net, layer)
-        if split is not None:
-            return _ablate_sequential(net, x, y, layer, split, units, chunk_size)
-        return _ablate_hooked(net, x, y, layer, units, chunk_size, n)
-
-
-def _unit_count(layer: str, out) -> int:
-    if not isinstance(out, Tensor) or out.dim() < 2:
-        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        raise LayerError(f"layer {layer!r} has no unit dimension to ablate: its output is {got}, not (N, U, ...)")
-    return out.shape[1]
-
-
-def _result(correct: Tensor, loss: Tensor, base_correct: Tensor, base_loss: Tensor, n: int, units: list[int], device) -> Ablation:
-    base_acc, base_l = float(base_correct.sum()) / n, float(base_loss.sum()) / n
-    acc = correct / n
-    mean_loss = loss / n
-    return Ablation(
-        acc_drop=(base_acc - acc).float(),
-        loss_rise=(mean_loss - base_l).float(),
-        base_acc=base_acc,
-        base_loss=base_l,
-        units=torch.tensor(units, dtype=torch.long, device=device),
-    )
-
-
-def _ablate_sequential(net: nn.Sequential, x: Tensor, y: Tensor, layer: str, i: int, units, chunk_size: int) -> Ablation:
-    n = len(x)
-    tail = nn.Sequential(OrderedDict(list(net.named_children())[i + 1 :]))  # not net[i + 1:]: subclasses' __init__
-    acts = torch.cat([capture_activations(net, x[s : s + chunk_size], [layer], stop_after_last=True)[layer]
-                      for s in range(0, n, chunk_size)])
-    units = _units(layer, units, _unit_count(layer, acts))
-    dev = acts.device
-    base_correct = torch.zeros((), dtype=torch.float64, device=dev)
-    base_loss = torch.zeros((), dtype=torch.float64, device=dev)
-    for s in range(0, n, chunk_size):
-        c, l = _scores(tail(acts[s : s + chunk_size]), y[s : s + chunk_size])
-        base_correct += c.sum()
-        base_loss += l.sum()
-    u_t = torch.tensor(units, dtype=torch.long, device=dev)
-    correct = torch.zeros(len(units), dtype=torch.float64, device=dev)
-    loss = torch.zeros(len(units), dtype=torch.float64, device=dev)
-    # the flat index j over (unit entry, sample), unit-major: entry j // n, sample j % n
-    for s in range(0, len(units) * n, chunk_size):
-        j = torch.arange(s, min(s + chunk_size, len(units) * n), device=dev)
-        entry, sample = j // n, j % n
-        batch = acts[sample]  # a fresh copy
-        batch[torch.arange(len(j), device=dev), u_t[entry]] = 0  # conv: the whole (H, W) map of the channel
-        c, l = _scores(tail(batch), y[sample])
-        correct.index_add_(0, entry, c)
-        loss.index_add_(0, entry, l)
-    return _result(correct, loss, base_correct, base_loss, n, units, dev)
-
-
-def _ablate_hooked(net: nn.Module, x: Tensor, y: Tensor, layer: str, units, chunk_size: int, n: int) -> Ablation:
-    module = dict(net.named_modules())[layer]
-    state: dict = {"unit": None, "count": None}
-
-    def hook(mod, inputs, output):
-        state["count"] = _unit_count(layer, output)
-        if state["unit"] is None:
-            return None
-        out = output.clone()
-        out[:, state["unit"]] = 0
-        return out
-
-    def run() -> tuple[Tensor, Tensor]:
-        correct = torch.zeros((), dtype=torch.float64, device=x.device)
-        loss = torch.zeros((), dtype=torch.float64, device=x.device)
-        for s in range(0, n, chunk_size):
-            c, l = _scores(net(x[s : s + chunk_size]), y[s : s + chunk_size])
-            correct += c.sum()
-            loss += l.sum()
-        return correct, loss
-
-    handle = module.register_forward_hook(hook)
-    try:
-        base_correct, base_loss = run()
-        if state["count"] is None:
-            raise LayerError(f"layer {layer!r} did not run in the net's forward pass, so it cannot be ablated")
-        units = _units(layer, units, state["count"])
-        correct = torch.zeros(len(units), dtype=torch.float64, device=x.device)
-        loss = torch.zeros(len(units), dtype=torch.float64, device=x.device)
-        for k, u in enumerate(units):
-            state["unit"] = u
-            correct[k], loss[k] = run()
-    finally:
-        handle.remove()
-    return _result(correct, loss, base_correct, base_loss, n, units, x.device)
-
-
-def variance_importance(acts: Tensor) -> Tensor:
-    """``(U,)`` variance across the ``N`` samples of each unit's activation (population variance, dividing by N);
-    ``acts`` is ``(N, U)`` or ``(N, C, H, W)``, whose units are the channels' spatial means. In float32 or wider."""
-    if not isinstance(acts, Tensor) or acts.dim() < 2 or len(acts) == 0:
-        got = tuple(acts.shape) if isinstance(acts, Tensor) else type(acts).__name__
-        raise ValueError(f"acts must be a non-empty tensor (N, U) or (N, C, H, W), got {got}")
-    a = acts.detach()
-    a = a.to(torch.promote_types(a.dtype, torch.float32))
-    a = a.flatten(2).mean(2) if a.dim() > 2 else a
-    return a.var(dim=0, correction=0)
-
-
-def _ranks(v: Tensor) -> Tensor:
-    """Ranks 0..n-1 in float64, tied values sharing their average rank."""
-    v = v.double().flatten()
-    order = torch.argsort(v, stable=True)
-    sorted_v = v[order]
-    _, inverse, counts = torch.unique_consecutive(sorted_v, return_inverse=True, return_counts=True)
-    ends = torch.cumsum(counts, 0).double()
-    avg = ends - (counts.double() + 1) / 2  # mean of positions start..end-1
-    ranks = torch.empty_like(v)
-    ranks[order] = avg[inverse]
-    return ranks
-
-
-def rank_correlation(a: Tensor, b: Tensor) -> float:
-    """Spearman's rank correlation of two equally long vectors (ties get average ranks); NaN where undefined:
-    fewer than two finite pairs, or either vector constant over them."""
-    a, b = a.detach().double().flatten().cpu(), b.detach().double().flatten().cpu()
-    if a.shape != b.shape:
-        raise ValueError(f"rank_correlation needs vectors of equal length, got {len(a)} and {len(b)}")
-    keep = torch.isfinite(a) & torch.isfinite(b)
-    a, b = a[keep], b[keep]
-    if len(a) < 2:
-        return math.nan
-    ra, rb = _ranks(a), _ranks(b)
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    denom = math.sqrt(float((ra * ra).sum()) * float((rb * rb).sum()))
-    return float((ra * rb).sum()) / denom if denom > 0 else math.nan
-
-
-# ------------------------------------------------------------------------------------------------ the callback
-from callbacks.base import FixedSetCallback, RenderContext  # noqa: E402
-from callbacks.render import bar_chart, hstack, label, scatter, text_cell, vstack  # noqa: E402
-from callbacks.selectivity import class_means, selectivity_index  # noqa: E402
-
-
-def top_units_chart(abl: Ablation, top: int, bar: int = 30, height: int = 80) -> Tensor:
-    """Bars of the ``top`` largest accuracy drops (most critical unit first), each with its unit index and drop
-    written below; ``(3, H, W)``. Red bars: ablating the unit lowers accuracy; blue: it raises it."""
-    drop = abl.acc_drop.detach().float().cpu()
-    k = min(top, len(drop))
-    order = torch.argsort(-drop, stable=True)[:k]
-    vals = drop[order]
-    vmax = float(vals.abs().max()) if k else 0.0
-    chart = bar_chart(vals, vmax if vmax > 0 else 1.0, height=height, bar_width=bar - 2, gap=2)
-    units = abl.units.cpu()[order].tolist()
-    idx = hstack([text_cell(str(u), bar, 14) for u in units], gap=0)
-    txt = hstack([text_cell(f"{float(v):.2f}".replace("0.", ".", 1), bar, 14) for v in vals], gap=0)
-    return vstack([chart, idx, txt], gap=0)
+    def draw(self, drop: Tensor, units: Tensor, selectivity: Tensor, variance: Tensor, base_acc: float,
+             step: int) -> Tensor:
+        """``(3, H, W)`` uint8 for the ``(U,)`` accuracy drops, unit indices, selectivity indices and variances."""
+        d = np.nan_to_num(drop.detach().double().cpu().numpy() * 100)  # percentage points
+        order = np.argsort(-d, kind="stable")[: self.k]
+        top = np.zeros(len(d), bool)
+        top[order] = True
+        for bar, v in zip(self.bars, d[order]):
+            bar.set_height(v)
+            bar.set_color(RED if v >= 0 else BLUE)
+        self.bars_ax.set_xticklabels([str(int(u)) for u in units.cpu()[torch.as_tensor(order)]])
+        self.bars_ax.set_ylim(*_padded(min(0.0, float(d[order].min())), max(0.0, float(d[order].max()))))
+        for (ax, rest, best), v in zip(self.scatters, (selectivity, variance)):
+            x = v.detach().double().cpu().numpy()
+            rest.set_offsets(np.stack([x[~top], d[~top]], 1))
+            best.set_offsets(np.stack([x[top], d[top]], 1))
+            finite = x[np.isfinite(x)]
+            ax.set_xlim(*_padded(float(finite.min()) if finite.size else 0.0, float(finite.max()) if finite.size else 1.0))
+            r = rank_correlation(v, drop)
+            ax.title.set_text(f"Spearman r {r:+.2f}" if math.isfinite(r) else "Spearman r: n/a")
+        self.scatters[0][0].set_ylim(*_padded(float(d.min()), float(d.max())))
+        self.note.text = f"accuracy {100 * base_acc:.1f}%"
+        return self.live.image(step)
 
 
 class ImportanceCallback(FixedSetCallback):
@@ -297,21 +93,19 @@ class ImportanceCallback(FixedSetCallback):
 
     Over the fixed, class-balanced validation set (``per_class`` samples per class): every unit of the layer is
     zeroed in turn (conv units: the whole channel) and the drop in accuracy recorded. The picture shows the
-    ``top`` most critical units (largest drop first, with their unit index and drop), and two scatter plots, one
-    dot per unit: accuracy drop against class selectivity index (as in the selectivity callback, over the same
-    set) and against activation variance across samples. Scalars ``importance/<layer>/max_acc_drop``,
-    ``.../mean_acc_drop``, and Spearman's rank correlations ``.../selectivity_corr`` (selectivity vs drop) and
-    ``.../variance_corr`` (variance vs drop), each only where defined (no constant vector).
+    ``top`` most critical units (largest drop first, with their unit index), and the drop of every unit against
+    its class selectivity index (as in the selectivity callback, over the same set) and against its activation
+    variance across samples, with Spearman's rank correlation of each. Scalars ``importance/<layer>/max_acc_drop``,
+    ``.../mean_acc_drop``, and the rank correlations ``.../selectivity_corr`` and ``.../variance_corr``, each
+    only where defined (no constant vector).
 
-    Cost: one pass of the net's tail per unit over the set. Measured on 2 shared CPU cores with 1000 samples
-    (``per_class`` 100) and every ReLU layer, ablation + variance: about 0.65 s for LeNet-5 (0.7 s with drawing,
-    over 10% of its ~6 s epoch) and about 30 s for DeepCNN (close to one of its CPU epochs). Hence the defaults
-    ``per_class=50`` (500 samples: accuracy drops resolve to 0.002) and ``every_n_epochs=5`` (plus the last epoch,
-    as always); ``configs/deep_cnn.yaml`` uses 25 per class.
+    Cost: one pass of the net's tail per unit over the set (README, "Cost"). Hence the defaults: the last two
+    ReLU layers, ``per_class=50`` (500 samples: accuracy drops resolve to 0.2 percentage points) and
+    ``every_n_epochs=5`` (plus the last epoch, as always).
 
     Args:
-        layers: layers to ablate (default: every ReLU, i.e. post-ReLU units).
-        top: number of most critical units shown in each picture (>= 1).
+        layers: layers to ablate (default: the last two ReLU layers, i.e. post-ReLU units of the deepest layers).
+        top: number of most critical units shown as bars (>= 1).
         per_class: samples per class in the fixed validation set (>= 1).
         chunk_size: most samples per forward pass of the ablation (lower it if the accelerator runs out of memory).
         every_n_epochs: draw at epochs 0, n, 2n, ... (and always at the last epoch of a fit).
@@ -327,45 +121,42 @@ class ImportanceCallback(FixedSetCallback):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: {arg} must be an integer >= 1, got {value!r}")
         if layers is not None and (isinstance(layers, str) or not all(isinstance(n, str) for n in layers)):
-            raise ValueError(f"{name}: layers must be a list of layer names (or None for every ReLU), got {layers!r}")
+            raise ValueError(f"{name}: layers must be a list of layer names (or None for the last two ReLUs), got {layers!r}")
         self.top = top
         self.chunk_size = chunk_size
+        self.layer_names: list[str] = []
+        self._charts: dict = {}
+
+    def __getstate__(self):
+        return {**self.__dict__, "_charts": {}}  # figures are rebuilt where they are drawn
 
     def _state_config(self):
         return {"layers": self.layers, "per_class": self.per_class}
 
     def configure(self, net, shapes):
-        if self.layers is None:
-            self.layers = [n for n, m in net.named_modules() if isinstance(m, nn.ReLU)]
-        self.layers = check_layers(net, self.layers)
-        for layer in self.layers:
+        layers = self.layers
+        if layers is None:
+            layers = [n for n, m in net.named_modules() if isinstance(m, nn.ReLU) and n in shapes][-2:]
+        self.layer_names = check_layers(net, layers)
+        for layer in self.layer_names:
             if len(shapes.get(layer, ())) < 1:
                 raise LayerError(f"layer {layer!r} has no unit dimension to ablate (output shape {shapes.get(layer)})")
-        self.share_layers(self.layers, self.per_class)
-
-    def compute(self, net: nn.Module, x: Tensor, y: Tensor) -> dict[str, tuple[Ablation, Tensor]]:
-        """The render's core computation: ``{layer: (ablation_importance, variance_importance)}`` over ``(x, y)``."""
-        acts = collect_activations(net, x, self.layers)
-        return {layer: (ablation_importance(net, x, y, layer, chunk_size=self.chunk_size), variance_importance(acts[layer]))
-                for layer in self.layers}
+        self.share_layers(self.layer_names, self.per_class)
 
     def render(self, ctx: RenderContext) -> None:
         x, y = self.fixed_set(ctx.trainer, self.per_class)
-        acts, _ = self.fixed_set_activations(ctx, self.layers, self.per_class)  # (N, U) per layer, same samples
-        for layer in self.layers:
+        acts, _ = self.fixed_set_activations(ctx, self.layer_names, self.per_class)  # (N, U) per layer, same samples
+        for layer in self.layer_names:
             abl = ablation_importance(ctx.net, x, y, layer, chunk_size=self.chunk_size)
             a = acts[layer]
             var = variance_importance(a).cpu()
             si = selectivity_index(class_means(a, y.to(a.device), len(ctx.classes))).cpu()
             drop = abl.acc_drop.cpu()
-            panels = [
-                label(top_units_chart(abl, self.top), f"top {min(self.top, len(drop))} units by accuracy drop"),
-                scatter(si, drop, size=(150, 190), x_label="selectivity", y_label="acc drop"),
-                scatter(var, drop, size=(150, 190), x_label="variance", y_label="acc drop"),
-            ]
-            title = (f"{layer}: ablation, base acc {abl.base_acc:.3f}, max drop {float(drop.max()):.3f}, "
-                     f"{len(drop)} units, epoch {ctx.step}")
-            ctx.add_image(f"{self.technique}/{layer}", label(hstack(panels, gap=8), title))
+            key = (layer, len(drop), len(x))
+            if key not in self._charts:
+                self._charts[key] = ImportanceChart(layer, len(drop), self.top, len(x))
+            ctx.add_image(f"{self.technique}/{layer}",
+                          self._charts[key].draw(drop, abl.units, si, var, abl.base_acc, ctx.step))
             ctx.add_scalar(f"{self.technique}/{layer}/max_acc_drop", float(drop.max()))
             ctx.add_scalar(f"{self.technique}/{layer}/mean_acc_drop", float(drop.mean()))
             for what, v in (("selectivity", si), ("variance", var)):

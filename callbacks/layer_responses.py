@@ -3,22 +3,24 @@
 Over the fixed, class-balanced validation set: the mean activation of every layer (the mean over its units, conv
 units being the mean of their maps) for every class. The heatmap has one row per layer, in forward order; the
 numbers are the means, the colour says how far each class is above (red) or below (blue) the layer's average over
-classes, each row scaled to its own largest deviation (layers live on very different scales). A pale row says the layer responds alike to every class (early layers: strokes and edges are
-everywhere); a row with a few strong cells says the layer has specialised (late layers). One scalar per layer: the
-mean activation over the whole set.
+classes, each row scaled to its own largest deviation (layers live on very different scales). A pale row says the
+layer responds alike to every class (early layers: strokes and edges are everywhere); a row with a few strong cells
+says the layer has specialised (late layers). One scalar per layer: the mean activation over the whole set.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-from callbacks.base import FixedSetCallback, RenderContext
-from callbacks.hooks import check_layers
-from callbacks.render import annotated_heatmap, label
-from callbacks.selectivity import class_means
+from .base import FixedSetCallback, RenderContext
+from .figures import SIGNED, colorbar
+from .hooks import check_layers
+from .live_figure import LiveFigure, contrast_colours, draw_texts
+from .methods.selectivity import class_means
 
-__all__ = ["layer_class_responses", "row_contrast", "LayerResponsesCallback"]
+__all__ = ["layer_class_responses", "row_contrast", "short_number", "LayerResponsesChart", "LayerResponsesCallback"]
 
 
 def layer_class_responses(acts: dict[str, Tensor], labels: Tensor, num_classes: int) -> Tensor:
@@ -36,6 +38,54 @@ def row_contrast(values: Tensor) -> Tensor:
     return dev / torch.where(scale > 1e-12, scale, torch.ones_like(scale))
 
 
+def short_number(v: float) -> str:
+    """``v`` in at most 4 characters where possible (a number in a narrow cell): ``.45``, ``-.45``, ``2.3``, ``12``,
+    ``1e3``."""
+    if not np.isfinite(v):
+        return "nan" if np.isnan(v) else ("inf" if v > 0 else "-inf")
+    a = abs(v)
+    if a < 0.005:
+        return "0"
+    if a < 1:
+        return f"{v:.2f}".replace("0.", ".", 1)
+    if a < 10:
+        return f"{v:.1f}"
+    if a < 1000:
+        return f"{v:.0f}"
+    return f"{v:.0e}".replace("e+0", "e").replace("e+", "e")
+
+
+class LayerResponsesChart:
+    """The layers x classes heatmap with the mean in every cell, on the fixed -1..1 contrast scale; built once,
+    redrawn by ``draw`` (cell numbers are Pillow text, see ``callbacks.live_figure``)."""
+
+    def __init__(self, layers: list[str], classes: tuple[str, ...], per_class: int) -> None:
+        n, k = len(layers), len(classes)
+        self.live = LiveFigure(min(720, 120 + 34 * k), 185 + 22 * n)
+        with self.live.rc():
+            self.ax = ax = self.live.fig.add_subplot()
+            self.im = self.live.animate(ax.imshow(np.zeros((n, k)), cmap=SIGNED, vmin=-1, vmax=1, aspect="auto",
+                                                  interpolation="nearest"))
+            ax.set_xticks(range(k), list(classes), rotation=45, ha="right", rotation_mode="anchor")
+            ax.set_yticks(range(n), layers)
+            ax.tick_params(length=0)
+            ax.set_xlabel("class")
+            ax.set_ylabel("layer (forward order)")
+            colorbar(self.live.fig, self.im, ax, "(class mean - layer's mean) / largest |difference|",
+                     location="bottom", ticks=[-1, -0.5, 0, 0.5, 1])
+            self.live.title(f"Mean activation per layer and class ({per_class} each)")
+        self.cells = np.array([(j, i) for i in range(n) for j in range(k)], dtype=np.float64)
+
+    def draw(self, resp: Tensor, step: int) -> Tensor:
+        """``(3, H, W)`` uint8 for the ``(L, K)`` means ``resp``."""
+        contrast = row_contrast(resp.float().cpu()).numpy()
+        self.im.set_data(contrast)
+        img = self.live.image(step)
+        colours = contrast_colours(self.im.cmap(self.im.norm(np.nan_to_num(contrast))))
+        texts = [short_number(float(v)) for v in resp.flatten().tolist()]
+        return draw_texts(img, self.live.to_pixels(self.ax, self.cells), texts, colours)
+
+
 class LayerResponsesCallback(FixedSetCallback):
     """Log a layers x classes heatmap of mean activations and one mean-activation scalar per layer.
 
@@ -45,20 +95,31 @@ class LayerResponsesCallback(FixedSetCallback):
     """
 
     technique = "layer_responses"
+    max_default_layers = 16  # a row per layer costs little; a deep net gets 16 spread over its depth
+
+    def __init__(self, layers: list[str] | None = None, per_class: int = 500, **kwargs) -> None:
+        super().__init__(layers=layers, per_class=per_class, **kwargs)
+        self.layer_names: list[str] = []
+        self._charts: dict = {}
+
+    def __getstate__(self):
+        return {**self.__dict__, "_charts": {}}  # figures are rebuilt where they are drawn
 
     def configure(self, net, shapes):
-        if self.layers is None:
+        layers = self.layers
+        if layers is None:
             mods = dict(net.named_modules())
-            self.layers = [n for n in shapes if not isinstance(mods[n], (nn.Flatten, nn.Dropout, nn.Identity))]
-        check_layers(net, self.layers)
-        self.share_layers(self.layers, self.per_class)
+            layers = self.thin([n for n in shapes if not isinstance(mods[n], (nn.Flatten, nn.Dropout, nn.Identity))])
+        self.layer_names = check_layers(net, layers)
+        self.share_layers(self.layer_names, self.per_class)
 
     def render(self, ctx: RenderContext) -> None:
-        acts, y = self.fixed_set_activations(ctx, self.layers, self.per_class)
+        acts, y = self.fixed_set_activations(ctx, self.layer_names, self.per_class)
         resp = layer_class_responses(acts, y, len(ctx.classes))  # (L, K)
-        texts = [[f"{v:.2f}" for v in row.tolist()] for row in resp]
-        img = annotated_heatmap(row_contrast(resp), self.layers, [str(c) for c in range(len(ctx.classes))], texts,
-                                hi=1.0, cell=(16, 40), signed=True)
-        ctx.add_image(self.technique, label(img, f"mean activation per layer and class (colour: above / below the layer's average), epoch {ctx.step}"))
+        per_class = int(y.bincount(minlength=len(ctx.classes)).max()) if len(y) else 0
+        key = (tuple(self.layer_names), ctx.classes, per_class)
+        if key not in self._charts:
+            self._charts = {key: LayerResponsesChart(self.layer_names, ctx.classes, per_class)}
+        ctx.add_image(self.technique, self._charts[key].draw(resp, ctx.step))
         for layer, a in acts.items():
             ctx.add_scalar(f"{self.technique}/{layer}", float(a.float().mean()))

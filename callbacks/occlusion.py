@@ -1,243 +1,107 @@
-"""Occlusion sensitivity (Zeiler & Fergus, 2014, section 4.2): which parts of the image the classifier relies on.
-
-    occ = occlusion_sensitivity(net, images, targets, patch=7, stride=2, fill=lo)
-    occ.drop            # (N, R, C): p(target | image) - p(target | image with the patch at row r, column c)
-    occ.predicted       # (N, R, C): the net's argmax class with the patch there (Z&F figure 7 (e))
-    heat = sensitivity_map(occ, (28, 28), 7)   # (N, 28, 28): the mean drop of the positions covering each pixel
-
-A ``patch x patch`` square of value ``fill`` (on every channel) is slid over each image; its top-left corners are
-``0, stride, 2 * stride, ...`` up to ``size - patch`` along each axis, plus ``size - patch`` itself when the stride
-does not land on it, so the last row and column of pixels are always covered. A positive drop means that hiding
-that area lowers the probability of the true class (the net looks there); a negative one that it raises it.
-
-How: every occluded copy of every image goes through the net in as few forward passes as ``batch_size`` allows
-(for 10 images, a 7-pixel patch and stride 2 on 28x28: 10 x 12 x 12 = 1440 copies, one pass). A copy whose patch
-only covers pixels that already equal ``fill`` is the image itself (blank background, when ``fill`` is the
-background value; equal means within float rounding, ``|pixel - fill| <= 1e-6 * max(1, |fill|)``, since a
-standardized background and ``pixel_range[0]`` may differ in the last bit): it is not run, its drop is exactly 0
-and its prediction the image's own (running it would only add rounding noise of order 1e-8, because a
-convolution's result can depend on the batch it is computed in).
-
-Pure functions on a plain ``nn.Module`` (no Lightning): the net runs in eval mode (dropout off) and every
-module's train/eval flag is restored; no gradients are taken; they work under ``torch.no_grad()`` and
-``torch.inference_mode()``. Probabilities are the softmax of the net's logits, computed in at least float32.
-"""
+"""Occlusion sensitivity (Zeiler & Fergus, 2014): ``occlusion`` (a row per class) and ``occlusion/mean_max_drop``
+(the method: ``callbacks.methods.occlusion``)."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-from typing import NamedTuple
-
-import torch
+import numpy as np
+from matplotlib.colors import BoundaryNorm, ListedColormap
+from matplotlib.patches import Patch
 from torch import Tensor, nn
 
-from callbacks.hooks import as_int, check_images, eval_mode
+from .base import RenderContext, VisualizationCallback, tag_part
+from .figures import SIGNED, abs_max, colorbar, input_rgb, mosaic, show_grid
+from .live_figure import LiveFigure
+from .methods.occlusion import Occlusion, occlusion_sensitivity, sensitivity_map
 
-__all__ = ["Occlusion", "occlusion_sensitivity", "patch_positions", "sensitivity_map", "OcclusionCallback"]
+__all__ = ["OcclusionChart", "OcclusionCallback"]
 
-
-class Occlusion(NamedTuple):
-    """The result of ``occlusion_sensitivity`` for ``N`` images and ``R x C`` patch positions."""
-
-    drop: Tensor  # (N, R, C) float: p(target | image) - p(target | occluded image)
-    predicted: Tensor  # (N, R, C) long: argmax class of the occluded image
-    base_prob: Tensor  # (N,) float: p(target | image)
-    base_predicted: Tensor  # (N,) long: argmax class of the image
-    rows: Tensor  # (R,) long: top-left row of each patch position
-    cols: Tensor  # (C,) long: top-left column of each patch position
-    patch: int  # side of the square patch, in pixels
+# One colour per class (matplotlib's tab10, then tab20's light shades), repeated for more classes.
+_PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+            "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7",
+            "#dbdb8d", "#9edae5"]
 
 
-_SAME = 1e-6  # pixels within this (relative) of `fill` already equal it: standardized data's background differs
-# from pixel_range[0] by float32 rounding (one ulp for MNIST)
+class OcclusionChart:
+    """A row per probe image: input | p(true class) of the intact image | drop in p(true class) where the patch hides
+    (the input's outline on it) | the class predicted with the patch at each position. Built once for a probe set,
+    redrawn by ``draw``."""
 
+    TILE = 52  # px per row and column
 
+    def __init__(self, images: Tensor, rows: list[str], classes: tuple[str, ...], patch: int, stride: int,
+                 positions: tuple[int, int]) -> None:
+        n, k, t = len(rows), len(classes), self.TILE
+        h, w = images.shape[-2:]
+        self.live = LiveFigure(470, 175 + t * n + (0 if t * n >= 15 * k else 20 * (-(-k // 3)) + 25))
+        with self.live.rc():
+            fig = self.live.fig
+            grid = fig.add_gridspec(1, 4, width_ratios=(t, t, t, t))
+            ax = image_ax = fig.add_subplot(grid[0])  # then the p(true) bars, the drop map, the predictions
+            show_grid(ax, images[:, None], row_labels=rows, title="input")
+            ax.set_aspect("auto")
+            ax.set_xticks([])
+            ax = fig.add_subplot(grid[1])
+            self.bars = [self.live.animate(b) for b in ax.barh(range(n), np.zeros(n), height=0.6, color="#555555")]
+            ax.set_ylim(n - 0.5, -0.5)
+            ax.set_xlim(0, 1)
+            ax.set_xticks([0, 1], ["0", "1"])
+            ax.set_yticks([])
+            ax.set_xlabel("p(true)")
+            ax.set_title("intact")
+            ax = fig.add_subplot(grid[2])
+            self.drop = self.live.animate(show_grid(ax, np.zeros((n, 1, h, w)), cmap=SIGNED, vmax=1,
+                                                    title="drop in\np(true)"))
+            ax.set_aspect("auto")
+            ax.set_xticks([])
+            grey = mosaic(images.mean(1)[:, None])  # (n * (h + 1) - 1, w), NaN between tiles
+            # the inputs' outlines, drawn after (over) the changing drop map
+            self.live.animate(ax.contour(grey, levels=[0.35], colors="black", linewidths=0.7))
+            ax = fig.add_subplot(grid[3])
+            colorbar(fig, self.drop, [image_ax, *fig.axes[1:3], ax], "drop in p(true) where hidden", location="bottom",
+                     shrink=0.8, fraction=0.04, aspect=25, format="%.2g")
+            cmap = ListedColormap([_PALETTE[c % len(_PALETTE)] for c in range(k)]).with_extremes(bad="white")
+            self.pred = self.live.animate(ax.imshow(mosaic(np.zeros((n, 1, *positions))), cmap=cmap,
+                                                    norm=BoundaryNorm(np.arange(k + 1) - 0.5, k), aspect="auto",
+                                                    interpolation="nearest"))
+            ax.set_title("predicted\nif hidden")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            names = [f"{c} {name}" for c, name in enumerate(classes)]
+            if t * n >= 15 * k:  # the class colours as a scale beside the rows, as tall as they are
+                bar = colorbar(fig, self.pred, ax, "", ticks=range(k), location="right", shrink=1.0, fraction=0.25,
+                               aspect=max(4.0, 0.9 * t * n / 13))
+                bar.ax.set_yticklabels(names)
+                bar.ax.invert_yaxis()
+            else:  # too few rows for that: a legend below
+                fig.legend([Patch(color=_PALETTE[c % len(_PALETTE)]) for c in range(k)], names, loc="outside lower center",
+                           ncols=3, handlelength=1, columnspacing=1, title="class predicted if hidden")
+            self.live.title(f"Occlusion: {patch}-px patch, stride {stride}")
 
-
-def patch_positions(size: int, patch: int, stride: int) -> list[int]:
-    """Top-left corners along one axis of length ``size``: ``0, stride, ...`` up to ``size - patch``, with
-    ``size - patch`` added when the stride does not land on it (the patch then sits flush with the border)."""
-    starts = list(range(0, size - patch + 1, stride))
-    if starts[-1] != size - patch:
-        starts.append(size - patch)
-    return starts
-
-
-def _cover(starts: Tensor, patch: int, size: int) -> Tensor:
-    """``(len(starts), size)`` bool: does the patch starting at ``starts[i]`` cover index ``j``."""
-    idx = torch.arange(size, device=starts.device)
-    return (idx >= starts[:, None]) & (idx < starts[:, None] + patch)
-
-
-def _masks(rows: Tensor, cols: Tensor, patch: int, h: int, w: int) -> Tensor:
-    """``(R * C, H, W)`` bool: the pixels each patch position covers (row-major over positions)."""
-    rm, cm = _cover(rows, patch, h), _cover(cols, patch, w)
-    return (rm[:, None, :, None] & cm[None, :, None, :]).reshape(len(rows) * len(cols), h, w)
-
-
-def _check_args(images, targets, patch, stride, fill, batch_size) -> tuple[Tensor, int, int, float, int]:
-    check_images(images)
-    n, _, h, w = images.shape
-    if isinstance(targets, Tensor):
-        t = targets
-    else:
-        try:
-            t = torch.as_tensor(targets)
-        except (TypeError, ValueError, RuntimeError) as e:
-            raise ValueError(f"targets must be class indices, one per image (N = {n}), got {targets!r}") from e
-    if t.dtype == torch.bool or t.is_floating_point() or t.is_complex():
-        raise ValueError(f"targets must be integer class indices, got dtype {t.dtype}")
-    if t.dim() != 1 or len(t) != n:
-        raise ValueError(f"targets must have shape ({n},), one class index per image, got shape {tuple(t.shape)}")
-    patch = as_int(patch, "patch")
-    if not 1 <= patch <= min(h, w):
-        raise ValueError(f"patch must be in 1..{min(h, w)} (the images are {h}x{w}), got {patch}")
-    stride = as_int(stride, "stride")
-    if stride < 1:
-        raise ValueError(f"stride must be an integer >= 1, got {stride}")
-    batch_size = as_int(batch_size, "batch_size")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size}")
-    if isinstance(fill, bool) or not isinstance(fill, (int, float)) or not math.isfinite(fill):
-        raise ValueError(f"fill must be a finite number (the occluder's value, in the images' units), got {fill!r}")
-    return t.to(device=images.device, dtype=torch.long), patch, stride, float(fill), batch_size
-
-
-def _probs(net: nn.Module, x: Tensor) -> Tensor:
-    logits = net(x)
-    if not isinstance(logits, Tensor) or logits.dim() != 2 or len(logits) != len(x):
-        got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-        raise ValueError(f"the net must return logits shaped (batch, num_classes) = ({len(x)}, K), got {got}")
-    return torch.softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=1)
-
-
-def occlusion_sensitivity(
-    net: nn.Module,
-    images: Tensor,
-    targets: Tensor | Sequence[int],
-    patch: int = 7,
-    stride: int = 2,
-    fill: float = 0.0,
-    batch_size: int = 4096,
-) -> Occlusion:
-    """Slide a ``patch x patch`` square of value ``fill`` over each image and record the drop in the probability
-    of its target class, and the class the net predicts, at every patch position.
-
-    Args:
-        net: a classifier returning logits ``(B, K)``.
-        images: ``(N, C, H, W)`` floating-point inputs, as the net sees them (e.g. standardized).
-        targets: ``(N,)`` class index per image (the true class).
-        patch: side of the square occluder, in pixels, ``1..min(H, W)``.
-        stride: step between patch positions, ``>= 1`` (the last position is flush with the border).
-        fill: the occluder's value in the images' units (for standardized data, the standardized value: the
-            black background is ``pixel_range[0]``); it replaces every channel under the patch.
-        batch_size: most images per forward pass (the occluded copies of all images are batched together).
-
-    Returns:
-        ``Occlusion(drop, predicted, base_prob, base_predicted, rows, cols, patch)``: ``drop`` and ``predicted``
-        are ``(N, R, C)`` over the positions whose top-left corners are ``rows`` (R,) x ``cols`` (C,).
-
-    Raises:
-        ValueError: ``images`` not a 4-D float tensor; ``targets`` not ``N`` integer indices, or out of range of the
-            net's classes; ``patch``, ``stride``, ``batch_size`` or ``fill`` invalid (the message names the value
-            and the valid range); the net does not return ``(B, K)`` logits.
-    """
-    targets, patch, stride, fill, batch_size = _check_args(images, targets, patch, stride, fill, batch_size)
-    n, _, h, w = images.shape
-    device = images.device
-    rows = torch.tensor(patch_positions(h, patch, stride), dtype=torch.long, device=device)
-    cols = torch.tensor(patch_positions(w, patch, stride), dtype=torch.long, device=device)
-    r, c = len(rows), len(cols)
-    with torch.no_grad(), eval_mode(net):
-        x = images.detach()
-        masks = _masks(rows, cols, patch, h, w)  # (P, H, W)
-        base = torch.cat([_probs(net, x[s : s + batch_size]) for s in range(0, n, batch_size)]) if n else None
-        if base is None:
-            empty = torch.zeros(0, r, c, device=device)
-            return Occlusion(empty, empty.long(), torch.zeros(0, device=device), torch.zeros(0, dtype=torch.long,
-                             device=device), rows, cols, patch)
-        k = base.shape[1]
-        bad = targets[(targets < 0) | (targets >= k)]
-        if len(bad):
-            raise ValueError(f"targets must be class indices in 0..{k - 1} (the net has {k} classes), got {bad.tolist()}")
-        base_prob = base[torch.arange(n, device=device), targets]
-        base_pred = base.argmax(dim=1)
-        # copies whose patch covers only pixels already equal to `fill` are the image itself: not run
-        differs = ~((x - fill).abs() <= _SAME * max(1.0, abs(fill))).all(dim=1)  # (N, H, W); NaN differs
-        changed = (differs.flatten(1).to(base.dtype) @ masks.flatten(1).to(base.dtype).T) > 0  # (N, P)
-        drop = torch.zeros(n, r * c, dtype=base.dtype, device=device)
-        predicted = base_pred[:, None].expand(n, r * c).clone()
-        todo = torch.nonzero(changed)  # (M, 2): (image, position), image-major
-        fill_t = torch.tensor(fill, dtype=x.dtype, device=device)
-        for s in range(0, len(todo), batch_size):
-            ni, pi = todo[s : s + batch_size].unbind(1)
-            probs = _probs(net, torch.where(masks[pi].unsqueeze(1), fill_t, x[ni]))
-            drop[ni, pi] = base_prob[ni] - probs[torch.arange(len(ni), device=device), targets[ni]]
-            predicted[ni, pi] = probs.argmax(dim=1)
-    return Occlusion(drop.view(n, r, c), predicted.view(n, r, c), base_prob, base_pred, rows, cols, patch)
-
-
-def sensitivity_map(occ: Occlusion, image_hw: Sequence[int] | None = None, patch: int | None = None) -> Tensor:
-    """``(N, H, W)``: for each pixel, the mean ``drop`` over every patch position whose patch covers it (so the map
-    lines up with the image). Pixels no position covers (only when ``stride > patch``) are NaN.
-
-    ``image_hw`` is ``(H, W)`` of the images and ``patch`` the patch side; by default the smallest image that
-    holds every position and ``occ.patch``.
-    """
-    patch = occ.patch if patch is None else as_int(patch, "patch")
-    rows, cols = occ.rows.long(), occ.cols.long()
-    need = (int(rows.max()) + patch, int(cols.max()) + patch) if len(rows) and len(cols) else (0, 0)
-    h, w = need if image_hw is None else (as_int(image_hw[0], "image_hw[0]"), as_int(image_hw[1], "image_hw[1]"))
-    if patch < 1 or h < need[0] or w < need[1]:
-        raise ValueError(
-            f"patch {patch} at rows {rows.tolist()} and columns {cols.tolist()} does not fit an image of {h}x{w} "
-            f"(needs patch >= 1 and at least {need[0]}x{need[1]})"
-        )
-    if occ.drop.shape[1:] != (len(rows), len(cols)):
-        raise ValueError(f"occ.drop must be (N, {len(rows)}, {len(cols)}), got {tuple(occ.drop.shape)}")
-    drop = occ.drop.detach()
-    dtype = drop.dtype if drop.is_floating_point() else torch.float32
-    cover = _masks(rows.to(drop.device), cols.to(drop.device), patch, h, w).flatten(1).to(dtype)  # (P, H*W)
-    total = drop.reshape(len(drop), -1).to(dtype) @ cover  # (N, H*W)
-    count = cover.sum(0)
-    out = torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, float("nan")))
-    return out.view(len(drop), h, w)
-
-
-# ------------------------------------------------------------------------------------------------ the callback
-from callbacks.base import RenderContext, VisualizationCallback, tag_part  # noqa: E402
-from callbacks.render import abs_max, diverging, grey, hstack, label, text_cell, upscale  # noqa: E402
-
-INPUT_HW = (28, 28)  # the nets' input (lit_modules.nets; callbacks.hooks.layer_shapes probes with it)
-
-# One colour per class (matplotlib's tab10), repeated for more than ten classes.
-_PALETTE = torch.tensor([
-    [0.122, 0.467, 0.706], [1.000, 0.498, 0.055], [0.173, 0.627, 0.173], [0.839, 0.153, 0.157],
-    [0.580, 0.404, 0.741], [0.549, 0.337, 0.294], [0.890, 0.467, 0.761], [0.498, 0.498, 0.498],
-    [0.737, 0.741, 0.133], [0.090, 0.745, 0.812],
-])
-
-
-def predicted_grid(predicted: Tensor, num_classes: int, cell: int) -> Tensor:
-    """``(R, C)`` class indices -> ``(3, R * cell, C * cell)``: one square per patch position in the class's colour
-    with the class index written on it."""
-    k = max(num_classes, int(predicted.max()) + 1 if predicted.numel() else 1)
-    tiles = torch.stack([text_cell(str(i), cell, cell, bg=_PALETTE[i % len(_PALETTE)]) for i in range(k)])
-    r, c = predicted.shape
-    grid = tiles[predicted.cpu().long()]  # (R, C, 3, cell, cell)
-    return grid.permute(2, 0, 3, 1, 4).reshape(3, r * cell, c * cell)
+    def draw(self, heat: Tensor, predicted: Tensor, base_prob: Tensor, vmax: float, step: int) -> Tensor:
+        """``(3, H, W)`` uint8: ``heat`` ``(N, H, W)`` drops on the scale ``-vmax..vmax``, ``predicted`` ``(N, R, C)``
+        classes, ``base_prob`` ``(N,)``."""
+        m = mosaic(heat.detach().float().cpu()[:, None])
+        v = vmax
+        self.drop.set_data(m)
+        if self.drop.get_clim() != (-v, v):  # a new scale: the colour bar is redrawn
+            self.drop.set_clim(-v, v)
+            self.drop.colorbar.set_ticks([-v, 0, v])
+            self.live.refresh()
+        self.pred.set_data(mosaic(predicted.detach().float().cpu()[:, None]))
+        for bar, p in zip(self.bars, base_prob.detach().float().cpu().tolist()):
+            bar.set_width(p if np.isfinite(p) else 0.0)
+        return self.live.image(step)
 
 
 class OcclusionCallback(VisualizationCallback):
-    """Log Zeiler & Fergus occlusion sensitivity: ``occlusion/<class>`` and the scalar ``occlusion/mean_max_drop``.
+    """Log Zeiler & Fergus occlusion sensitivity: ``occlusion`` and the scalar ``occlusion/mean_max_drop``.
 
-    For each class's probe image: the input; the sensitivity map (for each pixel, the mean drop in the probability
-    of the true class over the patch positions covering it) on a diverging scale, red where hiding that area lowers
-    the probability, blue where it raises it, white for no change (scaled to the image's largest ``|drop|``,
-    printed above it); the input overlaid with that map; and the class the net predicts with the patch at each
-    position (one coloured square per position, class index written on it; Z&F figure 7 (e)). The scalar is the
-    mean over the probes of each one's largest drop.
+    One row per class's probe image: the input; the sensitivity map (for each pixel, the mean drop in the
+    probability of the true class over the patch positions covering it) on a diverging scale shared by all rows,
+    red where hiding that area lowers the probability, blue where it raises it, white for no change, with the
+    input's outline on it; the class the net predicts with the patch at each position (Z&F figure 7 (e)); and the
+    probability of the true class for the intact image. The scalar is the mean over the probes of each one's
+    largest drop.
 
     Args:
         patch: side of the square occluder, in pixels (1..28).
@@ -246,16 +110,15 @@ class OcclusionCallback(VisualizationCallback):
             input with the data's pixel range); None (default) = 0.0, the black background of MNIST-like data,
             so occluding blank background changes nothing. Give e.g. the dataset's mean pixel for Z&F's grey.
         batch_size: most occluded copies per forward pass (lower it if the accelerator runs out of memory).
-        every_n_epochs: draw every n epochs (default 2, and always at the last epoch: about 0.18 s per drawing for
-            LeNet-5 on a 2-core CPU, which keeps all analyses within 15% of an epoch).
+        per_class_tags: one picture per class (``occlusion/<i>_<name>``) instead of one with a row per class.
+        every_n_epochs: draw every n epochs (default 2, and always at the last epoch).
     """
 
     technique = "occlusion"
     class_tags = True
-    scale = 4  # enlargement of the 28x28 pictures
 
     def __init__(self, patch: int = 7, stride: int = 2, fill: float | None = None, batch_size: int = 4096,
-                 every_n_epochs: int = 2, **kwargs) -> None:
+                 per_class_tags: bool = False, every_n_epochs: int = 2, **kwargs) -> None:
         super().__init__(every_n_epochs=every_n_epochs, **kwargs)
         name = type(self).__name__
         for arg, value in (("patch", patch), ("stride", stride), ("batch_size", batch_size)):
@@ -267,16 +130,19 @@ class OcclusionCallback(VisualizationCallback):
         self.stride = stride
         self.fill = fill
         self.batch_size = batch_size
+        self.per_class_tags = bool(per_class_tags)
+        self._charts: dict = {}
+
+    def __getstate__(self):
+        return {**self.__dict__, "_charts": {}}  # figures are rebuilt where they are drawn
 
     def _state_config(self):
         return {"patch": self.patch, "stride": self.stride, "fill": self.fill}
 
     def configure(self, net, shapes):
-        h, w = INPUT_HW
+        h, w = self.input_shape[-2:]  # the validation images' (set by the base's setup)
         if self.patch > min(h, w):
-            raise ValueError(
-                f"{type(self).__name__}: patch must be in 1..{min(h, w)} (the input is {h}x{w}), got {self.patch}"
-            )
+            raise ValueError(f"{type(self).__name__}: patch must be in 1..{min(h, w)} (the input is {h}x{w}), got {self.patch}")
 
     def fill_value(self, pixel_range: tuple[float, float]) -> float:
         """The occluder's value in the net's input units: ``lo + fill * (hi - lo)`` (``fill`` None: 0.0)."""
@@ -291,28 +157,21 @@ class OcclusionCallback(VisualizationCallback):
     def render(self, ctx: RenderContext) -> None:
         x, y = self.probe_images(ctx.trainer)
         occ, heat = self.compute(ctx.net, x, y, ctx.pixel_range)
-        lo, hi = ctx.pixel_range
-        f = self.scale
-        heat, predicted = heat.cpu(), occ.predicted.cpu()
+        heat, predicted, base_prob = heat.cpu(), occ.predicted.cpu(), occ.base_prob.cpu()
         max_drop = occ.drop.flatten(1).amax(1).cpu()
-        cell = max(10, math.ceil(f * x.shape[-2] / max(1, predicted.shape[1], predicted.shape[2])))
-        for i, c in enumerate(y.tolist()):
-            inp = grey(x[i, 0].cpu(), lo, hi)
-            vmax = abs_max(heat[i])
-            colour = diverging(heat[i], vmax)
-            alpha = 0.8 * (torch.nan_to_num(heat[i]).abs() / vmax).clamp(0, 1)
-            overlay = inp * (1 - alpha) + colour * alpha
-            panels = [
-                label(upscale(inp, f), "input"),
-                label(upscale(colour, f), f"drop in p, +/-{vmax:.2g}"),
-                label(upscale(overlay, f), "overlay"),
-                label(predicted_grid(predicted[i], len(ctx.classes), cell), "argmax class"),
-            ]
-            bp = int(occ.base_predicted[i])
-            argmax = ctx.classes[bp] if bp < len(ctx.classes) else str(bp)
-            title = (
-                f"{ctx.classes[c]}: p={float(occ.base_prob[i]):.2f} (argmax {argmax}), "
-                f"max drop {float(max_drop[i]):+.2g}, patch {self.patch} stride {self.stride}, epoch {ctx.step}"
-            )
-            ctx.add_image(f"{self.technique}/{c}_{tag_part(ctx.classes[c])}", label(hstack(panels, gap=4), title))
+        images = input_rgb(x, ctx.pixel_range)
+        true = y.tolist()
+        names = [ctx.classes[c] if c < len(ctx.classes) else str(c) for c in true]
+        positions = tuple(predicted.shape[1:])
+        groups = [list(range(len(true)))] if not self.per_class_tags else [[i] for i in range(len(true))]
+        for rows in groups:
+            key = (tuple(true[i] for i in rows), ctx.classes, tuple(x.shape), positions, self.patch, self.stride)
+            if key not in self._charts:
+                self._charts[key] = OcclusionChart(images[rows], [names[i] for i in rows], ctx.classes, self.patch,
+                                                   self.stride, positions)
+            vmax = self.scale("drop" if not self.per_class_tags else f"drop/{rows[0]}", abs_max(heat[rows]))
+            img = self._charts[key].draw(heat[rows], predicted[rows], base_prob[rows], vmax, ctx.step)
+            c = true[rows[0]]
+            ctx.add_image(self.technique if not self.per_class_tags else f"{self.technique}/{c}_{tag_part(names[rows[0]])}",
+                          img)
         ctx.add_scalar(f"{self.technique}/mean_max_drop", float(max_drop.mean()) if len(max_drop) else 0.0)

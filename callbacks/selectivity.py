@@ -1,66 +1,93 @@
-"""Class selectivity of units: ``selectivity/<layer>`` (Morcos et al. 2018).
+"""Class selectivity of units: ``selectivity`` (one picture, every layer) and per-layer scalars and histograms
+(Morcos et al. 2018).
 
 For a fixed, class-balanced set of validation samples: each unit's mean activation per class (conv units: the
-mean of the channel's map), drawn as a units x classes heatmap with units sorted by preferred class (each row
-scaled to its own maximum), and each unit's class selectivity index
+mean of the channel's map), drawn for every chosen layer as a classes x units heatmap, each unit scaled to its
+largest class mean and the units sorted by preferred class (then by selectivity), so a layer of selective units
+shows a staircase of bright cells and an unselective one even columns. Each unit's class selectivity index
 
     SI = (mu_max - mu_rest) / (mu_max + mu_rest)
 
 with ``mu_max`` the largest class mean and ``mu_rest`` the mean over the other classes: 0 for a unit that responds
-equally to all classes, 1 for one that responds to a single class only. Logged as scalar
-``selectivity/<layer>/mean_index`` and a histogram ``selectivity/<layer>/index``.
+equally to all classes, 1 for one that responds to a single class only. Its mean over the layer is written on the
+layer's panel and logged as scalar ``selectivity/<layer>/mean_index``, its distribution as histogram
+``selectivity/<layer>/index``.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-from callbacks.base import FixedSetCallback, RenderContext
-from callbacks.hooks import check_layers, collect_activations
-from callbacks.render import hstack, label, sequential, vstack
+from .base import FixedSetCallback, RenderContext
+from .figures import SEQUENTIAL, SIGNED, colorbar
+from .hooks import check_layers, collect_activations
+from .live_figure import LiveFigure
+from .methods.selectivity import class_means, selectivity_index
 
-__all__ = ["class_means", "selectivity_index", "collect_activations", "selectivity_heatmap", "SelectivityCallback"]
-
-
-def class_means(acts: Tensor, labels: Tensor, num_classes: int) -> Tensor:
-    """``(num_classes, U)`` mean activation of each unit per class; ``acts`` is ``(N, U)`` or ``(N, C, H, W)``
-    (spatially averaged). A class without samples gets zeros."""
-    a = acts.flatten(2).mean(2) if acts.dim() > 2 else acts
-    a = a.float()
-    sums = torch.zeros(num_classes, a.shape[1], dtype=a.dtype, device=a.device).index_add_(0, labels, a)
-    counts = torch.bincount(labels, minlength=num_classes).clamp(min=1).to(a.dtype)
-    return sums / counts[:, None]
+__all__ = ["class_means", "selectivity_index", "collect_activations", "sorted_by_preference", "SelectivityChart",
+           "SelectivityCallback"]
 
 
-def selectivity_index(means: Tensor, eps: float = 1e-12) -> Tensor:
-    """``(U,)`` class selectivity index from ``(num_classes, U)`` class means; 0 where a unit is silent."""
-    k = means.shape[0]
-    mu_max = means.max(0).values
-    mu_rest = (means.sum(0) - mu_max) / (k - 1)
-    denom = mu_max + mu_rest
-    si = (mu_max - mu_rest) / torch.where(denom.abs() > eps, denom, torch.ones_like(denom))
-    return torch.where(denom.abs() > eps, si, torch.zeros_like(si))
+def sorted_by_preference(means: Tensor) -> tuple[Tensor, Tensor]:
+    """``(scaled (K, U), order (U,))``: class means ``(K, U)`` with each unit divided by its largest ``|mean|``,
+    units ordered by preferred class, then by falling selectivity index; silent units (all means 0) last."""
+    m = torch.nan_to_num(means.detach().float().cpu())
+    top = m.abs().amax(0)
+    silent = top == 0
+    keys = (-selectivity_index(m).numpy(), m.argmax(0).numpy(), silent.numpy())  # last key sorts first
+    order = torch.from_numpy(np.lexsort(keys)).long()
+    scaled = m / torch.where(silent, torch.ones_like(top), top)
+    return scaled[:, order], order
 
 
-def selectivity_heatmap(means: Tensor, classes: tuple[str, ...], cell: tuple[int, int] = (3, 14)) -> Tensor:
-    """Units sorted by preferred class (then by selectivity), each row scaled to its max; ``(3, H, W)``."""
-    m = means.float().cpu().T  # (U, K)
-    pref = m.argmax(1)
-    si = selectivity_index(m.T)
-    order = sorted(range(len(m)), key=lambda u: (int(pref[u]), -float(si[u])))
-    m = m[order]
-    row_max = m.abs().max(1, keepdim=True).values
-    norm = m / torch.where(row_max > 0, row_max, torch.ones_like(row_max))
-    rgb = sequential(norm, 0.0, 1.0)  # (3, U, K)
-    h, w = cell
-    rgb = rgb.repeat_interleave(h, 1).repeat_interleave(w, 2)
-    header = hstack([label(torch.ones(3, 1, w), str(i)) for i in range(len(classes))], gap=0)
-    return vstack([header, rgb], gap=0)
+class SelectivityChart:
+    """One panel per layer (classes x units, units sorted by preference, each scaled to its maximum) on one fixed
+    0..1 scale (-1..1 when a layer has negative means); built once, redrawn by ``draw``."""
+
+    def __init__(self, layers: list[str], units: list[int], signed: bool, classes: tuple[str, ...],
+                 per_class: int) -> None:
+        k = len(classes)
+        panel = 12 * k + 40  # a 12-px row per class, the panel title and the unit axis
+        self.live = LiveFigure(400, 100 + panel * len(layers))
+        with self.live.rc():
+            axes = self.live.fig.subplots(len(layers), 1, squeeze=False)[:, 0]
+            self.images, self.notes, self.ticks = [], [], []
+            for ax, layer, u in zip(axes, layers, units):
+                im = self.live.animate(ax.imshow([[0.0] * u] * k, cmap=SIGNED if signed else SEQUENTIAL,
+                                                 vmin=-1 if signed else 0, vmax=1, aspect="auto", interpolation="nearest"))
+                ax.set_yticks(range(k), list(classes))
+                positions = list(range(0, u, -(-u // 8)))
+                ax.set_xticks(positions, [str(u) for _ in positions])  # the widest label, for the layout
+                # tick labels: the unit at each position, which changes
+                self.ticks.append((positions, [self.live.slot(t.label1) for t in ax.xaxis.get_major_ticks()[:len(positions)]]))
+                ax.tick_params(axis="y", length=0)
+                self.notes.append(self.live.slot(ax.set_title(f"{layer}: {u} units, {u} silent, mean SI 0.00", loc="left")))
+                ax.set_ylabel("class")
+                self.images.append(im)
+            colorbar(self.live.fig, self.images[0], list(axes), "class mean / the unit's largest class mean",
+                     location="bottom", shrink=0.8, fraction=0.025, aspect=40, ticks=[-1, 0, 1] if signed else [0, 0.5, 1])
+            self.layers, self.units = layers, units
+            axes[-1].set_xlabel("unit (sorted by preferred class)")
+            self.live.title(f"Class selectivity, {per_class} samples per class")
+
+    def draw(self, means: list[Tensor], step: int) -> Tensor:
+        """``(3, H, W)`` uint8 for each layer's class means ``(K, U)``."""
+        for (positions, ticks), im, note, m, layer, u in zip(self.ticks, self.images, self.notes, means, self.layers,
+                                                             self.units):
+            scaled, order = sorted_by_preference(m)
+            im.set_data(scaled.numpy())
+            for p, tick in zip(positions, ticks):
+                tick.text = str(int(order[p]))
+            silent = int((m.abs().amax(0) == 0).sum())
+            note.text = (f"{layer}: {u} units" + (f", {silent} silent" if silent else "")
+                         + f", mean SI {float(selectivity_index(m.float().cpu()).mean()):.2f}")
+        return self.live.image(step)
 
 
 class SelectivityCallback(FixedSetCallback):
-    """Log units x classes heatmaps and class selectivity indices of the chosen layers.
+    """Log one picture of every chosen layer's classes x units means and each layer's class selectivity indices.
 
     Args:
         layers: layers to analyse (default: every ReLU, i.e. post-ReLU activations).
@@ -69,19 +96,33 @@ class SelectivityCallback(FixedSetCallback):
 
     technique = "selectivity"
 
+    def __init__(self, layers: list[str] | None = None, per_class: int = 500, **kwargs) -> None:
+        super().__init__(layers=layers, per_class=per_class, **kwargs)
+        self.layer_names: list[str] = []
+        self._charts: dict = {}
+
+    def __getstate__(self):
+        return {**self.__dict__, "_charts": {}}  # figures are rebuilt where they are drawn
+
     def configure(self, net, shapes):
-        if self.layers is None:
-            self.layers = [n for n, m in net.named_modules() if isinstance(m, nn.ReLU)]
-        check_layers(net, self.layers)
-        self.share_layers(self.layers, self.per_class)
+        layers = self.layers
+        if layers is None:
+            layers = self.thin([n for n, m in net.named_modules() if isinstance(m, nn.ReLU) and n in shapes])
+        self.layer_names = check_layers(net, layers)
+        self.share_layers(self.layer_names, self.per_class)
 
     def render(self, ctx: RenderContext) -> None:
-        acts, y = self.fixed_set_activations(ctx, self.layers, self.per_class)
-        for layer in self.layers:
-            means = class_means(acts[layer], y, len(ctx.classes))
-            si = selectivity_index(means)
-            img = selectivity_heatmap(means, ctx.classes)
-            img = label(img, f"{layer}: units x classes, mean SI {float(si.mean()):.3f}, epoch {ctx.step}")
-            ctx.add_image(f"{self.technique}/{layer}", img)
+        acts, y = self.fixed_set_activations(ctx, self.layer_names, self.per_class)
+        k = len(ctx.classes)
+        means = [class_means(acts[layer], y, k).cpu() for layer in self.layer_names]
+        for layer, m in zip(self.layer_names, means):
+            si = selectivity_index(m)
             ctx.add_scalar(f"{self.technique}/{layer}/mean_index", float(si.mean()))
             ctx.add_histogram(f"{self.technique}/{layer}/index", si)
+        per_class = int(y.bincount(minlength=k).max()) if len(y) else 0
+        signed = any(bool((m < 0).any()) for m in means)
+        key = (tuple(self.layer_names), tuple(m.shape[1] for m in means), signed, ctx.classes, per_class)
+        if key not in self._charts:
+            self._charts = {key: SelectivityChart(self.layer_names, [m.shape[1] for m in means], signed, ctx.classes,
+                                                  per_class)}
+        ctx.add_image(self.technique, self._charts[key].draw(means, ctx.step))

@@ -10,15 +10,15 @@ from PIL import Image
 from torch import nn
 
 from callbacks.activations import dead_fraction, dead_units
-from callbacks.confusion import confusion_matrix
-from callbacks.decision import decision_pipeline, default_stages
+from callbacks.confusion import ConfusionMatrixCallback, confusion_matrix
+from callbacks.decision import DecisionCallback, decision_pipeline, default_stages, strongest_maps
 from callbacks.embedding import embedding_features, penultimate_layer
 from callbacks.evolution import evolution_strip, snapshot_key
 from callbacks.hooks import LayerError, capture_activations, layer_shapes
-from callbacks.layer_responses import layer_class_responses, row_contrast
+from callbacks.layer_responses import LayerResponsesCallback, layer_class_responses, row_contrast, short_number
 from callbacks.samples import class_grid
 from lit_modules.nets import MLP, DeepCNN, LeNet5, SimpleCNN
-from tests.conftest import _images
+from tests.conftest import _images, has_colour, render_once
 
 
 # ------------------------------------------------------------------------------------------ pure functions
@@ -88,26 +88,44 @@ def test_decision_pipeline_is_one_consistent_forward_pass():
     assert all(not m._forward_hooks for m in net.modules())
 
 
+def test_strongest_maps_known_answer():
+    maps = torch.zeros(2, 4, 3, 3)
+    maps[0, 2] = 5.0  # image 0: channel 2 strongest, then channel 0
+    maps[0, 0, 0, 0] = 9.0
+    maps[1, 3] = -1.0  # image 1: channel 1 strongest, then 0; channel 3 (negative) last
+    maps[1, 1, 1, 1] = 0.5
+    maps[1, 0, 2, 2] = 0.1
+    tiles, idx = strongest_maps(maps, 2)
+    assert idx.tolist() == [[2, 0], [1, 0]]
+    assert torch.equal(tiles[0, 0], maps[0, 2]) and torch.equal(tiles[1, 0], maps[1, 1])
+    assert strongest_maps(maps, 9)[1].shape == (2, 4)  # at most the channels there are
+
+
+def test_short_number_fits_a_narrow_cell():
+    assert [short_number(v) for v in (0.452, -0.452, 0.001, 2.345, -12.4, 123.4, 4567.0, float("nan"))] == [
+        ".45", "-.45", "0", "2.3", "-12", "123", "5e3", "nan"]
+
+
 def test_class_grid_has_one_row_per_class_in_order():
     x = torch.zeros(6, 1, 28, 28)
     y = torch.tensor([1, 0, 1, 0, 1, 1])
     x[y == 1] = 1.0  # class 1 images white, class 0 black
     img = class_grid(x, y, ("zero", "one", "two"), per_class=2, pixel_range=(0.0, 1.0))
-    assert img.shape[0] == 3 and torch.isfinite(img).all()
-    h = img.shape[1]
-    # the strips start after the 110-px name column: row 0 (class 0) dark, row 1 (class 1) white
-    row_h = (h - 2 * 2) // 3
-    strip0 = img[:, 4 : row_h - 4, 120:170]
-    strip1 = img[:, row_h + 2 + 4 : 2 * row_h - 4, 120:170]
-    assert strip0.mean() < 0.2 and strip1.mean() > 0.9
+    assert img.dtype == torch.uint8 and img.shape[0] == 3
+    right = img[:, :, -20:].float()  # inside the last column of tiles
+    rows = right.mean(0).mean(1)  # per pixel row
+    third = img.shape[1] // 3
+    assert rows[5 : third - 5].mean() < 30  # class 0: black tiles
+    assert rows[third + 5 : 2 * third - 5].mean() > 225  # class 1: white tiles
+    assert rows[2 * third + 5 :].mean() > 250  # class 2 has no images: blank
 
 
 def test_evolution_strip_orientation_and_keys():
-    wide = {1: torch.zeros(3, 10, 40), 5: torch.ones(3, 10, 40)}
-    tall = {1: torch.zeros(3, 40, 10), 5: torch.ones(3, 40, 10)}
-    w, t = evolution_strip(wide), evolution_strip(tall)
-    assert w.shape[1] > 2 * 10 and w.shape[2] < 2 * 40 + 60  # stacked one above the other
-    assert t.shape[2] > 2 * 10 and t.shape[1] < 2 * 40 + 30  # side by side
+    narrow = {1: torch.zeros(3, 40, 300, dtype=torch.uint8), 5: torch.full((3, 40, 300), 255, dtype=torch.uint8)}
+    wide = {1: torch.zeros(3, 40, 400, dtype=torch.uint8), 5: torch.full((3, 40, 400), 255, dtype=torch.uint8)}
+    n, w = evolution_strip(narrow), evolution_strip(wide)
+    assert n.dtype == torch.uint8 and 600 <= n.shape[2] <= 720 and n.shape[1] < 2 * 40 + 60  # side by side
+    assert w.shape[2] <= 720 and w.shape[1] > 2 * 40  # too wide for two columns: one above the other
     assert snapshot_key("feature_maps/conv_1/3_3") == "feature_maps/conv_1"
     assert snapshot_key("decision/3_Dress", class_tags=True) == "decision"
     assert snapshot_key("confusion_matrix") == "confusion_matrix"
@@ -116,23 +134,110 @@ def test_evolution_strip_orientation_and_keys():
         evolution_strip({})
 
 
+# ------------------------------------------------------------------------------ pictures (render_once)
+YELLOW, PURPLE, DARK_RED, DARK_BLUE = (253, 231, 37), (68, 1, 84), (103, 0, 31), (5, 48, 97)
+
+
+def near(colour, expected) -> bool:
+    return max(abs(a - b) for a, b in zip(colour, expected)) <= 1
+
+
+def colour_at(img, live, ax, xy):
+    (cx, cy), = live.to_pixels(ax, [xy]).round().astype(int)
+    return tuple(img[:, cy, cx].tolist())
+
+
+def test_confusion_picture_cells_are_the_row_fractions():
+    y = torch.tensor([0, 0, 1, 2, 3, 3, 3])
+    pred = torch.tensor([0, 1, 1, 2, 3, 3, 3])  # class 0 half right, the others all right
+    x = torch.zeros(len(y), 1, 28, 28)
+    x[torch.arange(len(y)), 0, 0, pred] = 1.0
+    cb = ConfusionMatrixCallback(batch_size=3)
+    w = render_once(cb, OneHotNet(), x, y, ("a", "b", "c", "d"), step=2)
+    img, step = w.images["confusion_matrix"]
+    assert step == 2 and img.shape[2] <= 720
+    chart = cb._charts[("a", "b", "c", "d")]
+    assert chart.note.text == "7 samples, accuracy 85.7%"
+    off = 0.35  # off the cell centre, where the count is written
+    assert near(colour_at(img, chart.live, chart.ax, (2 + off, 2 + off)), YELLOW)  # all of class 2 right
+    assert near(colour_at(img, chart.live, chart.ax, (1 + off, 2 + off)), PURPLE)  # none of class 2 as 1
+    half = colour_at(img, chart.live, chart.ax, (0 + off, 0 + off))
+    assert not near(half, YELLOW) and not near(half, PURPLE)  # class 0: a fraction of 0.5
+    assert w.scalars["confusion_matrix/worst_class_recall"][0] == pytest.approx(0.5)
+
+
+def test_layer_responses_picture_marks_each_layers_most_different_class():
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(40, 1, 28, 28, generator=g), torch.arange(40) % 10
+    torch.manual_seed(0)
+    net = LeNet5().eval()
+    cb = LayerResponsesCallback(per_class=4)
+    cb.configure(net, layer_shapes(net))
+    w = render_once(cb, net, x, y, tuple(str(c) for c in range(10)), step=0, callbacks=[cb])
+    img = w.images["layer_responses"][0]
+    assert img.shape[2] <= 720 and cb.layers is None and len(cb.layer_names) == 11
+    chart = next(iter(cb._charts.values()))
+    resp = layer_class_responses(capture_activations(net, x, cb.layer_names), y, 10)
+    for row, values in enumerate(resp):
+        dev = values - values.mean()
+        c = int(dev.abs().argmax())  # the class furthest from the layer's mean: the end of the colour scale
+        expected = DARK_RED if dev[c] > 0 else DARK_BLUE
+        assert near(colour_at(img, chart.live, chart.ax, (c + 0.42, row + 0.4)), expected), cb.layer_names[row]
+    with torch.no_grad():
+        net.fc_3.bias.add_(torch.arange(10.0))
+    again = render_once(cb, net, x, y, tuple(str(c) for c in range(10)), step=1, callbacks=[cb]).images["layer_responses"][0]
+    assert again.shape == img.shape and not torch.equal(again, img)
+
+
+def test_decision_one_picture_with_a_row_per_class_or_the_old_per_class_tags():
+    g = torch.Generator().manual_seed(4)
+    x, y = torch.randn(20, 1, 28, 28, generator=g), torch.arange(20) % 10
+    classes = tuple(f"class {c}" for c in range(10))
+    torch.manual_seed(0)
+    net = LeNet5().eval()
+    cb = DecisionCallback()
+    cb.configure(net, layer_shapes(net))
+    assert cb.stages is None and cb.stage_names == ["max_pool_1", "max_pool_2"] and cb.fc_names == ["relu_3", "relu_4"]
+    first = render_once(cb, net, x, y, classes, step=0, callbacks=[cb]).images
+    assert set(first) == {"decision"}
+    img = first["decision"][0]
+    assert img.shape[2] <= 720 and has_colour(img, (214, 39, 40))  # the true classes' boxes
+    chart = next(iter(cb._charts.values()))
+    assert chart.probs.get_array().shape == (10, 10)
+    assert np.allclose(chart.probs.get_array(), torch.softmax(net(x[:10]), 1).detach().numpy(), atol=1e-6)  # the probes' rows
+    with torch.no_grad():
+        net.conv_1.weight.mul_(-1)
+    again = render_once(cb, net, x, y, classes, step=1, callbacks=[cb]).images["decision"][0]
+    assert again.shape == img.shape and not torch.equal(again, img)
+    cb = DecisionCallback(per_class_tags=True, maps=2)
+    cb.configure(net, layer_shapes(net))
+    tags = render_once(cb, net, x, y, classes, callbacks=[cb]).images
+    assert set(tags) == {f"decision/{c}_class-{c}" for c in range(10)}
+    assert all(t[0].shape[1] < img.shape[1] for t in tags.values())  # one row each
+    with pytest.raises(ValueError, match="maps must be an integer >= 1"):
+        DecisionCallback(maps=0)
+
+
 # ---------------------------------------------------------------------------------- through a real Trainer
 def test_analysis_tags_are_logged_every_epoch_and_change(lenet_run):
     _, ea, _ = lenet_run
     tags = set(ea.Tags()["images"])
     expected = {"layer_responses", "confusion_matrix", "top_activations/relu_1", "top_activations/relu_2",
-                "importance/relu_1", "importance/relu_4"} | {f"{t}/{c}_{c}" for c in range(10) for t in ("decision", "occlusion")}
+                "importance/relu_3", "importance/relu_4", "decision", "occlusion"}
     assert expected <= tags
+    for tag in ("decision", "occlusion"):
+        assert not any(t.startswith(f"{tag}/") and t != f"{tag}/mean_max_drop" for t in tags)  # no per-class cards
     for tag in expected:
         imgs = _images(ea, tag)
         assert sorted(imgs) == [0, 1], tag
         assert not np.array_equal(imgs[0], imgs[1]), f"{tag} did not change between epochs"
+        assert imgs[0].shape == imgs[1].shape and imgs[0].shape[1] <= 720, tag
     scalars = set(ea.Tags()["scalars"])
     layers = ["conv_1", "relu_1", "max_pool_1", "conv_2", "relu_2", "max_pool_2", "fc_1", "relu_3", "fc_2", "relu_4", "fc_3"]
     assert {f"layer_responses/{n}" for n in layers} <= scalars
     assert {f"activations/relu_{i}/dead_fraction" for i in range(1, 5)} <= scalars
-    assert {f"importance/relu_{i}/max_acc_drop" for i in range(1, 5)} <= scalars
-    for i in range(1, 5):
+    assert {f"importance/relu_{i}/max_acc_drop" for i in (3, 4)} <= scalars
+    for i in (3, 4):
         assert all(-1 <= e.value <= 1 for e in ea.Scalars(f"importance/relu_{i}/max_acc_drop"))
     for i in range(1, 5):
         assert all(0 <= e.value <= 1 for e in ea.Scalars(f"activations/relu_{i}/dead_fraction"))
@@ -190,14 +295,14 @@ def test_evolution_stacks_the_logged_snapshots_and_saves_pngs(lenet_run):
     cli, ea, run = lenet_run
     evo = next(c for c in cli.trainer.callbacks if type(c).__name__ == "EvolutionCallback")
     tags = set(ea.Tags()["images"])
-    for key in ("filters/conv_1", "feature_maps/conv_1", "decision", "occlusion", "confusion_matrix", "selectivity/relu_3"):
+    for key in ("filters/conv_1", "feature_maps/conv_1", "decision", "occlusion", "confusion_matrix", "selectivity"):
         assert f"evolution/{key}" in tags, key
         assert sorted(_images(ea, f"evolution/{key}")) == [1]  # logged once, at the last epoch's step
         assert (run / "evolution" / f"{key}.png").is_file()
         assert sorted(evo.snapshots[key]) == [1, 2]  # 1-based epochs
     assert "evolution/samples" not in {t.rsplit("/", 1)[0] for t in tags} and "samples/train" not in evo.snapshots
     # the snapshots are exactly the pictures logged at those epochs (the first class's, for per-class pictures)
-    for key, tag in (("filters/conv_1", "filters/conv_1"), ("decision", "decision/0_0"), ("feature_maps/conv_1", "feature_maps/conv_1/0_0")):
+    for key, tag in (("filters/conv_1", "filters/conv_1"), ("decision", "decision"), ("feature_maps/conv_1", "feature_maps/conv_1")):
         logged = _images(ea, tag)
         for epoch, png in evo.snapshots[key].items():
             snap = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))

@@ -1,6 +1,6 @@
-"""Unit importance by ablation (callbacks/importance.py): known answers from hand-made nets, the batched path
-against the one-forward-per-unit hook path, chunking, variance and rank correlation, errors, mode and hook
-hygiene, and the callback's pictures and scalars."""
+"""Unit importance by ablation (callbacks/methods/importance.py, callbacks/importance.py): known answers from
+hand-made nets, the batched path against the one-forward-per-unit hook path, chunking, variance and rank
+correlation, errors, mode and hook hygiene, and the callback's pictures and scalars."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ import pytest
 import torch
 from torch import nn
 
-import callbacks.importance as importance
+import callbacks.methods.importance as importance
 from callbacks.hooks import LayerError, layer_shapes
-from callbacks.importance import Ablation, ImportanceCallback, ablation_importance, rank_correlation, variance_importance
+from callbacks.importance import RED, ImportanceCallback
+from callbacks.methods.importance import Ablation, ablation_importance, rank_correlation, variance_importance
 from lit_modules.nets import DeepCNN, LeNet5
-from tests.conftest import render_once
+from tests.conftest import has_colour, render_once
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
@@ -292,23 +293,44 @@ def toy_set():
     return x, torch.tensor([0] * 5 + [1] * 5)
 
 
+def rgb(hex_colour: str) -> tuple[int, int, int]:
+    return tuple(int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))
+
+
 def test_callback_known_scalars_and_picture():
     x, y = toy_set()
     cb = ImportanceCallback(per_class=5)
     w = render(cb, mlp_one_unit(), x, y, ("a", "b"))
-    assert cb.layers == ["relu_1"]
+    assert cb.layer_names == ["relu_1"] and cb.layers is None  # the user's argument is kept as given
     assert set(w.images) == {"importance/relu_1"}
     img, step = w.images["importance/relu_1"]
-    assert step == 3 and img.dtype == torch.uint8 and img.shape[0] == 3 and img.shape[1] > 100 and img.shape[2] > 300
-    red = (img[0] == 103) & (img[1] == 0) & (img[2] == 31)  # the bar of unit 0 (drop 0.5), in bar_chart's red
-    assert red.sum() > 100
+    assert step == 3 and img.dtype == torch.uint8 and img.shape[0] == 3
+    assert img.shape[2] <= 720 and img.shape[1] > img.shape[2]  # composed for a card: taller than wide
+    chart = next(iter(cb._charts.values()))
+    (bar0, bar1, bar2), ax = chart.bars, chart.bars_ax
+    assert bar0.get_height() == pytest.approx(50.0) and bar1.get_height() == bar2.get_height() == 0  # % points
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "1", "2"]  # unit 0 first, then by index (stable)
+    # the bar is drawn: its middle pixel has the bar colour
+    (cx, cy), = chart.live.to_pixels(ax, [(0, 25.0)]).round().astype(int)
+    assert tuple(img[:, cy, cx].tolist()) == rgb(RED)
     s = {tag: v for tag, (v, _) in w.scalars.items()}
     # unit 0 drop 0.5 (class 0 lost), units 1 and 2 nothing; selectivity [1, 0, 1/3] (unit 2 = relu(3 - x0))
     assert s["importance/relu_1/max_acc_drop"] == pytest.approx(0.5)
     assert s["importance/relu_1/mean_acc_drop"] == pytest.approx(0.5 / 3)
     assert s["importance/relu_1/selectivity_corr"] == pytest.approx(math.sqrt(3) / 2)
+    assert chart.scatters[0][0].get_title() == f"Spearman r {math.sqrt(3) / 2:+.2f}"  # the picture says the same
     assert -1 <= s["importance/relu_1/variance_corr"] <= 1
     assert all(v[1] == 3 for v in w.scalars.values())
+
+
+def test_callback_picture_changes_with_the_net_and_keeps_its_size():
+    x, y = data(60, seed=2)
+    y = torch.arange(60) % 10
+    cb = ImportanceCallback(per_class=3, top=4)
+    first = render(cb, lenet(0), x, y, tuple(str(c) for c in range(10)), step=0).images["importance/relu_3"][0]
+    again = render(cb, lenet(1), x, y, tuple(str(c) for c in range(10)), step=1).images["importance/relu_3"][0]
+    assert first.shape == again.shape and not torch.equal(first, again)
+    assert has_colour(first, rgb(RED))
 
 
 def test_callback_skips_undefined_correlations():
@@ -321,13 +343,18 @@ def test_callback_skips_undefined_correlations():
     assert w.scalars["importance/relu_1/max_acc_drop"][0] == 0.0
 
 
-def test_callback_renders_lenet_every_relu():
+def test_callback_renders_the_last_two_relus_by_default_and_any_layers_asked_for():
     x, y = data(60, seed=2)
     y = torch.arange(60) % 10
-    w = render(ImportanceCallback(per_class=3, top=4), lenet(), x, y, tuple(str(c) for c in range(10)))
-    assert set(w.images) == {f"importance/relu_{i}" for i in range(1, 5)}
-    for i in range(1, 5):
-        assert {f"importance/relu_{i}/max_acc_drop", f"importance/relu_{i}/mean_acc_drop"} <= set(w.scalars)
+    classes = tuple(str(c) for c in range(10))
+    w = render(ImportanceCallback(per_class=3, top=4), lenet(), x, y, classes)
+    assert set(w.images) == {"importance/relu_3", "importance/relu_4"}
+    relus = [f"relu_{i}" for i in range(1, 5)]
+    w = render(ImportanceCallback(layers=relus, per_class=3, top=4), lenet(), x, y, classes)
+    assert set(w.images) == {f"importance/{n}" for n in relus}
+    for n in relus:
+        assert {f"importance/{n}/max_acc_drop", f"importance/{n}/mean_acc_drop"} <= set(w.scalars)
+        assert w.images[f"importance/{n}"][0].shape[2] <= 720
 
 
 def test_callback_arguments_and_defaults():
@@ -350,7 +377,7 @@ def test_callback_arguments_and_defaults():
     net = lenet()
     cb = ImportanceCallback(layers=["relu_1", "relu_9"])
     with pytest.raises(LayerError, match=r"ImportanceCallback: unknown layer name.*relu_9.*valid: conv_1"):
-        cb.setup(SimpleNamespace(), SimpleNamespace(net=net), "fit")
+        cb.setup(None, SimpleNamespace(net=net), "fit")
     cb = ImportanceCallback()
     cb.configure(net, layer_shapes(net))
-    assert cb.layers == ["relu_1", "relu_2", "relu_3", "relu_4"]
+    assert cb.layer_names == ["relu_3", "relu_4"] and cb.layers is None

@@ -1,17 +1,19 @@
-"""Occlusion sensitivity (callbacks/occlusion.py): known answers from hand-made nets, a brute-force loop, the
-positions, the pixel map, argument errors, mode hygiene and the callback's pictures."""
+"""Occlusion sensitivity (callbacks/methods/occlusion.py, callbacks/occlusion.py): known answers from hand-made
+nets, a brute-force loop, the positions, the pixel map, argument errors, mode hygiene and the callback's pictures."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from callbacks.occlusion import Occlusion, OcclusionCallback, occlusion_sensitivity, patch_positions, sensitivity_map
+from callbacks.methods.occlusion import Occlusion, occlusion_sensitivity, patch_positions, sensitivity_map
+from callbacks.occlusion import OcclusionCallback
 from lit_modules.nets import DeepCNN, LeNet5
-from tests.conftest import has_colour, render_once as render
+from tests.conftest import render_once as render
 
 MNIST_LO = (0.0 - 0.1307) / 0.3081  # pixel_range[0] of standardized MNIST, computed in float64
 
@@ -355,6 +357,30 @@ def test_callback_arguments():
     with pytest.raises(ValueError, match=r"OcclusionCallback: patch must be in 1\.\.28 \(the input is 28x28\), got 29"):
         OcclusionCallback(patch=29).setup(None, LeNet5(), "fit")
     OcclusionCallback(patch=28).setup(None, LeNet5(), "fit")
+    cb = OcclusionCallback(patch=21)  # the limit comes from the data's input shape, not a fixed 28x28
+    cb.input_shape = (3, 20, 24)
+    with pytest.raises(ValueError, match=r"patch must be in 1\.\.20 \(the input is 20x24\), got 21"):
+        cb.configure(LeNet5(), {})
+
+
+def drop_rows(chart, img, rows):
+    """The drop-map column of each of ``rows`` rows, cut from ``chart``'s picture ``img`` (3, H, W) uint8 at the
+    place where the chart drew its drop map."""
+    h = chart.drop.get_array().shape[0]
+    (x0, y0), (x1, y1) = chart.live.to_pixels(chart.drop.axes, [(-0.5, -0.5), (chart.drop.get_array().shape[1] - 0.5,
+                                                                               h - 0.5)]).round().astype(int)
+    edges = np.linspace(y0, y1, rows + 1).round().astype(int)
+    return [img[:, edges[i] + 2 : edges[i + 1] - 2, x0 + 2 : x1 - 2] for i in range(rows)]
+
+
+def reddish(img) -> bool:
+    r, g, b = img.int()
+    return bool(((r > 150) & (b < 110) & (r - b > 60)).any())
+
+
+def bluish(img) -> bool:
+    r, g, b = img.int()
+    return bool(((b > 150) & (r < 110) & (b - r > 60)).any())
 
 
 def test_callback_pictures_known_colours():
@@ -365,18 +391,27 @@ def test_callback_pictures_known_colours():
     y = torch.tensor([1, 0, 1])  # probes: the first image of each class
     cb = OcclusionCallback(patch=4, stride=2, fill=0.0)
     writer = render(cb, net, x, y, ("T-shirt/top", "Trouser"), step=5)
-    assert set(writer.images) == {"occlusion/0_T-shirt-top", "occlusion/1_Trouser"}
-    red, blue = (103, 0, 31), (5, 48, 97)  # the diverging scale's ends
-    pic0, step = writer.images["occlusion/0_T-shirt-top"]
-    pic1, _ = writer.images["occlusion/1_Trouser"]
-    assert step == 5 and pic0.dtype == torch.uint8 and pic0.shape[0] == 3
-    assert pic0.shape[1] > 4 * 28 and pic0.shape[2] > 4 * 4 * 28  # four panels, enlarged 4 times
-    assert has_colour(pic0, red) and not has_colour(pic0, blue)
-    assert has_colour(pic1, blue) and not has_colour(pic1, red)
+    assert set(writer.images) == {"occlusion"}  # one picture, a row per class
+    pic, step = writer.images["occlusion"]
+    assert step == 5 and pic.dtype == torch.uint8 and pic.shape[0] == 3 and pic.shape[2] <= 720
+    row0, row1 = drop_rows(next(iter(cb._charts.values())), pic, 2)
+    assert reddish(row0) and not bluish(row0)
+    assert bluish(row1) and not reddish(row1)
     occ = occlusion_sensitivity(net, img.expand(2, -1, -1, -1), [0, 1], patch=4, stride=2)
     value, step = writer.scalars["occlusion/mean_max_drop"]
     assert step == 5 and value == pytest.approx(float(occ.drop.flatten(1).amax(1).mean()))
     assert value > 0
+    # the per-class option gives the old tags, one picture each, with the same known colours
+    cb = OcclusionCallback(patch=4, stride=2, fill=0.0, per_class_tags=True)
+    writer = render(cb, net, x, y, ("T-shirt/top", "Trouser"), step=5)
+    assert set(writer.images) == {"occlusion/0_T-shirt-top", "occlusion/1_Trouser"}
+    charts = list(cb._charts.values())
+    assert [c.drop.get_array().shape[0] for c in charts] == [28, 28]  # one row each
+    pic0, pic1 = writer.images["occlusion/0_T-shirt-top"][0], writer.images["occlusion/1_Trouser"][0]
+    assert pic0.shape[1] < pic.shape[1]
+    (only0,), (only1,) = drop_rows(charts[0], pic0, 1), drop_rows(charts[1], pic1, 1)
+    assert reddish(only0) and not bluish(only0)
+    assert bluish(only1) and not reddish(only1)
 
 
 def test_callback_renders_lenet_on_standardized_data(lenet):
@@ -384,11 +419,19 @@ def test_callback_renders_lenet_on_standardized_data(lenet):
     x = blob_images(lo, n=10)
     y = torch.arange(10)
     cb = OcclusionCallback()
-    writer = render(cb, lenet, x, y, tuple(str(i) for i in range(10)), pixel_range=(lo, hi))
-    assert sorted(writer.images) == sorted(f"occlusion/{c}_{c}" for c in range(10))
+    writer = render(cb, lenet, x, y, tuple(str(i) for i in range(10)), pixel_range=(lo, hi), step=0)
+    assert sorted(writer.images) == ["occlusion"]
     occ, heat = cb.compute(lenet, x, y, (lo, hi))
     assert (occ.drop[:, 0, 0] == 0).all()  # the corner patch only hides background (fill None = black)
     assert heat.shape == (10, 28, 28) and torch.isfinite(heat).all()
     assert writer.scalars["occlusion/mean_max_drop"][0] == pytest.approx(float(occ.drop.flatten(1).amax(1).mean()))
-    heights = {img.shape[1] for img, _ in writer.images.values()}
-    assert len(heights) == 1 and heights.pop() > 4 * 28
+    first = writer.images["occlusion"][0]
+    assert first.shape[2] <= 720 and first.shape[1] > 10 * 28  # ten rows, taller than wide
+    with torch.no_grad():
+        lenet.fc_3.weight.mul_(-1)  # another net, as after an epoch of training
+    again = render(cb, lenet, x, y, tuple(str(i) for i in range(10)), pixel_range=(lo, hi), step=1).images["occlusion"][0]
+    assert again.shape == first.shape and not torch.equal(again, first)
+    cb = OcclusionCallback(per_class_tags=True)
+    writer = render(cb, lenet, x, y, tuple(str(i) for i in range(10)), pixel_range=(lo, hi))
+    assert sorted(writer.images) == sorted(f"occlusion/{c}_{c}" for c in range(10))
+    assert len({img.shape for img, _ in writer.images.values()}) == 1
