@@ -1,0 +1,221 @@
+"""Invariance curves (Zeiler & Fergus 2014, figure 5), watched while they form: ``invariance/<transformation>``.
+
+The probe images (``per_class`` per class, fixed for the run) are shifted, scaled and rotated over a range of amounts
+(uncovered pixels filled with each image's background) and sent through the net in one batched pass. One picture
+per transformation (horizontal and vertical shifts share ``invariance/translate``), two kinds of panel stacked:
+
+- the normalized distance ``||f(T x) - f(x)|| / ||f(x)||`` of each followed layer's output to the original's,
+  against the amount (mean over the probes, band: the middle half of the probes). Defaults (any net): the early
+  layer (the first conv's ReLU), its pooled output and the penultimate layer (the input of the last Linear);
+- the probability of the true class (same statistics), and the class whose probability falls most, named.
+
+The distance axis has one limit for all pictures, kept across epochs (raised, never lowered), so the step slider
+compares like with like.
+
+Scalars ``invariance/<transformation>/<layer>`` (mean distance at the sweep's two ends) and
+``invariance/<transformation>/p_true`` (mean true-class probability there), so the Scalars tab shows invariance
+forming over the epochs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from matplotlib.lines import Line2D
+from torch import Tensor
+
+from .base import RenderContext, VisualizationCallback
+from .figures import RC
+from .hooks import check_layers
+from .live_figure import LiveFigure
+from .methods.invariance import TRANSFORMATIONS, Sweep, default_layers, invariance_sweeps, sweep_amounts, transform
+
+__all__ = ["InvarianceChart", "InvarianceCallback", "PICTURES"]
+
+DEFAULT_INPUT_SHAPE = (1, 28, 28)  # (C, H, W) when the base class does not know the data's shape
+
+# picture name -> the transformations it shows (a distance panel each, one shared probability panel)
+PICTURES = {"translate": ("translate_x", "translate_y"), "scale": ("scale",), "rotate": ("rotate",)}
+AXIS = {
+    "translate_x": "horizontal shift (px, + is right)",
+    "translate_y": "vertical shift (px, + is down)",
+    "scale": "scale factor (> 1 enlarges)",
+    "rotate": "rotation (degrees, + is counter-clockwise)",
+}
+BRIEF = {"translate_x": "shift (px, + is right)", "translate_y": "shift (px, + is down)"}
+HEADING = {"translate_x": "horizontal shift", "translate_y": "vertical shift"}
+TITLE = {"translate": "shifts", "scale": "scaling", "rotate": "rotation"}  # "Invariance to ..."
+
+
+def _quartiles(values: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, 25% and 75% quantiles over the probes (columns) of ``(K, N)`` values; NaNs (silent layers) left out."""
+    v = values.double()
+    return v.nanmean(1).numpy(), torch.nanquantile(v, 0.25, dim=1).numpy(), torch.nanquantile(v, 0.75, dim=1).numpy()
+
+
+def _ticks(amounts: np.ndarray) -> np.ndarray:
+    """Five round ticks over the sweep (its ends, the middle and the quarter points)."""
+    return np.unique(np.round(np.linspace(amounts.min(), amounts.max(), 5), 3))
+
+
+class InvarianceChart:
+    """The picture of one or two sweeps of the same images, a column each: the feature distance of every layer to
+    the original's (top) and the probability of the true class, with the class whose probability falls most named
+    (bottom), against the amount. Mean over the probes as a line, the middle half of the probes as a band.
+
+    Built once for fixed amounts, layers and distance axis limit ``top`` (400 x 520 px); ``draw`` updates only the
+    curves, bands and names over a cached picture of the rest."""
+
+    def __init__(self, amounts: dict[str, Tensor], layers: Sequence[str], probes: int, title: str, top: float) -> None:
+        names = list(amounts)
+        self.live = LiveFigure(400, 520, layout=None)
+        with self.live.rc():
+            fig = self.live.fig
+            fig.subplots_adjust(left=0.2, right=0.97, top=0.8, bottom=0.1, hspace=0.38, wspace=0.08)
+            axes = fig.subplots(2, len(names), sharey="row", squeeze=False)
+            self.columns = []
+            for col, name in enumerate(names):
+                x = amounts[name].numpy()
+                ax_d, ax_p = axes[0, col], axes[1, col]
+                zeros = np.zeros_like(x)
+                curves = []
+                for i in range(len(layers)):
+                    band = self.live.animate(ax_d.fill_between(x, zeros, zeros, color=f"C{i}", alpha=0.2, linewidth=0))
+                    line = self.live.animate(ax_d.plot(x, zeros, color=f"C{i}", linewidth=1.8)[0])
+                    curves.append((band, line))
+                p_band = self.live.animate(ax_p.fill_between(x, zeros, zeros, color="k", alpha=0.2, linewidth=0))
+                p_line = self.live.animate(ax_p.plot(x, zeros, color="k", linewidth=1.8)[0])
+                worst = self.live.animate(ax_p.plot(x, zeros, ":", color="C3", linewidth=2.2)[0])
+                worst_name = self.live.animate(ax_p.text(0.03, 0.95, "", color="C3", ha="left", va="top",
+                                                         transform=ax_p.transAxes, fontsize=RC["legend.fontsize"]))
+                self.columns.append((name, x, curves, p_band, p_line, worst, worst_name))
+                pad = 0.04 * (x.max() - x.min())
+                for ax in (ax_d, ax_p):
+                    ax.set_xticks(_ticks(x))
+                    ax.set_xlim(x.min() - pad, x.max() + pad)
+                    ax.grid(alpha=0.3)
+                if len(names) == 1:
+                    ax_d.set_title("feature distance to the original")
+                    ax_p.set_title("probability of the true class")
+                    ax_p.set_xlabel(AXIS[name])
+                else:
+                    ax_d.set_title(HEADING[name])
+                    ax_p.set_xlabel(BRIEF[name])
+            axes[0, 0].set_ylim(0, top)
+            axes[1, 0].set_ylim(0, 1.05)
+            axes[0, 0].set_ylabel("feature distance\n‖f(Tx) − f(x)‖ / ‖f(x)‖")
+            axes[1, 0].set_ylabel("p(true class)")
+            keys = [Line2D([], [], color=f"C{i}", linewidth=1.8) for i in range(len(layers))]
+            fig.legend(keys, list(layers), loc="upper center", bbox_to_anchor=(0.585, 0.905), ncols=min(3, len(layers)),
+                       frameon=False, handlelength=1.5, columnspacing=1.0)
+            self.live.title(f"{title}\nmean of {probes} probe images, band: middle half")
+
+    def draw(self, sweeps: dict[str, Sweep], labels: Tensor, classes: Sequence[str], step: int) -> Tensor:
+        """``(3, H, W)`` uint8 of ``sweeps`` (the chart's transformations) for probes of true classes ``labels``."""
+        labels = labels.cpu()
+        present = sorted(set(labels.tolist()))
+        for name, x, curves, p_band, p_line, worst, worst_name in self.columns:
+            sw = sweeps[name]
+            for (band, line), d in zip(curves, sw.distance.values()):
+                mean, lo, hi = _quartiles(d)
+                band.set_data(x, lo, hi)
+                line.set_ydata(mean)
+            mean, lo, hi = _quartiles(sw.p_true)
+            p_band.set_data(x, lo, hi)
+            p_line.set_ydata(mean)
+            if len(present) > 1:  # the class whose true-class probability falls most over the sweep
+                per_class = torch.stack([sw.p_true[:, labels == c].double().mean(1) for c in present])  # (classes, K)
+                w = int(per_class.mean(1).argmin())
+                worst.set_ydata(per_class[w].numpy())
+                worst_name.set_text(f"lowest:\n{classes[present[w]]}")
+            worst.set_visible(len(present) > 1)
+            worst_name.set_visible(len(present) > 1)
+        return self.live.image(step)
+
+
+class InvarianceCallback(VisualizationCallback):
+    """Log how the chosen layers' outputs and the true-class probability react to shifts, scaling and rotation.
+
+    Args:
+        layers: layers to follow (default: the first conv's ReLU, its pooled output and the penultimate layer).
+        transformations: any of ``translate_x``, ``translate_y``, ``scale``, ``rotate`` (default: all four).
+        per_class: probe images per class (the curves average over all of them).
+        max_shift: the largest shift, as a fraction of the image side (0.3: 8 px at 28 px).
+        scale_range: the smallest and largest scale factor.
+        max_angle: the largest rotation, in degrees, either way.
+        every_n_epochs: draw every n epochs (default 2, and always at the last epoch).
+    """
+
+    technique = "invariance"
+
+    def __init__(self, layers: list[str] | None = None, transformations: list[str] | None = None, per_class: int = 2,
+                 max_shift: float = 0.3, scale_range: tuple[float, float] = (0.6, 1.4), max_angle: float = 90.0,
+                 every_n_epochs: int = 2, **kwargs) -> None:
+        super().__init__(every_n_epochs=every_n_epochs, **kwargs)
+        if transformations is not None:
+            bad = [t for t in transformations if t not in TRANSFORMATIONS]
+            if bad or not transformations:
+                raise ValueError(f"InvarianceCallback: unknown or no transformations {bad or transformations}; "
+                                 f"valid: {', '.join(TRANSFORMATIONS)}")
+        if not isinstance(per_class, int) or isinstance(per_class, bool) or per_class < 1:
+            raise ValueError(f"InvarianceCallback: per_class must be an integer >= 1, got {per_class!r}")
+        if not 0 < max_shift < 1:
+            raise ValueError(f"InvarianceCallback: max_shift is a fraction of the image side in (0, 1), got {max_shift!r}")
+        if len(scale_range) != 2 or not 0 < scale_range[0] <= 1 <= scale_range[1]:
+            raise ValueError(f"InvarianceCallback: scale_range must be (low, high) with 0 < low <= 1 <= high, got {scale_range!r}")
+        if not 0 < max_angle <= 180:
+            raise ValueError(f"InvarianceCallback: max_angle must be in (0, 180] degrees, got {max_angle!r}")
+        self.layers = layers
+        self.transformations = transformations
+        self.per_class = per_class
+        self.max_shift = max_shift
+        self.scale_range = tuple(scale_range)
+        self.max_angle = max_angle
+        self.layer_names: list[str] | None = None  # resolved at the first drawing when `layers` is not given
+        self._charts: dict[str, tuple] = {}  # picture -> (what it was built for, InvarianceChart)
+
+    def _state_config(self):
+        return {"layers": self.layers, "transformations": self.transformations}
+
+    def configure(self, net, shapes):
+        if self.layers is not None:
+            self.layer_names = check_layers(net, self.layers)
+        else:  # found from one forward pass of random images of the data's shape (own generator: no global RNG use)
+            param = next(net.parameters(), None)
+            gen = torch.Generator().manual_seed(0)
+            x = torch.rand(2, *getattr(self, "input_shape", DEFAULT_INPUT_SHAPE), generator=gen)
+            if param is not None:
+                x = x.to(param.device, param.dtype)
+            self.layer_names = default_layers(net, x)
+
+    def render(self, ctx: RenderContext) -> None:
+        x, y = self.probe_images(ctx.trainer, self.per_class)
+        if self.layer_names is None:
+            self.layer_names = default_layers(ctx.net, x)
+        chosen = self.transformations or list(TRANSFORMATIONS)
+        sweeps = {}
+        for name in chosen:
+            amounts = sweep_amounts(name, x.shape[-2:], self.max_shift, self.scale_range, self.max_angle)
+            sweeps[name] = (transform(x, name, amounts), amounts)
+        result = invariance_sweeps(ctx.net, x, y, self.layer_names, sweeps)
+        finite = [d for sw in result.values() for d in sw.distance.values() if torch.isfinite(d).any()]
+        top = max([1.0] + [float(torch.nanquantile(d.double(), 0.75, dim=1).max()) for d in finite])
+        top = self.scale("invariance/distance", top * 1.05)  # one axis limit for all, kept across epochs
+        for picture, members in PICTURES.items():
+            shown = {name: result[name] for name in members if name in result}
+            if not shown:
+                continue
+            key = (picture, tuple(self.layer_names), len(y), top)
+            chart = self._charts.get(picture)
+            if chart is None or chart[0] != key:  # first drawing, or the distance axis had to grow
+                title = f"Invariance to {TITLE[picture]}"
+                chart = (key, InvarianceChart({n: sw.amounts for n, sw in shown.items()}, self.layer_names, len(y), title, top))
+                self._charts[picture] = chart
+            ctx.add_image(f"{self.technique}/{picture}", chart[1].draw(shown, y, ctx.classes, ctx.step))
+        for name, sw in result.items():
+            ends = [0, len(sw.amounts) - 1]
+            for layer, d in sw.distance.items():
+                ctx.add_scalar(f"{self.technique}/{name}/{layer}", float(d[ends].double().nanmean()))
+            ctx.add_scalar(f"{self.technique}/{name}/p_true", float(sw.p_true[ends].double().mean()))
