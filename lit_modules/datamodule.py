@@ -1,17 +1,21 @@
-"""MNIST-family data held in memory as tensors and served by slicing.
+"""Image classification data held in memory as tensors and served by slicing: the MNIST family, CIFAR-10 and
+``fashion_mnist_rgb``, a 32 px colour stand-in for CIFAR-10 that works offline.
 
-The standard IDX files (gzipped or not) are read once, normalized once, and kept as one ``(N, 1, 28, 28)``
-float tensor per split; on a GPU the tensors live on the device. Batches are slices of a shuffled index, so a
-training step costs no per-sample Python, PIL or worker processes.
+The files are read once, normalized once, and kept as one ``(N, C, H, W)`` float tensor per split; on a GPU the
+tensors live on the device. Batches are slices of a shuffled index, so a training step costs no per-sample Python,
+PIL or worker processes.
 
 Where the files are looked for, in order, for ``dataset="fashion_mnist"`` and ``data_dir="data"``:
 ``data/``, ``data/fashion_mnist/``, ``data/FashionMNIST/raw/`` (torchvision's layout), then Debian's
 ``/usr/share/datasets/fashion-mnist``. With ``download=True`` and files missing, torchvision's own download
-code fetches them into ``data/FashionMNIST/raw/``.
+code fetches them into ``data/FashionMNIST/raw/``. CIFAR-10 is read by torchvision's own ``CIFAR10`` class from
+``data/cifar-10-batches-py/`` (or ``data/cifar10/cifar-10-batches-py/``), downloaded into ``data/`` when missing.
+``fashion_mnist_rgb`` is Fashion-MNIST's files resized to 32x32 and coloured by class (``tint_per_class``).
 """
 
 from __future__ import annotations
 
+import colorsys
 import gzip
 import math
 import os
@@ -23,9 +27,14 @@ from typing import Literal
 
 import lightning.pytorch as pl
 import torch
+import torch.nn.functional as F
+import torchvision.datasets
 from torch import Tensor
 
-__all__ = ["MNISTDataModule", "TensorBatches", "read_idx", "DatasetSpec", "DATASETS", "IDXError", "DataNotFoundError"]
+__all__ = [
+    "MNISTDataModule", "TensorBatches", "read_idx", "DatasetSpec", "DATASETS", "IDXError", "DataNotFoundError",
+    "CLASS_TINTS", "tint_per_class", "resize",
+]
 
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -37,26 +46,62 @@ SPLIT_FILES = {
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """What differs between the MNIST-family datasets."""
+    """What differs between the datasets."""
 
     torchvision_name: str  # class in torchvision.datasets; also the folder name of its raw files
     classes: tuple[str, ...]
-    mean: float  # of the training pixels in [0, 1]
-    std: float
+    mean: float | tuple[float, ...]  # of the training pixels in [0, 1]; one per channel for RGB
+    std: float | tuple[float, ...]
     system_dirs: tuple[Path, ...] = ()
+    shape: tuple[int, int, int] = (1, 28, 28)  # (C, H, W) of the images the model gets
+    files: Literal["idx", "torchvision"] = "idx"  # the four IDX files, or torchvision's class reads its own files
+    tinted: bool = False  # grey images resized to 32x32 and coloured by class (``tint_per_class``)
 
+
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 
 DATASETS: dict[str, DatasetSpec] = {
     "mnist": DatasetSpec("MNIST", tuple(str(i) for i in range(10)), 0.1307, 0.3081),
-    "fashion_mnist": DatasetSpec(
-        "FashionMNIST",
-        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
-        0.2860,
-        0.3530,
-        (DEBIAN_FASHION_DIR,),
-    ),
+    "fashion_mnist": DatasetSpec("FashionMNIST", FASHION_CLASSES, 0.2860, 0.3530, (DEBIAN_FASHION_DIR,)),
     "kmnist": DatasetSpec("KMNIST", ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"), 0.1918, 0.3483),
+    # torchvision's class names (its dataset's `classes` replace these once the files are read) and the training
+    # set's per-channel statistics.
+    "cifar10": DatasetSpec(
+        "CIFAR10",
+        ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+        (0.4914, 0.4822, 0.4465),
+        (0.2470, 0.2435, 0.2616),
+        shape=(3, 32, 32),
+        files="torchvision",
+    ),
+    # The offline stand-in for CIFAR-10: real Fashion-MNIST, 32x32 RGB. The colour says the class, so accuracy
+    # is not comparable to Fashion-MNIST's; it exists so the colour pictures and 32 px nets can be tried here.
+    "fashion_mnist_rgb": DatasetSpec(
+        "FashionMNIST",
+        FASHION_CLASSES,
+        (0.1917, 0.1851, 0.1782),
+        (0.2658, 0.2607, 0.2468),
+        (DEBIAN_FASHION_DIR,),
+        shape=(3, 32, 32),
+        tinted=True,
+    ),
 }
+
+# One colour per class for ``fashion_mnist_rgb``: ten hues evenly spaced, saturation 0.7 so that every channel
+# keeps at least 30% of the picture.
+CLASS_TINTS: tuple[tuple[float, float, float], ...] = tuple(colorsys.hsv_to_rgb(c / 10, 0.7, 1.0) for c in range(10))
+
+
+def resize(x: Tensor, size: int = 32) -> Tensor:
+    """Images ``(N, C, H, W)`` resized to ``size`` x ``size`` (bilinear)."""
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def tint_per_class(x: Tensor, labels: Tensor, tints: tuple[tuple[float, float, float], ...] = CLASS_TINTS) -> Tensor:
+    """Grey images ``(N, 1, H, W)`` in [0, 1] as RGB ``(N, 3, H, W)``: each pixel times its class's colour, so
+    black stays black and the garment takes the colour of its class."""
+    colours = torch.tensor(tints, dtype=x.dtype, device=x.device)[labels.to(x.device)]  # (N, 3)
+    return x * colours[:, :, None, None]
 
 
 class IDXError(ValueError):
@@ -180,24 +225,27 @@ class TensorBatches:
 
 
 class MNISTDataModule(pl.LightningDataModule):
-    """MNIST, Fashion-MNIST or KMNIST from IDX files, held in memory (on the GPU when training runs there).
+    """MNIST, Fashion-MNIST, KMNIST, CIFAR-10 or ``fashion_mnist_rgb``, held in memory (on the GPU when training
+    runs there).
 
     Args:
-        dataset: ``"mnist"``, ``"fashion_mnist"`` or ``"kmnist"``.
+        dataset: ``"mnist"``, ``"fashion_mnist"`` or ``"kmnist"`` (1x28x28); ``"cifar10"`` or
+            ``"fashion_mnist_rgb"`` (3x32x32; Fashion-MNIST resized and coloured by class, for offline use).
         data_dir: folder with the IDX files (``train-images-idx3-ubyte[.gz]`` etc.), or torchvision's
-            ``<data_dir>/<Name>/raw`` layout; downloads go there.
+            ``<data_dir>/<Name>/raw`` layout, or for CIFAR-10 torchvision's ``<data_dir>/cifar-10-batches-py``;
+            downloads go there.
         batch_size: training batch size.
         eval_batch_size: batch size for validation, test and predict (bigger is faster; no effect on results).
         val_size: number of training images held out for validation (a split seeded by ``seed``).
         download: fetch the files with torchvision's download code when they are not found.
-        normalize: standardize pixels with the dataset's training mean and std.
+        normalize: standardize pixels with the dataset's training mean and std (per channel for RGB).
         seed: seeds the validation split and the shuffling order.
         on_device: keep the tensors on the accelerator the Trainer uses (no host-to-device copy per step).
     """
 
     def __init__(
         self,
-        dataset: Literal["mnist", "fashion_mnist", "kmnist"] = "mnist",
+        dataset: Literal["mnist", "fashion_mnist", "kmnist", "cifar10", "fashion_mnist_rgb"] = "mnist",
         data_dir: str = "data",
         batch_size: int = 128,
         eval_batch_size: int = 1000,
@@ -209,7 +257,11 @@ class MNISTDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         if dataset not in DATASETS:
-            raise ValueError(f"unknown dataset {dataset!r}; valid: {', '.join(sorted(DATASETS))}")
+            grey = sorted(k for k, v in DATASETS.items() if v.shape[0] == 1)
+            rgb = sorted(k for k, v in DATASETS.items() if v.shape[0] == 3)
+            raise ValueError(
+                f"unknown dataset {dataset!r}; valid: {', '.join(grey)} (1x28x28), {', '.join(rgb)} (3x32x32)"
+            )
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -227,31 +279,72 @@ class MNISTDataModule(pl.LightningDataModule):
         self.seed = seed
         self.on_device = on_device
         self._splits: dict[str, tuple[Tensor, Tensor]] = {}
+        self._read_classes: tuple[str, ...] | None = None  # torchvision's dataset.classes, once the files are read
 
     # ----------------------------------------------------------------------------------------------- metadata
     @property
     def classes(self) -> tuple[str, ...]:
-        """Class names, index = label (for plot labels)."""
-        return self.spec.classes
+        """Class names, index = label (for plot labels): torchvision's ``dataset.classes`` where it reads the
+        files, else the spec's."""
+        return self._read_classes or self.spec.classes
 
     @property
     def num_classes(self) -> int:
-        return len(self.spec.classes)
+        return len(self.classes)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of the images the model gets."""
+        return self.spec.shape
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        """Per-channel mean subtracted from the pixels in [0, 1] (zeros when ``normalize`` is off)."""
+        m = self.spec.mean if isinstance(self.spec.mean, tuple) else (self.spec.mean,) * self.spec.shape[0]
+        return m if self.normalize else (0.0,) * len(m)
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        """Per-channel divisor of the pixels in [0, 1] (ones when ``normalize`` is off)."""
+        s = self.spec.std if isinstance(self.spec.std, tuple) else (self.spec.std,) * self.spec.shape[0]
+        return s if self.normalize else (1.0,) * len(s)
+
+    @property
+    def channel_ranges(self) -> tuple[tuple[float, float], ...]:
+        """Per channel, the model-input values of black and white (they differ by channel for RGB data)."""
+        return tuple(((0.0 - m) / s, (1.0 - m) / s) for m, s in zip(self.mean, self.std))
 
     @property
     def pixel_range(self) -> tuple[float, float]:
-        """The range of the model's input pixels (black and white after normalization)."""
-        if not self.normalize:
-            return (0.0, 1.0)
-        return ((0.0 - self.spec.mean) / self.spec.std, (1.0 - self.spec.mean) / self.spec.std)
+        """The range of the model's input pixels: black and white after normalization, over all channels (the
+        lowest black and the highest white, where per-channel normalization makes them differ)."""
+        ranges = self.channel_ranges
+        return (min(lo for lo, _ in ranges), max(hi for _, hi in ranges))
 
     def search_dirs(self) -> list[Path]:
         d, name = self.data_dir, self.spec.torchvision_name
+        if self.spec.files == "torchvision":  # folders that hold torchvision's own folder (cifar-10-batches-py)
+            return [d, d / self.dataset]
         return [d, d / self.dataset, d / name / "raw", *self.spec.system_dirs]
 
     # ------------------------------------------------------------------------------------------------ finding
+    def torchvision_root(self) -> Path | None:
+        """The first search folder whose torchvision folder (e.g. ``cifar-10-batches-py``) has every file the
+        torchvision class reads, else None (checked by name; the class checks the files' MD5 when it reads them)."""
+        cls = getattr(torchvision.datasets, self.spec.torchvision_name)
+        names = [name for name, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+        for folder in self.search_dirs():
+            if all((folder / cls.base_folder / name).is_file() for name in names):
+                return folder
+        return None
+
+    def _has_files(self) -> bool:
+        if self.spec.files == "torchvision":
+            return self.torchvision_root() is not None
+        return all(self.find_files(s) for s in SPLIT_FILES)
+
     def find_files(self, split: str) -> tuple[Path, Path] | None:
-        """The (images, labels) files of ``split`` in the first search folder that has both, else None."""
+        """The (images, labels) IDX files of ``split`` in the first search folder that has both, else None."""
         stems = SPLIT_FILES[split]
         for folder in self.search_dirs():
             found = []
@@ -265,6 +358,21 @@ class MNISTDataModule(pl.LightningDataModule):
         return None
 
     def _missing_message(self, extra: str = "") -> str:
+        if self.spec.files == "torchvision":
+            base = getattr(torchvision.datasets, self.spec.torchvision_name).base_folder
+            where = "\n  ".join(str(p / base) for p in self.search_dirs())
+            remedies = [
+                "connect to the network so torchvision can download it (about 170 MB) into --data.data_dir"
+                if self.download else "set --data.download true to download it with torchvision",
+                f"or copy an extracted {base}/ folder (torchvision's download, or the python version from "
+                "https://www.cs.toronto.edu/~kriz/cifar.html) into --data.data_dir",
+                "or train offline on a 32 px colour stand-in: --data.dataset fashion_mnist_rgb (Fashion-MNIST "
+                "resized and coloured by class; Debian's dataset-fashion-mnist)",
+            ]
+            return (
+                f"{self.dataset} data not found; torchvision's {self.spec.torchvision_name} looked for {base}/ in:"
+                f"\n  {where}\n{extra}Remedies:\n  - " + "\n  - ".join(remedies)
+            )
         where = "\n  ".join(str(p) for p in self.search_dirs())
         remedies = [
             f"put {SPLIT_FILES['train'][0]}[.gz] and the other three IDX files in --data.data_dir",
@@ -273,7 +381,7 @@ class MNISTDataModule(pl.LightningDataModule):
             remedies.append("connect to the network so torchvision can download them")
         else:
             remedies.append("set --data.download true to download them with torchvision")
-        if self.dataset == "fashion_mnist":
+        if self.spec.torchvision_name == "FashionMNIST":
             remedies.append("install Debian's package: apt-get install dataset-fashion-mnist")
         else:
             remedies.append("or train offline on Fashion-MNIST: --data.dataset fashion_mnist (Debian's dataset-fashion-mnist)")
@@ -283,24 +391,50 @@ class MNISTDataModule(pl.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Download the files when they are missing and ``download`` is on (called on one process only)."""
-        if all(self.find_files(s) for s in SPLIT_FILES):
+        if self._has_files():
             return
         if not self.download:
             raise DataNotFoundError(self._missing_message())
-        import torchvision.datasets
-
         cls = getattr(torchvision.datasets, self.spec.torchvision_name)
         try:
             for train in (True, False):
                 cls(str(self.data_dir), train=train, download=True)
         except Exception as e:  # URLError, socket timeouts, HTTP errors, bad checksums: all end the same way
             raise DataNotFoundError(self._missing_message(f"Download failed: {type(e).__name__}: {e}\n")) from e
-        if not all(self.find_files(s) for s in SPLIT_FILES):
+        if not self._has_files():
             raise DataNotFoundError(self._missing_message("Download finished but the files are still missing.\n"))
 
     # ------------------------------------------------------------------------------------------------ loading
     def load_split(self, split: str) -> tuple[Tensor, Tensor]:
-        """``(images (N, 1, 28, 28) float32, labels (N,) int64)`` of the official ``"train"`` or ``"test"`` set."""
+        """``(images (N, C, H, W) float32, labels (N,) int64)`` of the official ``"train"`` or ``"test"`` set,
+        normalized per channel when ``normalize`` is on."""
+        if self.spec.files == "torchvision":
+            images, labels = self._read_torchvision(split)
+        else:
+            images, labels = self._read_idx(split)
+        x = images.float().div_(255.0)  # (N, C, H, W) in [0, 1]
+        if self.spec.tinted:
+            x = tint_per_class(resize(x, self.spec.shape[-1]), labels)  # (N, 3, 32, 32)
+        if self.normalize:
+            x = x.sub_(torch.tensor(self.mean).view(1, -1, 1, 1)).div_(torch.tensor(self.std).view(1, -1, 1, 1))
+        return x, labels
+
+    def _read_torchvision(self, split: str) -> tuple[Tensor, Tensor]:
+        """``(uint8 images (N, C, H, W), labels (N,))`` through torchvision's own dataset class."""
+        root = self.torchvision_root()
+        if root is None:
+            raise DataNotFoundError(self._missing_message())
+        cls = getattr(torchvision.datasets, self.spec.torchvision_name)
+        try:
+            ds = cls(str(root), train=split == "train", download=False)
+        except RuntimeError as e:  # "Dataset not found or corrupted": a file's MD5 does not match
+            raise DataNotFoundError(self._missing_message(f"torchvision could not read it: {e}\n")) from e
+        self._read_classes = tuple(ds.classes)
+        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # (N, H, W, C) -> (N, C, H, W)
+        return images, torch.as_tensor(ds.targets).long()
+
+    def _read_idx(self, split: str) -> tuple[Tensor, Tensor]:
+        """``(uint8 images (N, 1, 28, 28), labels (N,))`` from the IDX files, checked."""
         files = self.find_files(split)
         if files is None:
             raise DataNotFoundError(self._missing_message())
@@ -312,10 +446,7 @@ class MNISTDataModule(pl.LightningDataModule):
             raise IDXError(f"{files[0]} has {len(images)} images but {files[1]} has {len(labels)} labels")
         if len(labels) and int(labels.max()) >= self.num_classes:
             raise IDXError(f"{files[1]}: label {int(labels.max())} out of range 0..{self.num_classes - 1}")
-        x = images.unsqueeze(1).float().div_(255.0)  # (N, 1, 28, 28) in [0, 1]
-        if self.normalize:
-            x = x.sub_(self.spec.mean).div_(self.spec.std)
-        return x, labels.long()
+        return images.unsqueeze(1), labels.long()
 
     def _device(self) -> torch.device:
         trainer = self.trainer

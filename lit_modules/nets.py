@@ -4,6 +4,9 @@ Every layer is a named submodule (ReLU and max-pool included, no functional call
 callbacks address layers by name (``net.conv_1``, ``dict(net.named_children())["relu_2"]``) and hooks see every
 stage. Each class is an ``nn.Sequential`` built from an ordered dict: the forward pass reads top to bottom in the
 order the layers are listed. Input ``(N, 1, 28, 28)``, output logits ``(N, 10)``.
+
+``ResNet18`` is the example beyond MNIST: torchvision's own ResNet-18 adapted to 32 px inputs (CIFAR-10); its
+layers keep torchvision's nested names (``conv1``, ``layer1.0.conv1``, ..., ``fc``).
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from torch import nn
+from torchvision.models.resnet import BasicBlock, ResNet
 
-__all__ = ["MLP", "SimpleCNN", "LeNet5", "DeepCNN", "ARCHITECTURES"]
+__all__ = ["MLP", "SimpleCNN", "LeNet5", "DeepCNN", "ResNet18", "ARCHITECTURES"]
 
 
 class MLP(nn.Sequential):
@@ -136,6 +140,41 @@ class DeepCNN(nn.Sequential):
         layers["dropout"] = nn.Dropout(dropout)
         layers["fc_1"] = nn.Linear(256, num_classes)  # (N, num_classes)
         super().__init__(layers)
+
+
+class ResNet18(ResNet):
+    """torchvision's ResNet-18 (``torchvision.models.resnet18(weights=None)``), adapted to small inputs.
+
+    With ``small_input`` (for 32x32 images such as CIFAR-10) the first conv is 3x3 stride 1 and there is no
+    max-pool, as in the CIFAR ResNets of He et al. (2016): the 7x7 stride-2 stem and the pool would shrink 32 px to
+    8 px before the first block. ReLUs are not in place, so a hook on a BatchNorm sees its own output, not the ReLU's.
+
+    Layers and output shapes for an input ``(N, in_channels, 32, 32)`` with ``small_input``:
+        conv1    (N, 64, 32, 32)   64 @ 3x3, stride 1, pad 1, no bias
+        bn1, relu (N, 64, 32, 32)
+        maxpool  (N, 64, 32, 32)   an identity
+        layer1   (N, 64, 32, 32)   two BasicBlocks: layer1.0.conv1, layer1.0.bn1, ..., layer1.1.conv2, ...
+        layer2   (N, 128, 16, 16)  the first block strides by 2 (layer2.0.downsample.0 is its 1x1 shortcut conv)
+        layer3   (N, 256, 8, 8)
+        layer4   (N, 512, 4, 4)
+        avgpool  (N, 512, 1, 1)
+        fc       (N, num_classes)  512 -> num_classes (flattened in ``forward``, no Flatten module)
+    """
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, small_input: bool = True) -> None:
+        if in_channels not in (1, 3) or num_classes < 2:
+            raise ValueError(f"ResNet18 needs in_channels 1 or 3 and num_classes >= 2, got in_channels={in_channels}, "
+                             f"num_classes={num_classes}")
+        super().__init__(BasicBlock, [2, 2, 2, 2], num_classes=num_classes)  # = torchvision's resnet18(weights=None)
+        if small_input:
+            self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+            self.maxpool = nn.Identity()
+        elif in_channels != 3:
+            self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")  # as torchvision's init
+        for m in self.modules():
+            if isinstance(m, nn.ReLU):
+                m.inplace = False
 
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {
