@@ -5,8 +5,8 @@
 
 RUN defaults to the newest ``lightning_logs/version_*``. Pictures are read from its event file with TensorBoard's
 own reader; without TAGs, one picture per visualization and analysis is exported, plus the run's evolution PNGs.
-``--screenshot`` also serves the run with TensorBoard on 127.0.0.1 (a free port) and photographs its Images
-dashboard with headless Chromium (Debian's ``chromium``), as a user would see it.
+``--screenshot`` also serves the run with TensorBoard on 127.0.0.1 (a free port) and photographs its Images and
+Time Series dashboards at 1440x900 with headless Chromium (Debian's ``chromium``), as a user would see them.
 """
 
 from __future__ import annotations
@@ -23,12 +23,13 @@ from pathlib import Path
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 DEFAULT_TAGS = [
-    "filters/conv_1", "feature_maps/relu_1/9_Ankle-boot", "feature_maps/conv_2/9_Ankle-boot", "fc_activations/fc_2",
-    "actmax/fc_3", "actmax/conv_2", "deconv/max_pool_2", "selectivity/relu_4",
-    "samples/train", "layer_responses", "decision/9_Ankle-boot", "top_activations/relu_2", "importance/relu_3",
-    "confusion_matrix", "occlusion/9_Ankle-boot", "occlusion/1_Trouser",
+    "filters/conv_1", "feature_maps/conv_1", "feature_maps/conv_2", "feature_maps/relu_1/class_mean",
+    "feature_maps/conv_2/class_mean", "fc_activations/fc_2", "actmax/conv_1", "actmax/conv_2", "actmax/fc_3",
+    "deconv", "selectivity", "samples/train", "layer_responses", "decision", "top_activations/relu_2",
+    "importance/relu_3", "confusion_matrix", "occlusion", "invariance/translate", "invariance/rotate",
+    "invariance/scale", "changes/relu_4",
 ]
-EVOLUTION = ["filters/conv_1", "feature_maps/relu_1", "confusion_matrix", "selectivity/relu_3"]
+EVOLUTION = ["filters/conv_1", "feature_maps/conv_1", "confusion_matrix", "actmax/fc_3"]
 
 
 def newest_run(root: Path = Path("lightning_logs")) -> Path:
@@ -44,7 +45,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def screenshot(run: Path, out: Path, tag_filter: str = "^(filters|decision/9|deconv/max_pool_2)") -> Path:
+def screenshot(run: Path, out: Path) -> list[Path]:
+    """Photograph TensorBoard's Images and Time Series dashboards at 1440x900, as a user first sees them."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         sys.exit("--screenshot needs Chromium: apt-get install chromium")
@@ -61,12 +63,15 @@ def screenshot(run: Path, out: Path, tag_filter: str = "^(filters|decision/9|dec
             except OSError:
                 pass
             time.sleep(0.5)
-        path = out / "tensorboard_images.png"
-        url = f"http://127.0.0.1:{port}/?darkMode=false#images&tagFilter={urllib.request.quote(tag_filter)}"
-        subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                        "--window-size=1400,1000", "--virtual-time-budget=20000", f"--screenshot={path.resolve()}", url],
-                       check=True, capture_output=True, timeout=180)
-        return path
+        shots = []
+        for name, fragment in (("tensorboard_images.png", "#images"), ("tensorboard_timeseries.png", "#timeseries")):
+            path = out / name
+            url = f"http://127.0.0.1:{port}/?darkMode=false{fragment}"
+            subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                            "--window-size=1440,900", "--virtual-time-budget=25000", f"--screenshot={path.resolve()}",
+                            url], check=True, capture_output=True, timeout=180)
+            shots.append(path)
+        return shots
     finally:
         tb.terminate()
         tb.wait(timeout=30)
@@ -103,7 +108,8 @@ def main() -> None:
                 shutil.copyfile(src, dst)
                 print(dst)
     if args.screenshot:
-        print(screenshot(run, out))
+        for path in screenshot(run, out):
+            print(path)
 
 
 if __name__ == "__main__":
