@@ -124,7 +124,11 @@ class VisualizationCallback(Callback):
         self.input_shape: tuple[int, ...] = DEFAULT_INPUT_SHAPE
         self.shared_layers: tuple[list[str], int] | None = None  # see ``share_layers``
         self._fetched: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
+        self._charts: dict = {}  # matplotlib charts kept between epochs (LiveFigure), rebuilt where they are drawn
         self._warned_no_writer = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_charts": {}}  # matplotlib figures do not pickle; they are rebuilt where drawn
 
     # ----------------------------------------------------------------------------------------- for subclasses
     def configure(self, net: nn.Module, shapes: dict[str, tuple[int, ...]]) -> None:

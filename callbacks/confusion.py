@@ -81,10 +81,6 @@ class ConfusionMatrixCallback(VisualizationCallback):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"ConfusionMatrixCallback: batch_size must be an integer >= 1, got {batch_size!r}")
         self.batch_size = batch_size
-        self._charts: dict = {}
-
-    def __getstate__(self):
-        return {**self.__dict__, "_charts": {}}  # figures are rebuilt where they are drawn
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         self._seen: list[tuple[Tensor, Tensor]] = []

@@ -180,10 +180,6 @@ class DecisionCallback(VisualizationCallback):
         self.per_class_tags = bool(per_class_tags)
         self.stage_names: list[str] = []
         self.fc_names: list[str] = []
-        self._charts: dict = {}
-
-    def __getstate__(self):
-        return {**self.__dict__, "_charts": {}}  # figures are rebuilt where they are drawn
 
     def _state_config(self):
         return {"stages": self.stages, "fc_layers": self.fc_layers}

@@ -95,10 +95,6 @@ class FCActivationsCallback(FixedSetCallback):
     def __init__(self, layers: list[str] | None = None, per_class: int = 500, **kwargs) -> None:
         super().__init__(layers=layers, per_class=per_class, **kwargs)
         self.layer_names: list[str] = []
-        self._charts: dict = {}
-
-    def __getstate__(self):
-        return {**self.__dict__, "_charts": {}}  # figures are rebuilt where they are drawn
 
     def configure(self, net, shapes):
         layers = self.layers

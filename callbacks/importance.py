@@ -125,10 +125,6 @@ class ImportanceCallback(FixedSetCallback):
         self.top = top
         self.chunk_size = chunk_size
         self.layer_names: list[str] = []
-        self._charts: dict = {}
-
-    def __getstate__(self):
-        return {**self.__dict__, "_charts": {}}  # figures are rebuilt where they are drawn
 
     def _state_config(self):
         return {"layers": self.layers, "per_class": self.per_class}

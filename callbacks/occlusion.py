@@ -131,10 +131,6 @@ class OcclusionCallback(VisualizationCallback):
         self.fill = fill
         self.batch_size = batch_size
         self.per_class_tags = bool(per_class_tags)
-        self._charts: dict = {}
-
-    def __getstate__(self):
-        return {**self.__dict__, "_charts": {}}  # figures are rebuilt where they are drawn
 
     def _state_config(self):
         return {"patch": self.patch, "stride": self.stride, "fill": self.fill}
