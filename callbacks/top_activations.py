@@ -342,6 +342,7 @@ def projected_patches(
 
 # ------------------------------------------------------------------------------------------------ the callback
 _OUTSIDE = torch.tensor([0.80, 0.85, 0.95])  # patch pixels beyond the image border: pale blue
+MAX_TILE = 32  # px: larger patches are shrunk (area averaging) so a row of 2k tiles fits a card
 
 
 class TopActivationsCallback(FixedSetCallback):
@@ -500,6 +501,10 @@ class TopActivationsCallback(FixedSetCallback):
             q = torch.nn.functional.interpolate(q, size=shown.shape[-2:], mode="nearest") if q.shape[-2:] != shown.shape[-2:] else q
             tiles.append(figures.to_rgb(q, figures.SIGNED, vmax=1.0).movedim(0, 2))
         tiles = torch.cat(tiles, dim=1)  # (U, k or 2k, 3, s, s)
+        if tiles.shape[-1] > MAX_TILE:  # a deep layer's field can be larger than the image: shrink, keep the card size
+            u, n = tiles.shape[:2]
+            tiles = torch.nn.functional.interpolate(tiles.flatten(0, 1), size=(MAX_TILE, MAX_TILE), mode="area")
+            tiles = tiles.view(u, n, 3, MAX_TILE, MAX_TILE)
         rows = [f"unit {u} (max {float(top.values[r, 0]):.3g})" for r, u in enumerate(units)]
         cols = [str(j + 1) for j in range(k)] * (2 if proj is not None else 1)
         label_w = max(figures.text_width(r) for r in rows) + 8

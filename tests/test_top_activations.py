@@ -496,3 +496,18 @@ def test_callback_renders_lenet_and_mlp_within_size():
     cb = TopActivationsCallback(layers=["relu_2"], projection=False, k=20, per_class=1)  # k > set: all 10 images
     cb.setup(None, LeNet5(), "fit")
     assert "top_activations/relu_2" in render(cb, LeNet5().eval(), x, y).images
+
+
+def test_a_field_larger_than_the_image_keeps_the_picture_card_sized():
+    """Five 9x9 convs see 41 px, more than the 20 px image: the patches are shrunk, the picture stays card-sized."""
+    torch.manual_seed(3)
+    layers = []
+    for i in range(5):
+        layers += [torch.nn.Conv2d(1 if i == 0 else 4, 4, 9, padding=4), torch.nn.ReLU()]
+    net = torch.nn.Sequential(*layers).eval()
+    x, y = torch.rand(40, 1, 20, 20), torch.arange(40) % 10
+    cb = TopActivationsCallback(layers=["9"], units=4, k=3, per_class=4)
+    cb.configure_for(net, (1, 20, 20))
+    assert cb.fields["9"].size > 32
+    img, _ = render(cb, net, x, y).images["top_activations/9"]
+    assert img.shape[2] <= 720 and img.shape[1] <= 720, img.shape
