@@ -81,7 +81,9 @@ def test_centre_neuron_of_a_linear_conv_unit_reproduces_its_filter(lenet):
     outside[:, 12:17, 12:17] = (lo + hi) / 2
     torch.testing.assert_close(outside, torch.full_like(outside, (lo + hi) / 2), atol=0.02, rtol=0)
     default = maximize_activation(lenet, "conv_1", units, pixel_range=FASHION_RANGE)
-    assert diagonal_dominance(cross_activations(lenet, "conv_1", default, units)) == 1.0
+    # the bar. Not 100% by construction: near the optimum image i is about grey + w_i / (2 * l2), so unit j
+    # sees w_j . w_i from it, and a weak filter aligned with a strong one prefers the strong one's image
+    assert diagonal_dominance(cross_activations(lenet, "conv_1", default, units)) >= 0.8
     for kwargs in (plain, {}):
         flat = maximize_activation(lenet, "conv_1", units, objective="channel", pixel_range=FASHION_RANGE, **kwargs)
         interior = flat[:, 0, 6:-6, 6:-6]  # away from the border, where zero padding and transforms differ

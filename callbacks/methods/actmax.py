@@ -51,7 +51,7 @@ __all__ = [
 
 OBJECTIVES = ("neuron", "channel")
 """What is maximized for a unit with a spatial map: its centre position, or the mean of its map."""
-DEFAULT_STEPS = 128
+DEFAULT_STEPS = 64
 """Default number of Adam steps of ``maximize_activation`` (and of the first ``actmax`` picture)."""
 DEFAULT_L2 = 0.2
 """Default weight of the L2 pixel penalty (see ``maximize_activation``)."""
