@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["check_images", "as_int", "spread", "capture_activations", "forward_with_activations", "collect_activations", "check_unit_range", "layer_shapes", "check_layers", "check_units", "eval_mode", "LayerError"]
+__all__ = ["check_images", "as_int", "spread", "capture_activations", "forward_with_activations", "collect_activations", "activation_pass", "check_unit_range", "layer_shapes", "check_layers", "check_units", "eval_mode", "LayerError"]
 
 
 class LayerError(ValueError):
@@ -140,9 +140,9 @@ def layer_shapes(
     return shapes
 
 
-def spread(names: Sequence[str], k: int) -> list[str]:
+def spread(names: Sequence, k: int) -> list:
     """At most ``k`` of ``names``, evenly spaced, the first and the last included (a deep net's default layers:
-    a few across its depth instead of every one of them)."""
+    a few across its depth instead of every one of them; the units a wide layer's ablation samples)."""
     names = list(names)
     if len(names) <= k:
         return names
@@ -191,13 +191,46 @@ class eval_mode:
 
 
 @torch.no_grad()
-def collect_activations(net: nn.Module, x: Tensor, layers: list[str], batch_size: int = 1000) -> dict[str, Tensor]:
-    """Per-sample unit activations ``{layer: (N, U)}`` over ``x`` in batches, one pass for every layer; conv
-    units are reduced to the mean of their map batch by batch, so memory stays small."""
-    parts: dict[str, list[Tensor]] = {name: [] for name in layers}
-    for start in range(0, len(x), batch_size):
+def activation_pass(
+    net: nn.Module,
+    x: Tensor,
+    unit_layers: Sequence[str] = (),
+    map_layers: Sequence[str] = (),
+    labels: Tensor | None = None,
+    num_classes: int = 0,
+    batch_size: int = 1000,
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """One batched pass over ``x`` that serves both kinds of fixed-set statistics, so that one forward pass per
+    epoch feeds every callback:
+
+    - ``{layer: (N, U)}`` per-sample unit activations of ``unit_layers`` (conv units: the mean of their map),
+      on the net's device;
+    - ``{layer: (num_classes, *shape)}`` the output of ``map_layers`` averaged over each class's samples (by
+      ``labels``), on the CPU; a class without samples gets zeros.
+
+    Only per-batch reductions are kept, so memory stays small."""
+    unit_layers, map_layers = list(unit_layers), list(map_layers)
+    layers = list(dict.fromkeys(unit_layers + map_layers))
+    parts: dict[str, list[Tensor]] = {name: [] for name in unit_layers}
+    sums: dict[str, Tensor] = {}
+    if map_layers and labels is None:
+        raise ValueError("activation_pass: map_layers need the samples' labels")
+    for start in range(0, len(x) if layers else 0, batch_size):
         acts = capture_activations(net, x[start : start + batch_size], layers, stop_after_last=True)
-        for name in layers:
+        for name in unit_layers:
             a = acts[name]
             parts[name].append(a.flatten(2).mean(2) if a.dim() > 2 else a.flatten(1))
-    return {name: torch.cat(v) for name, v in parts.items()}
+        for name in map_layers:
+            a = acts[name].float()
+            if name not in sums:
+                sums[name] = torch.zeros(num_classes, *a.shape[1:], device=a.device)
+            sums[name].index_add_(0, labels[start : start + batch_size].long().to(a.device), a)
+    counts = torch.bincount(labels.long().cpu(), minlength=num_classes).clamp(min=1).float() if map_layers else None
+    means = {name: sums[name].cpu() / counts.view(-1, *[1] * (sums[name].dim() - 1)) for name in map_layers}
+    return {name: torch.cat(v) for name, v in parts.items()}, means
+
+
+def collect_activations(net: nn.Module, x: Tensor, layers: list[str], batch_size: int = 1000) -> dict[str, Tensor]:
+    """Per-sample unit activations ``{layer: (N, U)}`` over ``x`` in batches, one pass for every layer; conv
+    units are reduced to the mean of their map batch by batch, so memory stays small (``activation_pass``)."""
+    return activation_pass(net, x, unit_layers=layers, batch_size=batch_size)[0]

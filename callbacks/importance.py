@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import FixedSetCallback, RenderContext
-from .hooks import LayerError, check_layers
+from .hooks import LayerError, check_layers, spread
 from .live_figure import LiveFigure
 from .methods.importance import ablation_importance, rank_correlation, variance_importance
 from .methods.selectivity import class_means, selectivity_index
@@ -33,7 +33,7 @@ class ImportanceChart:
     drop of every unit against its class selectivity index and against its activation variance (the top units
     red). Built once (the layout is fixed), redrawn by ``draw``."""
 
-    def __init__(self, layer: str, units: int, top: int, samples: int) -> None:
+    def __init__(self, layer: str, units: int, top: int, samples: int, of: int | None = None) -> None:
         self.k = k = min(top, units)
         self.live = LiveFigure(400, 560)
         with self.live.rc():
@@ -60,7 +60,8 @@ class ImportanceChart:
                 self.scatters.append((ax, rest, best))
             left.set_ylabel("accuracy drop (% points)")
             right.tick_params(labelleft=False)
-            self.live.title(f"{layer}: zeroing one of {units} units at a time\n{samples} samples")
+            which = f"one of {units} units" if of in (None, units) else f"one of {units} of its {of} units (evenly spread)"
+            self.live.title(f"{layer}: zeroing {which} at a time\n{samples} samples")
             self.note = self.live.slot(fig.text(0.99, 0.955, "accuracy 00.0%", ha="right", va="top"))
 
     def draw(self, drop: Tensor, units: Tensor, selectivity: Tensor, variance: Tensor, base_acc: float,
@@ -108,22 +109,26 @@ class ImportanceCallback(FixedSetCallback):
         top: number of most critical units shown as bars (>= 1).
         per_class: samples per class in the fixed validation set (>= 1).
         chunk_size: most samples per forward pass of the ablation (lower it if the accelerator runs out of memory).
-        every_n_epochs: draw at epochs 0, n, 2n, ... (and always at the last epoch of a fit).
+        max_units: most units ablated per layer (>= 1, or None for all); a wider layer (a ResNet's last stage has
+            512 channels) gets this many, evenly spread over its indices, since each costs a pass over the set.
+        every_n_epochs: draw after every n epochs: at 0-based epochs n - 1, 2n - 1, ... (as Lightning's
+            ``check_val_every_n_epoch``; n = 1: every epoch), and always at the last epoch of a fit.
     """
 
     technique = "importance"
 
     def __init__(self, layers: list[str] | None = None, top: int = 16, per_class: int = 50, chunk_size: int = 2048,
-                 every_n_epochs: int = 5, **kwargs) -> None:
+                 max_units: int | None = 128, every_n_epochs: int = 5, **kwargs) -> None:
         super().__init__(layers=layers, per_class=per_class, every_n_epochs=every_n_epochs, **kwargs)
         name = type(self).__name__
-        for arg, value in (("top", top), ("chunk_size", chunk_size)):
+        for arg, value in (("top", top), ("chunk_size", chunk_size), ("max_units", 1 if max_units is None else max_units)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: {arg} must be an integer >= 1, got {value!r}")
         if layers is not None and (isinstance(layers, str) or not all(isinstance(n, str) for n in layers)):
             raise ValueError(f"{name}: layers must be a list of layer names (or None for the last two ReLUs), got {layers!r}")
         self.top = top
         self.chunk_size = chunk_size
+        self.max_units = max_units
         self.layer_names: list[str] = []
 
     def _state_config(self):
@@ -143,14 +148,15 @@ class ImportanceCallback(FixedSetCallback):
         x, y = self.fixed_set(ctx.trainer, self.per_class)
         acts, _ = self.fixed_set_activations(ctx, self.layer_names, self.per_class)  # (N, U) per layer, same samples
         for layer in self.layer_names:
-            abl = ablation_importance(ctx.net, x, y, layer, chunk_size=self.chunk_size)
             a = acts[layer]
-            var = variance_importance(a).cpu()
-            si = selectivity_index(class_means(a, y.to(a.device), len(ctx.classes))).cpu()
+            units = None if self.max_units is None else spread(range(a.shape[1]), self.max_units)
+            abl = ablation_importance(ctx.net, x, y, layer, units=units, chunk_size=self.chunk_size)
+            var = variance_importance(a).cpu()[abl.units]
+            si = selectivity_index(class_means(a, y.to(a.device), len(ctx.classes))).cpu()[abl.units]
             drop = abl.acc_drop.cpu()
             key = (layer, len(drop), len(x))
             if key not in self._charts:
-                self._charts[key] = ImportanceChart(layer, len(drop), self.top, len(x))
+                self._charts[key] = ImportanceChart(layer, len(drop), self.top, len(x), of=a.shape[1])
             ctx.add_image(f"{self.technique}/{layer}",
                           self._charts[key].draw(drop, abl.units, si, var, abl.base_acc, ctx.step))
             ctx.add_scalar(f"{self.technique}/{layer}/max_acc_drop", float(drop.max()))

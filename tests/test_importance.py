@@ -9,6 +9,7 @@ import math
 from collections import OrderedDict
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -362,12 +363,13 @@ def test_callback_arguments_and_defaults():
     assert (cb.layers, cb.top, cb.per_class, cb.every_n_epochs, cb.enabled, cb.strict) == (None, 16, 50, 5, True, False)
     assert ImportanceCallback(every_n_epochs=1, enabled=False, strict=True).every_n_epochs == 1
     doc = inspect.getdoc(ImportanceCallback)
-    for arg in ("layers", "top", "per_class", "chunk_size", "every_n_epochs"):
+    for arg in ("layers", "top", "per_class", "chunk_size", "max_units", "every_n_epochs"):
         assert f"    {arg}: " in doc.split("Args:")[1], arg
     for kwargs, match in (
         ({"top": 0}, "top must be an integer >= 1, got 0"),
         ({"top": True}, "top must be an integer >= 1, got True"),
         ({"chunk_size": 2.5}, "chunk_size must be an integer >= 1, got 2.5"),
+        ({"max_units": 0}, "max_units must be an integer >= 1, got 0"),
         ({"per_class": 0}, "per_class must be an integer >= 1, got 0"),
         ({"every_n_epochs": 0}, "every_n_epochs must be an integer >= 1, got 0"),
         ({"layers": "relu_1"}, "layers must be a list of layer names"),
@@ -381,3 +383,20 @@ def test_callback_arguments_and_defaults():
     cb = ImportanceCallback()
     cb.configure(net, layer_shapes(net))
     assert cb.layer_names == ["relu_3", "relu_4"] and cb.layers is None
+
+
+def test_a_wide_layer_ablates_max_units_evenly_spread_units_with_their_own_indices():
+    x, y = data(60, seed=2)
+    y = torch.arange(60) % 10
+    net = lenet()
+    cb = ImportanceCallback(layers=["relu_3"], per_class=3, top=4, max_units=10)  # relu_3 has 120 units
+    w = render(cb, net, x, y, tuple(str(c) for c in range(10)))
+    chart = next(iter(cb._charts.values()))
+    sampled = [0, 13, 26, 40, 53, 66, 79, 93, 106, 119]  # the first and the last, evenly spaced
+    _, rest, best = chart.scatters[0]
+    assert len(rest.get_offsets()) + len(best.get_offsets()) == 10  # a dot per ablated unit
+    expected = ablation_importance(net, x, y, "relu_3", units=sampled)
+    order = np.argsort(-expected.acc_drop.numpy(), kind="stable")[:4]
+    assert [t.get_text() for t in chart.bars_ax.get_xticklabels()] == [str(sampled[i]) for i in order]
+    assert w.scalars["importance/relu_3/max_acc_drop"][0] == pytest.approx(float(expected.acc_drop.max()))
+    assert ImportanceCallback(max_units=None).max_units is None  # every unit, as asked
