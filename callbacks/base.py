@@ -28,11 +28,12 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
+from tensorboard.compat.proto.summary_pb2 import Summary
 from torch import Tensor, nn
 
 from .data import DataFacts, choose_per_class, data_facts
-from .hooks import LayerError, collect_activations, eval_mode, layer_shapes, spread
-from .figures import to_uint8
+from .hooks import LayerError, activation_pass, eval_mode, layer_shapes, spread
+from .figures import to_png, to_uint8
 
 MAX_DEFAULT_LAYERS = 4  # default layers of a callback on a deep net: this many, spread over its depth
 DEFAULT_INPUT_SHAPE = (1, 28, 28)  # only for direct calls without a Trainer; with one, the data's shape
@@ -68,16 +69,20 @@ class RenderContext:
     input_shape: tuple[int, ...] = (1, 28, 28)  # (C, H, W) of the validation images
     logged: list[str] = field(default_factory=list)
 
-    def add_image(self, tag: str, img: Tensor) -> None:
-        """Log a ``(3, H, W)`` image, uint8 or float in [0, 1] (stored as PNG; NaN-safe). Callbacks that keep
-        snapshots (``record_snapshot(tag, step, uint8_image)``, such as the evolution callback) get a copy."""
+    def add_image(self, tag: str, img: Tensor) -> bytes:
+        """Log a ``(3, H, W)`` image, uint8 or float in [0, 1] (NaN-safe), encoded once by ``figures.to_png`` (a
+        palette PNG where faithful), and return the PNG. Callbacks that keep snapshots
+        (``record_snapshot(tag, step, png, source)``, such as the evolution callback) get the same bytes."""
         img = img if img.dtype == torch.uint8 else to_uint8(img)
-        self.writer.add_image(tag, img, self.step, dataformats="CHW")
+        png = to_png(img)
+        image = Summary.Image(height=img.shape[1], width=img.shape[2], colorspace=3, encoded_image_string=png)
+        self.writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), self.step)
         self.logged.append(tag)
         for cb in self.trainer.callbacks:
             record = getattr(cb, "record_snapshot", None)
             if record is not None:
-                record(tag, self.step, img, self.callback)
+                record(tag, self.step, png, self.callback)
+        return png
 
     def add_scalar(self, tag: str, value: float) -> None:
         self.writer.add_scalar(tag, float(value), self.step)
@@ -101,7 +106,8 @@ class VisualizationCallback(Callback):
 
     Args:
         enabled: turn this visualization off without removing it from the config.
-        every_n_epochs: draw at epochs 0, n, 2n, ... (and always at the last epoch of a fit).
+        every_n_epochs: draw after every n epochs: at 0-based epochs n - 1, 2n - 1, ... (as Lightning's
+            ``check_val_every_n_epoch``; n = 1: every epoch), and always at the last epoch of a fit.
         strict: re-raise errors from the visualization instead of warning and going on.
     """
 
@@ -123,6 +129,7 @@ class VisualizationCallback(Callback):
         self.scales: dict[str, float] = {}  # colour-scale limits kept across epochs (see ``scale``)
         self.input_shape: tuple[int, ...] = DEFAULT_INPUT_SHAPE
         self.shared_layers: tuple[list[str], int] | None = None  # see ``share_layers``
+        self.shared_maps: list[str] = []
         self._fetched: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
         self._charts: dict = {}  # matplotlib charts kept between epochs (LiveFigure), rebuilt where they are drawn
         self._warned_no_writer = False
@@ -198,29 +205,47 @@ class VisualizationCallback(Callback):
         """``(x, y)``: up to ``per_class`` validation samples of each class, fixed for the whole run."""
         return self._fixed(trainer, "fixed_idx", per_class)
 
-    def share_layers(self, layers: list[str], per_class: int) -> None:
-        """Declare (at ``configure``) the layers this callback reads from the fixed set, so that one capture pass
-        per epoch serves every callback that uses the same fixed set."""
+    def share_layers(self, layers: list[str], per_class: int, class_maps: list[str] | None = None) -> None:
+        """Declare (at ``configure``) the layers this callback reads from the fixed set: per-sample unit
+        activations of ``layers`` and per-class mean maps of ``class_maps``, so that one pass per epoch serves
+        every callback that uses the same fixed set."""
         self.shared_layers = (list(layers), per_class)
+        self.shared_maps = list(class_maps or [])
 
-    def fixed_set_activations(self, ctx: RenderContext, layers: list[str], per_class: int) -> tuple[dict[str, Tensor], Tensor]:
-        """``({layer: (N, U)}, labels)`` over the fixed set, computed once per epoch for all callbacks (the cache
-        lives with the data facts that every callback shares)."""
+    def _shared_pass(self, ctx: RenderContext, per_class: int, layers: list[str], maps: list[str]) -> tuple[dict, Tensor]:
+        """The cache of this epoch's fixed-set pass, after computing in one ``activation_pass`` whatever ``layers``
+        and ``maps`` (and every other enabled callback's declared ones on the same set) it lacks."""
         x, y = self.fixed_set(ctx.trainer, per_class)
         cache = self.facts(ctx.trainer).cache.setdefault(("fixed_set_activations", per_class), {})
         key = (ctx.step, id(ctx.net), len(x), getattr(ctx.trainer, "global_step", 0))
         if cache.get("key") != key:
             cache.clear()
-            cache.update(key=key, acts={})
-        wanted = list(layers)
+            cache.update(key=key, acts={}, maps={})
+        want_units, want_maps = list(layers), list(maps)
         for cb in ctx.trainer.callbacks:  # every callback's layers on the same fixed set, in one pass
             shared = getattr(cb, "shared_layers", None)
             if isinstance(cb, VisualizationCallback) and cb.enabled and shared and shared[1] == per_class:
-                wanted += shared[0]
-        missing = [name for name in dict.fromkeys(wanted) if name not in cache["acts"]]
-        if missing:
-            cache["acts"].update(collect_activations(ctx.net, x, missing))
+                want_units += shared[0]
+                want_maps += getattr(cb, "shared_maps", [])
+        units = [n for n in dict.fromkeys(want_units) if n not in cache["acts"]]
+        class_maps = [n for n in dict.fromkeys(want_maps) if n not in cache["maps"]]
+        if units or class_maps:
+            acts, means = activation_pass(ctx.net, x, units, class_maps, labels=y, num_classes=len(ctx.classes))
+            cache["acts"].update(acts)
+            cache["maps"].update(means)
+        return cache, y
+
+    def fixed_set_activations(self, ctx: RenderContext, layers: list[str], per_class: int) -> tuple[dict[str, Tensor], Tensor]:
+        """``({layer: (N, U)}, labels)`` over the fixed set, computed once per epoch for all callbacks (the cache
+        lives with the data facts that every callback shares)."""
+        cache, y = self._shared_pass(ctx, per_class, layers, [])
         return {name: cache["acts"][name] for name in layers}, y
+
+    def fixed_set_class_maps(self, ctx: RenderContext, layers: list[str], per_class: int) -> dict[str, Tensor]:
+        """``{layer: (num_classes, *shape)}``: each layer's output averaged per class over the fixed set, from the
+        same once-per-epoch pass as ``fixed_set_activations``."""
+        cache, _ = self._shared_pass(ctx, per_class, [], layers)
+        return {name: cache["maps"][name] for name in layers}
 
     # -------------------------------------------------------------------------------------------- Lightning hooks
     @property
@@ -295,7 +320,7 @@ class VisualizationCallback(Callback):
             return True  # `train.py validate --ckpt_path ...`: the user asked for these pictures
         epoch = trainer.current_epoch
         last = trainer.state.fn == "fit" and trainer.max_epochs is not None and epoch == trainer.max_epochs - 1
-        return epoch % self.every_n_epochs == 0 or last
+        return (epoch + 1) % self.every_n_epochs == 0 or last
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.should_render(trainer):

@@ -174,13 +174,15 @@ class ChangesCallback(FixedSetCallback):
             without a hidden fully-connected layer, the ReLUs after the first and the last conv).
         per_class: samples per class in the fixed validation set (class profiles, dead units).
         top: how many units each bar chart ranks.
+        every_n_epochs: draw after every n epochs (default 2: the changes over two epochs), and at the last one.
     """
 
     technique = "changes"
     evolves = False  # each picture is already a difference between two epochs
 
-    def __init__(self, layers: list[str] | None = None, per_class: int = 500, top: int = 10, **kwargs) -> None:
-        super().__init__(layers=layers, per_class=per_class, **kwargs)
+    def __init__(self, layers: list[str] | None = None, per_class: int = 500, top: int = 10, every_n_epochs: int = 2,
+                 **kwargs) -> None:
+        super().__init__(layers=layers, per_class=per_class, every_n_epochs=every_n_epochs, **kwargs)
         if not isinstance(top, int) or isinstance(top, bool) or top < 1:
             raise ValueError(f"ChangesCallback: top must be an integer >= 1, got {top!r}")
         self.top = top

@@ -28,6 +28,9 @@ from .base import VisualizationCallback
 __all__ = ["evolution_strip", "snapshot_key", "EvolutionCallback"]
 
 DEFAULT_EPOCHS = (1, 2, 5, 10, 20, 40, 80)
+# What a representation learns, as Zeiler & Fergus followed it: the analyses (occlusion, invariance, importance, ...)
+# have their slider and scalars, and stacking them too would double the event file of a short run.
+DEFAULT_TECHNIQUES = ("filters", "feature_maps", "actmax", "deconv", "selectivity", "decision", "confusion_matrix")
 
 
 def snapshot_key(tag: str, class_tags: bool = False) -> str | None:
@@ -51,12 +54,6 @@ def evolution_strip(snapshots: dict[int, Tensor], max_width: int = 720) -> Tenso
     return figures.stack(rows, dim=1, gap=12)
 
 
-def _png(img: Tensor) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(img.permute(1, 2, 0).cpu().numpy()).save(buf, format="PNG", compress_level=1)  # fast; lossless
-    return buf.getvalue()
-
-
 def _unpng(data: bytes) -> Tensor:
     arr = np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).copy()
     return torch.from_numpy(arr).permute(2, 0, 1)
@@ -67,7 +64,9 @@ class EvolutionCallback(VisualizationCallback):
 
     Args:
         epochs: 1-based epochs to keep (default 1, 2, 5, 10, 20, 40, 80); the last epoch is always added.
-        techniques: techniques to follow (default: all that log images).
+        techniques: techniques to follow (default ``DEFAULT_TECHNIQUES``: filters, feature maps, activation
+            maximization, deconvolution, selectivity, decision pipeline, confusion matrix; ``["all"]``: every
+            technique that logs images).
         save_png: also write ``<run>/evolution/<technique>/<layer>.png``.
     """
 
@@ -90,7 +89,7 @@ class EvolutionCallback(VisualizationCallback):
         super().setup(trainer, pl_module, stage)
         if self.enabled and self.techniques is not None and trainer is not None:
             valid = [cb.technique for cb in trainer.callbacks
-                     if isinstance(cb, VisualizationCallback) and not isinstance(cb, EvolutionCallback)]
+                     if isinstance(cb, VisualizationCallback) and not isinstance(cb, EvolutionCallback)] + ["all"]
             bad = [t for t in self.techniques if t not in valid]
             if bad or not self.techniques:
                 raise ValueError(
@@ -108,12 +107,13 @@ class EvolutionCallback(VisualizationCallback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._fit_last = trainer.max_epochs - 1 if trainer.max_epochs is not None and trainer.max_epochs > 0 else None
 
-    def record_snapshot(self, tag: str, step: int, img: Tensor, source: VisualizationCallback | None = None) -> None:
-        """Called by every callback's ``RenderContext.add_image`` (``img`` uint8 ``(3, H, W)``, ``step`` 0-based)."""
+    def record_snapshot(self, tag: str, step: int, png: bytes, source: VisualizationCallback | None = None) -> None:
+        """Called by every callback's ``RenderContext.add_image`` with the PNG it logged (``step`` 0-based)."""
         if not self.enabled or self._fit_last is None or not getattr(source, "evolves", True):
             return
         key = snapshot_key(tag, getattr(source, "class_tags", False))
-        if key is None or (self.techniques is not None and key.split("/")[0] not in self.techniques):
+        followed = DEFAULT_TECHNIQUES if self.techniques is None else self.techniques
+        if key is None or ("all" not in followed and key.split("/")[0] not in followed):
             return
         if self._tag_of.setdefault(key, tag) != tag:
             return  # another class's picture of the same technique and layer
@@ -122,7 +122,7 @@ class EvolutionCallback(VisualizationCallback):
         reached = [e for e in self.epochs if e <= epoch]
         # the first picture at or after each chosen epoch (callbacks drawing every n epochs skip some), and the last
         if (reached and not any(e >= reached[-1] for e in snaps)) or step == self._fit_last:
-            snaps[epoch] = _png(img)
+            snaps[epoch] = png
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         pass  # composed once, at the end of fit
@@ -143,10 +143,10 @@ class EvolutionCallback(VisualizationCallback):
             strip = evolution_strip({e: _unpng(s) for e, s in snaps.items()})
             strip = figures.titled(strip, f"{self._tag_of.get(key, key)} over training",
                                    f"after epochs {', '.join(map(str, sorted(snaps)))}")
-            ctx.add_image(f"{self.technique}/{key}", strip)
+            png = ctx.add_image(f"{self.technique}/{key}", strip)
             log_dir = self.run_dir(ctx.trainer)
             if self.save_png and log_dir:
                 path = Path(log_dir) / "evolution" / f"{key}.png"
                 path.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(strip.permute(1, 2, 0).numpy()).save(path, compress_level=1)
+                path.write_bytes(png)
                 self.saved.append(path)

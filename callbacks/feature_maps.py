@@ -88,6 +88,8 @@ class FeatureMapsCallback(VisualizationCallback):
         self.layer_names = thin if self.layers is None else check_layers(net, self.layers)
         given = self.mean_layers if self.mean_layers is not None else self.layers
         self.mean_names = names if given is None else check_layers(net, given)
+        if self.class_mean:
+            self.share_layers([], self.per_class, class_maps=self.mean_names)
 
     def render(self, ctx: RenderContext) -> None:
         x, y = self.probe_images(ctx.trainer)
@@ -106,7 +108,7 @@ class FeatureMapsCallback(VisualizationCallback):
         if self.class_mean:
             fx, fy = self.fixed_set(ctx.trainer, self.per_class)
             k = len(ctx.classes)
-            means = class_mean_maps(ctx.net, fx, fy, self.mean_names, k)
+            means = self.fixed_set_class_maps(ctx, self.mean_names, self.per_class)  # the shared fixed-set pass
             mean_inputs = figures.input_rgb(class_means(fx.flatten(1), fy, k).view(k, *fx.shape[1:]), ctx.pixel_range)
             n = torch.bincount(fy.cpu(), minlength=k)
             for layer in self.mean_names:

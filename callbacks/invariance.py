@@ -145,14 +145,14 @@ class InvarianceCallback(VisualizationCallback):
         max_shift: the largest shift, as a fraction of the image side (0.3: 8 px at 28 px).
         scale_range: the smallest and largest scale factor.
         max_angle: the largest rotation, in degrees, either way.
-        every_n_epochs: draw every n epochs (default 2, and always at the last epoch).
+        every_n_epochs: draw after every n epochs (default 5: invariance grows slowly), and at the last epoch.
     """
 
     technique = "invariance"
 
     def __init__(self, layers: list[str] | None = None, transformations: list[str] | None = None, per_class: int = 2,
                  max_shift: float = 0.3, scale_range: tuple[float, float] = (0.6, 1.4), max_angle: float = 90.0,
-                 every_n_epochs: int = 2, **kwargs) -> None:
+                 every_n_epochs: int = 5, **kwargs) -> None:
         super().__init__(every_n_epochs=every_n_epochs, **kwargs)
         if transformations is not None:
             bad = [t for t in transformations if t not in TRANSFORMATIONS]

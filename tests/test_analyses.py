@@ -13,12 +13,12 @@ from callbacks.activations import dead_fraction, dead_units
 from callbacks.confusion import ConfusionMatrixCallback, confusion_matrix
 from callbacks.decision import DecisionCallback, decision_pipeline, default_stages, strongest_maps
 from callbacks.embedding import embedding_features, penultimate_layer
-from callbacks.evolution import evolution_strip, snapshot_key
+from callbacks.evolution import DEFAULT_TECHNIQUES, evolution_strip, snapshot_key
 from callbacks.hooks import LayerError, capture_activations, layer_shapes
 from callbacks.layer_responses import LayerResponsesCallback, layer_class_responses, row_contrast, short_number
 from callbacks.samples import class_grid
 from lit_modules.nets import MLP, DeepCNN, LeNet5, SimpleCNN
-from tests.conftest import _images, has_colour, render_once
+from tests.conftest import _images, has_colour, near, render_once
 
 
 # ------------------------------------------------------------------------------------------ pure functions
@@ -137,9 +137,6 @@ def test_evolution_strip_orientation_and_keys():
 # ------------------------------------------------------------------------------ pictures (render_once)
 YELLOW, PURPLE, DARK_RED, DARK_BLUE = (253, 231, 37), (68, 1, 84), (103, 0, 31), (5, 48, 97)
 
-
-def near(colour, expected) -> bool:
-    return max(abs(a - b) for a, b in zip(colour, expected)) <= 1
 
 
 def colour_at(img, live, ax, xy):
@@ -295,12 +292,14 @@ def test_evolution_stacks_the_logged_snapshots_and_saves_pngs(lenet_run):
     cli, ea, run = lenet_run
     evo = next(c for c in cli.trainer.callbacks if type(c).__name__ == "EvolutionCallback")
     tags = set(ea.Tags()["images"])
-    for key in ("filters/conv_1", "feature_maps/conv_1", "decision", "occlusion", "confusion_matrix", "selectivity"):
+    for key in ("filters/conv_1", "feature_maps/conv_1", "decision", "confusion_matrix", "selectivity"):
         assert f"evolution/{key}" in tags, key
         assert sorted(_images(ea, f"evolution/{key}")) == [1]  # logged once, at the last epoch's step
         assert (run / "evolution" / f"{key}.png").is_file()
         assert sorted(evo.snapshots[key]) == [1, 2]  # 1-based epochs
     assert "evolution/samples" not in {t.rsplit("/", 1)[0] for t in tags} and "samples/train" not in evo.snapshots
+    # by default only what the representations learn is stacked; the analyses keep their slider
+    assert {key.split("/")[0] for key in evo.snapshots} == set(DEFAULT_TECHNIQUES) and "evolution/occlusion" not in tags
     # the snapshots are exactly the pictures logged at those epochs (the first class's, for per-class pictures)
     for key, tag in (("filters/conv_1", "filters/conv_1"), ("decision", "decision"), ("feature_maps/conv_1", "feature_maps/conv_1")):
         logged = _images(ea, tag)

@@ -141,7 +141,7 @@ def cheap_callbacks(overrides: dict | None = None) -> dict:
     made = {}
     for key, cls in VISUALIZATIONS.items():
         params = inspect.signature(cls.__init__).parameters
-        kwargs = {k: v for k, v in CHEAP.items() if k in params} | (overrides or {}).get(key, {})
+        kwargs = {k: v for k, v in CHEAP.items() if k in params} | {"every_n_epochs": 1} | (overrides or {}).get(key, {})
         made[key] = cls(strict=True, **kwargs)
     return made
 

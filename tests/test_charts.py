@@ -4,23 +4,26 @@ analyses drawn from a net with NaN weights."""
 
 from __future__ import annotations
 
+import io
 from collections import OrderedDict
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from callbacks.confusion import ConfusionMatrixCallback
 from callbacks.decision import DecisionCallback
 from callbacks.fc_activations import FCActivationsCallback, FCChart, following_relu, sparsity
+from callbacks.figures import MAX_PALETTE_ERROR, figure, to_image, to_png, to_rgb, to_uint8
 from callbacks.hooks import layer_shapes
 from callbacks.importance import ImportanceCallback
 from callbacks.layer_responses import LayerResponsesCallback
 from callbacks.occlusion import OcclusionCallback
 from callbacks.selectivity import SelectivityCallback, class_means, selectivity_index, sorted_by_preference
 from lit_modules.nets import LeNet5
-from tests.conftest import RecordingWriter, render_once
+from tests.conftest import RecordingWriter, near, render_once
 
 K = 4
 CLASSES = ("zero", "one", "two", "three")
@@ -58,10 +61,6 @@ def pixel(img, chart_live, ax, xy):
     (cx, cy), = chart_live.to_pixels(ax, [xy]).round().astype(int)
     return tuple(img[:, cy, cx].tolist())
 
-
-def near(colour, expected) -> bool:
-    """Within 1 per channel (colour maps and rounding)."""
-    return max(abs(a - b) for a, b in zip(colour, expected)) <= 1
 
 
 def render(cb, net, x, y, classes=CLASSES, step=3, **kw):
@@ -211,3 +210,32 @@ def test_every_analysis_chart_draws_a_net_with_nan_weights(histograms):
         for tag, (img, _) in w.images.items():
             assert img.dtype == torch.uint8 and img.shape[0] == 3 and img.shape[2] <= 720, tag
             assert np.unique(img.numpy()).size > 2, tag  # a picture, not a blank
+
+
+
+def _decoded(png: bytes) -> tuple[str, np.ndarray]:
+    im = Image.open(io.BytesIO(png))
+    return im.mode, np.asarray(im.convert("RGB")).astype(int)
+
+
+def test_to_png_is_exact_for_few_colours_faithful_for_charts_and_lossless_for_photographs():
+    grid = to_rgb(torch.linspace(-1, 1, 64 * 80).reshape(64, 80))  # a colour-mapped grid: at most 256 colours
+    grid = to_uint8(grid)
+    mode, back = _decoded(to_png(grid))
+    assert mode == "P" and np.array_equal(back, grid.permute(1, 2, 0).numpy())
+
+    with figure(400, 300) as fig:  # an anti-aliased chart: thousands of colours
+        ax = fig.add_subplot()
+        ax.scatter(np.arange(50), np.sin(np.arange(50)), c=np.arange(50), cmap="viridis")
+        ax.set_xlabel("unit")
+        chart = to_image(fig)
+    assert len(np.unique(chart.reshape(3, -1).numpy(), axis=1).T) > 256
+    mode, back = _decoded(to_png(chart))
+    assert mode == "P" and np.abs(back - chart.permute(1, 2, 0).numpy()).max() <= MAX_PALETTE_ERROR
+    rgb = io.BytesIO()
+    Image.fromarray(chart.permute(1, 2, 0).numpy()).save(rgb, format="PNG")
+    assert len(to_png(chart)) < 0.7 * len(rgb.getvalue())
+
+    photo = torch.randint(0, 256, (3, 40, 40), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    mode, back = _decoded(to_png(photo))  # 256 colours cannot stand for it within the bound: kept as RGB, exactly
+    assert mode == "RGB" and np.array_equal(back, photo.permute(1, 2, 0).numpy())

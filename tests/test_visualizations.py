@@ -3,6 +3,7 @@ read back from the TensorBoard event file with TensorBoard's own reader."""
 
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -272,3 +273,15 @@ def test_nan_weights_and_dead_layers_draw_without_nan_pixels_or_errors(idx_dir, 
                 "selectivity", "fc_activations/fc_1", "actmax/conv_2"):
         imgs = _images(ea, tag)
         assert sorted(imgs) == [0, 1], tag  # drawn at the broken epoch too
+
+
+def test_every_n_epochs_draws_after_every_n_epochs_and_at_the_last_one():
+    def drawn(cb, max_epochs, fn="fit"):
+        return [e for e in range(max_epochs) if cb.should_render(SimpleNamespace(
+            sanity_checking=False, state=SimpleNamespace(fn=fn), current_epoch=e, max_epochs=max_epochs))]
+
+    assert drawn(FiltersCallback(every_n_epochs=3), 8) == [2, 5, 7]  # after epochs 3 and 6 (1-based), and the last
+    assert drawn(FiltersCallback(every_n_epochs=5), 3) == [2]  # a short run still gets its one picture
+    assert drawn(FiltersCallback(), 3) == [0, 1, 2]
+    assert drawn(FiltersCallback(every_n_epochs=5), 2, fn="validate") == [0, 1]  # asked for: always drawn
+    assert drawn(FiltersCallback(enabled=False), 3) == []

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..hooks import capture_activations
+from ..hooks import activation_pass, capture_activations
 
 __all__ = ["feature_maps", "class_mean_maps"]
 
@@ -24,7 +24,6 @@ def feature_maps(net: nn.Module, images: Tensor, layers: Sequence[str]) -> dict[
     return capture_activations(net, images, list(layers), stop_after_last=True)
 
 
-@torch.no_grad()
 def class_mean_maps(
     net: nn.Module, x: Tensor, y: Tensor, layers: Sequence[str], num_classes: int, batch_size: int = 500
 ) -> dict[str, Tensor]:
@@ -32,15 +31,4 @@ def class_mean_maps(
 
     Computed in batches (only per-class sums are kept, so memory stays small); a class without images gets zeros.
     """
-    layers = list(layers)
-    sums: dict[str, Tensor] = {}
-    counts = torch.bincount(y.long().cpu(), minlength=num_classes).clamp(min=1).float()
-    for start in range(0, len(x), batch_size):
-        labels = y[start : start + batch_size].long()
-        acts = capture_activations(net, x[start : start + batch_size], layers, stop_after_last=True)
-        for name, a in acts.items():
-            a = a.float()
-            if name not in sums:
-                sums[name] = torch.zeros(num_classes, *a.shape[1:], device=a.device)
-            sums[name].index_add_(0, labels.to(a.device), a)
-    return {name: (sums[name].cpu() / counts.view(-1, *[1] * (sums[name].dim() - 1))) for name in layers}
+    return activation_pass(net, x, map_layers=layers, labels=y, num_classes=num_classes, batch_size=batch_size)[1]
