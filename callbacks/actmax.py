@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from . import figures
 from .base import LayerError, RenderContext, VisualizationCallback
 from .hooks import check_units
+from .methods import actmax as methods_actmax
 from .methods.actmax import (
     DEFAULT_L2,
     DEFAULT_ROTATE,
@@ -30,19 +31,7 @@ from .methods.actmax import (
     weight_correlation,
 )
 
-__all__ = [
-    "ActMaxCallback",
-    "maximize_activation",
-    "unit_activation",
-    "cross_activations",
-    "diagonal_dominance",
-    "weight_correlation",
-    "layer_units",
-    "OBJECTIVES",
-    "DEFAULT_STEPS",
-    "DEFAULT_L2",
-    "DEFAULT_TV",
-]
+__all__ = ["ActMaxCallback", *methods_actmax.__all__]  # the callback, and the method's public names again
 
 WIDTH = 400  # px: a TensorBoard card
 GAP = 4  # px between tiles

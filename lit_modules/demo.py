@@ -3,7 +3,7 @@
 MNIST when its files are in ``data/`` or can be downloaded; otherwise Fashion-MNIST from Debian's
 ``dataset-fashion-mnist`` (installed with apt-get when running as root and it is missing).
 
-    python -m lit_modules.demo [--epochs 5] [extra train.py fit arguments...]
+    python -m lit_modules.demo [--epochs 3] [extra train.py fit arguments...]
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def choose_dataset(data_dir: str = "data", try_download: bool = True, try_apt: b
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--config", default=str(ROOT / "configs" / "lenet5.yaml"))
     parser.add_argument("--data-dir", default="data")
     args, extra = parser.parse_known_args(argv)
