@@ -290,6 +290,7 @@ def to_uint8(img: Tensor) -> Tensor:
 
 
 MAX_PALETTE_ERROR = 16  # levels of 255: no pixel of a palette PNG moves further from its true colour
+MANY_COLOURS = 8192  # more colours than this: a photograph, not a chart's anti-aliasing
 
 
 def _colour_keys(rgb: np.ndarray) -> np.ndarray:
@@ -308,21 +309,32 @@ def to_png(img: Tensor) -> bytes:
     maximum-coverage quantizer is tried; a photograph that would band with either stays RGB."""
     rgb = np.ascontiguousarray(img.detach().cpu().permute(1, 2, 0).numpy())
     pil = Image.fromarray(rgb)
-    counts = pil.getcolors(rgb.shape[0] * rgb.shape[1])  # [(count, (r, g, b))], every colour present
+    counts = pil.getcolors(MANY_COLOURS)  # [(count, (r, g, b))], every colour present; None if more
+    if counts is None:  # a photograph: 256 frequent colours cannot stand for it; try the quantizer, else RGB
+        return _png_quantized_or_rgb(pil, rgb)
     colours = np.array([c for _, c in counts], dtype=np.int32).reshape(-1, 3)
     palette = colours[np.argsort(-np.array([n for n, _ in counts]), kind="stable")[:256]]
     # nearest palette colour of every colour, by squared distance |c|^2 - 2 c.p + |p|^2
     c, p = colours.astype(np.float32), palette.astype(np.float32)
     nearest = ((p * p).sum(1)[None, :] - 2 * c @ p.T).argmin(1)
-    if np.abs(colours - palette[nearest]).max() <= MAX_PALETTE_ERROR:
-        lut = np.empty(1 << 24, dtype=np.uint8)  # colour -> palette index; only present colours are read
-        lut[_colour_keys(colours)] = nearest
-        pil = Image.fromarray(lut[_colour_keys(rgb)], mode="P")
-        pil.putpalette(palette.astype(np.uint8).tobytes())
-    else:
-        quantized = pil.quantize(256, method=Image.Quantize.MAXCOVERAGE, dither=Image.Dither.NONE)
-        if np.abs(np.asarray(quantized.convert("RGB"), dtype=np.int16) - rgb).max() <= MAX_PALETTE_ERROR:
-            pil = quantized
+    if np.abs(colours - palette[nearest]).max() > MAX_PALETTE_ERROR:
+        return _png_quantized_or_rgb(pil, rgb)
+    lut = np.empty(1 << 24, dtype=np.uint8)  # colour -> palette index; only present colours are read
+    lut[_colour_keys(colours)] = nearest
+    indexed = Image.fromarray(lut[_colour_keys(rgb)], mode="P")
+    indexed.putpalette(palette.astype(np.uint8).tobytes())
+    return _png_bytes(indexed)
+
+
+def _png_quantized_or_rgb(pil: Image.Image, rgb: np.ndarray) -> bytes:
+    """Pillow's maximum-coverage 256-colour PNG where no pixel moves by more than ``MAX_PALETTE_ERROR``, else RGB."""
+    quantized = pil.quantize(256, method=Image.Quantize.MAXCOVERAGE, dither=Image.Dither.NONE)
+    if np.abs(np.asarray(quantized.convert("RGB"), dtype=np.int16) - rgb).max() <= MAX_PALETTE_ERROR:
+        return _png_bytes(quantized)
+    return _png_bytes(pil)
+
+
+def _png_bytes(pil: Image.Image) -> bytes:
     buf = io.BytesIO()
     pil.save(buf, format="PNG")
     return buf.getvalue()

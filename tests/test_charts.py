@@ -236,6 +236,7 @@ def test_to_png_is_exact_for_few_colours_faithful_for_charts_and_lossless_for_ph
     Image.fromarray(chart.permute(1, 2, 0).numpy()).save(rgb, format="PNG")
     assert len(to_png(chart)) < 0.7 * len(rgb.getvalue())
 
-    photo = torch.randint(0, 256, (3, 40, 40), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
-    mode, back = _decoded(to_png(photo))  # 256 colours cannot stand for it within the bound: kept as RGB, exactly
-    assert mode == "RGB" and np.array_equal(back, photo.permute(1, 2, 0).numpy())
+    for size in (40, 128):  # 1,600 colours, and more than figures.MANY_COLOURS
+        photo = torch.randint(0, 256, (3, size, size), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+        mode, back = _decoded(to_png(photo))  # 256 colours cannot stand for it within the bound: RGB, exactly
+        assert mode == "RGB" and np.array_equal(back, photo.permute(1, 2, 0).numpy())
