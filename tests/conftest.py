@@ -13,6 +13,8 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from callbacks.figures import MAX_PALETTE_ERROR
+
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -167,14 +169,10 @@ def render_once(cb, net, x, y, classes=tuple("0123456789"), pixel_range=(0.0, 1.
 
 def near(colour, expected) -> bool:
     """Whether a logged pixel's colour is ``expected`` within what the palette PNG may move a colour."""
-    from callbacks.figures import MAX_PALETTE_ERROR
-
     return max(abs(a - b) for a, b in zip(colour, expected)) <= MAX_PALETTE_ERROR
 
 
 def has_colour(img, rgb) -> bool:
     """Whether a logged uint8 ``(3, H, W)`` image has a pixel of the colour ``rgb``, within what the palette PNG
     may move a colour (``figures.MAX_PALETTE_ERROR`` levels per channel)."""
-    from callbacks.figures import MAX_PALETTE_ERROR
-
     return bool((img.permute(1, 2, 0).int() - torch.tensor(rgb)).abs().max(-1).values.le(MAX_PALETTE_ERROR).any())
