@@ -303,24 +303,49 @@ def to_png(img: Tensor) -> bytes:
     three, so pictures and event files are 2-3x smaller) wherever no pixel moves by more than
     ``MAX_PALETTE_ERROR`` levels, else RGB. Deterministic.
 
-    The palette is the picture's 256 most frequent colours: exact for a picture of at most 256 colours (greyscale
-    images, colour-mapped grids); for a chart, its flat areas, lines and text keep their colours and only the rarer
-    anti-aliasing blends go to the nearest palette colour. Where that moves some pixel too far, Pillow's
-    maximum-coverage quantizer is tried; a photograph that would band with either stays RGB."""
+    A picture of at most 256 colours is stored exactly (greyscale images, colour-mapped grids). A chart has a few
+    hundred to a few thousand: its colour maps' colours and the anti-aliasing blends of its lines and text. Its
+    colours are grouped into cubes of the colour space, as small as leave at most 256 groups (side 3, 5, 9 or 17
+    levels), and each group is drawn in its most frequent colour: the background and the commonest colours stay
+    exact, and every other colour moves by less than the cube's side. Where even that fails, the 256 most frequent colours and
+    then Pillow's maximum-coverage quantizer are tried; a photograph that would band with either stays RGB."""
     rgb = np.ascontiguousarray(img.detach().cpu().permute(1, 2, 0).numpy())
     pil = Image.fromarray(rgb)
     counts = pil.getcolors(MANY_COLOURS)  # [(count, (r, g, b))], every colour present; None if more
-    if counts is None:  # a photograph: 256 frequent colours cannot stand for it; try the quantizer, else RGB
+    if counts is None:  # a photograph: 256 colours cannot stand for it; try the quantizer, else RGB
         return _png_quantized_or_rgb(pil, rgb)
     colours = np.array([c for _, c in counts], dtype=np.int32).reshape(-1, 3)
-    palette = colours[np.argsort(-np.array([n for n, _ in counts]), kind="stable")[:256]]
-    # nearest palette colour of every colour, by squared distance |c|^2 - 2 c.p + |p|^2
+    n = np.array([k for k, _ in counts], dtype=np.int64)
+    for side in (1, 3, 5, 9, MAX_PALETTE_ERROR + 1):
+        found = _cube_palette(colours, n, side)
+        if found is not None:
+            return _indexed_png(rgb, colours, *found)
+    palette = colours[np.argsort(-n, kind="stable")[:256]]  # the most frequent colours, each colour to its nearest
     c, p = colours.astype(np.float32), palette.astype(np.float32)
-    nearest = ((p * p).sum(1)[None, :] - 2 * c @ p.T).argmin(1)
-    if np.abs(colours - palette[nearest]).max() > MAX_PALETTE_ERROR:
-        return _png_quantized_or_rgb(pil, rgb)
+    nearest = ((p * p).sum(1)[None, :] - 2 * c @ p.T).argmin(1)  # squared distance |c|^2 - 2 c.p + |p|^2
+    if np.abs(colours - palette[nearest]).max() <= MAX_PALETTE_ERROR:
+        return _indexed_png(rgb, colours, palette, nearest)
+    return _png_quantized_or_rgb(pil, rgb)
+
+
+def _cube_palette(colours: np.ndarray, n: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(palette (P, 3), index of every colour)``: the most frequent colour of each occupied ``side``-level cube of
+    the colour space stands for the cube (every colour moves by less than ``side``); None if more than 256 cubes."""
+    cube = _colour_keys(colours // side)
+    order = np.lexsort((-n, cube))  # by cube, its most frequent colour first
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = cube[order][1:] != cube[order][:-1]
+    if first.sum() > 256:
+        return None
+    index = np.empty(len(colours), dtype=np.int64)
+    index[order] = np.cumsum(first) - 1
+    return colours[order[first]], index
+
+
+def _indexed_png(rgb: np.ndarray, colours: np.ndarray, palette: np.ndarray, index: np.ndarray) -> bytes:
+    """The palette PNG of ``rgb`` ``(H, W, 3)`` whose every colour ``colours[i]`` is drawn as ``palette[index[i]]``."""
     lut = np.empty(1 << 24, dtype=np.uint8)  # colour -> palette index; only present colours are read
-    lut[_colour_keys(colours)] = nearest
+    lut[_colour_keys(colours)] = index
     indexed = Image.fromarray(lut[_colour_keys(rgb)], mode="P")
     indexed.putpalette(palette.astype(np.uint8).tobytes())
     return _png_bytes(indexed)

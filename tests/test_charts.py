@@ -16,7 +16,7 @@ from torch import nn
 from callbacks.confusion import ConfusionMatrixCallback
 from callbacks.decision import DecisionCallback
 from callbacks.fc_activations import FCActivationsCallback, FCChart, following_relu, sparsity
-from callbacks.figures import MAX_PALETTE_ERROR, figure, to_image, to_png, to_rgb, to_uint8
+from callbacks.figures import MAX_PALETTE_ERROR, colorbar, figure, to_image, to_png, to_rgb, to_uint8
 from callbacks.hooks import layer_shapes
 from callbacks.importance import ImportanceCallback
 from callbacks.layer_responses import LayerResponsesCallback
@@ -232,6 +232,24 @@ def test_to_png_is_exact_for_few_colours_faithful_for_charts_and_lossless_for_ph
     assert len(np.unique(chart.reshape(3, -1).numpy(), axis=1).T) > 256
     mode, back = _decoded(to_png(chart))
     assert mode == "P" and np.abs(back - chart.permute(1, 2, 0).numpy()).max() <= MAX_PALETTE_ERROR
+
+    with figure(400, 300) as fig:  # a heatmap with a colour bar and labels, as convscope draws them
+        ax = fig.add_subplot()
+        colorbar(fig, ax.imshow(np.random.default_rng(0).normal(size=(20, 30)), cmap="RdBu_r"), ax, "activation")
+        ax.set_xlabel("unit")
+        chart = to_image(fig)
+    mode, back = _decoded(to_png(chart))
+    pixels = chart.permute(1, 2, 0).numpy()
+    assert mode == "P" and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 256
+    assert np.abs(back - pixels).max() <= MAX_PALETTE_ERROR
+    colours, counts = np.unique(pixels.reshape(-1, 3), axis=0, return_counts=True)
+    for colour in colours[np.argsort(-counts)[:3]]:  # the background and the commonest colours: exact
+        assert (back[(pixels == colour).all(-1)] == colour).all(), colour
+    # 511 colours: a grey ramp and a slightly blue one beside it; 3-level cubes hold them in under 256 groups
+    r = torch.arange(255, dtype=torch.uint8)
+    ramp = torch.stack([torch.stack([r, r, r]), torch.stack([r, r, r + 1])], 1)  # (3, 2, 255)
+    mode, back = _decoded(to_png(ramp))
+    assert mode == "P" and 0 < np.abs(back - ramp.permute(1, 2, 0).numpy()).max() <= 2
     rgb = io.BytesIO()
     Image.fromarray(chart.permute(1, 2, 0).numpy()).save(rgb, format="PNG")
     assert len(to_png(chart)) < 0.7 * len(rgb.getvalue())
