@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from typing_extensions import override
+
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
@@ -30,9 +32,10 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 from tensorboard.compat.proto.summary_pb2 import Summary
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, SequentialSampler
 
-from .data import DataFacts, choose_per_class, data_facts
-from .hooks import LayerError, activation_pass, eval_mode, layer_shapes, spread
+from .data import DataFacts, choose_per_class, data_facts, val_loader
+from .hooks import ActivationStats, LayerError, LayerProbe, activation_pass, eval_mode, layer_shapes, spread
 from .figures import to_png, to_uint8
 
 MAX_DEFAULT_LAYERS = 4  # default layers of a callback on a deep net: this many, spread over its depth
@@ -101,6 +104,64 @@ class RenderContext:
             self.logged.append(tag)
 
 
+def sequential_batch_size(trainer: pl.Trainer, facts: DataFacts) -> int | None:
+    """The validation loader's batch size when its batch ``b`` holds the validation samples ``b * size, ...`` in
+    order, in one process (so a batch's samples are known by position); else None."""
+    if trainer.world_size != 1:
+        return None
+    if facts.tensors is not None:  # the fast path: MNISTDataModule's TensorBatches over the same tensors
+        loader = trainer.val_dataloaders
+        ordered = getattr(loader, "shuffle", True) is False and getattr(loader, "x", None) is facts.tensors[0]
+        return int(loader.batch_size) if ordered else None
+    loader = val_loader(trainer)
+    if isinstance(loader, DataLoader) and isinstance(loader.sampler, SequentialSampler) and loader.batch_size:
+        return int(loader.batch_size)
+    return None
+
+
+class EpochCapture:
+    """The fixed-set statistics of one epoch, gathered from the validation loop's own forward passes instead of a
+    pass of their own: a ``LayerProbe`` on the shared layers keeps each validation batch's activations, and the
+    samples of the fixed set among them go into an ``ActivationStats``. It gives up (and the callbacks make their own
+    pass) unless every fixed-set sample was seen exactly once, with the label expected at its position."""
+
+    def __init__(self, net: nn.Module, stats: ActivationStats, fixed_idx: Tensor, labels: Tensor, n: int,
+                 batch_size: int, key: tuple) -> None:
+        self.stats, self.batch_size, self.key = stats, batch_size, key
+        self.where = torch.full((n,), -1, dtype=torch.long)  # validation index -> position in the fixed set
+        self.where[fixed_idx.cpu()] = torch.arange(len(fixed_idx))
+        self.labels = labels.cpu()  # of the fixed set, in its order
+        self.probe: LayerProbe | None = LayerProbe(net, stats.layers)
+        self.failed = False
+
+    def add(self, batch: Any, batch_idx: int) -> None:
+        if self.failed or self.probe is None:
+            return
+        acts, calls = self.probe.take()
+        y = batch[1] if isinstance(batch, (tuple, list)) and len(batch) > 1 else None
+        start = batch_idx * self.batch_size
+        if not isinstance(y, Tensor) or any(c != 1 for c in calls.values()) or start + len(y) > len(self.where):
+            return self.close(failed=True)  # not (x, y) batches, or the net did not run once per batch
+        pos = self.where[start : start + len(y)]
+        mask = pos >= 0
+        pos = pos[mask]
+        if not pos.numel():
+            return
+        y = y.detach().cpu().long()[mask]
+        if not torch.equal(y, self.labels[pos]) or self.stats.seen[pos].any():
+            return self.close(failed=True)  # the batches are not the samples we take them for
+        self.stats.add({name: a[mask.to(a.device)] for name, a in acts.items()}, y, pos)
+
+    def complete(self) -> bool:
+        return not self.failed and bool(self.stats.seen.all())
+
+    def close(self, failed: bool = False) -> None:
+        self.failed = self.failed or failed
+        if self.probe is not None:
+            self.probe.remove()
+            self.probe = None
+
+
 class VisualizationCallback(Callback):
     """Base class: subclasses set ``technique`` and implement ``configure`` and ``render``.
 
@@ -133,9 +194,12 @@ class VisualizationCallback(Callback):
         self._fetched: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
         self._charts: dict = {}  # matplotlib charts kept between epochs (LiveFigure), rebuilt where they are drawn
         self._warned_no_writer = False
+        self._state_key: str | None = None
+        self._capture: EpochCapture | None = None  # this epoch's fixed-set capture, on the callback that set it up
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_charts": {}}  # matplotlib figures do not pickle; they are rebuilt where drawn
+        # matplotlib figures and hooks do not pickle; they are rebuilt where used
+        return {**self.__dict__, "_charts": {}, "_capture": None}
 
     # ----------------------------------------------------------------------------------------- for subclasses
     def configure(self, net: nn.Module, shapes: dict[str, tuple[int, ...]]) -> None:
@@ -219,8 +283,14 @@ class VisualizationCallback(Callback):
         cache = self.facts(ctx.trainer).cache.setdefault(("fixed_set_activations", per_class), {})
         key = (ctx.step, id(ctx.net), len(x), getattr(ctx.trainer, "global_step", 0))
         if cache.get("key") != key:
+            capture = cache.get("capture")
             cache.clear()
             cache.update(key=key, acts={}, maps={})
+            if capture is not None:  # gathered during this epoch's validation loop, if it saw the whole set
+                capture.close()
+                if capture.key == key and capture.complete():
+                    cache["acts"].update(capture.stats.units)
+                    cache["maps"].update(capture.stats.class_means())
         want_units, want_maps = list(layers), list(maps)
         for cb in ctx.trainer.callbacks:  # every callback's layers on the same fixed set, in one pass
             shared = getattr(cb, "shared_layers", None)
@@ -250,7 +320,10 @@ class VisualizationCallback(Callback):
     # -------------------------------------------------------------------------------------------- Lightning hooks
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(technique=self.technique, config=repr(self._state_config()))
+        # Lightning reads it for every hook of every step (to name the profiler's section): built once per fit.
+        if getattr(self, "_state_key", None) is None:
+            self._state_key = self._generate_state_key(technique=self.technique, config=repr(self._state_config()))
+        return self._state_key
 
     def _state_config(self) -> dict[str, Any]:
         return {}
@@ -267,6 +340,7 @@ class VisualizationCallback(Callback):
     def setup(self, trainer: pl.Trainer | None, pl_module: pl.LightningModule, stage: str) -> None:
         """Check layer names and units against the net, with the input shape of the Trainer's validation data
         (without a Trainer, as in a direct call, ``input_shape`` as set: 1x28x28 by default)."""
+        self._state_key = None  # the configuration may have been changed since the Trainer was built
         if not self.enabled:
             return
         if trainer is not None:
@@ -322,9 +396,57 @@ class VisualizationCallback(Callback):
         last = trainer.state.fn == "fit" and trainer.max_epochs is not None and epoch == trainer.max_epochs - 1
         return (epoch + 1) % self.every_n_epochs == 0 or last
 
+    def _start_capture(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Set up this epoch's ``EpochCapture`` of the fixed set (once for all callbacks that share it and draw this
+        epoch), where the validation batches are the validation samples in order."""
+        per_class = self.shared_layers[1]
+        facts = self.facts(trainer)
+        size = sequential_batch_size(trainer, facts)
+        cache = facts.cache.setdefault(("fixed_set_activations", per_class), {})
+        net = self.net_of(pl_module)
+        x, y = self.fixed_set(trainer, per_class)
+        key = (self.step_of(trainer, pl_module), id(net), len(x), trainer.global_step)
+        if size is None or cache.get("key") == key or (cache.get("capture") and cache["capture"].key == key):
+            return
+        units, maps = [], []
+        for cb in trainer.callbacks:
+            shared = getattr(cb, "shared_layers", None)
+            if isinstance(cb, VisualizationCallback) and shared and shared[1] == per_class and cb.should_render(trainer):
+                units += shared[0]
+                maps += cb.shared_maps
+        stats = ActivationStats(list(dict.fromkeys(units)), list(dict.fromkeys(maps)), len(x), len(facts.classes))
+        cache["capture"] = self._capture = EpochCapture(net, stats, self.fixed_idx, y, len(facts.labels()), size, key)
+
+    @override
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.shared_layers and self.should_render(trainer) and trainer.is_global_zero:
+            self._start_capture(trainer, pl_module)
+
+    @override
+    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        if self._capture is not None:
+            if dataloader_idx == 0:
+                self._capture.add(batch, batch_idx)
+            else:
+                self._capture.close(failed=True)
+
+    @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.should_render(trainer):
-            self.draw(trainer, pl_module)
+        try:
+            if self.should_render(trainer):
+                self.draw(trainer, pl_module)
+        finally:
+            self._stop_capture()
+
+    @override
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._stop_capture()
+
+    def _stop_capture(self) -> None:
+        if self._capture is not None:
+            self._capture.close()
+            self._capture = None
 
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int | None = None) -> None:
         """Build the render context and call ``render`` on rank zero, with fault isolation and timing (``step``:

@@ -83,9 +83,11 @@ class ConfusionMatrixCallback(VisualizationCallback):
         self.batch_size = batch_size
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        super().on_validation_epoch_start(trainer, pl_module)
         self._seen: list[tuple[Tensor, Tensor]] = []
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        super().on_validation_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
         if self.enabled and trainer.world_size == 1 and isinstance(outputs, dict) and "preds" in outputs:
             self._seen.append((outputs["preds"], batch[1]))
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["check_images", "as_int", "spread", "capture_activations", "forward_with_activations", "collect_activations", "activation_pass", "check_unit_range", "layer_shapes", "check_layers", "check_units", "eval_mode", "LayerError"]
+__all__ = ["LayerProbe", "ActivationStats", "check_images", "as_int", "spread", "capture_activations", "forward_with_activations", "collect_activations", "activation_pass", "check_unit_range", "layer_shapes", "check_layers", "check_units", "eval_mode", "LayerError"]
 
 
 class LayerError(ValueError):
@@ -53,6 +53,52 @@ def check_layers(net: nn.Module, layers: Sequence[str], what: str = "layer") -> 
     return list(layers)
 
 
+class LayerProbe:
+    """Forward hooks on named layers that keep each one's latest output (``outputs``) and count its calls, until
+    ``remove()`` (or the end of a ``with`` block). The one hook mechanism of convscope: a single forward pass
+    (``capture_activations``) and a whole validation epoch (``base``'s fixed-set statistics) both use it.
+
+    ``stop_after_last``: raise ``LayerProbe.Stop`` once every layer has run, so the forward pass ends at the deepest
+    requested layer (the net's output is then not computed)."""
+
+    class Stop(Exception):
+        """Raised from the last requested layer's hook when the forward pass may end there."""
+
+    def __init__(self, net: nn.Module, layers: Sequence[str], detach: bool = True, stop_after_last: bool = False) -> None:
+        check_layers(net, layers)
+        modules = _modules(net)
+        self.outputs: dict[str, Tensor] = {}
+        self.calls = {name: 0 for name in layers}
+        self._detach, self._stop = detach, stop_after_last
+        self._handles = [modules[name].register_forward_hook(self._hook(name)) for name in dict.fromkeys(layers)]
+
+    def _hook(self, name: str):
+        def fn(module: nn.Module, inputs, output: Tensor) -> None:
+            self.outputs[name] = output.detach() if self._detach else output
+            self.calls[name] += 1
+            if self._stop and len(self.outputs) == len(self.calls):
+                raise LayerProbe.Stop
+
+        return fn
+
+    def take(self) -> tuple[dict[str, Tensor], dict[str, int]]:
+        """``(outputs, calls)`` since the last ``take`` (or since the hooks were set), and start afresh."""
+        outputs, calls = self.outputs, self.calls
+        self.outputs, self.calls = {}, dict.fromkeys(calls, 0)
+        return outputs, calls
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def __enter__(self) -> "LayerProbe":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+
 def capture_activations(
     net: nn.Module, x: Tensor, layers: Sequence[str], detach: bool = True, stop_after_last: bool = False
 ) -> dict[str, Tensor]:
@@ -61,49 +107,22 @@ def capture_activations(
     Hooks are removed when the call returns or raises. With ``stop_after_last`` the forward pass ends at the
     deepest requested layer (the net's output is then not computed), which saves work for early layers.
     """
-    check_layers(net, layers)
-    modules = _modules(net)
-    wanted = set(layers)
-    acts: dict[str, Tensor] = {}
-
-    class _Stop(Exception):
-        pass
-
-    def hook(name: str):
-        def fn(module: nn.Module, inputs, output: Tensor) -> None:
-            acts[name] = output.detach() if detach else output
-            if stop_after_last and len(acts) == len(wanted):
-                raise _Stop
-
-        return fn
-
-    handles = [modules[name].register_forward_hook(hook(name)) for name in wanted]
-    try:
-        net(x)
-    except _Stop:
-        pass
-    finally:
-        for h in handles:
-            h.remove()
-    missing = [name for name in layers if name not in acts]
+    with LayerProbe(net, layers, detach, stop_after_last) as probe:
+        try:
+            net(x)
+        except LayerProbe.Stop:
+            pass
+    missing = [name for name in layers if name not in probe.outputs]
     if missing:
         raise LayerError(f"layer(s) {missing} of {type(net).__name__} are not called in the forward pass")
-    return {name: acts[name] for name in layers}
+    return {name: probe.outputs[name] for name in layers}
 
 
 def forward_with_activations(net: nn.Module, x: Tensor, layers: Sequence[str]) -> tuple[Tensor, dict[str, Tensor]]:
     """``(net(x), {name: detached output of that layer})`` from one forward pass; hooks removed afterwards."""
-    check_layers(net, layers)
-    modules = _modules(net)
-    acts: dict[str, Tensor] = {}
-    handles = [modules[name].register_forward_hook(lambda m, i, o, name=name: acts.__setitem__(name, o.detach()))
-               for name in dict.fromkeys(layers)]
-    try:
+    with LayerProbe(net, layers) as probe:
         out = net(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return out, {name: acts[name] for name in layers}
+    return out, {name: probe.outputs[name] for name in layers}
 
 
 @torch.no_grad()
@@ -190,6 +209,47 @@ class eval_mode:
             m.training = mode
 
 
+class ActivationStats:
+    """Fixed-set statistics gathered batch by batch (``add``), from wherever the batches' activations come:
+
+    - ``units``: ``{layer: (N, U)}`` per-sample unit activations of ``unit_layers`` (a conv unit: the mean of its
+      map), sample ``i`` of the set in row ``i``;
+    - ``class_means()``: ``{layer: (num_classes, *shape)}`` the output of ``map_layers`` averaged over each class's
+      samples, on the CPU (a class without samples gets zeros).
+
+    Only per-batch reductions are kept, so memory stays small."""
+
+    def __init__(self, unit_layers: Sequence[str], map_layers: Sequence[str], n: int, num_classes: int) -> None:
+        self.unit_layers, self.map_layers = list(unit_layers), list(map_layers)
+        self.layers = list(dict.fromkeys(self.unit_layers + self.map_layers))
+        self.n, self.num_classes = n, num_classes
+        self.units: dict[str, Tensor] = {}
+        self.sums: dict[str, Tensor] = {}
+        self.counts = torch.zeros(num_classes)
+        self.seen = torch.zeros(n, dtype=torch.bool)
+
+    def add(self, acts: dict[str, Tensor], labels: Tensor, positions: Tensor) -> None:
+        """Activations ``{layer: (B, ...)}`` of the set's samples at ``positions`` ``(B,)``, of classes ``labels``."""
+        for name in self.unit_layers:
+            a = acts[name]
+            a = a.flatten(2).mean(2) if a.dim() > 2 else a.flatten(1)
+            if name not in self.units:
+                self.units[name] = torch.zeros(self.n, *a.shape[1:], dtype=a.dtype, device=a.device)
+            self.units[name][positions.to(a.device)] = a
+        for name in self.map_layers:
+            a = acts[name].float()
+            if name not in self.sums:
+                self.sums[name] = torch.zeros(self.num_classes, *a.shape[1:], device=a.device)
+            self.sums[name].index_add_(0, labels.long().to(a.device), a)
+        self.counts += torch.bincount(labels.long().cpu(), minlength=self.num_classes)[: self.num_classes].float()
+        self.seen[positions.cpu()] = True
+
+    def class_means(self) -> dict[str, Tensor]:
+        counts = self.counts.clamp(min=1)
+        return {name: self.sums[name].cpu() / counts.view(-1, *[1] * (self.sums[name].dim() - 1))
+                for name in self.map_layers}
+
+
 @torch.no_grad()
 def activation_pass(
     net: nn.Module,
@@ -200,34 +260,20 @@ def activation_pass(
     num_classes: int = 0,
     batch_size: int = 1000,
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """One batched pass over ``x`` that serves both kinds of fixed-set statistics, so that one forward pass per
-    epoch feeds every callback:
-
-    - ``{layer: (N, U)}`` per-sample unit activations of ``unit_layers`` (conv units: the mean of their map),
-      on the net's device;
-    - ``{layer: (num_classes, *shape)}`` the output of ``map_layers`` averaged over each class's samples (by
-      ``labels``), on the CPU; a class without samples gets zeros.
-
-    Only per-batch reductions are kept, so memory stays small."""
-    unit_layers, map_layers = list(unit_layers), list(map_layers)
-    layers = list(dict.fromkeys(unit_layers + map_layers))
-    parts: dict[str, list[Tensor]] = {name: [] for name in unit_layers}
-    sums: dict[str, Tensor] = {}
+    """One batched pass over ``x`` that serves both kinds of fixed-set statistics (``ActivationStats``), so that
+    one forward pass per epoch feeds every callback: ``({layer: (N, U)}`` per-sample unit activations of
+    ``unit_layers`` on the net's device, ``{layer: (num_classes, *shape)}`` class means of ``map_layers`` on the
+    CPU``)``."""
     if map_layers and labels is None:
         raise ValueError("activation_pass: map_layers need the samples' labels")
-    for start in range(0, len(x) if layers else 0, batch_size):
-        acts = capture_activations(net, x[start : start + batch_size], layers, stop_after_last=True)
-        for name in unit_layers:
-            a = acts[name]
-            parts[name].append(a.flatten(2).mean(2) if a.dim() > 2 else a.flatten(1))
-        for name in map_layers:
-            a = acts[name].float()
-            if name not in sums:
-                sums[name] = torch.zeros(num_classes, *a.shape[1:], device=a.device)
-            sums[name].index_add_(0, labels[start : start + batch_size].long().to(a.device), a)
-    counts = torch.bincount(labels.long().cpu(), minlength=num_classes).clamp(min=1).float() if map_layers else None
-    means = {name: sums[name].cpu() / counts.view(-1, *[1] * (sums[name].dim() - 1)) for name in map_layers}
-    return {name: torch.cat(v) for name, v in parts.items()}, means
+    labels = labels if labels is not None else torch.zeros(len(x), dtype=torch.long)
+    stats = ActivationStats(unit_layers, map_layers, len(x), num_classes if map_layers else 1)
+    for start in range(0, len(x) if stats.layers else 0, batch_size):
+        acts = capture_activations(net, x[start : start + batch_size], stats.layers, stop_after_last=True)
+        stop = min(start + batch_size, len(x))
+        stats.add(acts, labels[start:stop], torch.arange(start, stop))
+    units = {name: stats.units.get(name, x.new_zeros(0, 0)) for name in stats.unit_layers}
+    return units, stats.class_means()
 
 
 def collect_activations(net: nn.Module, x: Tensor, layers: list[str], batch_size: int = 1000) -> dict[str, Tensor]:

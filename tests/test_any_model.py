@@ -27,7 +27,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchmetrics.classification import MulticlassAccuracy
 
-from callbacks import VISUALIZATIONS
+from callbacks import VISUALIZATIONS, FCActivationsCallback, FeatureMapsCallback, base
+from callbacks.data import data_facts
 from callbacks.hooks import LayerError
 from lit_modules.datamodule import (
     CLASS_TINTS,
@@ -289,6 +290,44 @@ def test_a_module_without_net_is_the_net(tmp_path):
     trainer, cbs = fit(module, rgb=False, root=tmp_path)
     ea = assert_every_callback_drew_at_both_epochs(trainer, cbs)
     assert "filters/features.0" in ea.Tags()["images"]  # its layers are addressed by their own nested names
+
+
+# ------------------------------------------------- the fixed-set statistics from the validation loop's own passes
+@needs_fashion
+@pytest.mark.parametrize("how", ["in order", "in order, MNISTDataModule", "shuffled", "partly seen"])
+def test_fixed_set_statistics_come_from_the_validation_loop_when_it_sees_the_whole_set(how, tmp_path, monkeypatch, idx_dir):
+    """When validation runs over the samples in order, the per-sample unit means and the class-mean maps of the
+    fixed set are gathered from its own forward passes: no pass of their own. They equal a pass of their own
+    exactly. A shuffled or partly seen validation set falls back to that pass, with the same result."""
+    passes = []
+    real_pass = base.activation_pass
+    monkeypatch.setattr(base, "activation_pass", lambda *a, **k: passes.append(1) or real_pass(*a, **k))
+    val = FashionImages("t10k", 0, 200, rgb=False)
+    cbs = [FCActivationsCallback(per_class=4, strict=True), FeatureMapsCallback(per_class=4, strict=True)]
+    trainer = pl.Trainer(max_epochs=2, limit_train_batches=2, limit_val_batches=1 if how == "partly seen" else 1.0,
+                         accelerator="cpu", devices=1, logger=TensorBoardLogger(str(tmp_path), name="run"),
+                         callbacks=cbs, enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False, num_sanity_val_steps=0)
+    module = NetIsTheModule()
+    if how.endswith("MNISTDataModule"):  # the fast path: batches sliced from the split's tensors
+        trainer.fit(module, datamodule=MNISTDataModule("mnist", data_dir=str(idx_dir), val_size=200,
+                                                       eval_batch_size=64, download=False))
+    else:
+        trainer.fit(module, DataLoader(FashionImages("train", 0, 64, rgb=False), batch_size=32),
+                    DataLoader(val, batch_size=50, shuffle=how == "shuffled"))
+    assert len(passes) == (0 if how.startswith("in order") else 2)  # one own pass per drawn epoch when it falls back
+    cache = data_facts(trainer).cache[("fixed_set_activations", 4)]
+    x, y = cbs[0].fixed_set(trainer, 4)
+    assert len(x) == 40 and cache["key"][0] == 1  # the last epoch's statistics
+    units, maps = list(cache["acts"]), list(cache["maps"])
+    assert "classifier.2" in units and "features.0" in maps
+    with torch.no_grad():
+        acts, means = real_pass(module.eval(), x, units, maps, labels=y, num_classes=10)
+    for name in units:
+        torch.testing.assert_close(cache["acts"][name], acts[name], rtol=0, atol=1e-6)
+    for name in maps:
+        torch.testing.assert_close(cache["maps"][name], means[name], rtol=0, atol=1e-6)
+    assert all(not m._forward_hooks for m in module.modules())  # the validation-time hooks are gone
 
 
 # ------------------------------------------------------------------- (c) drawing changes nothing in the model
