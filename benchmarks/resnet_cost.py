@@ -1,11 +1,12 @@
 """What the callbacks cost on the ResNet-18 example (torchvision's ResNet-18 at 32 px, configs/resnet18_cifar10.yaml).
 
-    python -m benchmarks.resnet_cost [--dataset fashion_mnist_rgb] [--epochs 3] [--train-batches 100]
-                                     [--batch-size 64] [--accelerator cpu|gpu]
+    python -m benchmarks.resnet_cost [--dataset fashion_mnist_rgb] [--epochs 2] [--train-batches 100]
+                                     [--batch-size 64] [--val-size 1000] [--accelerator cpu|gpu]
 
 In one process: the same fit (same seed, data and steps) without and with every callback at the config's settings,
-each through the real CLI with a TensorBoard logger. Each epoch trains ``--train-batches`` steps and validates two
-batches; the callbacks draw from the whole validation split (5,000 images), as in a real run. Prints seconds per
+each through the real CLI with a TensorBoard logger. Each epoch trains ``--train-batches`` steps and validates the
+whole validation split, held to ``--val-size`` images (5,000 in a real run) so that validation stays short; the
+fixed set is then all of it, and the callbacks draw from it as in a real run. Prints seconds per
 epoch, the ratio, each callback's own seconds per drawing, the event-file size and the load average of the machine
 (on a shared machine, compare numbers of one run only). Run it from the repository root (``-m``).
 """
@@ -29,7 +30,7 @@ CONFIG = ROOT / "configs" / "resnet18_cifar10.yaml"
 def fit(args: argparse.Namespace, root: str, visualize: bool, epochs: int, train_batches: int):
     cli_args = ["fit", "--config", str(CONFIG), "--data.dataset", args.dataset, "--data.batch_size",
                 str(args.batch_size), "--trainer.max_epochs", str(epochs), "--trainer.limit_train_batches",
-                str(train_batches), "--trainer.limit_val_batches", "2", "--trainer.enable_progress_bar", "false",
+                str(train_batches), "--data.val_size", str(args.val_size), "--trainer.enable_progress_bar", "false",
                 "--trainer.enable_model_summary", "false", "--trainer.accelerator", args.accelerator,
                 "--trainer.default_root_dir", root]
     if not visualize:
@@ -42,9 +43,10 @@ def fit(args: argparse.Namespace, root: str, visualize: bool, epochs: int, train
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="fashion_mnist_rgb", help="cifar10 where its files are in data/")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--train-batches", type=int, default=100, help="training steps per epoch")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--val-size", type=int, default=1000, help="validation images (the fixed set is all of them)")
     parser.add_argument("--accelerator", default="cpu")
     args = parser.parse_args()
     sys.argv = sys.argv[:1]
