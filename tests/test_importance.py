@@ -12,10 +12,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import torchvision
 from torch import nn
 
 import callbacks.methods.importance as importance
-from callbacks.hooks import LayerError, layer_shapes
+from callbacks.hooks import LayerError, eval_mode, layer_shapes
 from callbacks.importance import RED, ImportanceCallback
 from callbacks.methods.importance import Ablation, ablation_importance, rank_correlation, variance_importance
 from lit_modules.nets import DeepCNN, LeNet5
@@ -24,7 +25,7 @@ from tests.conftest import has_colour, render_once
 
 # ------------------------------------------------------------------------------------------------------ helpers
 class Wrapper(nn.Module):
-    """Not an nn.Sequential: ablation must fall back to the forward hook (layer names get a ``body.`` prefix)."""
+    """Not an nn.Sequential: ablation splits it with torch.fx (layer names get a ``body.`` prefix)."""
 
     def __init__(self, body: nn.Module) -> None:
         super().__init__()
@@ -73,8 +74,16 @@ def conv_one_channel() -> nn.Sequential:
     return net
 
 
-def both_paths(net, x, y, layer, **kw) -> tuple[Ablation, Ablation]:
-    return ablation_importance(net, x, y, layer, **kw), ablation_importance(Wrapper(net), x, y, f"body.{layer}", **kw)
+def hooked(net, x, y, layer, units=None, chunk_size=2048) -> Ablation:
+    """The fallback for nets torch.fx cannot trace: a forward hook zeroes the unit, the whole net runs per unit."""
+    with eval_mode(net), torch.no_grad():
+        return importance._ablate_hooked(net, x, torch.as_tensor(y).long(), layer, units, chunk_size, len(x))
+
+
+def both_paths(net, x, y, layer, **kw) -> tuple[Ablation, Ablation, Ablation]:
+    """The same ablation three ways: the nn.Sequential split, the torch.fx split (the net wrapped) and the hook."""
+    return (ablation_importance(net, x, y, layer, **kw), ablation_importance(Wrapper(net), x, y, f"body.{layer}", **kw),
+            hooked(net, x, y, layer, **kw))
 
 
 # ------------------------------------------------------------------------------------------------ known answers
@@ -117,16 +126,17 @@ def test_unit_with_zero_outgoing_weights_changes_nothing():
 
 
 # ------------------------------------------------------------------------------------ batched == hook fallback
-def test_batched_and_hook_paths_agree_on_lenet():
+def test_batched_traced_and_hook_paths_agree_on_lenet():
     net = lenet(3)
     x, y = data(300, seed=4)
     for layer, units in (("relu_1", None), ("relu_2", None), ("conv_2", [15, 0, 3]), ("relu_3", [5, 0, 119, 7]),
                          ("relu_4", [83, 1]), ("fc_3", [9, 2])):
-        a, b = both_paths(net, x, y, layer, units=units)
-        assert a.units.tolist() == b.units.tolist() == (units or list(range(len(a.units))))
-        assert a.base_acc == pytest.approx(b.base_acc, abs=1e-9) and a.base_loss == pytest.approx(b.base_loss, abs=1e-6)
-        assert torch.allclose(a.acc_drop, b.acc_drop, atol=1e-6), layer
-        assert torch.allclose(a.loss_rise, b.loss_rise, atol=1e-6), layer
+        a, *others = both_paths(net, x, y, layer, units=units)
+        for b in others:
+            assert a.units.tolist() == b.units.tolist() == (units or list(range(len(a.units))))
+            assert a.base_acc == pytest.approx(b.base_acc, abs=1e-9) and a.base_loss == pytest.approx(b.base_loss, abs=1e-6)
+            assert torch.allclose(a.acc_drop, b.acc_drop, atol=1e-6), layer
+            assert torch.allclose(a.loss_rise, b.loss_rise, atol=1e-6), layer
         assert a.loss_rise.abs().max() > 1e-4, layer
 
 
@@ -154,10 +164,50 @@ def test_hook_path_for_nested_layers_and_custom_forward():
     x, y = data(40)
     assert importance._sequential_split(custom, "relu_3") is None
     assert importance._sequential_split(nn.Sequential(OrderedDict(body=custom)), "body.relu_3") is None
-    assert importance._sequential_split(lenet(), "relu_3") == 8
+    assert importance._sequential_split(lenet(), "relu_3") is not None
     nested = nn.Sequential(OrderedDict(body=custom))
     a = ablation_importance(nested, x, y, "body.relu_2")
     b = ablation_importance(Wrapper(custom), x, y, "body.relu_2")
+    assert torch.equal(a.acc_drop, b.acc_drop) and torch.equal(a.loss_rise, b.loss_rise)
+
+
+def test_traced_split_of_a_resnet_equals_the_hook_and_runs_the_head_once():
+    """torchvision's ResNet-18 is no nn.Sequential: torch.fx splits it at the layer, carrying over what crosses it
+    (the block input that a residual add needs, for a conv inside a block), and the head runs once."""
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(num_classes=10).eval()
+    x, y = torch.randn(12, 3, 32, 32), torch.arange(12) % 10
+    for layer, units in (("layer4", [0, 7, 511]), ("layer2.0.conv1", [3, 100])):
+        split = importance._traced_split(net, layer)
+        assert split is not None and len(split[0](x[:2])) == (1 if layer == "layer4" else 2), layer
+        a, b = ablation_importance(net, x, y, layer, units=units), hooked(net, x, y, layer, units=units)
+        assert a.units.tolist() == b.units.tolist() == units
+        assert torch.allclose(a.acc_drop, b.acc_drop, atol=1e-6) and torch.allclose(a.loss_rise, b.loss_rise, atol=1e-5)
+        assert a.loss_rise.abs().max() > 1e-4, layer
+    stem = []
+    handle = net.conv1.register_forward_pre_hook(lambda m, i: stem.append(len(i[0])))
+    try:
+        ablation_importance(net, x, y, "layer4", units=list(range(64)))
+    finally:
+        handle.remove()
+    assert stem == [12]  # the stem ran once over the 12 samples, not once per unit
+    assert no_hooks(net)
+
+
+def test_a_net_torch_fx_cannot_trace_falls_back_to_the_hook():
+    class Branchy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = lenet()
+
+        def forward(self, x):
+            out = self.body(x)
+            return out if bool(out.sum() > -1e9) else -out  # data-dependent control flow: torch.fx cannot trace it
+
+    net = Branchy().eval()
+    x, y = data(30)
+    assert importance._traced_split(net, "body.relu_3") is None
+    a, b = ablation_importance(net, x, y, "body.relu_3", units=[0, 5]), hooked(net, x, y, "body.relu_3", units=[0, 5])
     assert torch.equal(a.acc_drop, b.acc_drop) and torch.equal(a.loss_rise, b.loss_rise)
 
 
@@ -204,7 +254,7 @@ def test_rank_correlation_known_answers():
 
 
 # -------------------------------------------------------------------------------------------------- errors
-@pytest.mark.parametrize("wrap", [False, True], ids=["sequential", "hook"])
+@pytest.mark.parametrize("wrap", [False, True], ids=["sequential", "traced"])
 @pytest.mark.parametrize(
     "layer, units, match",
     [
@@ -276,8 +326,8 @@ def test_hooks_removed_when_the_forward_pass_fails():
 
     net = Fails().train()
     x, y = data(4)
-    with pytest.raises(RuntimeError, match="boom"):
-        ablation_importance(net, x, y, "body.relu_2")
+    with pytest.raises(RuntimeError, match="boom"):  # the hook path (a net torch.fx cannot trace): its third pass
+        hooked(net, x, y, "body.relu_2")
     assert no_hooks(net) and all(m.training for m in net.modules())
 
 

@@ -10,12 +10,14 @@ the accuracy and mean cross-entropy of the net over ``(x, y)`` are measured agai
 units a net relies on are the class-selective ones (they are not: selectivity predicts importance poorly), and
 compare with a unit's activation variance as a cheaper proxy; ``callbacks.importance`` plots both against the drop.
 
-How: for an ``nn.Sequential`` net with the layer as a direct child (every net in ``lit_modules.nets``), the
-layer's output ``A`` is captured once (the forward pass stops there), and only the rest of the net,
-``net[i + 1:]``, runs on batches that stack copies of ``A``, each with another unit zeroed: several units per
-forward pass, at most ``chunk_size`` samples per pass. Any other net (or a nested layer) falls back to a forward
-hook that zeroes one unit, one forward pass of the whole net per unit. Both give the same numbers (the
-loss up to float rounding, ~1e-7).
+How: the net is split at the layer, and the part before it runs once. For an ``nn.Sequential`` net with the layer
+as a direct child (every net in ``lit_modules.nets``) the split is ``net[i + 1:]``; any other net is split by
+``torch.fx`` (the layer kept as one call, the values that cross it, such as a residual block's input, carried
+over). The layer's output ``A`` is computed once, and only the rest of the net runs, on batches that stack copies of
+``A``, each with another unit zeroed: several units per forward pass, at most ``chunk_size`` samples per pass. A net
+that ``torch.fx`` cannot trace (or a layer called more than once per forward pass) falls back to a forward hook
+that zeroes one unit, one forward pass of the whole net per unit. All give the same numbers (the loss up to float
+rounding, ~1e-7).
 
 Pure functions on a plain ``nn.Module`` (no Lightning): the net runs in eval mode (dropout off) and every
 module's train/eval flag is restored; hooks are removed also on error; no gradients are taken; they work under
@@ -26,10 +28,11 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
+import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -79,8 +82,13 @@ def _scores(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     return correct, loss
 
 
-def _sequential_split(net: nn.Module, layer: str) -> int | None:
-    """Index of ``layer`` among the children of a plain ``nn.Sequential`` net, or None (use the hook path)."""
+Split = tuple[Callable[..., tuple[Tensor, ...]], Callable[..., Tensor]]
+"""``(head, tail)``: ``head(x)`` gives the layer's output and the other values the rest of the net needs from before
+it; ``tail(output, *others)`` gives the logits."""
+
+
+def _sequential_split(net: nn.Module, layer: str) -> Split | None:
+    """The split of a plain ``nn.Sequential`` net at its child ``layer``, or None."""
     if not isinstance(net, nn.Sequential) or type(net).forward is not nn.Sequential.forward:
         return None
     names = [name for name, _ in net.named_children()]
@@ -90,7 +98,46 @@ def _sequential_split(net: nn.Module, layer: str) -> int | None:
     module = net[i]
     if any(m is module for m in list(net)[i + 1 :]):  # the same module runs again later: only a hook sees both
         return None
-    return i
+    tail = nn.Sequential(OrderedDict(list(net.named_children())[i + 1 :]))  # not net[i + 1:]: subclasses' __init__
+    return (lambda x: (capture_activations(net, x, [layer], stop_after_last=True)[layer],)), tail
+
+
+class _LayerAsLeaf(fx.Tracer):
+    """torch.fx's tracer that keeps ``layer`` as one call (the other leaves as usual: torch.nn's own modules)."""
+
+    def __init__(self, layer: str) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return qualname == self.layer or super().is_leaf_module(m, qualname)
+
+
+def _traced_split(net: nn.Module, layer: str) -> Split | None:
+    """The split of any net that ``torch.fx`` traces, at ``layer`` called once: the graph up to the layer returns
+    its output and every earlier value used after it (a skip connection's input); the graph after it takes them
+    as inputs. None where tracing fails or the layer is not one call of the graph."""
+    try:
+        graph = _LayerAsLeaf(layer).trace(net)
+    except Exception:  # data-dependent control flow and the like: torch.fx cannot follow every net
+        return None
+    nodes = list(graph.nodes)
+    calls = [node for node in nodes if node.op == "call_module" and node.target == layer]
+    if len(calls) != 1:
+        return None
+    i = nodes.index(calls[0])
+    after = set(nodes[i + 1 :])
+    constant = {node for node in nodes[:i] if node.op == "get_attr"}  # parameters read directly: copied, not carried
+    live = [calls[0]] + [node for node in nodes[:i] if node not in constant and any(u in after for u in node.users)]
+    head, env = fx.Graph(), {}
+    for node in nodes[: i + 1]:
+        env[node] = head.node_copy(node, lambda a: env[a])
+    head.output(tuple(env[node] for node in live))
+    tail = fx.Graph()
+    env = {node: tail.placeholder(f"live_{k}") for k, node in enumerate(live)}
+    for node in [n for n in nodes[:i] if n in constant] + nodes[i + 1 :]:
+        env[node] = tail.node_copy(node, lambda a: env[a])
+    return fx.GraphModule(net, head), fx.GraphModule(net, tail)
 
 
 def _units(layer: str, units, n: int) -> list[int]:
@@ -139,9 +186,11 @@ def ablation_importance(
     check_layers(net, [layer])
     n = len(x)
     with eval_mode(net), torch.no_grad():
-        split = _sequential_split(net, layer)
+        split = _sequential_split(net, layer) or _traced_split(net, layer)
         if split is not None:
-            return _ablate_sequential(net, x, y, layer, split, units, chunk_size)
+            result = _ablate_split(*split, x, y, layer, units, chunk_size)
+            if result is not None:
+                return result
         return _ablate_hooked(net, x, y, layer, units, chunk_size, n)
 
 
@@ -165,17 +214,21 @@ def _result(correct: Tensor, loss: Tensor, base_correct: Tensor, base_loss: Tens
     )
 
 
-def _ablate_sequential(net: nn.Sequential, x: Tensor, y: Tensor, layer: str, i: int, units, chunk_size: int) -> Ablation:
+def _ablate_split(head, tail, x: Tensor, y: Tensor, layer: str, units, chunk_size: int) -> Ablation | None:
+    """Ablation through a ``Split``: ``head`` once over ``x``, ``tail`` on stacked copies with one unit zeroed each.
+    None when what crosses the split is not one tensor row per sample (then the hook path is used)."""
     n = len(x)
-    tail = nn.Sequential(OrderedDict(list(net.named_children())[i + 1 :]))  # not net[i + 1:]: subclasses' __init__
-    acts = torch.cat([capture_activations(net, x[s : s + chunk_size], [layer], stop_after_last=True)[layer]
-                      for s in range(0, n, chunk_size)])
+    parts = [head(x[s : s + chunk_size]) for s in range(0, n, chunk_size)]
+    live = [torch.cat(vals) if all(isinstance(v, Tensor) and v.dim() for v in vals) else None for vals in zip(*parts)]
+    if any(v is None or len(v) != n for v in live):
+        return None
+    acts, others = live[0], live[1:]
     units = _units(layer, units, _unit_count(layer, acts))
     dev = acts.device
     base_correct = torch.zeros((), dtype=torch.float64, device=dev)
     base_loss = torch.zeros((), dtype=torch.float64, device=dev)
     for s in range(0, n, chunk_size):
-        c, l = _scores(tail(acts[s : s + chunk_size]), y[s : s + chunk_size])
+        c, l = _scores(tail(acts[s : s + chunk_size], *(o[s : s + chunk_size] for o in others)), y[s : s + chunk_size])
         base_correct += c.sum()
         base_loss += l.sum()
     u_t = torch.tensor(units, dtype=torch.long, device=dev)
@@ -187,7 +240,7 @@ def _ablate_sequential(net: nn.Sequential, x: Tensor, y: Tensor, layer: str, i: 
         entry, sample = j // n, j % n
         batch = acts[sample]  # a fresh copy
         batch[torch.arange(len(j), device=dev), u_t[entry]] = 0  # conv: the whole (H, W) map of the channel
-        c, l = _scores(tail(batch), y[sample])
+        c, l = _scores(tail(batch, *(o[sample] for o in others)), y[sample])
         correct.index_add_(0, entry, c)
         loss.index_add_(0, entry, l)
     return _result(correct, loss, base_correct, base_loss, n, units, dev)
