@@ -37,10 +37,12 @@ def _is_activation(m: nn.Module) -> bool:
     return type(m).__module__ == "torch.nn.modules.activation"
 
 
-def default_change_layers(net: nn.Module) -> list[str]:
+def default_change_layers(net: nn.Module, shapes: dict[str, tuple[int, ...]] | None = None) -> list[str]:
     """Two layers at most, in module order: the activation after the last ``Conv2d`` and the activation that feeds
     the last ``nn.Linear`` (the last hidden fully-connected layer's output); without the latter, the activation
-    after the first ``Conv2d`` instead."""
+    after the first ``Conv2d`` instead. With ``shapes`` (the modules called once per forward pass), an activation
+    module that runs several times (a ResNet block's ``relu``) stands for the nearest enclosing module called once
+    (the block, whose output is that ``relu``'s last)."""
     named = [(name, m) for name, m in net.named_modules() if name and not any(True for _ in m.children())]
     after_conv = []
     for i, (name, m) in enumerate(named):
@@ -56,7 +58,16 @@ def default_change_layers(net: nn.Module) -> list[str]:
     if len(linears) >= 2:
         hidden = [name for name, m in named[linears[-2] + 1 : linears[-1]] if _is_activation(m)][-1:]
     picked = (after_conv[-1:] + hidden) if hidden else (after_conv[:1] + after_conv[-1:])
-    return list(dict.fromkeys(picked))
+    if shapes is not None:
+        picked = [_called_once(name, shapes) for name in picked]
+    return list(dict.fromkeys(name for name in picked if name))
+
+
+def _called_once(name: str, shapes: dict[str, tuple[int, ...]]) -> str | None:
+    """``name``, or its nearest enclosing module, among the modules called once per forward pass."""
+    while name not in shapes and "." in name:
+        name = name.rsplit(".", 1)[0]
+    return name if name in shapes else None
 
 
 def _units(idx: Tensor, limit: int = 8) -> str:
@@ -192,7 +203,7 @@ class ChangesCallback(FixedSetCallback):
         self._charts: dict[str, ChangesChart] = {}  # built at the first drawing of each layer
 
     def configure(self, net, shapes):
-        names = self.layers if self.layers is not None else default_change_layers(net)
+        names = self.layers if self.layers is not None else default_change_layers(net, shapes)
         self.layer_names = check_layers(net, names)
         self.share_layers(self.layer_names, self.per_class)
 

@@ -102,7 +102,12 @@ def test_default_layers():
     assert default_change_layers(SimpleCNN()) == ["relu_2", "relu_3"]
     assert default_change_layers(DeepCNN()) == ["relu_1", "relu_4"]  # no hidden fully-connected layer
     assert default_change_layers(MLP()) == ["relu_1"]
-    assert default_change_layers(torchvision.models.resnet18()) == ["relu", "layer4.1.relu"]
+    resnet, calls = torchvision.models.resnet18(), {}
+    shapes = layer_shapes(resnet, (3, 32, 32), calls)
+    assert default_change_layers(resnet) == ["relu", "layer4.1.relu"]  # by module order alone
+    # layer4.1.relu runs twice per forward pass (no single output): its block, called once, stands for it
+    once = {name: shape for name, shape in shapes.items() if calls[name] == 1}
+    assert default_change_layers(resnet, once) == ["relu", "layer4.1"]
 
 
 # ---------------------------------------------------------------------------------------------- the callback
