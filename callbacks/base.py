@@ -397,8 +397,8 @@ class VisualizationCallback(Callback):
         return (epoch + 1) % self.every_n_epochs == 0 or last
 
     def _start_capture(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Set up this epoch's ``EpochCapture`` of the fixed set (once for all callbacks that share it and draw this
-        epoch), where the validation batches are the validation samples in order."""
+        """Set up this epoch's ``EpochCapture`` of the fixed set (once for all callbacks that share it), where the
+        validation batches are the validation samples in order."""
         per_class = self.shared_layers[1]
         facts = self.facts(trainer)
         size = sequential_batch_size(trainer, facts)
@@ -411,8 +411,8 @@ class VisualizationCallback(Callback):
         units, maps = [], []
         for cb in trainer.callbacks:
             shared = getattr(cb, "shared_layers", None)
-            if isinstance(cb, VisualizationCallback) and shared and shared[1] == per_class and cb.should_render(trainer):
-                units += shared[0]
+            if isinstance(cb, VisualizationCallback) and cb.enabled and shared and shared[1] == per_class:
+                units += shared[0]  # every user of the set, as ``_shared_pass`` asks for them all
                 maps += cb.shared_maps
         stats = ActivationStats(list(dict.fromkeys(units)), list(dict.fromkeys(maps)), len(x), len(facts.classes))
         cache["capture"] = self._capture = EpochCapture(net, stats, self.fixed_idx, y, len(facts.labels()), size, key)

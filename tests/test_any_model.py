@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchmetrics.classification import MulticlassAccuracy
 
-from callbacks import VISUALIZATIONS, FCActivationsCallback, FeatureMapsCallback, base
+from callbacks import VISUALIZATIONS, ChangesCallback, FCActivationsCallback, FeatureMapsCallback, base
 from callbacks.data import data_facts
 from callbacks.hooks import LayerError
 from lit_modules.datamodule import (
@@ -303,7 +303,9 @@ def test_fixed_set_statistics_come_from_the_validation_loop_when_it_sees_the_who
     real_pass = base.activation_pass
     monkeypatch.setattr(base, "activation_pass", lambda *a, **k: passes.append(1) or real_pass(*a, **k))
     val = FashionImages("t10k", 0, 200, rgb=False)
-    cbs = [FCActivationsCallback(per_class=4, strict=True), FeatureMapsCallback(per_class=4, strict=True)]
+    # changes draws every 2 epochs: at the first, its layers are in the same pass all the same
+    cbs = [FCActivationsCallback(per_class=4, strict=True), FeatureMapsCallback(per_class=4, strict=True),
+           ChangesCallback(per_class=4, strict=True)]
     trainer = pl.Trainer(max_epochs=2, limit_train_batches=2, limit_val_batches=1 if how == "partly seen" else 1.0,
                          accelerator="cpu", devices=1, logger=TensorBoardLogger(str(tmp_path), name="run"),
                          callbacks=cbs, enable_progress_bar=False, enable_model_summary=False,
