@@ -281,7 +281,7 @@ class VisualizationCallback(Callback):
         and ``maps`` (and every other enabled callback's declared ones on the same set) it lacks."""
         x, y = self.fixed_set(ctx.trainer, per_class)
         cache = self.facts(ctx.trainer).cache.setdefault(("fixed_set_activations", per_class), {})
-        key = (ctx.step, id(ctx.net), len(x), getattr(ctx.trainer, "global_step", 0))
+        key = self._pass_key(ctx.trainer, ctx.step, ctx.net, len(x))
         if cache.get("key") != key:
             capture = cache.get("capture")
             cache.clear()
@@ -291,19 +291,32 @@ class VisualizationCallback(Callback):
                 if capture.key == key and capture.complete():
                     cache["acts"].update(capture.stats.units)
                     cache["maps"].update(capture.stats.class_means())
-        want_units, want_maps = list(layers), list(maps)
-        for cb in ctx.trainer.callbacks:  # every callback's layers on the same fixed set, in one pass
-            shared = getattr(cb, "shared_layers", None)
-            if isinstance(cb, VisualizationCallback) and cb.enabled and shared and shared[1] == per_class:
-                want_units += shared[0]
-                want_maps += getattr(cb, "shared_maps", [])
-        units = [n for n in dict.fromkeys(want_units) if n not in cache["acts"]]
-        class_maps = [n for n in dict.fromkeys(want_maps) if n not in cache["maps"]]
+        shared_units, shared_maps = self._shared_users(ctx.trainer, per_class)
+        units = [n for n in dict.fromkeys([*layers, *shared_units]) if n not in cache["acts"]]
+        class_maps = [n for n in dict.fromkeys([*maps, *shared_maps]) if n not in cache["maps"]]
         if units or class_maps:
             acts, means = activation_pass(ctx.net, x, units, class_maps, labels=y, num_classes=len(ctx.classes))
             cache["acts"].update(acts)
             cache["maps"].update(means)
         return cache, y
+
+    @staticmethod
+    def _shared_users(trainer: pl.Trainer, per_class: int) -> tuple[list[str], list[str]]:
+        """``(unit layers, map layers)`` that the enabled callbacks declared on the fixed set of ``per_class``
+        (``share_layers``), each once: what one pass (or one ``EpochCapture``) gathers for all of them."""
+        units, maps = [], []
+        for cb in trainer.callbacks:
+            shared = getattr(cb, "shared_layers", None)
+            if isinstance(cb, VisualizationCallback) and cb.enabled and shared and shared[1] == per_class:
+                units += shared[0]
+                maps += getattr(cb, "shared_maps", [])
+        return list(dict.fromkeys(units)), list(dict.fromkeys(maps))
+
+    @staticmethod
+    def _pass_key(trainer: pl.Trainer, step: int, net: nn.Module, n: int) -> tuple:
+        """What identifies one epoch's fixed-set statistics: the image step, the net, the set's size, the weights'
+        version (the global step)."""
+        return step, id(net), n, getattr(trainer, "global_step", 0)
 
     def fixed_set_activations(self, ctx: RenderContext, layers: list[str], per_class: int) -> tuple[dict[str, Tensor], Tensor]:
         """``({layer: (N, U)}, labels)`` over the fixed set, computed once per epoch for all callbacks (the cache
@@ -405,16 +418,10 @@ class VisualizationCallback(Callback):
         cache = facts.cache.setdefault(("fixed_set_activations", per_class), {})
         net = self.net_of(pl_module)
         x, y = self.fixed_set(trainer, per_class)
-        key = (self.step_of(trainer, pl_module), id(net), len(x), trainer.global_step)
+        key = self._pass_key(trainer, self.step_of(trainer, pl_module), net, len(x))
         if size is None or cache.get("key") == key or (cache.get("capture") and cache["capture"].key == key):
             return
-        units, maps = [], []
-        for cb in trainer.callbacks:
-            shared = getattr(cb, "shared_layers", None)
-            if isinstance(cb, VisualizationCallback) and cb.enabled and shared and shared[1] == per_class:
-                units += shared[0]  # every user of the set, as ``_shared_pass`` asks for them all
-                maps += cb.shared_maps
-        stats = ActivationStats(list(dict.fromkeys(units)), list(dict.fromkeys(maps)), len(x), len(facts.classes))
+        stats = ActivationStats(*self._shared_users(trainer, per_class), len(x), len(facts.classes))
         cache["capture"] = self._capture = EpochCapture(net, stats, self.fixed_idx, y, len(facts.labels()), size, key)
 
     @override
