@@ -1,10 +1,11 @@
 """What the visualization and analysis callbacks cost per epoch, at default settings, on LeNet-5 / Fashion-MNIST.
 
-    python benchmarks/callback_cost.py [--config configs/lenet5.yaml] [--epochs 3] [--accelerator cpu|gpu]
+    python benchmarks/callback_cost.py [--config configs/lenet5.yaml] [--epochs 3] [--accelerator cpu|gpu] [CLI ...]
 
 In one process: the same fit (same seed, data, batch 128) without and with every callback, each through
 the real CLI with a TensorBoard logger. Prints seconds per epoch, the overhead ratio, each callback's own time per
-rendered epoch, and the event-file size per epoch.
+rendered epoch, and the event-file size per epoch. Further arguments go to the fit with callbacks, to price another
+schedule, e.g. ``--feature_maps.every_n_epochs 2 --occlusion.enabled false``.
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ from callbacks import VISUALIZATIONS  # noqa: E402
 from train import cli_main  # noqa: E402
 
 
-def fit(config: str, epochs: int, accelerator: str, root: str, visualize: bool):
+def fit(config: str, epochs: int, accelerator: str, root: str, visualize: bool, extra: list[str] = ()):
     args = ["fit", "--config", config, "--data.dataset", "fashion_mnist", "--trainer.max_epochs", str(epochs),
             "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
             "--trainer.accelerator", accelerator, "--trainer.default_root_dir", root]
     if not visualize:
         args += [a for key in VISUALIZATIONS for a in (f"--{key}.enabled", "false")]
+    else:
+        args += list(extra)
     t0 = time.perf_counter()
     cli = cli_main(args)
     return cli, (time.perf_counter() - t0) / epochs
@@ -38,18 +41,20 @@ def main() -> None:
     parser.add_argument("--config", default=str(ROOT / "configs" / "lenet5.yaml"))
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--accelerator", default="cpu")
-    args = parser.parse_args()
+    args, extra = parser.parse_known_args()
     sys.argv = sys.argv[:1]
     with tempfile.TemporaryDirectory() as tmp:
         fit(args.config, 1, args.accelerator, f"{tmp}/warm", False)  # warm-up: data loading, kernels
         _, plain = fit(args.config, args.epochs, args.accelerator, f"{tmp}/plain", False)
-        cli, vis = fit(args.config, args.epochs, args.accelerator, f"{tmp}/vis", True)
+        cli, vis = fit(args.config, args.epochs, args.accelerator, f"{tmp}/vis", True, extra)
         events = sum(p.stat().st_size for p in Path(cli.trainer.log_dir).glob("events.out.tfevents.*"))
         cbs = [cb for cb in cli.trainer.callbacks if hasattr(cb, "technique")]
     issue3 = {"filters", "feature_maps", "fc_activations", "actmax", "deconv", "selectivity"}
-    print(f"\nconfig {Path(args.config).name}, {args.epochs} epochs, {args.accelerator}")
+    print(f"\nconfig {Path(args.config).name}, {args.epochs} epochs, {args.accelerator}"
+          + (f", with callbacks: {' '.join(extra)}" if extra else ""))
     print("| | seconds per epoch |\n|---|---|")
-    print(f"| without callbacks | {plain:.2f} s |\n| with every callback at its defaults | {vis:.2f} s |")
+    given = "with every callback, as given" if extra else "with every callback at its defaults"
+    print(f"| without callbacks | {plain:.2f} s |\n| {given} | {vis:.2f} s |")
     print(f"| wall-clock overhead | {vis - plain:+.2f} s ({(vis / plain - 1) * 100:+.1f}%) |")
     groups = {"the six visualizations": [cb for cb in cbs if cb.technique in issue3],
               "the neuron analyses": [cb for cb in cbs if cb.technique not in issue3]}
