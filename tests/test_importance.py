@@ -81,7 +81,7 @@ def hooked(net, x, y, layer, units=None, chunk_size=2048) -> Ablation:
 
 
 def both_paths(net, x, y, layer, **kw) -> tuple[Ablation, Ablation, Ablation]:
-    """The same ablation three ways: the nn.Sequential split, the torch.fx split (the net wrapped) and the hook."""
+    """The same ablation three ways: the torch.fx split of the net and of the net wrapped, and the hook."""
     return (ablation_importance(net, x, y, layer, **kw), ablation_importance(Wrapper(net), x, y, f"body.{layer}", **kw),
             hooked(net, x, y, layer, **kw))
 
@@ -154,21 +154,22 @@ def test_batched_path_runs_few_forward_passes():
     assert calls == {"conv_1": 1, "fc_3": 1 + 9}  # the head once; the tail once for the base and 9 times ablated
 
 
-def test_hook_path_for_nested_layers_and_custom_forward():
-    class Custom(LeNet5):  # an nn.Sequential whose forward is its own: only a hook is safe
+def test_split_follows_a_custom_forward_and_nested_layers():
+    class Custom(LeNet5):  # an nn.Sequential whose forward is its own: splitting its children would drop the * 2
         def forward(self, x):
             return super().forward(x) * 2
 
     torch.manual_seed(0)
     custom = Custom().eval()
     x, y = data(40)
-    assert importance._sequential_split(custom, "relu_3") is None
-    assert importance._sequential_split(nn.Sequential(OrderedDict(body=custom)), "body.relu_3") is None
-    assert importance._sequential_split(lenet(), "relu_3") is not None
+    head, tail = importance._traced_split(custom, "relu_3")
+    torch.testing.assert_close(tail(*head(x)), custom(x))  # the traced tail keeps the custom forward's * 2
     nested = nn.Sequential(OrderedDict(body=custom))
     a = ablation_importance(nested, x, y, "body.relu_2")
     b = ablation_importance(Wrapper(custom), x, y, "body.relu_2")
+    c = hooked(custom, x, y, "relu_2")
     assert torch.equal(a.acc_drop, b.acc_drop) and torch.equal(a.loss_rise, b.loss_rise)
+    assert torch.equal(a.acc_drop, c.acc_drop) and torch.allclose(a.loss_rise, c.loss_rise, atol=1e-6)
 
 
 def test_traced_split_of_a_resnet_equals_the_hook_and_runs_the_head_once():
@@ -254,7 +255,7 @@ def test_rank_correlation_known_answers():
 
 
 # -------------------------------------------------------------------------------------------------- errors
-@pytest.mark.parametrize("wrap", [False, True], ids=["sequential", "traced"])
+@pytest.mark.parametrize("wrap", [False, True], ids=["plain", "wrapped"])
 @pytest.mark.parametrize(
     "layer, units, match",
     [

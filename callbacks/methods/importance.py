@@ -10,10 +10,8 @@ the accuracy and mean cross-entropy of the net over ``(x, y)`` are measured agai
 units a net relies on are the class-selective ones (they are not: selectivity predicts importance poorly), and
 compare with a unit's activation variance as a cheaper proxy; ``callbacks.importance`` plots both against the drop.
 
-How: the net is split at the layer, and the part before it runs once. For an ``nn.Sequential`` net with the layer
-as a direct child (every net in ``lit_modules.nets``) the split is ``net[i + 1:]``; any other net is split by
-``torch.fx`` (the layer kept as one call, the values that cross it, such as a residual block's input, carried
-over). The layer's output ``A`` is computed once, and only the rest of the net runs, on batches that stack copies of
+How: the net is split at the layer by ``torch.fx`` (the layer kept as one call, the values that cross it, such as
+a residual block's input, carried over), and the part before it runs once. The layer's output ``A`` is computed once, and only the rest of the net runs, on batches that stack copies of
 ``A``, each with another unit zeroed: several units per forward pass, at most ``chunk_size`` samples per pass. A net
 that ``torch.fx`` cannot trace (or a layer called more than once per forward pass) falls back to a forward hook
 that zeroes one unit, one forward pass of the whole net per unit. All give the same numbers (the loss up to float
@@ -27,7 +25,6 @@ module's train/eval flag is restored; hooks are removed also on error; no gradie
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -36,7 +33,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..hooks import LayerError, capture_activations, check_layers, check_unit_range, eval_mode
+from ..hooks import LayerError, check_layers, check_unit_range, eval_mode
 
 __all__ = ["Ablation", "ablation_importance", "variance_importance", "rank_correlation"]
 
@@ -85,21 +82,6 @@ def _scores(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
 Split = tuple[Callable[..., tuple[Tensor, ...]], Callable[..., Tensor]]
 """``(head, tail)``: ``head(x)`` gives the layer's output and the other values the rest of the net needs from before
 it; ``tail(output, *others)`` gives the logits."""
-
-
-def _sequential_split(net: nn.Module, layer: str) -> Split | None:
-    """The split of a plain ``nn.Sequential`` net at its child ``layer``, or None."""
-    if not isinstance(net, nn.Sequential) or type(net).forward is not nn.Sequential.forward:
-        return None
-    names = [name for name, _ in net.named_children()]
-    if layer not in names:
-        return None
-    i = names.index(layer)
-    module = net[i]
-    if any(m is module for m in list(net)[i + 1 :]):  # the same module runs again later: only a hook sees both
-        return None
-    tail = nn.Sequential(OrderedDict(list(net.named_children())[i + 1 :]))  # not net[i + 1:]: subclasses' __init__
-    return (lambda x: (capture_activations(net, x, [layer], stop_after_last=True)[layer],)), tail
 
 
 class _LayerAsLeaf(fx.Tracer):
@@ -186,7 +168,7 @@ def ablation_importance(
     check_layers(net, [layer])
     n = len(x)
     with eval_mode(net), torch.no_grad():
-        split = _sequential_split(net, layer) or _traced_split(net, layer)
+        split = _traced_split(net, layer)
         if split is not None:
             result = _ablate_split(*split, x, y, layer, units, chunk_size)
             if result is not None:
