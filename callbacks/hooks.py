@@ -54,27 +54,31 @@ def check_layers(net: nn.Module, layers: Sequence[str], what: str = "layer") -> 
 
 
 class LayerProbe:
-    """Forward hooks on named layers that keep each one's latest output (``outputs``) and count its calls, until
-    ``remove()`` (or the end of a ``with`` block). The one hook mechanism of convscope: a single forward pass
-    (``capture_activations``) and a whole validation epoch (``base``'s fixed-set statistics) both use it.
+    """Forward hooks on named layers that keep each one's latest output (``outputs``; tensors detached unless
+    ``detach=False``) and count its calls, until ``remove()`` (or the end of a ``with`` block). The one hook
+    mechanism of convscope: a single forward pass (``capture_activations``), the dry pass that finds every layer's
+    shape (``layer_shapes``) and a whole validation epoch (``base``'s fixed-set statistics) all use it.
 
     ``stop_after_last``: raise ``LayerProbe.Stop`` once every layer has run, so the forward pass ends at the deepest
-    requested layer (the net's output is then not computed)."""
+    requested layer (the net's output is then not computed). ``keep_first``: keep each layer's first output of
+    the pass instead of its latest (a module that runs several times per pass)."""
 
     class Stop(Exception):
         """Raised from the last requested layer's hook when the forward pass may end there."""
 
-    def __init__(self, net: nn.Module, layers: Sequence[str], detach: bool = True, stop_after_last: bool = False) -> None:
+    def __init__(self, net: nn.Module, layers: Sequence[str], detach: bool = True, stop_after_last: bool = False,
+                 keep_first: bool = False) -> None:
         check_layers(net, layers)
         modules = _modules(net)
         self.outputs: dict[str, Tensor] = {}
         self.calls = {name: 0 for name in layers}
-        self._detach, self._stop = detach, stop_after_last
+        self._detach, self._stop, self._first = detach, stop_after_last, keep_first
         self._handles = [modules[name].register_forward_hook(self._hook(name)) for name in dict.fromkeys(layers)]
 
     def _hook(self, name: str):
         def fn(module: nn.Module, inputs, output: Tensor) -> None:
-            self.outputs[name] = output.detach() if self._detach else output
+            if not (self._first and name in self.outputs):
+                self.outputs[name] = output.detach() if self._detach and isinstance(output, Tensor) else output
             self.calls[name] += 1
             if self._stop and len(self.outputs) == len(self.calls):
                 raise LayerProbe.Stop
@@ -135,28 +139,11 @@ def layer_shapes(
     param = next(net.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None else torch.float32
-    modules = _modules(net)
-    shapes: dict[str, tuple[int, ...]] = {}
-    counts = {name: 0 for name in modules}
-
-    def hook(name: str):
-        def fn(module: nn.Module, inputs, output) -> None:
-            counts[name] += 1
-            if isinstance(output, Tensor) and name not in shapes:
-                shapes[name] = tuple(output.shape[1:])
-
-        return fn
-
-    handles = [m.register_forward_hook(hook(name)) for name, m in modules.items()]
-    try:
-        with eval_mode(net):
-            net(torch.zeros(1, *input_shape, device=device, dtype=dtype))
-    finally:
-        for h in handles:
-            h.remove()
+    with LayerProbe(net, list(_modules(net)), keep_first=True) as probe, eval_mode(net):
+        net(torch.zeros(1, *input_shape, device=device, dtype=dtype))
     if calls is not None:
-        calls.update(counts)
-    return shapes
+        calls.update(probe.calls)
+    return {name: tuple(out.shape[1:]) for name, out in probe.outputs.items() if isinstance(out, Tensor)}
 
 
 def spread(names: Sequence, k: int) -> list:

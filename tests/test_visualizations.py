@@ -37,6 +37,30 @@ def test_capture_activations_and_hooks_removed():
     assert layer_shapes(net)["max_pool_2"] == (16, 5, 5)
 
 
+def test_layer_shapes_of_reused_and_tuple_returning_modules():
+    """A module run twice keeps its first output's shape and counts both calls; a module returning a tuple has no
+    shape (and does not break the pass); the order is the order of the first calls."""
+
+    class Pair(torch.nn.Module):
+        def forward(self, x):
+            return x, x.sum()
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pair, self.pool, self.conv = Pair(), torch.nn.MaxPool2d(2), torch.nn.Conv2d(1, 3, 3)
+
+        def forward(self, x):
+            x, _ = self.pair(x)
+            return self.pool(self.conv(self.pool(x)))  # pool: 28 -> 14, then 12 -> 6
+
+    net, calls = Net(), {}
+    shapes = layer_shapes(net, (1, 28, 28), calls)
+    assert shapes == {"pool": (1, 14, 14), "conv": (3, 12, 12)}
+    assert list(shapes) == ["pool", "conv"] and calls == {"pair": 1, "pool": 2, "conv": 1}
+    assert all(not m._forward_hooks for m in net.modules())
+
+
 def test_filter_tiles_and_first_layer():
     net = LeNet5()
     assert first_layer(net) == "conv_1"
