@@ -11,11 +11,11 @@ units a net relies on are the class-selective ones (they are not: selectivity pr
 compare with a unit's activation variance as a cheaper proxy; ``callbacks.importance`` plots both against the drop.
 
 How: the net is split at the layer by ``torch.fx`` (the layer kept as one call, the values that cross it, such as
-a residual block's input, carried over), and the part before it runs once. The layer's output ``A`` is computed once, and only the rest of the net runs, on batches that stack copies of
-``A``, each with another unit zeroed: several units per forward pass, at most ``chunk_size`` samples per pass. A net
-that ``torch.fx`` cannot trace (or a layer called more than once per forward pass) falls back to a forward hook
-that zeroes one unit, one forward pass of the whole net per unit. All give the same numbers (the loss up to float
-rounding, ~1e-7).
+a residual block's input, carried over). The part up to the layer runs once and gives its output ``A``; only the
+rest of the net runs again, on batches that stack copies of ``A``, each with another unit zeroed: several units per
+forward pass, at most ``chunk_size`` samples per pass. A net that ``torch.fx`` cannot trace (or a layer called more
+than once per forward pass) falls back to a forward hook that zeroes one unit, one forward pass of the whole net
+per unit. Both give the same numbers (the loss up to float rounding, ~1e-7).
 
 Pure functions on a plain ``nn.Module`` (no Lightning): the net runs in eval mode (dropout off) and every
 module's train/eval flag is restored; hooks are removed also on error; no gradients are taken; they work under
