@@ -80,6 +80,8 @@ def main() -> None:
                   else ctx.Process(target=_drawer, args=(stop, count, 19 if "nice" in how else 0)))
         worker.start()
         while count.value < 5:  # let it start drawing (a process imports first)
+            if not worker.is_alive():
+                raise SystemExit(f"the drawing {how} ended before it drew")
             time.sleep(0.1)
         start = count.value
         took = train(args.batches)
