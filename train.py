@@ -20,6 +20,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from callbacks import VISUALIZATIONS
 from callbacks.checkpointing import InterruptCheckpoint
+from callbacks.classes import ShownClasses
 from lit_modules.classifier import LitClassifier
 from lit_modules.datamodule import MNISTDataModule
 
@@ -32,6 +33,7 @@ class ConvscopeCLI(LightningCLI):
     ``actmax``, ``deconv``, ``selectivity``), so one can be changed without repeating the others."""
 
     def add_arguments_to_parser(self, parser) -> None:
+        parser.add_lightning_class_args(ShownClasses, "classes")  # which classes per-class pictures show
         for key, cls in VISUALIZATIONS.items():
             parser.add_lightning_class_args(cls, key)
 

@@ -52,7 +52,7 @@ _METHODS = {
     "unit_snapshot": "changes", "compare_snapshots": "changes",
 }
 _OTHER = {"capture_activations": "hooks", "LayerError": "hooks", "VisualizationCallback": "base",
-          "FixedSetCallback": "base"}
+          "FixedSetCallback": "base", "ShownClasses": "classes"}
 
 __all__ = ["VISUALIZATIONS", *(cls for _, cls in _CALLBACKS.values()), *_METHODS, *_OTHER]
 

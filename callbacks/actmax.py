@@ -43,6 +43,7 @@ def tile_picture(tiles: Tensor, labels: list[str], ncols: int, title: str, bars:
     labelled above with ``labels[i]``; a title above, a colour bar per ``(cmap, vmin, vmax, label)`` below.
     ``(3, H, W)`` uint8, at most ``width`` px wide. Drawn as tensors: no axes are needed, and a matplotlib figure
     per layer and epoch would cost more than the optimization itself."""
+    tiles = figures.shrink(tiles, (width - GAP * (ncols - 1)) // ncols)
     n, _, h, w = tiles.shape
     f = max(1, (width - GAP * (ncols - 1)) // (ncols * w))
     big = (tiles.clamp(0, 1) * 255).round().to(torch.uint8).repeat_interleave(f, -2).repeat_interleave(f, -1)
@@ -138,10 +139,17 @@ class ActMaxCallback(VisualizationCallback):
     def load_extra_state(self, state):
         self.last = dict(state.get("last") or {})
 
-    def images(self, net: nn.Module, layer: str, pixel_range: tuple[float, float], input_shape,
-               prior: Tensor | None = None) -> Tensor:
-        """This epoch's images of ``layer``: ``steps`` from noise, or ``warm_steps`` from last epoch's images."""
+    def units_of(self, layer: str, ctx: RenderContext) -> list[int]:
+        """The units drawn for ``layer``: as configured, except the default logits, which are the shown classes'."""
         units = self.layer_units[layer]
+        if self.layers is None and layer == self.last_linear and len(units) == len(ctx.classes):
+            return list(ctx.shown)
+        return units
+
+    def images(self, net: nn.Module, layer: str, pixel_range: tuple[float, float], input_shape,
+               prior: Tensor | None = None, units: list[int] | None = None) -> Tensor:
+        """This epoch's images of ``layer``: ``steps`` from noise, or ``warm_steps`` from last epoch's images."""
+        units = self.layer_units[layer] if units is None else units
         init = self.last.get(layer)
         warm = init is not None and self.warm_steps > 0 and tuple(init.shape) == (len(units), *input_shape)
         device = next(net.parameters()).device
@@ -157,8 +165,9 @@ class ActMaxCallback(VisualizationCallback):
         input_shape = tuple(ctx.input_shape)
         prior = self.fixed_set(ctx.trainer, PRIOR_PER_CLASS)[0].float().mean(0) if self.prior_mean else None
         modules = dict(ctx.net.named_modules())
-        for layer, units in self.layer_units.items():
-            imgs = self.images(ctx.net, layer, ctx.pixel_range, input_shape, prior).cpu()
+        for layer in self.layer_units:
+            units = self.units_of(layer, ctx)
+            imgs = self.images(ctx.net, layer, ctx.pixel_range, input_shape, prior, units).cpu()
             ctx.add_image(f"{self.technique}/{layer}", self.picture(ctx, layer, units, imgs))
             mod = modules[layer]
             if layer == self.first_linear and layer != self.last_linear and isinstance(mod, nn.Linear) \

@@ -34,9 +34,9 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, SequentialSampler
 
-from .data import DataFacts, choose_per_class, data_facts, val_loader
+from .data import DataFacts, choose_per_class, data_facts, default_shown, set_budget, val_loader
 from .hooks import ActivationStats, LayerError, LayerProbe, activation_pass, eval_mode, layer_shapes, spread
-from .figures import to_png, to_uint8
+from .figures import bounded, to_png, to_uint8
 
 MAX_DEFAULT_LAYERS = 4  # default layers of a callback on a deep net: this many, spread over its depth
 DEFAULT_INPUT_SHAPE = (1, 28, 28)  # only for direct calls without a Trainer; with one, the data's shape
@@ -70,13 +70,21 @@ class RenderContext:
     pixel_range: tuple[float, float]
     callback: "VisualizationCallback"
     input_shape: tuple[int, ...] = (1, 28, 28)  # (C, H, W) of the validation images
+    shown: tuple[int, ...] | None = None  # the classes per-class pictures show (``ShownClasses``; default spread)
     logged: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.shown = default_shown(len(self.classes)) if self.shown is None else tuple(self.shown)
+
+    def shown_note(self) -> str:
+        """``" (10 of 100 classes)"`` when the pictures show a subset of the classes, else ``""``: for titles."""
+        return f" ({len(self.shown)} of {len(self.classes)} classes)" if len(self.shown) < len(self.classes) else ""
 
     def add_image(self, tag: str, img: Tensor) -> bytes:
         """Log a ``(3, H, W)`` image, uint8 or float in [0, 1] (NaN-safe), encoded once by ``figures.to_png`` (a
         palette PNG where faithful), and return the PNG. Callbacks that keep snapshots
         (``record_snapshot(tag, step, png, source)``, such as the evolution callback) get the same bytes."""
-        img = img if img.dtype == torch.uint8 else to_uint8(img)
+        img = bounded(img if img.dtype == torch.uint8 else to_uint8(img))  # at most MAX_WIDTH x MAX_HEIGHT
         png = to_png(img)
         image = Summary.Image(height=img.shape[1], width=img.shape[2], colorspace=3, encoded_image_string=png)
         self.writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), self.step)
@@ -245,12 +253,18 @@ class VisualizationCallback(Callback):
         return data_facts(trainer, getattr(trainer, "lightning_module", None))
 
     def _fixed(self, trainer: pl.Trainer, attr: str, per_class: int) -> tuple[Tensor, Tensor]:
-        """``(x, y)`` of the validation indices kept in ``self.<attr>``, chosen on first use (the first
-        ``per_class`` of each class), fetched once and kept in memory."""
+        """``(x, y)`` of the validation indices kept in ``self.<attr>``, chosen on first use and fetched once:
+        for ``probe_idx`` the first ``per_class`` of each shown class; else a class-balanced set of every class,
+        the first ``per_class`` of each, capped so that the set holds at most ``FIXED_SET_MAX`` images."""
         facts = self.facts(trainer)
-        if getattr(self, attr) is None:
-            setattr(self, attr, choose_per_class(facts.labels(), per_class, facts.num_classes))
         idx = getattr(self, attr)
+        if attr == "probe_idx":
+            shown = facts.shown_classes()
+            if idx is None or tuple(dict.fromkeys(facts.labels()[idx.to(facts.labels().device)].tolist())) != shown:
+                idx = choose_per_class(facts.labels(), per_class, shown)  # (again, if the shown classes changed)
+        elif idx is None:
+            idx = choose_per_class(facts.labels(), set_budget(per_class, facts.num_classes), facts.num_classes)
+        setattr(self, attr, idx)
         cached = self._fetched.get(attr)
         if cached is None or not torch.equal(cached[0], idx):
             x, y = facts.images(idx)
@@ -262,11 +276,12 @@ class VisualizationCallback(Callback):
         return cached[1], cached[2]
 
     def probe_images(self, trainer: pl.Trainer, per_class: int = 1) -> tuple[Tensor, Tensor]:
-        """``(images, labels)``: the first validation image(s) of each class, fixed for the whole run."""
+        """``(images, labels)``: the first validation image(s) of each shown class, fixed for the whole run."""
         return self._fixed(trainer, "probe_idx", per_class)
 
     def fixed_set(self, trainer: pl.Trainer, per_class: int) -> tuple[Tensor, Tensor]:
-        """``(x, y)``: up to ``per_class`` validation samples of each class, fixed for the whole run."""
+        """``(x, y)``: up to ``per_class`` validation samples of each class (at most ``FIXED_SET_MAX`` in all),
+        fixed for the whole run."""
         return self._fixed(trainer, "fixed_idx", per_class)
 
     def share_layers(self, layers: list[str], per_class: int, class_maps: list[str] | None = None) -> None:
@@ -295,7 +310,8 @@ class VisualizationCallback(Callback):
         units = [n for n in dict.fromkeys([*layers, *shared_units]) if n not in cache["acts"]]
         class_maps = [n for n in dict.fromkeys([*maps, *shared_maps]) if n not in cache["maps"]]
         if units or class_maps:
-            acts, means = activation_pass(ctx.net, x, units, class_maps, labels=y, num_classes=len(ctx.classes))
+            acts, means = activation_pass(ctx.net, x, units, class_maps, labels=y, num_classes=len(ctx.classes),
+                                          map_classes=ctx.shown)
             cache["acts"].update(acts)
             cache["maps"].update(means)
         return cache, y
@@ -325,8 +341,8 @@ class VisualizationCallback(Callback):
         return {name: cache["acts"][name] for name in layers}, y
 
     def fixed_set_class_maps(self, ctx: RenderContext, layers: list[str], per_class: int) -> dict[str, Tensor]:
-        """``{layer: (num_classes, *shape)}``: each layer's output averaged per class over the fixed set, from the
-        same once-per-epoch pass as ``fixed_set_activations``."""
+        """``{layer: (len(ctx.shown), *shape)}``: each layer's output averaged over the fixed set's samples of each
+        shown class, from the same once-per-epoch pass as ``fixed_set_activations``."""
         cache, _ = self._shared_pass(ctx, per_class, [], layers)
         return {name: cache["maps"][name] for name in layers}
 
@@ -421,7 +437,7 @@ class VisualizationCallback(Callback):
         key = self._pass_key(trainer, self.step_of(trainer, pl_module), net, len(x))
         if size is None or cache.get("key") == key or (cache.get("capture") and cache["capture"].key == key):
             return
-        stats = ActivationStats(*self._shared_users(trainer, per_class), len(x), len(facts.classes))
+        stats = ActivationStats(*self._shared_users(trainer, per_class), len(x), len(facts.classes), facts.shown_classes())
         cache["capture"] = self._capture = EpochCapture(net, stats, self.fixed_idx, y, len(facts.labels()), size, key)
 
     @override
@@ -474,6 +490,7 @@ class VisualizationCallback(Callback):
             pixel_range=facts.pixel_range,
             callback=self,
             input_shape=facts.input_shape,
+            shown=facts.shown_classes(),
         )
         t0 = time.perf_counter()
         try:

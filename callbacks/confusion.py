@@ -5,7 +5,12 @@ row (so a perfect classifier is a bright diagonal on a dark field, whatever the 
 cells name the pairs the net confuses (on Fashion-MNIST: shirt / T-shirt / pullover / coat). Computed with
 torchmetrics from the predictions the validation loop already made (no extra forward pass); under DDP, where each
 rank saw a share, rank zero recomputes them over the full validation split, which every rank holds, so the matrix
-is the single-process answer. Scalar ``confusion_matrix/worst_class_recall``.
+is the single-process answer. Scalar ``confusion_matrix/worst_class_recall`` (over every class).
+
+With more classes than the pictures show (``ShownClasses``), the picture is the shown classes' sub-matrix
+(``sub_confusion``): their rows, their columns and one column "other" for predictions of any class not shown, so
+every row still sums to its class's count; the title gives the accuracy and the median and worst recall over every
+class.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from .base import RenderContext, VisualizationCallback
 from .figures import SEQUENTIAL, colorbar
 from .live_figure import LiveFigure, contrast_colours, draw_texts
 
-__all__ = ["predictions", "confusion_matrix", "ConfusionChart", "ConfusionMatrixCallback"]
+__all__ = ["predictions", "confusion_matrix", "sub_confusion", "ConfusionChart", "ConfusionMatrixCallback"]
 
 
 @torch.no_grad()
@@ -33,38 +38,60 @@ def confusion_matrix(net: nn.Module, x: Tensor, y: Tensor, num_classes: int, bat
     return multiclass_confusion_matrix(predictions(net, x, batch_size), y, num_classes)
 
 
-class ConfusionChart:
-    """The confusion matrix: counts in the cells, colour = fraction of the true class (fixed 0..1 scale); built
-    once, redrawn by ``draw`` (the counts are Pillow text, see ``callbacks.live_figure``)."""
+def sub_confusion(cm: Tensor, shown: list[int]) -> Tensor:
+    """The rows and columns of the ``shown`` classes of a ``(K, K)`` confusion matrix, plus, when some classes are
+    not shown, a last column of the predictions of any other class: ``(S, S)`` or ``(S, S + 1)``. Each row then
+    still sums to its class's count."""
+    idx = torch.as_tensor(shown, dtype=torch.long)
+    sub = cm[idx][:, idx]
+    if len(shown) == cm.shape[0]:
+        return sub
+    return torch.cat([sub, (cm[idx].sum(1) - sub.sum(1))[:, None]], dim=1)
 
-    def __init__(self, classes: tuple[str, ...]) -> None:
-        k = len(classes)
+
+class ConfusionChart:
+    """The confusion matrix of the shown classes: counts in the cells, colour = fraction of the true class (fixed
+    0..1 scale), a last column "other" when classes are left out; built once, redrawn by ``draw`` (the counts are
+    Pillow text, see ``callbacks.live_figure``)."""
+
+    def __init__(self, classes: tuple[str, ...], shown: list[int]) -> None:
+        k = len(shown)
+        other = k < len(classes)
+        cols = k + other
         cell = 30
-        self.live = LiveFigure(min(720, 175 + cell * k), 105 + cell * k)
+        self.live = LiveFigure(min(720, 175 + cell * cols), 105 + cell * k)
         with self.live.rc():
             self.ax = ax = self.live.fig.add_subplot()
-            self.im = self.live.animate(ax.imshow(np.zeros((k, k)), cmap=SEQUENTIAL, vmin=0, vmax=1,
+            self.im = self.live.animate(ax.imshow(np.zeros((k, cols)), cmap=SEQUENTIAL, vmin=0, vmax=1,
                                                   interpolation="nearest"))
-            ax.set_xticks(range(k), [str(c) for c in range(k)])
-            ax.set_yticks(range(k), [f"{name} {c}" for c, name in enumerate(classes)])
+            ax.set_xticks(range(cols), [str(c) for c in shown] + (["other"] if other else []),
+                          rotation=45 if other else 0, ha="right" if other else "center", rotation_mode="anchor")
+            ax.set_yticks(range(k), [f"{classes[c]} {c}" for c in shown])
             ax.tick_params(length=0)
             ax.set_xlabel("predicted class")
             ax.set_ylabel("true class")
             colorbar(self.live.fig, self.im, ax, "fraction of the true class")
-            self.note = self.live.slot(ax.set_title("00000 samples, accuracy 00.0%"))
-            self.live.title("Confusion matrix, validation split")
-        self.cells = np.array([(j, i) for i in range(k) for j in range(k)], dtype=np.float64)
+            note = "00000 samples, accuracy 00.0%" + (", recall median 00.0%, worst 00.0%" if other else "")
+            self.note = self.live.slot(ax.set_title(note, fontsize=10 if other else None))
+            self.live.title("Confusion matrix, validation split" + (f" ({k} of {len(classes)} classes)" if other else ""))
+        self.shown, self.other = shown, other
+        self.cells = np.array([(j, i) for i in range(k) for j in range(cols)], dtype=np.float64)
 
     def draw(self, cm: Tensor, step: int) -> Tensor:
-        """``(3, H, W)`` uint8 for the ``(K, K)`` counts ``cm``."""
+        """``(3, H, W)`` uint8 for the ``(K, K)`` counts ``cm`` (the shown classes' part of it)."""
         cm = cm.cpu()
-        frac = (cm.double() / cm.sum(1, keepdim=True).clamp(min=1)).numpy()
+        sub = sub_confusion(cm, self.shown)
+        frac = (sub.double() / sub.sum(1, keepdim=True).clamp(min=1)).numpy()
         self.im.set_data(frac)
         acc = float(cm.diag().sum()) / max(1, int(cm.sum()))
-        self.note.text = f"{int(cm.sum())} samples, accuracy {100 * acc:.1f}%"
+        note = f"{int(cm.sum())} samples, accuracy {100 * acc:.1f}%"
+        if self.other:
+            recall = cm.diag().double() / cm.sum(1).clamp(min=1)
+            note += f", recall median {100 * float(recall.median()):.1f}%, worst {100 * float(recall.min()):.1f}%"
+        self.note.text = note
         img = self.live.image(step)
         colours = contrast_colours(self.im.cmap(self.im.norm(frac)))
-        return draw_texts(img, self.live.to_pixels(self.ax, self.cells), [str(int(v)) for v in cm.flatten()], colours)
+        return draw_texts(img, self.live.to_pixels(self.ax, self.cells), [str(int(v)) for v in sub.flatten()], colours)
 
 
 class ConfusionMatrixCallback(VisualizationCallback):
@@ -106,8 +133,9 @@ class ConfusionMatrixCallback(VisualizationCallback):
                 preds.append(predictions(ctx.net, x.to(device), self.batch_size).cpu())
                 labels.append(y.cpu())
             cm = multiclass_confusion_matrix(torch.cat(preds), torch.cat(labels), len(ctx.classes))
-        if ctx.classes not in self._charts:
-            self._charts = {ctx.classes: ConfusionChart(ctx.classes)}
-        ctx.add_image(self.technique, self._charts[ctx.classes].draw(cm, ctx.step))
+        key = (ctx.classes, ctx.shown)
+        if key not in self._charts:
+            self._charts = {key: ConfusionChart(ctx.classes, list(ctx.shown))}
+        ctx.add_image(self.technique, self._charts[key].draw(cm, ctx.step))
         recall = cm.diag().float() / cm.sum(1).clamp(min=1)
         ctx.add_scalar(f"{self.technique}/worst_class_recall", float(recall.min()))

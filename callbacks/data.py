@@ -14,6 +14,7 @@ by every callback (``data_facts`` caches them per dataset object), so the fixed 
 from __future__ import annotations
 
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,9 +23,14 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-__all__ = ["DataFacts", "data_facts", "choose_per_class", "val_loader", "train_samples"]
+from .hooks import spread
+
+__all__ = ["DataFacts", "data_facts", "choose_per_class", "default_shown", "set_budget", "val_loader", "train_samples",
+           "MAX_SHOWN_CLASSES", "FIXED_SET_MAX"]
 
 PIXEL_RANGE_SAMPLES = 1000  # images scanned for the pixel range when the datamodule does not state it
+MAX_SHOWN_CLASSES = 10  # classes a picture with a row or column per class shows, unless chosen (``ShownClasses``)
+FIXED_SET_MAX = 5000  # images of a fixed set at most, whatever the class count: its per-class count is capped
 
 
 def _first_loader(loaders: Any) -> DataLoader | None:
@@ -86,10 +92,27 @@ def _stack(samples: list, what: str) -> tuple[Tensor, Tensor]:
     return x, y
 
 
-def choose_per_class(labels: Tensor, per_class: int, num_classes: int) -> Tensor:
-    """The first ``per_class`` indices of each class, class by class (deterministic, no randomness)."""
+def choose_per_class(labels: Tensor, per_class: int, classes: int | Sequence[int]) -> Tensor:
+    """The first ``per_class`` indices of each class, class by class (deterministic, no randomness); ``classes``:
+    how many (all of ``0..classes-1``) or which."""
     labels = labels.cpu()
-    return torch.cat([torch.nonzero(labels == c).flatten()[:per_class] for c in range(num_classes)])
+    classes = range(classes) if isinstance(classes, int) else classes
+    if not len(classes):
+        return torch.zeros(0, dtype=torch.long)
+    return torch.cat([torch.nonzero(labels == c).flatten()[:per_class] for c in classes])
+
+
+def default_shown(num_classes: int, k: int = MAX_SHOWN_CLASSES) -> tuple[int, ...]:
+    """``k`` class indices spread evenly over ``0..num_classes-1``, the first and the last included (all of them
+    when there are at most ``k``): on ImageNet, fish, birds, dogs, objects and food rather than ten fish."""
+    return tuple(spread(range(num_classes), k))
+
+
+def set_budget(per_class: int, num_classes: int) -> int:
+    """The per-class count of a fixed set of ``per_class`` samples per class: capped so that the set holds at most
+    ``FIXED_SET_MAX`` images (at 10 classes nothing changes; at 100, 50 each; at 1,000, 5 each), so a drawing's cost
+    does not grow with the class count."""
+    return max(1, min(per_class, FIXED_SET_MAX // max(1, num_classes)))
 
 
 @dataclass
@@ -103,10 +126,16 @@ class DataFacts:
     dataset: Dataset | None = None
     _labels: Tensor | None = field(default=None, repr=False)
     cache: dict = field(default_factory=dict, repr=False)  # per-epoch results shared by the callbacks
+    shown: tuple[int, ...] | None = None  # the classes that per-class pictures show (``ShownClasses``; default spread)
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def shown_classes(self) -> tuple[int, ...]:
+        """The classes that pictures with a row or column per class show, fixed for the run: those chosen with
+        ``ShownClasses``, else ``default_shown``."""
+        return self.shown if self.shown is not None else default_shown(self.num_classes)
 
     def labels(self) -> Tensor:
         if self.tensors is not None:
@@ -171,17 +200,19 @@ def data_facts(trainer: pl.Trainer, pl_module: pl.LightningModule | None = None)
     return facts
 
 
-def train_samples(trainer: pl.Trainer, facts: DataFacts, per_class: int) -> tuple[Tensor, Tensor]:
-    """The first ``per_class`` training samples of each class (the datamodule's ``split("train")`` when it has
-    one, else the training ``DataLoader``'s dataset)."""
+def train_samples(trainer: pl.Trainer, facts: DataFacts, per_class: int,
+                  classes: Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
+    """The first ``per_class`` training samples of each class of ``classes`` (default: every class), from the
+    datamodule's ``split("train")`` when it has one, else the training ``DataLoader``'s dataset."""
+    classes = facts.num_classes if classes is None else classes
     dm = getattr(trainer, "datamodule", None)
     if callable(getattr(dm, "split", None)):
         x, y = dm.split("train")
-        idx = choose_per_class(y, per_class, facts.num_classes).to(y.device)
+        idx = choose_per_class(y, per_class, classes).to(y.device)
         return x[idx.to(x.device)], y[idx]
     loader = _loader(trainer, "train")
     if loader is None:
         raise RuntimeError("no training data to draw samples from")
     dataset = loader.dataset
-    idx = choose_per_class(_labels_of(dataset), per_class, facts.num_classes)
+    idx = choose_per_class(_labels_of(dataset), per_class, classes)
     return _stack([dataset[int(i)] for i in idx], "training")

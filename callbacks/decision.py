@@ -18,6 +18,7 @@ from matplotlib.patches import Rectangle
 from torch import Tensor, nn
 
 from .base import RenderContext, VisualizationCallback, tag_part
+from .classes import class_columns, shown_positions, shown_probs
 from .figures import SEQUENTIAL, SIGNED, abs_max, colorbar, input_rgb, mosaic, show_grid
 from .hooks import check_layers, forward_with_activations
 from .live_figure import LiveFigure, draw_texts
@@ -60,9 +61,9 @@ class DecisionChart:
 
     TILE = 40  # px per map tile (and per row)
 
-    def __init__(self, images: Tensor, rows: list[str], true: list[int], classes: tuple[str, ...],
+    def __init__(self, images: Tensor, rows: list[str], true: list[int], columns: list[str],
                  stages: list[tuple[str, tuple[int, ...], bool]], fcs: list[tuple[str, int, bool]], maps: int) -> None:
-        n, k, t = len(rows), len(classes), self.TILE
+        n, k, t = len(rows), len(columns), self.TILE
         ks = [min(maps, shape[0]) for _, shape, _ in stages]
         widths = [t] + [t * c for c in ks] + [50] * len(fcs) + [12 * k]  # px of each column
         self.live = LiveFigure(min(720, 110 + sum(widths) + 12 * len(widths)), 185 + max(t * n, 60))
@@ -108,7 +109,7 @@ class DecisionChart:
                 self.live.animate(ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="#d62728",
                                                          linewidth=1.2)))
             ax.set_yticks([])
-            ax.set_xticks(range(k), [str(c) for c in range(k)])
+            ax.set_xticks(range(k), [c.split(" ")[0] for c in columns], rotation=90 if columns[-1] == "other" else 0)
             ax.set_xlabel("class")
             ax.set_title("probability\n(red box: true)")
             colorbar(fig, self.probs, ax, "probability", location="bottom", shrink=1.0, fraction=0.04, ticks=[0, 0.5, 1])
@@ -205,22 +206,25 @@ class DecisionCallback(VisualizationCallback):
     def render(self, ctx: RenderContext) -> None:
         x, y = self.probe_images(ctx.trainer)
         acts, probs = decision_pipeline(ctx.net, x, [*self.stage_names, *self.fc_names])
+        probs = shown_probs(probs.float().cpu(), ctx.shown)  # (N, shown classes [+ other])
+        columns = class_columns(ctx.classes, ctx.shown)
         stage_acts = [acts[n].cpu() for n in self.stage_names]
         fc_acts = [acts[n].cpu().flatten(1) for n in self.fc_names]
         images = input_rgb(x, ctx.pixel_range)
         true = y.tolist()
         names = [ctx.classes[c] if c < len(ctx.classes) else str(c) for c in true]
+        boxes = shown_positions(y, ctx.shown, len(ctx.classes)).tolist()  # the true class's column
         if not self.per_class_tags:
-            key = ("all", ctx.classes, tuple(true), tuple(x.shape))
+            key = ("all", tuple(columns), tuple(true), tuple(x.shape))
             if key[:2] not in {k[:2] for k in self._charts}:
                 self._charts = {}
-            chart = self._chart(key, images, names, true, ctx.classes, stage_acts, fc_acts)
+            chart = self._chart(key, images, names, boxes, columns, stage_acts, fc_acts)
             ctx.add_image(self.technique, chart.draw(stage_acts, fc_acts, probs, self.maps,
                                                      self._limits("", stage_acts, fc_acts), ctx.step))
             return
         for i, c in enumerate(true):
-            key = (i, ctx.classes, c, tuple(x.shape))
-            chart = self._chart(key, images[i : i + 1], names[i : i + 1], [c], ctx.classes,
+            key = (i, tuple(columns), c, tuple(x.shape))
+            chart = self._chart(key, images[i : i + 1], names[i : i + 1], [boxes[i]], columns,
                                 [a[i : i + 1] for a in stage_acts], [a[i : i + 1] for a in fc_acts])
             one_stage, one_fc = [a[i : i + 1] for a in stage_acts], [a[i : i + 1] for a in fc_acts]
             img = chart.draw(one_stage, one_fc, probs[i : i + 1], self.maps, self._limits(f"{i}/", one_stage, one_fc),

@@ -3,7 +3,7 @@
 While the other callbacks log, this one keeps (PNG-compressed, in memory and in the checkpoint, so a resumed fit
 keeps them) the snapshots of chosen epochs: by default epochs 1, 2, 5, 10, 20, 40, 80 (1-based, as in Zeiler &
 Fergus's figure 4), plus the last; for a callback that draws every n epochs, the first picture at or after each. At the end of fit it stacks, for each ``<technique>/<layer>``, the snapshots
-in as many columns as fit in 720 pixels (one above the other for wide pictures), each labelled with its epoch, logs the result at
+in the grid that shows them largest within 720 x 1,600 pixels (scaled down where they must be), each labelled with its epoch, logs the result at
 the last epoch's step and saves it as ``<run>/evolution/<technique>/<layer>.png``, for a report, without the
 slider. For per-class pictures (``feature_maps/<layer>/<class>``, ``occlusion/<class>`` ...) the first class's is
 used. Epochs here are the 1-based epoch numbers people say ("after 5 epochs"); image steps in TensorBoard are
@@ -42,15 +42,26 @@ def snapshot_key(tag: str, class_tags: bool = False) -> str | None:
     return parts[0] if class_tags else "/".join(parts[:2])
 
 
-def evolution_strip(snapshots: dict[int, Tensor], max_width: int = 720) -> Tensor:
+def evolution_strip(snapshots: dict[int, Tensor], max_width: int = figures.MAX_WIDTH,
+                    max_height: int = figures.MAX_HEIGHT - 60) -> Tensor:
     """Stack ``{epoch (1-based): (3, H, W) uint8 image}`` in epoch order, each under an ``after epoch N`` line, in
-    as many columns as fit in ``max_width`` pixels (one for wide pictures: then one above the other). uint8."""
+    the grid of columns that shows them largest within ``max_width`` x ``max_height`` pixels (each snapshot scaled
+    down as little as that needs, never up). uint8."""
     if not snapshots:
         raise ValueError("evolution_strip needs at least one snapshot")
-    items = [figures.titled(img, f"after epoch {e}") for e, img in sorted(snapshots.items())]
-    w = max(im.shape[2] for im in items)
-    ncol = max(1, min(len(items), (max_width + 8) // (w + 8)))
-    rows = [figures.stack(items[i : i + ncol], dim=2, gap=8) for i in range(0, len(items), ncol)]
+    images = [img for _, img in sorted(snapshots.items())]
+    n, h, w = len(images), max(im.shape[1] for im in images), max(im.shape[2] for im in images)
+    label = figures.titled(images[0][:, :1, :1], "after epoch 1").shape[1] - 1  # px of one label line
+
+    def scale(ncol: int) -> float:
+        nrow = -(-n // ncol)
+        return min(1.0, (max_width - 8 * (ncol - 1)) / (ncol * w), (max_height - 12 * (nrow - 1) - label * nrow) / (nrow * h))
+
+    ncol = max(range(1, n + 1), key=lambda c: (scale(c), c))  # the largest snapshots; then the most columns
+    f = scale(ncol)
+    items = [figures.titled(figures.bounded(img, int(img.shape[2] * f), int(img.shape[1] * f)), f"after epoch {e}")
+             for e, img in zip(sorted(snapshots), images)]
+    rows = [figures.stack(items[i : i + ncol], dim=2, gap=8) for i in range(0, n, ncol)]
     return figures.stack(rows, dim=1, gap=12)
 
 

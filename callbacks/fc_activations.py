@@ -5,20 +5,25 @@ source project used): for each ``Linear`` layer one picture, a classes x units h
 diverging scale centred on zero) above the same for the ReLU that follows it (post-ReLU, from zero up). Each scale
 is kept across epochs (raised, never lowered, when the values outgrow it), so the step slider compares like with like. Scalar
 ``sparsity/<post layer>``: the fraction of zero post-ReLU activations over the set. Default: every ``Linear`` layer
-(the last one is the logits, without ReLU: its picture is the mean logit of every class for every class).
+(the last one is the logits, without ReLU: its picture is the mean logit of every shown class for every shown class).
+Rows are the shown classes (``ShownClasses``); a layer wider than ``MAX_UNITS`` shows its ``MAX_UNITS`` units whose
+class means vary most across those classes, sorted by the class they prefer.
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from .base import FixedSetCallback, RenderContext
 from .figures import SEQUENTIAL, SIGNED, abs_max, colorbar
 from .hooks import check_layers
 from .live_figure import LiveFigure
-from .methods.selectivity import class_means
+from .methods.selectivity import class_means, shown_units
 
 __all__ = ["following_relu", "sparsity", "FCChart", "FCActivationsCallback"]
+
+MAX_UNITS = 128  # columns of a chart at most: a wider layer shows its most class-varying units
 
 
 def following_relu(net: nn.Module, layer: str) -> str | None:
@@ -40,12 +45,13 @@ class FCChart:
     """The picture of one ``Linear`` layer: classes x units heatmaps of the class means, pre-ReLU above post-ReLU
     (just one when no ReLU follows), each on its own labelled colour scale; built once, redrawn by ``draw``."""
 
-    def __init__(self, layer: str, post: str | None, classes: tuple[str, ...], units: int, per_class: int) -> None:
+    def __init__(self, layer: str, post: str | None, classes: list[str], units: int, samples: str,
+                 logit_classes: list[int] | None = None, unit_note: str = "") -> None:
         self.layer, self.post = layer, post
         k = len(classes)
         panel = 13 * k + 60  # a 13-px row per class, plus the unit axis and the panel title
         self.live = LiveFigure(400, 40 + panel * (2 if post else 1))
-        logits = post is None and units == k
+        logits = logit_classes is not None
         with self.live.rc():
             axes = self.live.fig.subplots(2 if post else 1, 1, squeeze=False)[:, 0]
             self.images = []
@@ -60,15 +66,17 @@ class FCChart:
                 ax.tick_params(axis="y", length=0)
                 ax.set_ylabel("class")
                 if logits:
-                    ax.set_xticks(range(k), [str(c) for c in range(k)])
+                    ax.set_xticks(range(units), [str(c) for c in logit_classes])
                     ax.set_xlabel("logit of class")
                 else:
-                    ax.set_xlabel(f"unit of {name}")
+                    ax.set_xlabel(f"unit of {name}{unit_note}")
+                    if unit_note:  # columns are chosen units, not indices 0..U-1
+                        ax.set_xticks([])
                 ax.set_title(f"{name} (pre-ReLU)" if name == layer and post else
                              f"{name} = ReLU({layer})" if name == post else f"{name} (logits)" if logits else name)
                 self.images.append(im)
                 colorbar(self.live.fig, im, ax, what)  # static: redrawn only when its scale changes
-            self.live.title(f"{layer}: mean per class, {per_class} samples each")
+            self.live.title(f"{layer}: mean per class, {samples} samples each")
 
     def draw(self, pre: Tensor, post: Tensor | None, limits: list[float], step: int) -> Tensor:
         """``(3, H, W)`` uint8 of the class means ``pre`` and ``post`` ``(K, U)``, on the colour scales up to
@@ -107,15 +115,24 @@ class FCActivationsCallback(FixedSetCallback):
 
     def render(self, ctx: RenderContext) -> None:
         acts, y = self.fixed_set_activations(ctx, self.names, self.per_class)
-        k = len(ctx.classes)
-        per_class = int(y.bincount(minlength=k).max()) if len(y) else 0
+        k, shown = len(ctx.classes), list(ctx.shown)
+        n = y.cpu().bincount(minlength=k)[shown]
+        samples = f"{int(n.min())}" if int(n.min()) == int(n.max()) else f"{int(n.min())}-{int(n.max())}"
+        classes = [ctx.classes[c] for c in shown]
         for layer in self.layer_names:
-            pre = class_means(acts[layer].flatten(1), y, k)  # (K, U)
+            pre = class_means(acts[layer].flatten(1), y, k)[shown]  # (shown classes, U)
             post_name = self.post[layer]
-            post = class_means(acts[post_name].flatten(1), y, k) if post_name else None
-            key = (layer, post_name, ctx.classes, pre.shape[1], per_class)
+            post = class_means(acts[post_name].flatten(1), y, k)[shown] if post_name else None
+            logits = post_name is None and pre.shape[1] == k
+            cols = torch.tensor(shown) if logits else shown_units(post if post is not None else pre, MAX_UNITS)
+            pre, post = pre[:, cols], post[:, cols] if post is not None else None
+            note = f" ({len(cols)} of {acts[layer].shape[1]}, most class-varying, by preferred class)" \
+                if len(cols) < acts[layer].flatten(1).shape[1] and not logits else ""
+            key = (layer, post_name, tuple(classes), len(cols), samples, note)
             if key not in self._charts:
-                self._charts[key] = FCChart(layer, post_name, ctx.classes, pre.shape[1], per_class)
+                self._charts = {k_: c for k_, c in self._charts.items() if k_[0] != layer}  # one chart per layer
+                self._charts[key] = FCChart(layer, post_name, classes, len(cols), samples + ctx.shown_note(),
+                                            shown if logits else None, note)
             limits = [self.scale(f"{layer}/{name}", abs_max(m)) for name, m in ((layer, pre), (post_name, post)) if name]
             ctx.add_image(f"{self.technique}/{layer}", self._charts[key].draw(pre, post, limits, ctx.step))
             if post_name:

@@ -107,13 +107,14 @@ class FeatureMapsCallback(VisualizationCallback):
                 ctx.add_image(f"{self.technique}/{layer}", self.picture(maps, inputs, names, layer, what, ctx.step))
         if self.class_mean:
             fx, fy = self.fixed_set(ctx.trainer, self.per_class)
-            k = len(ctx.classes)
+            k, shown = len(ctx.classes), list(ctx.shown)
             means = self.fixed_set_class_maps(ctx, self.mean_names, self.per_class)  # the shared fixed-set pass
-            mean_inputs = figures.input_rgb(class_means(fx.flatten(1), fy, k).view(k, *fx.shape[1:]), ctx.pixel_range)
-            n = torch.bincount(fy.cpu(), minlength=k)
+            mean_images = class_means(fx.flatten(1), fy, k)[shown].view(len(shown), *fx.shape[1:])
+            mean_inputs = figures.input_rgb(mean_images, ctx.pixel_range)
+            n = torch.bincount(fy.cpu(), minlength=k)[shown]
             for layer in self.mean_names:
-                what = f"{layer}: mean over {int(n.min())}-{int(n.max())} validation images per class"
-                img = self.picture(_as_maps(means[layer]), mean_inputs, [f"{c} {ctx.classes[c]}" for c in range(k)],
+                what = f"{layer}: mean over {int(n.min())}-{int(n.max())} validation images per class{ctx.shown_note()}"
+                img = self.picture(_as_maps(means[layer]), mean_inputs, [f"{c} {ctx.classes[c]}" for c in shown],
                                    layer, what, ctx.step, key=f"{layer}/class_mean", first="the class's mean image")
                 ctx.add_image(f"{self.technique}/{layer}/class_mean", img)
 

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 import matplotlib
 import numpy as np
 import torch
+import torch.nn.functional as F
 from matplotlib import colormaps
 from matplotlib import font_manager
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -38,8 +39,11 @@ from torch import Tensor
 __all__ = [
     "DPI", "RC", "SIGNED", "SEQUENTIAL", "GREY", "figure", "to_image", "mosaic", "show_grid", "colorbar", "heatmap",
     "abs_max", "to_rgb", "to_uint8", "font", "input_rgb", "text", "text_width", "colorbar_strip", "stack", "tile_rows",
-    "titled", "to_png", "MAX_PALETTE_ERROR",
+    "titled", "to_png", "shrink", "bounded", "MAX_PALETTE_ERROR", "CARD_WIDTH", "MAX_WIDTH", "MAX_HEIGHT",
 ]
+
+CARD_WIDTH = 400  # px: what a TensorBoard card shows without scrolling; pictures are composed for it
+MAX_WIDTH, MAX_HEIGHT = 720, 1600  # px: no logged picture is larger, whatever the net, class count or image size
 
 DPI = 100
 # Sizes in points at 100 dpi: 9 pt is 12.5 px, the smallest text on any picture.
@@ -243,16 +247,44 @@ def stack(parts: Sequence[Tensor], dim: int = 1, gap: int = 0) -> Tensor:
     return torch.cat(out, dim=dim)
 
 
+def shrink(tiles: Tensor, side: int) -> Tensor:
+    """Float tiles ``(..., 3, h, w)`` downscaled (antialiased) so that neither side exceeds ``side`` px; unchanged
+    when they fit. A 224 px image in a grid of columns would otherwise make the picture wider than a screen."""
+    h, w = tiles.shape[-2:]
+    if max(h, w) <= side:
+        return tiles
+    size = (max(1, round(h * side / max(h, w))), max(1, round(w * side / max(h, w))))
+    flat = tiles.reshape(-1, *tiles.shape[-3:]).float()
+    out = F.interpolate(flat, size=size, mode="bilinear", antialias=True, align_corners=False)
+    return out.reshape(*tiles.shape[:-2], *size).to(tiles.dtype)
+
+
+def bounded(img: Tensor, max_width: int = MAX_WIDTH, max_height: int = MAX_HEIGHT) -> Tensor:
+    """A ``(3, H, W)`` uint8 picture scaled down (Lanczos, aspect kept) to fit ``max_width`` x ``max_height``;
+    unchanged when it fits. The last guard of the size bound: pictures are composed to fit in the first place."""
+    h, w = img.shape[-2:]
+    f = min(max_width / w, max_height / h)
+    if f >= 1:
+        return img
+    pil = Image.fromarray(img.permute(1, 2, 0).contiguous().numpy())
+    pil = pil.resize((max(1, int(w * f)), max(1, int(h * f))), Image.LANCZOS)
+    return torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1).contiguous()
+
+
 def tile_rows(
     tiles: Tensor, row_labels: Sequence[str] | None = None, col_labels: Sequence[str] | None = None,
-    cell: int = 40, gap: int = 2, label_size: int = 13,
+    cell: int = 40, gap: int = 2, label_size: int = 13, max_width: int = MAX_WIDTH,
 ) -> Tensor:
     """``(R, C, 3, h, w)`` float RGB tiles in [0, 1] -> one uint8 grid: each tile enlarged (nearest neighbour) to
-    about ``cell`` px (more where a column label needs it), a label left of every row and above every column."""
+    about ``cell`` px (more where a column label needs it), a label left of every row and above every column;
+    tiles too large for ``max_width`` are shrunk first."""
+    lw = max(text_width(str(s), label_size) for s in row_labels) + 4 if row_labels is not None else 0
+    tiles = shrink(tiles, max(8, (max_width - lw) // tiles.shape[1] - gap))
     r, c, _, h, w = tiles.shape
-    f = max(1, round(cell / max(h, w)))
-    if col_labels is not None:  # tiles at least as wide as their column labels
-        f = max(f, math.ceil(max(text_width(str(s), label_size - 1) for s in col_labels) / w))
+    fits = max(1, (max_width - lw) // (c * (w + gap)))  # the largest enlargement within max_width
+    f = min(max(1, round(cell / max(h, w))), fits)
+    if col_labels is not None:  # tiles at least as wide as their column labels, as far as the width allows
+        f = max(f, min(math.ceil(max(text_width(str(s), label_size - 1) for s in col_labels) / w), fits))
     t = (tiles.clamp(0, 1) * 255).round().to(torch.uint8)
     t = t.repeat_interleave(f, -2).repeat_interleave(f, -1)  # (R, C, 3, fh, fw)
     th, tw = h * f, w * f

@@ -201,18 +201,23 @@ class ActivationStats:
 
     - ``units``: ``{layer: (N, U)}`` per-sample unit activations of ``unit_layers`` (a conv unit: the mean of its
       map), sample ``i`` of the set in row ``i``;
-    - ``class_means()``: ``{layer: (num_classes, *shape)}`` the output of ``map_layers`` averaged over each class's
-      samples, on the CPU (a class without samples gets zeros).
+    - ``class_means()``: ``{layer: (len(map_classes), *shape)}`` the output of ``map_layers`` averaged over the
+      samples of each class of ``map_classes`` (default: every class), on the CPU (a class without samples gets
+      zeros). Only the classes a picture shows are summed, so a 1,000-class net does not hold 1,000 maps per layer.
 
     Only per-batch reductions are kept, so memory stays small."""
 
-    def __init__(self, unit_layers: Sequence[str], map_layers: Sequence[str], n: int, num_classes: int) -> None:
+    def __init__(self, unit_layers: Sequence[str], map_layers: Sequence[str], n: int, num_classes: int,
+                 map_classes: Sequence[int] | None = None) -> None:
         self.unit_layers, self.map_layers = list(unit_layers), list(map_layers)
         self.layers = list(dict.fromkeys(self.unit_layers + self.map_layers))
         self.n, self.num_classes = n, num_classes
+        self.map_classes = list(range(num_classes) if map_classes is None else map_classes)
+        self.row = torch.full((max(num_classes, 1),), -1, dtype=torch.long)  # class -> row of the sums (-1: none)
+        self.row[torch.as_tensor(self.map_classes, dtype=torch.long)] = torch.arange(len(self.map_classes))
         self.units: dict[str, Tensor] = {}
         self.sums: dict[str, Tensor] = {}
-        self.counts = torch.zeros(num_classes)
+        self.counts = torch.zeros(len(self.map_classes))
         self.seen = torch.zeros(n, dtype=torch.bool)
 
     def add(self, acts: dict[str, Tensor], labels: Tensor, positions: Tensor) -> None:
@@ -223,12 +228,17 @@ class ActivationStats:
             if name not in self.units:
                 self.units[name] = torch.zeros(self.n, *a.shape[1:], dtype=a.dtype, device=a.device)
             self.units[name][positions.to(a.device)] = a
+        if not self.map_layers:
+            self.seen[positions.cpu()] = True
+            return
+        rows = self.row[labels.long().cpu()]
+        keep = rows >= 0
         for name in self.map_layers:
             a = acts[name].float()
             if name not in self.sums:
-                self.sums[name] = torch.zeros(self.num_classes, *a.shape[1:], device=a.device)
-            self.sums[name].index_add_(0, labels.long().to(a.device), a)
-        self.counts += torch.bincount(labels.long().cpu(), minlength=self.num_classes)[: self.num_classes].float()
+                self.sums[name] = torch.zeros(len(self.map_classes), *a.shape[1:], device=a.device)
+            self.sums[name].index_add_(0, rows[keep].to(a.device), a[keep.to(a.device)])
+        self.counts += torch.bincount(rows[keep], minlength=len(self.map_classes)).float()
         self.seen[positions.cpu()] = True
 
     def class_means(self) -> dict[str, Tensor]:
@@ -246,15 +256,17 @@ def activation_pass(
     labels: Tensor | None = None,
     num_classes: int = 0,
     batch_size: int = 1000,
+    map_classes: Sequence[int] | None = None,
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """One batched pass over ``x`` that serves both kinds of fixed-set statistics (``ActivationStats``), so that
     one forward pass per epoch feeds every callback: ``({layer: (N, U)}`` per-sample unit activations of
-    ``unit_layers`` on the net's device, ``{layer: (num_classes, *shape)}`` class means of ``map_layers`` on the
-    CPU``)``."""
+    ``unit_layers`` on the net's device, ``{layer: (len(map_classes), *shape)}`` class means of ``map_layers`` on
+    the CPU``)`` (``map_classes`` default: all ``num_classes``)."""
     if map_layers and labels is None:
         raise ValueError("activation_pass: map_layers need the samples' labels")
     labels = labels if labels is not None else torch.zeros(len(x), dtype=torch.long)
-    stats = ActivationStats(unit_layers, map_layers, len(x), num_classes if map_layers else 1)
+    k = num_classes if map_layers else 1
+    stats = ActivationStats(unit_layers, map_layers, len(x), k, map_classes if map_layers else None)
     for start in range(0, len(x) if stats.layers else 0, batch_size):
         acts = capture_activations(net, x[start : start + batch_size], stats.layers, stop_after_last=True)
         stop = min(start + batch_size, len(x))

@@ -1,7 +1,7 @@
 """Layer responses: ``layer_responses`` (layers x classes heatmap) and ``layer_responses/<layer>`` scalars.
 
 Over the fixed, class-balanced validation set: the mean activation of every layer (the mean over its units, conv
-units being the mean of their maps) for every class. The heatmap has one row per layer, in forward order; the
+units being the mean of their maps) for every class (the shown classes' columns, ``ShownClasses``). The heatmap has one row per layer, in forward order; the
 numbers are the means, the colour says how far each class is above (red) or below (blue) the layer's average over
 classes, each row scaled to its own largest deviation (layers live on very different scales). A pale row says the
 layer responds alike to every class (early layers: strokes and edges are everywhere); a row with a few strong cells
@@ -59,7 +59,7 @@ class LayerResponsesChart:
     """The layers x classes heatmap with the mean in every cell, on the fixed -1..1 contrast scale; built once,
     redrawn by ``draw`` (cell numbers are Pillow text, see ``callbacks.live_figure``)."""
 
-    def __init__(self, layers: list[str], classes: tuple[str, ...], per_class: int) -> None:
+    def __init__(self, layers: list[str], classes: list[str], samples: str) -> None:
         n, k = len(layers), len(classes)
         self.live = LiveFigure(min(720, 120 + 34 * k), 185 + 22 * n)
         with self.live.rc():
@@ -73,7 +73,7 @@ class LayerResponsesChart:
             ax.set_ylabel("layer (forward order)")
             colorbar(self.live.fig, self.im, ax, "(class mean - layer's mean) / largest |difference|",
                      location="bottom", ticks=[-1, -0.5, 0, 0.5, 1])
-            self.live.title(f"Mean activation per layer and class ({per_class} each)")
+            self.live.title(f"Mean activation per layer and class ({samples} each)")
         self.cells = np.array([(j, i) for i in range(n) for j in range(k)], dtype=np.float64)
 
     def draw(self, resp: Tensor, step: int) -> Tensor:
@@ -111,11 +111,13 @@ class LayerResponsesCallback(FixedSetCallback):
 
     def render(self, ctx: RenderContext) -> None:
         acts, y = self.fixed_set_activations(ctx, self.layer_names, self.per_class)
-        resp = layer_class_responses(acts, y, len(ctx.classes))  # (L, K)
-        per_class = int(y.bincount(minlength=len(ctx.classes)).max()) if len(y) else 0
-        key = (tuple(self.layer_names), ctx.classes, per_class)
+        shown = list(ctx.shown)
+        resp = layer_class_responses(acts, y, len(ctx.classes))[:, shown]  # (L, shown classes)
+        n = y.cpu().bincount(minlength=len(ctx.classes))[shown]
+        samples = (f"{int(n.min())}" if int(n.min()) == int(n.max()) else f"{int(n.min())}-{int(n.max())}") + ctx.shown_note()
+        key = (tuple(self.layer_names), tuple(shown), samples)
         if key not in self._charts:
-            self._charts = {key: LayerResponsesChart(self.layer_names, ctx.classes, per_class)}
+            self._charts = {key: LayerResponsesChart(self.layer_names, [ctx.classes[c] for c in shown], samples)}
         ctx.add_image(self.technique, self._charts[key].draw(resp, ctx.step))
         for layer, a in acts.items():
             ctx.add_scalar(f"{self.technique}/{layer}", float(a.float().mean()))

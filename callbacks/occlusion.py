@@ -9,6 +9,7 @@ from matplotlib.patches import Patch
 from torch import Tensor, nn
 
 from .base import RenderContext, VisualizationCallback, tag_part
+from .classes import class_columns, shown_positions
 from .figures import SIGNED, abs_max, colorbar, input_rgb, mosaic, show_grid
 from .live_figure import LiveFigure
 from .methods.occlusion import Occlusion, occlusion_sensitivity, sensitivity_map
@@ -28,9 +29,9 @@ class OcclusionChart:
 
     TILE = 52  # px per row and column
 
-    def __init__(self, images: Tensor, rows: list[str], classes: tuple[str, ...], patch: int, stride: int,
+    def __init__(self, images: Tensor, rows: list[str], columns: list[str], patch: int, stride: int,
                  positions: tuple[int, int]) -> None:
-        n, k, t = len(rows), len(classes), self.TILE
+        n, k, t = len(rows), len(columns), self.TILE
         h, w = images.shape[-2:]
         self.live = LiveFigure(470, 175 + t * n + (0 if t * n >= 15 * k else 20 * (-(-k // 3)) + 25))
         with self.live.rc():
@@ -66,7 +67,7 @@ class OcclusionChart:
             ax.set_title("predicted\nif hidden")
             ax.set_xticks([])
             ax.set_yticks([])
-            names = [f"{c} {name}" for c, name in enumerate(classes)]
+            names = columns
             if t * n >= 15 * k:  # the class colours as a scale beside the rows, as tall as they are
                 bar = colorbar(fig, self.pred, ax, "", ticks=range(k), location="right", shrink=1.0, fraction=0.25,
                                aspect=max(4.0, 0.9 * t * n / 13))
@@ -104,8 +105,10 @@ class OcclusionCallback(VisualizationCallback):
     largest drop.
 
     Args:
-        patch: side of the square occluder, in pixels (1..28).
-        stride: step between patch positions, in pixels (>= 1); the last position is flush with the border.
+        patch: side of the square occluder, in pixels (1..image side); default a quarter of the image side (7 at
+            28 px, 8 at 32, 56 at 224), so the picture means the same at every image size.
+        stride: step between patch positions, in pixels (>= 1); the last position is flush with the border;
+            default a 14th of the image side (2 at 28 px, 16 at 224): about 12 x 12 positions, whatever the size.
         fill: the square's value in pixel units, 0 = black .. 1 = white (converted to the net's standardized
             input with the data's pixel range); None (default) = 0.0, the black background of MNIST-like data,
             so occluding blank background changes nothing. Give e.g. the dataset's mean pixel for Z&F's grey.
@@ -117,11 +120,13 @@ class OcclusionCallback(VisualizationCallback):
     technique = "occlusion"
     class_tags = True
 
-    def __init__(self, patch: int = 7, stride: int = 2, fill: float | None = None, batch_size: int = 4096,
-                 per_class_tags: bool = False, every_n_epochs: int = 2, **kwargs) -> None:
+    def __init__(self, patch: int | None = None, stride: int | None = None, fill: float | None = None,
+                 batch_size: int = 4096, per_class_tags: bool = False, every_n_epochs: int = 2, **kwargs) -> None:
         super().__init__(every_n_epochs=every_n_epochs, **kwargs)
         name = type(self).__name__
         for arg, value in (("patch", patch), ("stride", stride), ("batch_size", batch_size)):
+            if value is None and arg != "batch_size":
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: {arg} must be an integer >= 1, got {value!r}")
         if fill is not None and (isinstance(fill, bool) or not isinstance(fill, (int, float)) or not 0.0 <= fill <= 1.0):
@@ -137,8 +142,13 @@ class OcclusionCallback(VisualizationCallback):
 
     def configure(self, net, shapes):
         h, w = self.input_shape[-2:]  # the validation images' (set by the base's setup)
-        if self.patch > min(h, w):
+        if self.patch is not None and self.patch > min(h, w):
             raise ValueError(f"{type(self).__name__}: patch must be in 1..{min(h, w)} (the input is {h}x{w}), got {self.patch}")
+
+    def geometry(self, hw: tuple[int, int]) -> tuple[int, int]:
+        """``(patch, stride)`` in pixels for images of size ``hw``: as given, else scaled with the image side."""
+        side = min(hw)
+        return (self.patch or max(1, round(side / 4)), self.stride or max(1, round(side / 14)))
 
     def fill_value(self, pixel_range: tuple[float, float]) -> float:
         """The occluder's value in the net's input units: ``lo + fill * (hi - lo)`` (``fill`` None: 0.0)."""
@@ -147,13 +157,16 @@ class OcclusionCallback(VisualizationCallback):
 
     def compute(self, net: nn.Module, x: Tensor, y: Tensor, pixel_range: tuple[float, float]) -> tuple[Occlusion, Tensor]:
         """The render's computation: ``(occlusion_sensitivity(...), sensitivity_map(...))`` for images ``x``."""
-        occ = occlusion_sensitivity(net, x, y, self.patch, self.stride, self.fill_value(pixel_range), self.batch_size)
-        return occ, sensitivity_map(occ, x.shape[-2:], self.patch)
+        patch, stride = self.geometry(tuple(x.shape[-2:]))
+        occ = occlusion_sensitivity(net, x, y, patch, stride, self.fill_value(pixel_range), self.batch_size)
+        return occ, sensitivity_map(occ, x.shape[-2:], patch)
 
     def render(self, ctx: RenderContext) -> None:
         x, y = self.probe_images(ctx.trainer)
         occ, heat = self.compute(ctx.net, x, y, ctx.pixel_range)
-        heat, predicted, base_prob = heat.cpu(), occ.predicted.cpu(), occ.base_prob.cpu()
+        heat, base_prob = heat.cpu(), occ.base_prob.cpu()
+        predicted = shown_positions(occ.predicted, ctx.shown, len(ctx.classes))  # a class not shown: "other"
+        columns = class_columns(ctx.classes, ctx.shown)
         max_drop = occ.drop.flatten(1).amax(1).cpu()
         images = input_rgb(x, ctx.pixel_range)
         true = y.tolist()
@@ -161,10 +174,11 @@ class OcclusionCallback(VisualizationCallback):
         positions = tuple(predicted.shape[1:])
         groups = [list(range(len(true)))] if not self.per_class_tags else [[i] for i in range(len(true))]
         for rows in groups:
-            key = (tuple(true[i] for i in rows), ctx.classes, tuple(x.shape), positions, self.patch, self.stride)
+            patch, stride = self.geometry(tuple(x.shape[-2:]))
+            key = (tuple(true[i] for i in rows), tuple(columns), tuple(x.shape), positions, patch, stride)
             if key not in self._charts:
-                self._charts[key] = OcclusionChart(images[rows], [names[i] for i in rows], ctx.classes, self.patch,
-                                                   self.stride, positions)
+                self._charts[key] = OcclusionChart(images[rows], [names[i] for i in rows], columns, patch, stride,
+                                                   positions)
             vmax = self.scale("drop" if not self.per_class_tags else f"drop/{rows[0]}", abs_max(heat[rows]))
             img = self._charts[key].draw(heat[rows], predicted[rows], base_prob[rows], vmax, ctx.step)
             c = true[rows[0]]

@@ -7,6 +7,8 @@ whether the data look right (orientation, contrast, labels). The graph is traced
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import warnings
 
 import lightning.pytorch as pl
@@ -20,16 +22,18 @@ from .data import train_samples
 __all__ = ["class_grid", "SamplesCallback"]
 
 
-def class_grid(x: Tensor, y: Tensor, classes: tuple[str, ...], per_class: int, pixel_range: tuple[float, float]) -> Tensor:
-    """uint8 ``(3, H, W)``: one row per class with its first ``per_class`` images of ``(x, y)`` (blank where a class
-    has fewer), labelled with the class name."""
+def class_grid(x: Tensor, y: Tensor, classes: tuple[str, ...], per_class: int, pixel_range: tuple[float, float],
+               shown: Sequence[int] | None = None) -> Tensor:
+    """uint8 ``(3, H, W)``: one row per class of ``shown`` (default: every class) with its first ``per_class``
+    images of ``(x, y)`` (blank where a class has fewer), labelled with the class name."""
+    shown = list(range(len(classes))) if shown is None else list(shown)
     rgb = figures.input_rgb(x, pixel_range)  # (N, 3, H, W)
-    tiles = torch.ones(len(classes), per_class, *rgb.shape[1:])
-    for c in range(len(classes)):
+    tiles = torch.ones(len(shown), per_class, *rgb.shape[1:])
+    for row, c in enumerate(shown):
         idx = torch.nonzero(y.cpu() == c).flatten()[:per_class]
-        tiles[c, : len(idx)] = rgb[idx]
-    cell = max(x.shape[-1], min(2 * x.shape[-1], 340 // per_class))
-    return figures.tile_rows(tiles, [f"{c} {name}" for c, name in enumerate(classes)], cell=cell)
+        tiles[row, : len(idx)] = rgb[idx]
+    cell = min(max(x.shape[-1], min(2 * x.shape[-1], 340 // per_class)), figures.CARD_WIDTH // per_class)
+    return figures.tile_rows(tiles, [f"{c} {classes[c]}" for c in shown], cell=cell)
 
 
 class SamplesCallback(VisualizationCallback):
@@ -58,9 +62,10 @@ class SamplesCallback(VisualizationCallback):
         pass  # drawn once, at fit start
 
     def render(self, ctx: RenderContext) -> None:
-        x, y = train_samples(ctx.trainer, self.facts(ctx.trainer), self.per_class)
-        img = class_grid(x, y, ctx.classes, self.per_class, ctx.pixel_range)
-        ctx.add_image(f"{self.technique}/train", figures.titled(img, "training data", f"the first {self.per_class} training images of each class"))
+        x, y = train_samples(ctx.trainer, self.facts(ctx.trainer), self.per_class, ctx.shown)
+        img = class_grid(x, y, ctx.classes, self.per_class, ctx.pixel_range, ctx.shown)
+        ctx.add_image(f"{self.technique}/train", figures.titled(
+            img, "training data", f"the first {self.per_class} training images of each class{ctx.shown_note()}"))
         if self.graph:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # tracer warnings about constants are irrelevant here

@@ -11,7 +11,8 @@ shows a staircase of bright cells and an unselective one even columns. Each unit
 with ``mu_max`` the largest class mean and ``mu_rest`` the mean over the other classes: 0 for a unit that responds
 equally to all classes, 1 for one that responds to a single class only. Its mean over the layer is written on the
 layer's panel and logged as scalar ``selectivity/<layer>/mean_index``, its distribution as histogram
-``selectivity/<layer>/index``.
+``selectivity/<layer>/index``. Rows are the shown classes (``ShownClasses``), and a layer wider than ``MAX_UNITS``
+shows the units whose means vary most across them; the index and its scalars always cover every class.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ from .base import FixedSetCallback, RenderContext
 from .figures import SEQUENTIAL, SIGNED, colorbar
 from .hooks import check_layers, collect_activations
 from .live_figure import LiveFigure
-from .methods.selectivity import class_means, selectivity_index
+from .methods.selectivity import class_means, selectivity_index, shown_units
 
 __all__ = ["class_means", "selectivity_index", "collect_activations", "sorted_by_preference", "SelectivityChart",
            "SelectivityCallback"]
+
+MAX_UNITS = 128  # columns of a panel at most
 
 
 def sorted_by_preference(means: Tensor) -> tuple[Tensor, Tensor]:
@@ -46,8 +49,8 @@ class SelectivityChart:
     """One panel per layer (classes x units, units sorted by preference, each scaled to its maximum) on one fixed
     0..1 scale (-1..1 when a layer has negative means); built once, redrawn by ``draw``."""
 
-    def __init__(self, layers: list[str], units: list[int], signed: bool, classes: tuple[str, ...],
-                 per_class: int) -> None:
+    def __init__(self, layers: list[str], units: list[int], signed: bool, classes: list[str],
+                 samples: str) -> None:
         k = len(classes)
         panel = 12 * k + 40  # a 12-px row per class, the panel title and the unit axis
         self.live = LiveFigure(400, 100 + panel * len(layers))
@@ -63,25 +66,30 @@ class SelectivityChart:
                 # tick labels: the unit at each position, which changes
                 self.ticks.append((positions, [self.live.slot(t.label1) for t in ax.xaxis.get_major_ticks()[:len(positions)]]))
                 ax.tick_params(axis="y", length=0)
-                self.notes.append(self.live.slot(ax.set_title(f"{layer}: {u} units, {u} silent, mean SI 0.00", loc="left")))
+                self.notes.append(self.live.slot(ax.set_title(f"{layer}: {u} units ({u} shown), {u} silent, mean SI 0.00",
+                                                              loc="left")))
                 ax.set_ylabel("class")
                 self.images.append(im)
             colorbar(self.live.fig, self.images[0], list(axes), "class mean / the unit's largest class mean",
                      location="bottom", shrink=0.8, fraction=0.025, aspect=40, ticks=[-1, 0, 1] if signed else [0, 0.5, 1])
             self.layers, self.units = layers, units
             axes[-1].set_xlabel("unit (sorted by preferred class)")
-            self.live.title(f"Class selectivity, {per_class} samples per class")
+            self.live.title(f"Class selectivity, {samples} samples per class")
 
-    def draw(self, means: list[Tensor], step: int) -> Tensor:
-        """``(3, H, W)`` uint8 for each layer's class means ``(K, U)``."""
+    def draw(self, means: list[Tensor], shown: list[int], step: int) -> Tensor:
+        """``(3, H, W)`` uint8 for each layer's class means ``(K, U)`` over every class: the rows of the ``shown``
+        classes, at most ``MAX_UNITS`` units; the notes' unit counts and mean SI cover every unit and class."""
         for (positions, ticks), im, note, m, layer, u in zip(self.ticks, self.images, self.notes, means, self.layers,
                                                              self.units):
-            scaled, order = sorted_by_preference(m)
+            rows = m[shown]
+            cols = shown_units(rows, MAX_UNITS)
+            scaled, order = sorted_by_preference(rows[:, cols])
             im.set_data(scaled.numpy())
             for p, tick in zip(positions, ticks):
-                tick.text = str(int(order[p]))
+                tick.text = str(int(cols[order[p]]))
             silent = int((m.abs().amax(0) == 0).sum())
-            note.text = (f"{layer}: {u} units" + (f", {silent} silent" if silent else "")
+            note.text = (f"{layer}: {m.shape[1]} units" + (f" ({u} shown)" if u < m.shape[1] else "")
+                         + (f", {silent} silent" if silent else "")
                          + f", mean SI {float(selectivity_index(m.float().cpu()).mean()):.2f}")
         return self.live.image(step)
 
@@ -115,10 +123,13 @@ class SelectivityCallback(FixedSetCallback):
             si = selectivity_index(m)
             ctx.add_scalar(f"{self.technique}/{layer}/mean_index", float(si.mean()))
             ctx.add_histogram(f"{self.technique}/{layer}/index", si)
-        per_class = int(y.bincount(minlength=k).max()) if len(y) else 0
-        signed = any(bool((m < 0).any()) for m in means)
-        key = (tuple(self.layer_names), tuple(m.shape[1] for m in means), signed, ctx.classes, per_class)
+        shown = list(ctx.shown)
+        n = y.cpu().bincount(minlength=k)[shown]
+        samples = (f"{int(n.min())}" if int(n.min()) == int(n.max()) else f"{int(n.min())}-{int(n.max())}") + ctx.shown_note()
+        signed = any(bool((m[shown] < 0).any()) for m in means)
+        units = [min(m.shape[1], MAX_UNITS) for m in means]
+        key = (tuple(self.layer_names), tuple(units), signed, ctx.classes, tuple(shown), samples)
         if key not in self._charts:
-            self._charts = {key: SelectivityChart(self.layer_names, [m.shape[1] for m in means], signed, ctx.classes,
-                                                  per_class)}
-        ctx.add_image(self.technique, self._charts[key].draw(means, ctx.step))
+            self._charts = {key: SelectivityChart(self.layer_names, units, signed, [ctx.classes[c] for c in shown],
+                                                  samples)}
+        ctx.add_image(self.technique, self._charts[key].draw(means, shown, ctx.step))

@@ -33,7 +33,7 @@ from torch import Tensor
 
 __all__ = [
     "MNISTDataModule", "TensorBatches", "read_idx", "DatasetSpec", "DATASETS", "IDXError", "DataNotFoundError",
-    "CLASS_TINTS", "tint_per_class", "resize",
+    "CLASS_TINTS", "tint_per_class", "resize", "hue_classes",
 ]
 
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -56,9 +56,11 @@ class DatasetSpec:
     shape: tuple[int, int, int] = (1, 28, 28)  # (C, H, W) of the images the model gets
     files: Literal["idx", "torchvision"] = "idx"  # the four IDX files, or torchvision's class reads its own files
     tinted: bool = False  # grey images resized to 32x32 and coloured by class (``tint_per_class``)
+    by_hue: bool = False  # coloured by sample (hue = index mod 10), label = 10 * hue + garment: 100 classes
 
 
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+HUE_NAMES = ("red", "orange", "yellow", "green", "teal", "cyan", "azure", "violet", "magenta", "pink")  # CLASS_TINTS
 
 DATASETS: dict[str, DatasetSpec] = {
     "mnist": DatasetSpec("MNIST", tuple(str(i) for i in range(10)), 0.1307, 0.3081),
@@ -85,6 +87,17 @@ DATASETS: dict[str, DatasetSpec] = {
         shape=(3, 32, 32),
         tinted=True,
     ),
+    # 100 classes offline: the same images, each coloured by one of ten hues in turn; the class is hue and garment
+    # ("azure Coat"). For trying convscope at 100 classes (the per-class pictures show ten of them).
+    "fashion_mnist_100": DatasetSpec(
+        "FashionMNIST",
+        tuple(f"{hue} {name}" for hue in HUE_NAMES for name in FASHION_CLASSES),
+        (0.1917, 0.1851, 0.1782),
+        (0.2658, 0.2607, 0.2468),
+        (DEBIAN_FASHION_DIR,),
+        shape=(3, 32, 32),
+        by_hue=True,
+    ),
 }
 
 # One colour per class for ``fashion_mnist_rgb``: ten hues evenly spaced, saturation 0.7 so that every channel
@@ -102,6 +115,18 @@ def tint_per_class(x: Tensor, labels: Tensor, tints: tuple[tuple[float, float, f
     black stays black and the garment takes the colour of its class."""
     colours = torch.tensor(tints, dtype=x.dtype, device=x.device)[labels.to(x.device)]  # (N, 3)
     return x * colours[:, :, None, None]
+
+
+def hue_classes(x: Tensor, labels: Tensor, hues: int = 10, size: int = 32) -> tuple[Tensor, Tensor, tuple[str, ...]]:
+    """Grey images ``(N, 1, H, W)`` in [0, 1] of ``K`` classes as ``hues * K`` classes: image ``i`` resized to
+    ``size`` and coloured by hue ``i % hues`` (evenly spaced, as ``CLASS_TINTS``), label ``hue * K + label``;
+    returns ``(x (N, 3, size, size), labels, class names)``. Real images at any class count and size, offline."""
+    k = len(FASHION_CLASSES)
+    hue = torch.arange(len(labels)) % hues
+    tints = tuple(colorsys.hsv_to_rgb(h / hues, 0.7, 1.0) for h in range(hues))
+    names = HUE_NAMES if hues == len(HUE_NAMES) else tuple(f"hue{h}" for h in range(hues))
+    classes = tuple(f"{names[h]} {name}" if hues > 1 else name for h in range(hues) for name in FASHION_CLASSES)
+    return tint_per_class(resize(x, size), hue, tints), hue * k + labels.long(), classes
 
 
 class IDXError(ValueError):
@@ -415,6 +440,8 @@ class MNISTDataModule(pl.LightningDataModule):
         x = images.float().div_(255.0)  # (N, C, H, W) in [0, 1]
         if self.spec.tinted:
             x = tint_per_class(resize(x, self.spec.shape[-1]), labels)  # (N, 3, 32, 32)
+        if self.spec.by_hue:
+            x, labels, _ = hue_classes(x, labels, len(HUE_NAMES), self.spec.shape[-1])  # (N, 3, 32, 32), 100 classes
         if self.normalize:
             x = x.sub_(torch.tensor(self.mean).view(1, -1, 1, 1)).div_(torch.tensor(self.std).view(1, -1, 1, 1))
         return x, labels

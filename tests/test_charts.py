@@ -119,7 +119,7 @@ def test_fc_activations_picture_shows_the_known_class_means():
     assert w.scalars["sparsity/relu_1"][0] == pytest.approx(1 - 1 / K)  # one unit of K is on for each sample
     img, step = w.images["fc_activations/fc_1"]
     assert step == 3 and img.dtype == torch.uint8 and img.shape[2] <= 720 and img.shape[1] > img.shape[2] / 2
-    chart = cb._charts[("fc_1", "relu_1", CLASSES, K, 3)]
+    chart = next(c for key, c in cb._charts.items() if key[:2] == ("fc_1", "relu_1"))
     pre_ax, post_ax = (im.axes for im in chart.images)
     for c in range(K):
         for u in range(K):
@@ -134,7 +134,7 @@ def test_fc_activations_scale_is_kept_across_epochs_and_raised_when_outgrown():
     cb = FCActivationsCallback(per_class=3)
     net = one_hot_net()
     render(cb, net, x, y, step=0)
-    chart = cb._charts[("fc_1", "relu_1", CLASSES, K, 3)]
+    chart = next(c for key, c in cb._charts.items() if key[:2] == ("fc_1", "relu_1"))
     assert chart.images[0].get_clim() == (-1.0, 1.0)
     with torch.no_grad():
         net.fc_1.weight.mul_(0.5)  # smaller values: the scale stays

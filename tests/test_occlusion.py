@@ -339,7 +339,10 @@ def test_works_under_no_grad_and_inference_mode(lenet):
 # ---------------------------------------------------------------------------------------------------- callback
 def test_callback_arguments():
     cb = OcclusionCallback()
-    assert (cb.patch, cb.stride, cb.fill, cb.batch_size, cb.technique) == (7, 2, None, 4096, "occlusion")
+    assert (cb.patch, cb.stride, cb.fill, cb.batch_size, cb.technique) == (None, None, None, 4096, "occlusion")
+    # the default geometry scales with the image: about 12 x 12 patch positions at every size
+    assert [cb.geometry((s, s)) for s in (28, 32, 64, 224)] == [(7, 2), (8, 2), (16, 5), (56, 16)]
+    assert OcclusionCallback(patch=5, stride=3).geometry((224, 224)) == (5, 3)
     assert cb.fill_value((MNIST_LO, 2.82)) == MNIST_LO  # None: the black background
     assert OcclusionCallback(fill=1.0).fill_value((-0.5, 2.5)) == 2.5
     assert OcclusionCallback(fill=0.25).fill_value((-0.5, 2.5)) == pytest.approx(0.25)

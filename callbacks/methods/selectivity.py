@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["class_means", "selectivity_index"]
+__all__ = ["class_means", "selectivity_index", "shown_units"]
 
 
 def class_means(acts: Tensor, labels: Tensor, num_classes: int) -> Tensor:
@@ -26,3 +26,14 @@ def selectivity_index(means: Tensor, eps: float = 1e-12) -> Tensor:
     denom = mu_max + mu_rest
     si = (mu_max - mu_rest) / torch.where(denom.abs() > eps, denom, torch.ones_like(denom))
     return torch.where(denom.abs() > eps, si, torch.zeros_like(si))
+
+
+def shown_units(means: Tensor, max_units: int) -> Tensor:
+    """Which units (columns) of class means ``(K, U)`` a chart shows: all of them, in order, when ``U <= max_units``;
+    else the ``max_units`` whose means vary most across the ``K`` classes, sorted by preferred class (then index)."""
+    u = means.shape[1]
+    if u <= max_units:
+        return torch.arange(u)
+    top = means.float().var(0).topk(max_units).indices.sort().values
+    preferred = means[:, top].argmax(0)
+    return top[torch.argsort(preferred * u + top)]
