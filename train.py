@@ -20,7 +20,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from callbacks import VISUALIZATIONS
 from callbacks.checkpointing import InterruptCheckpoint
-from callbacks.classes import ShownClasses
+from callbacks.classes import ShownClasses, resolve_classes
 from lit_modules.classifier import LitClassifier
 from lit_modules.datamodule import MNISTDataModule
 
@@ -71,6 +71,9 @@ class ConvscopeCLI(LightningCLI):
 
     def _check_before(self, subcommand: str) -> None:
         _check_model_matches_data(self.model, self.datamodule)
+        for cb in self.trainer.callbacks:  # the shown classes, against the data's class names, before any output
+            if isinstance(cb, ShownClasses):
+                resolve_classes(cb.names, cb.max_classes, tuple(self.datamodule.classes))
         ckpt_path = self.config_init[subcommand].get("ckpt_path")
         if ckpt_path:
             _check_checkpoint(ckpt_path, self.model)

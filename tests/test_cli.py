@@ -105,8 +105,10 @@ def test_print_config_through_the_real_entry_point():
         (["--data.batch_size", "0"], "batch_size must be an integer >= 1, got 0"),
         (["--data.dataset", "cifar"], "cifar"),
         (["--model.net.class_path", "lit_modules.nets.ResNet"], "ResNet"),
+        (["--classes.names", "[Dog]"], "ShownClasses: unknown class 'Dog'; valid: class names (0, 1, 2, 3"),
+        (["--classes.names", "[3, 3]"], "ShownClasses: a class is named twice"),
     ],
-    ids=["batch_size", "dataset", "architecture"],
+    ids=["batch_size", "dataset", "architecture", "class_name", "class_twice"],
 )
 def test_bad_config_values_fail_before_training(args, expected, idx_dir, tmp_path):
     r = run_cli("fit", "--config", "configs/lenet5.yaml", *data_args(idx_dir), *args,
