@@ -259,9 +259,9 @@ class VisualizationCallback(Callback):
         facts = self.facts(trainer)
         idx = getattr(self, attr)
         if attr == "probe_idx":
-            shown = facts.shown_classes()
-            if idx is None or tuple(dict.fromkeys(facts.labels()[idx.to(facts.labels().device)].tolist())) != shown:
-                idx = choose_per_class(facts.labels(), per_class, shown)  # (again, if the shown classes changed)
+            labels, shown = facts.labels(), facts.shown_classes()
+            if idx is None or not set(labels[idx.to(labels.device)].tolist()) <= set(shown):
+                idx = choose_per_class(labels, per_class, shown)  # (again, if the shown classes were changed)
         elif idx is None:
             idx = choose_per_class(facts.labels(), set_budget(per_class, facts.num_classes), facts.num_classes)
         setattr(self, attr, idx)

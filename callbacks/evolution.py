@@ -6,8 +6,8 @@ Fergus's figure 4), plus the last; for a callback that draws every n epochs, the
 in the grid that shows them largest within 720 x 1,600 pixels (scaled down where they must be), each labelled with its epoch, logs the result at
 the last epoch's step and saves it as ``<run>/evolution/<technique>/<layer>.png``, for a report, without the
 slider. For per-class pictures (``feature_maps/<layer>/<class>``, ``occlusion/<class>`` ...) the first class's is
-used. Epochs here are the 1-based epoch numbers people say ("after 5 epochs"); image steps in TensorBoard are
-0-based.
+used. The ``epochs`` argument takes the 1-based numbers people say ("after 5 epochs"); the pictures label each
+snapshot with the 0-based epoch, as TensorBoard's step slider and every picture's title do.
 """
 
 from __future__ import annotations
@@ -44,14 +44,15 @@ def snapshot_key(tag: str, class_tags: bool = False) -> str | None:
 
 def evolution_strip(snapshots: dict[int, Tensor], max_width: int = figures.MAX_WIDTH,
                     max_height: int = figures.MAX_HEIGHT - 60) -> Tensor:
-    """Stack ``{epoch (1-based): (3, H, W) uint8 image}`` in epoch order, each under an ``after epoch N`` line, in
+    """Stack ``{epoch (1-based): (3, H, W) uint8 image}`` in epoch order, each under an ``epoch N`` line with N the
+    0-based epoch (the step of TensorBoard's slider and of every picture's title), in
     the grid of columns that shows them largest within ``max_width`` x ``max_height`` pixels (each snapshot scaled
     down as little as that needs, never up). uint8."""
     if not snapshots:
         raise ValueError("evolution_strip needs at least one snapshot")
     images = [img for _, img in sorted(snapshots.items())]
     n, h, w = len(images), max(im.shape[1] for im in images), max(im.shape[2] for im in images)
-    label = figures.titled(images[0][:, :1, :1], "after epoch 1").shape[1] - 1  # px of one label line
+    label = figures.titled(images[0][:, :1, :1], "epoch 1").shape[1] - 1  # px of one label line
 
     def scale(ncol: int) -> float:
         nrow = -(-n // ncol)
@@ -59,7 +60,7 @@ def evolution_strip(snapshots: dict[int, Tensor], max_width: int = figures.MAX_W
 
     ncol = max(range(1, n + 1), key=lambda c: (scale(c), c))  # the largest snapshots; then the most columns
     f = scale(ncol)
-    items = [figures.titled(figures.bounded(img, int(img.shape[2] * f), int(img.shape[1] * f)), f"after epoch {e}")
+    items = [figures.titled(figures.bounded(img, int(img.shape[2] * f), int(img.shape[1] * f)), f"epoch {e - 1}")
              for e, img in zip(sorted(snapshots), images)]
     rows = [figures.stack(items[i : i + ncol], dim=2, gap=8) for i in range(0, n, ncol)]
     return figures.stack(rows, dim=1, gap=12)
@@ -153,7 +154,7 @@ class EvolutionCallback(VisualizationCallback):
                 continue
             strip = evolution_strip({e: _unpng(s) for e, s in snaps.items()})
             strip = figures.titled(strip, f"{self._tag_of.get(key, key)} over training",
-                                   f"after epochs {', '.join(map(str, sorted(snaps)))}")
+                                   f"epochs {', '.join(str(e - 1) for e in sorted(snaps))} (TensorBoard steps)")
             png = ctx.add_image(f"{self.technique}/{key}", strip)
             log_dir = self.run_dir(ctx.trainer)
             if self.save_png and log_dir:
