@@ -11,9 +11,9 @@ A subclass names its ``technique`` (the tag prefix), checks and resolves its lay
   epoch, a resumed run and ``train.py validate`` show the same inputs;
 - rank-zero logging to the run's TensorBoard, image step = epoch number;
 - the model's train/eval mode restored and hooks removed (by the helpers used); pictures are drawn as tensors;
-- modern training settings: pictures are computed with autocast off (the same under ``bf16-mixed`` as without it,
-  for the same weights) from the eager module behind a ``torch.compile``d net (``net_of``), whose ``_orig_mod.``
-  prefix layer names may carry or not (``hooks.check_layers``);
+- modern training settings: pictures are drawn from the eager module behind a ``torch.compile``d net (``net_of``)
+  with autocast off (under ``bf16-mixed``, the pictures of the same weights without it); layer names may carry a
+  compiled net's ``_orig_mod.`` prefix or not (``hooks.check_layers``);
 - fault isolation: an error inside one visualization becomes a warning naming the callback, tag and epoch,
   and training goes on (``strict=True`` makes it fatal).
 """
