@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from . import figures
 from .base import LayerError, RenderContext, VisualizationCallback
-from .hooks import check_units
+from .hooks import check_layers, check_units
 from .methods import actmax as methods_actmax
 from .methods.actmax import (
     DEFAULT_L2,
@@ -128,7 +128,8 @@ class ActMaxCallback(VisualizationCallback):
                 layers[linears[-1]] = list(range(shapes[linears[-1]][0]))
         if not layers:
             raise LayerError("actmax: empty layer list; give {layer: [units]}")
-        self.layer_units = {layer: check_units(net, layer, units, shapes) for layer, units in layers.items()}
+        names = check_layers(net, list(layers))  # the net's own names (a compiled net's `_orig_mod.` dropped)
+        self.layer_units = {name: check_units(net, name, units, shapes) for name, units in zip(names, layers.values())}
         self.layer_names = list(self.layer_units)
         self.first_linear = next((n for n in shapes if isinstance(mods[n], nn.Linear)), None)
         self.last_linear = next((n for n in reversed(list(shapes)) if isinstance(mods[n], nn.Linear)), None)

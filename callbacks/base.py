@@ -11,6 +11,9 @@ A subclass names its ``technique`` (the tag prefix), checks and resolves its lay
   epoch, a resumed run and ``train.py validate`` show the same inputs;
 - rank-zero logging to the run's TensorBoard, image step = epoch number;
 - the model's train/eval mode restored and hooks removed (by the helpers used); pictures are drawn as tensors;
+- modern training settings: pictures are drawn from the eager module behind a ``torch.compile``d net (``net_of``)
+  with autocast off (under ``bf16-mixed``, the pictures of the same weights without it); layer names may carry a
+  compiled net's ``_orig_mod.`` prefix or not (``hooks.check_layers``);
 - fault isolation: an error inside one visualization becomes a warning naming the callback, tag and epoch,
   and training goes on (``strict=True`` makes it fatal).
 """
@@ -35,7 +38,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, SequentialSampler
 
 from .data import DataFacts, choose_per_class, data_facts, default_shown, set_budget, val_loader
-from .hooks import ActivationStats, LayerError, LayerProbe, activation_pass, eval_mode, layer_shapes, spread
+from .hooks import ActivationStats, LayerError, LayerProbe, activation_pass, eval_mode, layer_shapes, no_autocast, spread
 from .figures import bounded, to_png, to_uint8
 
 MAX_DEFAULT_LAYERS = 4  # default layers of a callback on a deep net: this many, spread over its depth
@@ -131,11 +134,14 @@ class EpochCapture:
     """The fixed-set statistics of one epoch, gathered from the validation loop's own forward passes instead of a
     pass of their own: a ``LayerProbe`` on the shared layers keeps each validation batch's activations, and the
     samples of the fixed set among them go into an ``ActivationStats``. It gives up (and the callbacks make their own
-    pass) unless every fixed-set sample was seen exactly once, with the label expected at its position."""
+    pass) unless every fixed-set sample was seen exactly once, with the label expected at its position, in the net's
+    own dtype: under autocast (``bf16-mixed``) the loop's activations are bf16, and the pictures are float32."""
 
     def __init__(self, net: nn.Module, stats: ActivationStats, fixed_idx: Tensor, labels: Tensor, n: int,
                  batch_size: int, key: tuple) -> None:
         self.stats, self.batch_size, self.key = stats, batch_size, key
+        param = next(net.parameters(), None)
+        self.dtype = param.dtype if param is not None else torch.get_default_dtype()
         self.where = torch.full((n,), -1, dtype=torch.long)  # validation index -> position in the fixed set
         self.where[fixed_idx.cpu()] = torch.arange(len(fixed_idx))
         self.labels = labels.cpu()  # of the fixed set, in its order
@@ -150,6 +156,8 @@ class EpochCapture:
         start = batch_idx * self.batch_size
         if not isinstance(y, Tensor) or any(c != 1 for c in calls.values()) or start + len(y) > len(self.where):
             return self.close(failed=True)  # not (x, y) batches, or the net did not run once per batch
+        if any(a.dtype != self.dtype for a in acts.values() if isinstance(a, Tensor) and a.is_floating_point()):
+            return self.close(failed=True)  # autocast: the callbacks' own pass gives the net's own dtype
         pos = self.where[start : start + len(y)]
         mask = pos >= 0
         pos = pos[mask]
@@ -240,7 +248,13 @@ class VisualizationCallback(Callback):
 
     @staticmethod
     def net_of(pl_module: pl.LightningModule) -> nn.Module:
-        return getattr(pl_module, "net", pl_module)
+        """The net the pictures are drawn from: ``pl_module.net`` (or the module itself), and behind a
+        ``torch.compile``d net its eager module (``_orig_mod``): hooks on a compiled net's submodules may not fire,
+        and a compiled net cannot be traced (``torch.fx``, the graph)."""
+        net = getattr(pl_module, "net", pl_module)
+        while isinstance(getattr(net, "_orig_mod", None), nn.Module):
+            net = net._orig_mod
+        return net
 
     @staticmethod
     def spatial_layers(shapes: dict[str, tuple[int, ...]], kinds: tuple[type, ...] | None = None, net: nn.Module | None = None) -> list[str]:
@@ -433,6 +447,8 @@ class VisualizationCallback(Callback):
         size = sequential_batch_size(trainer, facts)
         cache = facts.cache.setdefault(("fixed_set_activations", per_class), {})
         net = self.net_of(pl_module)
+        if net is not getattr(pl_module, "net", pl_module):
+            return  # torch.compile'd: hooks on the eager module do not fire in the compiled validation pass
         x, y = self.fixed_set(trainer, per_class)
         key = self._pass_key(trainer, self.step_of(trainer, pl_module), net, len(x))
         if size is None or cache.get("key") == key or (cache.get("capture") and cache["capture"].key == key):
@@ -494,7 +510,7 @@ class VisualizationCallback(Callback):
         )
         t0 = time.perf_counter()
         try:
-            with eval_mode(net), torch.no_grad():
+            with eval_mode(net), torch.no_grad(), no_autocast(net):  # float32 pictures under mixed precision too
                 self.render(ctx)
         except Exception as e:  # fault isolation: one broken picture must not end a training run
             if self.strict:

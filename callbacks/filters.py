@@ -66,7 +66,7 @@ class FiltersCallback(VisualizationCallback):
         return {"layer": self.layer}
 
     def configure(self, net, shapes):
-        self.layer_name = self.layer or first_layer(net)
+        self.layer_name = check_layers(net, [self.layer])[0] if self.layer else first_layer(net)
         filter_tiles(net, self.layer_name)  # raises for an unknown or unsuitable layer
 
     def render(self, ctx: RenderContext) -> None:

@@ -7,15 +7,27 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LayerProbe", "ActivationStats", "check_images", "as_int", "spread", "capture_activations", "forward_with_activations", "collect_activations", "activation_pass", "check_unit_range", "layer_shapes", "check_layers", "check_units", "eval_mode", "LayerError"]
+__all__ = ["COMPILED_PREFIX", "layer_name", "LayerProbe", "ActivationStats", "check_images", "as_int", "spread", "capture_activations", "forward_with_activations", "collect_activations", "activation_pass", "check_unit_range", "layer_shapes", "check_layers", "check_units", "eval_mode", "no_autocast", "LayerError"]
+
+
+COMPILED_PREFIX = "_orig_mod."  # what a torch.compile'd net's named_modules() put in front of each eager name
 
 
 class LayerError(ValueError):
     """A layer name or unit index that the net does not have."""
+
+
+def layer_name(name: str) -> str:
+    """``name`` without the ``_orig_mod.`` prefix of a ``torch.compile``d net's module names: layers are named as in
+    the eager net that the pictures are drawn from (``VisualizationCallback.net_of``), however the user copied them."""
+    while isinstance(name, str) and name.startswith(COMPILED_PREFIX):
+        name = name[len(COMPILED_PREFIX):]
+    return name
 
 
 def check_images(images: Tensor) -> None:
@@ -43,14 +55,17 @@ def _modules(net: nn.Module) -> dict[str, nn.Module]:
 
 
 def check_layers(net: nn.Module, layers: Sequence[str], what: str = "layer") -> list[str]:
-    """Return ``layers`` as a list, or raise ``LayerError`` naming the unknown ones and listing the valid names."""
+    """Return ``layers`` as a list of the net's names (``layer_name``: a compiled net's ``_orig_mod.`` prefix
+    dropped), or raise ``LayerError`` naming the unknown ones and listing the valid names. Callbacks keep the names
+    it returns, so a user's names work with and without the prefix."""
     modules = _modules(net)
-    unknown = [name for name in layers if name not in modules]
+    names = [layer_name(name) for name in layers]
+    unknown = [given for given, name in zip(layers, names) if name not in modules]
     if unknown:
         raise LayerError(
             f"unknown {what} name(s) {unknown} for {type(net).__name__}; valid: {', '.join(modules)}"
         )
-    return list(layers)
+    return names
 
 
 class LayerProbe:
@@ -68,12 +83,12 @@ class LayerProbe:
 
     def __init__(self, net: nn.Module, layers: Sequence[str], detach: bool = True, stop_after_last: bool = False,
                  keep_first: bool = False) -> None:
-        check_layers(net, layers)
+        names = dict(zip(layers, check_layers(net, layers)))  # as given -> the net's own name
         modules = _modules(net)
         self.outputs: dict[str, Tensor] = {}
         self.calls = {name: 0 for name in layers}
         self._detach, self._stop, self._first = detach, stop_after_last, keep_first
-        self._handles = [modules[name].register_forward_hook(self._hook(name)) for name in dict.fromkeys(layers)]
+        self._handles = [modules[own].register_forward_hook(self._hook(name)) for name, own in names.items()]
 
     def _hook(self, name: str):
         def fn(module: nn.Module, inputs, output: Tensor) -> None:
@@ -159,7 +174,7 @@ def spread(names: Sequence, k: int) -> list:
 
 def check_units(net: nn.Module, layer: str, units: Sequence[int], shapes: dict[str, tuple[int, ...]] | None = None) -> list[int]:
     """Return ``units`` as a list, or raise ``LayerError`` naming the layer and its valid unit range."""
-    check_layers(net, [layer])
+    layer = check_layers(net, [layer])[0]
     shapes = shapes or layer_shapes(net)
     if layer not in shapes:
         raise LayerError(
@@ -194,6 +209,15 @@ class eval_mode:
     def __exit__(self, *exc) -> None:
         for m, mode in self.modes.items():
             m.training = mode
+
+
+def no_autocast(net: nn.Module):
+    """Autocast off on the net's device: pictures are computed in the net's own dtype (float32 under
+    ``precision="bf16-mixed"``, whose weights stay float32), so they are those of the same weights without mixed
+    precision, and no bf16 tensor reaches numpy or matplotlib."""
+    param = next(net.parameters(), None)
+    device = param.device.type if param is not None else "cpu"
+    return torch.autocast(device, enabled=False) if torch.amp.is_autocast_available(device) else nullcontext()
 
 
 class ActivationStats:

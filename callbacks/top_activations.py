@@ -427,13 +427,12 @@ class TopActivationsCallback(FixedSetCallback):
         return []
 
     def configure(self, net, shapes):
-        self.layer_names = self.thin(self.default_layers(net, shapes)) if self.layers is None else list(self.layers)
+        self.layer_names = self.thin(self.default_layers(net, shapes)) if self.layers is None else check_layers(net, self.layers)
         if not self.layer_names:
             raise LayerError(
                 f"no default layer (no ReLU with a (C, H, W) output, no ReLU after an nn.Linear); name some of: "
                 f"{', '.join(shapes)}"
             )
-        check_layers(net, self.layer_names)
         self.layer_units, self.fields = {}, {}
         for layer in self.layer_names:
             shape = shapes[layer]
