@@ -19,11 +19,12 @@ What counts, and why:
   timm's ``SelectAdaptivePool2d``; without one, the first module with a flat output) is the head; spatial
   defaults come from the body before it.
 - **stages**: for a timm model, ``net.feature_info``'s module names. Otherwise, walking the module tree from the
-  root: the body children of a module, in forward order, are split into runs at each change of output resolution
-  (a pooling layer that changes it closes the run it ends, as in conv-ReLU-pool; a strided conv opens the next,
-  as in ResNet and ConvNeXt); a run without a conv joins the next one. The last module of each run is a stage
-  output, unless its own children form several runs, in which case the walk goes into it. Where some runs end in
-  a block holding a conv, runs of loose single layers at the same level (a stem) are not stages.
+  root: the body layers below it, in forward order (a module whose own children form several runs, such as
+  torchvision's ``features``, replaced by its children, recursively), are split into runs at each change of
+  output resolution (a pooling layer that changes it closes the run it ends, as in conv-ReLU-pool; a strided conv
+  opens the next, as in ResNet and ConvNeXt); a run without a conv joins the next one. The last module of each run
+  (identities skipped) is a stage output. Where most runs end in a block holding a conv, a first run of loose
+  single layers (a ResNet's stem) is not a stage.
 - **features**: per stage, its last nonlinearity when only pooling, dropout or identity layers (or the blocks it
   ends) finish after it within the stage, so its output is the stage's; else the stage output itself (a
   ConvNeXt or EfficientNet block ends with a linear layer and a residual sum).
@@ -215,18 +216,22 @@ class _Stages:
                 merged.append(pending)
         return merged
 
-    def of(self, name: str) -> list[str]:
-        runs = self.runs(self.kids(name))
-        if any(any(True for _ in self.modules[r[-1]].children()) and self.has_conv(r[-1]) for r in runs):
-            runs = [r for r in runs if any(any(True for _ in self.modules[k].children()) for k in r)]  # no stem
-        out: list[str] = []
-        for run in runs:
-            for k in run[:-1]:
-                if len(self.runs(self.kids(k))) > 1:
-                    out += self.of(k)
-            last = run[-1]
-            out += self.of(last) if len(self.runs(self.kids(last))) > 1 else [last]
+    def flat(self, name: str) -> list[str]:
+        """The body layers below ``name``, with each one whose own children form several runs (a container of
+        several stages, such as torchvision's ``features``) replaced by its own such layers."""
+        out = []
+        for k in self.kids(name):
+            out += self.flat(k) if len(self.runs(self.kids(k))) > 1 else [k]
         return out
+
+    def of(self, name: str) -> list[str]:
+        runs = self.runs(self.flat(name))
+        block = lambda k: any(True for _ in self.modules[k].children())  # noqa: E731
+        if sum(block(r[-1]) and self.has_conv(r[-1]) for r in runs) > len(runs) / 2 and not any(map(block, runs[0])):
+            runs = runs[1:]  # loose single layers before a net of blocks: its stem
+        # each run's output: its last layer that is not a no-op (ConvNeXt's identity ``norm_pre``)
+        return [next((k for k in reversed(r) if not isinstance(self.modules[k], (nn.Identity, nn.Dropout))), r[-1])
+                for r in runs]
 
 
 def _features(stages: list[str], order: list[str], modules: dict[str, nn.Module]) -> list[str]:
