@@ -46,6 +46,10 @@ MODELS = {
     "timm_regnetx_002": lambda: timm.create_model("regnetx_002", pretrained=False, num_classes=10),
     "tv_densenet121": lambda: torchvision.models.densenet121(num_classes=10),
 }
+# Cheaper still than test_any_model's settings, for one epoch of a real ConvNeXt on 2 CPU cores.
+CHEAPER = {"actmax": {"steps": 2, "warm_steps": 1}, "invariance": {"per_class": 1, "transformations": ["rotate"]},
+           "samples": {"graph": False}, "occlusion": {"stride": 8}, "top_activations": {"units": 2},
+           "importance": {"layers": ["stages.3"]}}
 RELU_ONLY = {"timm_resnet18", "tv_resnet50", "timm_vgg11_bn", "timm_regnetx_002", "tv_densenet121"}
 SE_BLOCKS = ("SqueezeExcite", "SqueezeExcitation", "SEModule", "EffectiveSEModule")
 
@@ -266,7 +270,7 @@ def test_deconvnet_names_what_it_has_no_rule_for():
 def test_on_a_gelu_convnext_every_picture_but_the_deconvnet_is_drawn(tmp_path):
     torch.manual_seed(0)
     net = timm.create_model("convnext_atto", pretrained=False, num_classes=10)
-    cbs = cheap_callbacks({"importance": {"layers": ["stages.3"]}})
+    cbs = cheap_callbacks(CHEAPER)
     with pytest.warns(UserWarning, match="DeconvCallback: .*no deconv picture is drawn"):
         trainer, cbs = fit(Classifier(net), rgb=True, root=tmp_path, max_epochs=1, callbacks=cbs)
     ea = read_events(trainer)
