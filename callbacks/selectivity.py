@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from .base import FixedSetCallback, RenderContext
 from .figures import SEQUENTIAL, SIGNED, colorbar

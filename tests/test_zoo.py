@@ -30,7 +30,7 @@ from callbacks.deconv import DeconvCallback
 from callbacks.hooks import layer_shapes
 from callbacks.layers import is_nonlinearity, layer_roles
 from callbacks.methods.deconv import deconv_blockers, deconvnet_with_channels
-from callbacks.top_activations import TopActivationsCallback, receptive_field
+from callbacks.top_activations import receptive_field
 from tests.test_any_model import Classifier, cheap_callbacks, fit, needs_fashion, read_events, steps_of
 
 SHAPE = (3, 32, 32)
