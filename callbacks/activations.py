@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from .base import FixedSetCallback, RenderContext
 from .hooks import capture_activations, check_layers
+from .layers import is_nonlinearity, layer_roles
 
 __all__ = ["dead_fraction", "dead_units", "ActivationsCallback"]
 
@@ -55,7 +56,8 @@ class ActivationsCallback(FixedSetCallback):
         mods = dict(net.named_modules())
         layers = self.layers
         if layers is None:
-            layers = self.thin([n for n in shapes if isinstance(mods[n], (nn.Conv2d, nn.Linear, nn.ReLU))])
+            order = layer_roles(net, shapes).order  # outside squeeze-excitation blocks
+            layers = self.thin([n for n in order if isinstance(mods[n], (nn.Conv2d, nn.Linear)) or is_nonlinearity(mods[n])])
         self.layer_names = check_layers(net, layers)
         self.relus = [n for n in self.layer_names if isinstance(mods[n], nn.ReLU)]
         self.share_layers(self.relus, self.dead_per_class)

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from . import figures
 from .base import LayerError, RenderContext, VisualizationCallback
 from .hooks import check_layers, check_units
+from .layers import layer_roles
 from .methods import actmax as methods_actmax
 from .methods.actmax import (
     DEFAULT_L2,
@@ -119,10 +120,11 @@ class ActMaxCallback(VisualizationCallback):
         mods = dict(net.named_modules())
         layers = self.layers
         if layers is None:
-            linears = [n for n in shapes if isinstance(mods[n], nn.Linear)]
-            convs = [n for n in shapes if isinstance(mods[n], nn.Conv2d)]
-            layers = {n: list(range(min(self.max_channels, shapes[n][0]))) for n in convs}
-            if not convs and len(linears) > 1:
+            roles = layer_roles(net, shapes)
+            linears = [n for n in roles.order if isinstance(mods[n], nn.Linear)]
+            spatial = roles.levels(self.max_default_layers)  # every conv of a small net; a few stages of a deep one
+            layers = {n: list(range(min(self.max_channels, shapes[n][0]))) for n in spatial}
+            if not spatial and len(linears) > 1:
                 layers[linears[0]] = list(range(min(self.max_channels, shapes[linears[0]][0])))
             if linears:
                 layers[linears[-1]] = list(range(shapes[linears[-1]][0]))

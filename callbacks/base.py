@@ -191,7 +191,7 @@ class VisualizationCallback(Callback):
     technique: str = "visualization"
     class_tags: bool = False  # tags are <technique>/<class>, one picture per class (no layer part)
     evolves: bool = True  # drawn at several epochs, so the evolution callback may stack its snapshots
-    max_default_layers: int = MAX_DEFAULT_LAYERS  # default layers beyond this many are thinned (``hooks.spread``)
+    max_default_layers: int = MAX_DEFAULT_LAYERS  # default layers (``layers.layer_roles``) beyond this many are thinned
 
     def __init__(self, enabled: bool = True, every_n_epochs: int = 1, strict: bool = False) -> None:
         if not isinstance(every_n_epochs, int) or every_n_epochs < 1:
@@ -255,12 +255,6 @@ class VisualizationCallback(Callback):
         while isinstance(getattr(net, "_orig_mod", None), nn.Module):
             net = net._orig_mod
         return net
-
-    @staticmethod
-    def spatial_layers(shapes: dict[str, tuple[int, ...]], kinds: tuple[type, ...] | None = None, net: nn.Module | None = None) -> list[str]:
-        """Names of layers with ``(C, H, W)`` outputs, in forward order, optionally of the given module types."""
-        modules = dict(net.named_modules()) if net is not None else {}
-        return [n for n, s in shapes.items() if len(s) == 3 and (kinds is None or isinstance(modules.get(n), kinds))]
 
     def facts(self, trainer: pl.Trainer) -> DataFacts:
         """The validation data's classes, input shape, pixel range and samples (``callbacks.data``)."""

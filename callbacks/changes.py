@@ -26,48 +26,24 @@ import torch
 from torch import Tensor, nn
 
 from .base import FixedSetCallback, RenderContext
-from .hooks import check_layers
+from .hooks import check_layers, layer_shapes
+from .layers import layer_roles
 from .live_figure import LiveFigure, draw_texts
 from .methods.changes import UnitChanges, compare_snapshots, unit_snapshot
 
 __all__ = ["ChangesChart", "default_change_layers", "ChangesCallback"]
 
 
-def _is_activation(m: nn.Module) -> bool:
-    return type(m).__module__ == "torch.nn.modules.activation"
-
-
 def default_change_layers(net: nn.Module, shapes: dict[str, tuple[int, ...]] | None = None) -> list[str]:
-    """Two layers at most, in module order: the activation after the last ``Conv2d`` and the activation that feeds
-    the last ``nn.Linear`` (the last hidden fully-connected layer's output); without the latter, the activation
-    after the first ``Conv2d`` instead. With ``shapes`` (the modules called once per forward pass), an activation
-    module that runs several times (a ResNet block's ``relu``) stands for the nearest enclosing module called once
-    (the block, whose output is that ``relu``'s last)."""
-    named = [(name, m) for name, m in net.named_modules() if name and not any(True for _ in m.children())]
-    after_conv = []
-    for i, (name, m) in enumerate(named):
-        if isinstance(m, nn.Conv2d):
-            for later, lm in named[i + 1 :]:
-                if isinstance(lm, (nn.Conv2d, nn.Linear)):
-                    break
-                if _is_activation(lm):
-                    after_conv.append(later)
-                    break
-    linears = [i for i, (_, m) in enumerate(named) if isinstance(m, nn.Linear)]
-    hidden = []
-    if len(linears) >= 2:
-        hidden = [name for name, m in named[linears[-2] + 1 : linears[-1]] if _is_activation(m)][-1:]
-    picked = (after_conv[-1:] + hidden) if hidden else (after_conv[:1] + after_conv[-1:])
-    if shapes is not None:
-        picked = [_called_once(name, shapes) for name in picked]
-    return list(dict.fromkeys(name for name in picked if name))
-
-
-def _called_once(name: str, shapes: dict[str, tuple[int, ...]]) -> str | None:
-    """``name``, or its nearest enclosing module, among the modules called once per forward pass."""
-    while name not in shapes and "." in name:
-        name = name.rsplit(".", 1)[0]
-    return name if name in shapes else None
+    """Two layers at most (``layers.layer_roles``): the last stage's feature layer (the nonlinearity after the last
+    conv of a small net) and the last hidden fully-connected nonlinearity; without the latter, the first and the
+    last stage features. ``shapes``: the modules called once per forward pass (default: found for a 1x28x28 input)."""
+    if shapes is None:
+        calls: dict[str, int] = {}
+        shapes = {n: s for n, s in layer_shapes(net, (1, 28, 28), calls).items() if calls[n] == 1}
+    roles = layer_roles(net, shapes)
+    picked = (roles.features[-1:] + roles.hidden[-1:]) if roles.hidden else (roles.features[:1] + roles.features[-1:])
+    return list(dict.fromkeys(picked))
 
 
 def _units(idx: Tensor, limit: int = 8) -> str:

@@ -21,6 +21,7 @@ from .base import RenderContext, VisualizationCallback, tag_part
 from .classes import class_columns, shown_positions, shown_probs
 from .figures import SEQUENTIAL, SIGNED, abs_max, colorbar, input_rgb, mosaic, show_grid
 from .hooks import check_layers, forward_with_activations
+from .layers import layer_roles
 from .live_figure import LiveFigure, draw_texts
 
 __all__ = ["decision_pipeline", "default_stages", "strongest_maps", "DecisionChart", "DecisionCallback"]
@@ -32,13 +33,10 @@ def _with_white_gaps(cmap: str):
 
 
 def default_stages(net: nn.Module, shapes: dict[str, tuple[int, ...]]) -> tuple[list[str], list[str]]:
-    """``(stages, fc)``: every max-pool layer (or, without one, every ReLU with a spatial output), and every ReLU
-    with a vector output (the post-activation hidden fully-connected layers)."""
-    mods = dict(net.named_modules())
-    stages = [n for n, s in shapes.items() if len(s) == 3 and isinstance(mods[n], nn.MaxPool2d)]
-    stages = stages or [n for n, s in shapes.items() if len(s) == 3 and isinstance(mods[n], nn.ReLU)]
-    fc = [n for n, s in shapes.items() if len(s) == 1 and isinstance(mods[n], nn.ReLU)]
-    return stages, fc
+    """``(stages, fc)``: the stage outputs (``layers.layer_roles``: LeNet-5's max-pools, a ResNet's ``layer1..4``)
+    and the hidden fully-connected layers' nonlinearities (vector outputs)."""
+    roles = layer_roles(net, shapes)
+    return roles.stages, roles.hidden
 
 
 def decision_pipeline(net: nn.Module, images: Tensor, layers: list[str]) -> tuple[dict[str, Tensor], Tensor]:
@@ -187,7 +185,7 @@ class DecisionCallback(VisualizationCallback):
 
     def configure(self, net, shapes):
         stages, fc = default_stages(net, shapes)
-        self.stage_names = stages if self.stages is None else check_layers(net, self.stages)
+        self.stage_names = self.thin(stages) if self.stages is None else check_layers(net, self.stages)
         self.fc_names = fc if self.fc_layers is None else check_layers(net, self.fc_layers)
 
     def _chart(self, key, images, rows, true, classes, stage_acts, fc_acts) -> DecisionChart:

@@ -18,22 +18,13 @@ from torch import Tensor, nn
 from .base import FixedSetCallback, RenderContext
 from .figures import SEQUENTIAL, SIGNED, abs_max, colorbar
 from .hooks import check_layers
+from .layers import following_nonlinearity, layer_roles
 from .live_figure import LiveFigure
 from .methods.selectivity import class_means, shown_units
 
-__all__ = ["following_relu", "sparsity", "FCChart", "FCActivationsCallback"]
+__all__ = ["sparsity", "FCChart", "FCActivationsCallback"]
 
 MAX_UNITS = 128  # columns of a chart at most: a wider layer shows its most class-varying units
-
-
-def following_relu(net: nn.Module, layer: str) -> str | None:
-    """The ReLU module that directly follows ``layer`` in the net's order, if any."""
-    names = [n for n, _ in net.named_modules() if n]
-    mods = dict(net.named_modules())
-    i = names.index(layer)
-    if i + 1 < len(names) and isinstance(mods[names[i + 1]], nn.ReLU):
-        return names[i + 1]
-    return None
 
 
 def sparsity(acts: Tensor) -> float:
@@ -107,9 +98,9 @@ class FCActivationsCallback(FixedSetCallback):
     def configure(self, net, shapes):
         layers = self.layers
         if layers is None:
-            layers = self.thin([n for n, m in net.named_modules() if isinstance(m, nn.Linear) and n in shapes])
+            layers = self.thin(layer_roles(net, shapes).head_linears)  # the classifier's, not a block's MLP
         self.layer_names = check_layers(net, layers)
-        self.post = {layer: following_relu(net, layer) for layer in self.layer_names}
+        self.post = {layer: following_nonlinearity(net, layer) for layer in self.layer_names}
         self.names = list(dict.fromkeys([*self.layer_names, *[p for p in self.post.values() if p]]))
         self.share_layers(self.names, self.per_class)
 

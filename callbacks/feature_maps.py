@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from . import figures
 from .base import RenderContext, VisualizationCallback, tag_part
 from .hooks import check_layers
+from .layers import following_nonlinearity, is_nonlinearity, layer_roles
 from .methods.feature_maps import class_mean_maps, feature_maps
 from .methods.selectivity import class_means
 
@@ -78,14 +79,15 @@ class FeatureMapsCallback(VisualizationCallback):
         return {"layers": self.layers, "mean_layers": self.mean_layers}
 
     def configure(self, net, shapes):
-        both = self.spatial_layers(shapes, (nn.Conv2d, nn.ReLU), net)
-        convs = self.spatial_layers(shapes, (nn.Conv2d,), net)
-        if not both:  # an MLP: its hidden fully-connected layers
+        roles = layer_roles(net, shapes)
+        # a small net: every conv, and the nonlinearity after each; a deep one: a few stage features over its depth
+        levels = roles.levels(self.max_default_layers)
+        after = [following_nonlinearity(net, n, roles.order) if n in roles.convs else None for n in levels]
+        names = [m for n, a in zip(levels, after) for m in (n, a) if m]
+        if not levels:  # an MLP: its hidden fully-connected layers
             mods = dict(net.named_modules())
-            both = convs = [n for n in shapes if isinstance(mods[n], (nn.Linear, nn.ReLU))][:-1]
-        thin = self.thin(convs)  # a deep net: a few convs spread over its depth, and the ReLUs that follow them
-        names = [n for i, n in enumerate(both) if n in thin or (i and both[i - 1] in thin and n not in convs)]
-        self.layer_names = thin if self.layers is None else check_layers(net, self.layers)
+            levels = names = [n for n in roles.order if isinstance(mods[n], nn.Linear) or is_nonlinearity(mods[n])][:-1]
+        self.layer_names = levels if self.layers is None else check_layers(net, self.layers)
         given = self.mean_layers if self.mean_layers is not None else self.layers
         self.mean_names = names if given is None else check_layers(net, given)
         if self.class_mean:

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from .base import FixedSetCallback, RenderContext
 from .hooks import LayerError, check_layers, spread
+from .layers import layer_roles
 from .live_figure import LiveFigure
 from .methods.importance import ablation_importance, rank_correlation, variance_importance
 from .methods.selectivity import class_means, selectivity_index
@@ -137,7 +138,8 @@ class ImportanceCallback(FixedSetCallback):
     def configure(self, net, shapes):
         layers = self.layers
         if layers is None:
-            layers = [n for n, m in net.named_modules() if isinstance(m, nn.ReLU) and n in shapes][-2:]
+            roles = layer_roles(net, shapes)
+            layers = (roles.features + roles.hidden)[-2:]  # the last two stages' or hidden layers' outputs
         self.layer_names = check_layers(net, layers)
         for layer in self.layer_names:
             if len(shapes.get(layer, ())) < 1:

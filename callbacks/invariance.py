@@ -28,13 +28,13 @@ from torch import Tensor
 
 from .base import RenderContext, VisualizationCallback
 from .figures import RC
-from .hooks import check_layers
+from .hooks import LayerError, check_layers
+from .layers import layer_roles
 from .live_figure import LiveFigure
 from .methods.invariance import TRANSFORMATIONS, Sweep, default_layers, invariance_sweeps, sweep_amounts, transform
 
 __all__ = ["InvarianceChart", "InvarianceCallback", "PICTURES"]
 
-DEFAULT_INPUT_SHAPE = (1, 28, 28)  # (C, H, W) when the base class does not know the data's shape
 
 # picture name -> the transformations it shows (a distance panel each, one shared probability panel)
 PICTURES = {"translate": ("translate_x", "translate_y"), "scale": ("scale",), "rotate": ("rotate",)}
@@ -182,13 +182,13 @@ class InvarianceCallback(VisualizationCallback):
     def configure(self, net, shapes):
         if self.layers is not None:
             self.layer_names = check_layers(net, self.layers)
-        else:  # found from one forward pass of random images of the data's shape (own generator: no global RNG use)
-            param = next(net.parameters(), None)
-            gen = torch.Generator().manual_seed(0)
-            x = torch.rand(2, *getattr(self, "input_shape", DEFAULT_INPUT_SHAPE), generator=gen)
-            if param is not None:
-                x = x.to(param.device, param.dtype)
-            self.layer_names = default_layers(net, x)
+        else:  # the first stage's feature layer, its (pooled) output, the penultimate layer (``layers.layer_roles``)
+            roles = layer_roles(net, shapes)
+            early = roles.features[:1] + [s for s in roles.stages[:1] if not roles.features[0].startswith(s + ".")]
+            # (a stage output that the feature layer ends, as timm's ``bn1`` and ``bn1.act``, is the same tensor)
+            self.layer_names = list(dict.fromkeys(early + roles.penultimate(net, shapes)))
+            if not self.layer_names:
+                raise LayerError(f"{type(net).__name__} has neither a conv stage nor a Linear layer: name the layers to follow")
 
     def render(self, ctx: RenderContext) -> None:
         x, y = self.probe_images(ctx.trainer, self.per_class)

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from .base import FixedSetCallback, RenderContext
 from .figures import SIGNED, colorbar
 from .hooks import check_layers
+from .layers import layer_roles
 from .live_figure import LiveFigure, contrast_colours, draw_texts
 from .methods.selectivity import class_means
 
@@ -105,7 +106,8 @@ class LayerResponsesCallback(FixedSetCallback):
         layers = self.layers
         if layers is None:
             mods = dict(net.named_modules())
-            layers = self.thin([n for n in shapes if not isinstance(mods[n], (nn.Flatten, nn.Dropout, nn.Identity))])
+            order = layer_roles(net, shapes).order  # outside squeeze-excitation blocks
+            layers = self.thin([n for n in order if not isinstance(mods[n], (nn.Flatten, nn.Dropout, nn.Identity))])
         self.layer_names = check_layers(net, layers)
         self.share_layers(self.layer_names, self.per_class)
 

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from .base import FixedSetCallback, RenderContext
 from .figures import SEQUENTIAL, SIGNED, colorbar
 from .hooks import check_layers, collect_activations
+from .layers import layer_roles
 from .live_figure import LiveFigure
 from .methods.selectivity import class_means, selectivity_index, shown_units
 
@@ -111,7 +112,8 @@ class SelectivityCallback(FixedSetCallback):
     def configure(self, net, shapes):
         layers = self.layers
         if layers is None:
-            layers = self.thin([n for n, m in net.named_modules() if isinstance(m, nn.ReLU) and n in shapes])
+            roles = layer_roles(net, shapes)
+            layers = self.thin(roles.features + roles.hidden)  # what each stage computed, the hidden fc layers
         self.layer_names = check_layers(net, layers)
         self.share_layers(self.layer_names, self.per_class)
 

@@ -36,9 +36,10 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from .base import FixedSetCallback, RenderContext
-from .methods.deconv import deconvnet_from_seed
+from .methods.deconv import deconv_blockers, deconvnet_from_seed
+from .layers import layer_roles
 from .hooks import (
-    LayerError, as_int, capture_activations, check_images, check_layers, check_unit_range, eval_mode, layer_shapes,
+    LayerError, LayerProbe, as_int, capture_activations, check_images, check_layers, check_unit_range, eval_mode, layer_shapes,
 )
 from . import figures
 
@@ -81,6 +82,9 @@ _POINTWISE = (
     nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout, nn.modules.batchnorm._BatchNorm,
     nn.GroupNorm, nn.modules.instancenorm._InstanceNorm, nn.LocalResponseNorm,
 )
+# Modules of torchvision and timm (by class name, so neither is imported) that keep every position's field:
+# stochastic depth and drop-path are the identity in eval mode; Permute moves channels last.
+_KEEPS_POSITIONS = frozenset({"StochasticDepth", "DropPath", "Permute"})
 _FLAT = (nn.Linear, nn.Flatten, nn.Bilinear, nn.LazyLinear)
 
 
@@ -113,7 +117,7 @@ def _geometry(name: str, m: nn.Module) -> tuple[int, int, float]:
     return eff, stride, padding
 
 
-def receptive_field(net: nn.Module, layer: str) -> ReceptiveField:
+def receptive_field(net: nn.Module, layer: str, input_shape: Sequence[int] | None = None) -> ReceptiveField:
     """The receptive field of ``layer``'s output positions, computed analytically from the layer geometry.
 
     The leaf modules of ``net.named_modules()`` are walked in registration order up to and including ``layer``
@@ -125,6 +129,13 @@ def receptive_field(net: nn.Module, layer: str) -> ReceptiveField:
     effective kernel ``e = dilation * (kernel - 1) + 1``, stride ``s`` and left padding ``p`` gives
     ``size += (e - 1) * stride``, ``start += ((e - 1) / 2 - p) * stride``, then ``stride *= s``.
 
+    With ``input_shape`` ``(C, H, W)`` the modules are instead followed in the order they run in a forward pass of
+    such an image, along the tensors they pass on, so parallel branches (a ResNet block's strided shortcut conv,
+    a squeeze-excitation side branch) do not add up as if they ran in series. A tensor made by a function between
+    modules (a residual sum, a permute, ``x * gate``) gets the widest field among the module outputs of the same
+    shape (a sum sees the union of its branches); ``nn.Linear`` and a one-dimensional ``nn.LayerNorm`` on a tensor
+    of 3 or more dimensions act per position (channels last, as in ConvNeXt).
+
     Raises:
         LayerError: unknown ``layer`` (the message lists the valid names); an ``nn.Linear`` or ``nn.Flatten`` before
             or at ``layer`` ("has no spatial receptive field"); a module whose geometry is unknown or not square.
@@ -132,6 +143,8 @@ def receptive_field(net: nn.Module, layer: str) -> ReceptiveField:
     if not isinstance(layer, str):
         raise LayerError(f"layer must be a submodule name (str), got {layer!r}")
     check_layers(net, [layer])
+    if input_shape is not None:
+        return _traced_field(net, layer, tuple(input_shape))
     leaves = [(n, m) for n, m in net.named_modules() if n and not any(True for _ in m.children())]
     inside = [i for i, (n, _) in enumerate(leaves) if n == layer or n.startswith(layer + ".")]
     if not inside:
@@ -154,6 +167,86 @@ def receptive_field(net: nn.Module, layer: str) -> ReceptiveField:
                 f"({type(m).__name__}) is unknown (known: Conv2d, MaxPool2d, AvgPool2d and pointwise modules)"
             )
     return ReceptiveField(size=int(size), stride=int(stride), start=float(start))
+
+
+def _step(name: str, m: nn.Module, rf: ReceptiveField, ndim: int) -> ReceptiveField:
+    """The field after module ``m`` whose input (of ``ndim`` dimensions) has field ``rf``."""
+    if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+        eff, s, p = _geometry(name, m)
+        return ReceptiveField(rf.size + (eff - 1) * rf.stride, rf.stride * s, rf.start + ((eff - 1) / 2 - p) * rf.stride)
+    if type(m).__name__ in _KEEPS_POSITIONS:
+        return rf
+    per_position = isinstance(m, nn.Linear) or (isinstance(m, nn.LayerNorm) and len(m.normalized_shape) == 1)
+    if isinstance(m, _POINTWISE) or (per_position and ndim >= 4):
+        return rf
+    if isinstance(m, _FLAT):
+        raise LayerError(f"{name!r} ({type(m).__name__}) mixes all positions")
+    raise LayerError(f"the geometry of {name!r} ({type(m).__name__}) is unknown (known: Conv2d, MaxPool2d, "
+                     "AvgPool2d and pointwise modules)")
+
+
+@torch.no_grad()
+def _traced_field(net: nn.Module, layer: str, input_shape: tuple[int, ...]) -> ReceptiveField:
+    """``receptive_field`` along the tensors of one forward pass of a zero image (see there)."""
+    fields: dict[int, ReceptiveField | str] = {}  # id(tensor) -> its field, or why it has none
+    kept: list[Tensor] = []  # the tensors whose ids are in ``fields`` (kept alive, so an id is never reused)
+    result: list[ReceptiveField | str] = []
+
+    def field_of(t: Tensor) -> ReceptiveField | str:
+        if id(t) in fields:
+            return fields[id(t)]
+        same = [fields[id(k)] for k in kept if sorted(k.shape) == sorted(t.shape)]
+        if not same and t.dim() == 4:  # a concatenation along channels (DenseNet): the maps of the same size
+            same = [fields[id(k)] for k in kept if k.dim() == 4 and k.shape[-2:] == t.shape[-2:]]
+        known = [f for f in same if isinstance(f, ReceptiveField)]
+        if known:
+            return max(known, key=lambda f: f.size)
+        return same[-1] if same else "it is computed by a function outside any module"
+
+    def record(t, f) -> None:
+        if isinstance(t, Tensor):
+            fields[id(t)] = f
+            kept.append(t)
+
+    def hook(name: str):
+        def fn(module: nn.Module, inputs, output) -> None:
+            if name == layer and any(True for _ in module.children()):  # a block: the field of what it returns
+                result.append(field_of(output) if isinstance(output, Tensor) else f"{layer!r} outputs no tensor")
+                raise LayerProbe.Stop
+            x = inputs[0] if inputs and isinstance(inputs[0], Tensor) else None
+            f = field_of(x) if x is not None else f"{name!r} takes no tensor"
+            if isinstance(f, ReceptiveField):
+                try:
+                    f = _step(name, module, f, x.dim())
+                except LayerError as e:
+                    f = str(e)
+            record(output, f)
+            if name == layer:
+                result.append(f)
+                raise LayerProbe.Stop
+        return fn
+
+    modules = {n: m for n, m in net.named_modules() if n}
+    watched = [(n, m) for n, m in modules.items() if n == layer or not any(True for _ in m.children())]
+    param = next(net.parameters(), None)
+    x = torch.zeros(1, *input_shape, device=param.device if param is not None else None,
+                    dtype=param.dtype if param is not None else None)
+    record(x, ReceptiveField(1, 1, 0.0))
+    handles = [m.register_forward_hook(hook(n)) for n, m in watched]
+    try:
+        with eval_mode(net):
+            net(x)
+    except LayerProbe.Stop:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    if not result:
+        raise LayerError(f"layer {layer!r} of {type(net).__name__} is not called in the forward pass")
+    if isinstance(result[0], str):
+        raise LayerError(f"cannot compute the receptive field of {layer!r}: {result[0]}")
+    rf = result[0]
+    return ReceptiveField(size=int(rf.size), stride=int(rf.stride), start=float(rf.start))
 
 
 def rf_box(rf: ReceptiveField, row: int, col: int, image_hw: Sequence[int]) -> tuple[int, int, int, int]:
@@ -407,33 +500,29 @@ class TopActivationsCallback(FixedSetCallback):
         self.projection = projection
         self.layer_units: dict[str, list[int]] = {}
         self.fields: dict[str, ReceptiveField | None] = {}
+        self.projectable: dict[str, bool] = {}  # whether the deconvnet applies to the layer (``deconv_blockers``)
         self._hw_key, self._hw = None, {}
+        self._warned: str | None = None
 
     def _state_config(self):
         return {"layers": self.layers}
 
     @staticmethod
     def default_layers(net: nn.Module, shapes: dict[str, tuple[int, ...]]) -> list[str]:
-        """Every ReLU with a ``(C, H, W)`` output; a net without one: the first ReLU after an ``nn.Linear``."""
-        spatial = FixedSetCallback.spatial_layers(shapes, (nn.ReLU,), net)
-        if spatial:
-            return spatial
-        seen_linear = False
-        for name, m in net.named_modules():
-            if isinstance(m, nn.Linear):
-                seen_linear = True
-            elif seen_linear and isinstance(m, nn.ReLU) and name in shapes:
-                return [name]
-        return []
+        """Each stage's feature layer (its ending nonlinearity, of any kind, or its output: ``layers.layer_roles``);
+        a net without spatial stages: its first hidden fully-connected nonlinearity."""
+        roles = layer_roles(net, shapes)
+        return roles.features or roles.hidden[:1]
 
     def configure(self, net, shapes):
         self.layer_names = self.thin(self.default_layers(net, shapes)) if self.layers is None else check_layers(net, self.layers)
         if not self.layer_names:
             raise LayerError(
-                f"no default layer (no ReLU with a (C, H, W) output, no ReLU after an nn.Linear); name some of: "
+                f"no default layer (no conv stage, no hidden fully-connected nonlinearity); name some of: "
                 f"{', '.join(shapes)}"
             )
-        self.layer_units, self.fields = {}, {}
+        self.layer_units, self.fields, self.projectable = {}, {}, {}
+        no_patches, no_projection, order = {}, {}, None
         for layer in self.layer_names:
             shape = shapes[layer]
             if len(shape) not in (1, 3):
@@ -445,9 +534,23 @@ class TopActivationsCallback(FixedSetCallback):
             self.fields[layer] = None
             if len(shape) == 3:
                 try:
-                    self.fields[layer] = receptive_field(net, layer)
+                    self.fields[layer] = receptive_field(net, layer, self.input_shape)
                 except LayerError as e:  # a module of unknown geometry: show the top images without patches
-                    rank_zero_warn(f"{type(self).__name__}: {e}; {layer!r} is shown without patches")
+                    no_patches[layer] = str(e)
+            if order is None and self.projection:
+                order = list(layer_shapes(net, self.input_shape))  # one dry pass for every layer's check
+            blockers = deconv_blockers(net, layer, self.input_shape, order) if self.projection else []
+            self.projectable[layer] = not blockers
+            if blockers:
+                no_projection[layer] = ", ".join(blockers[:3]) + (" ..." if len(blockers) > 3 else "")
+        reasons = [f"{', '.join(no_patches)} shown without patches ({next(iter(no_patches.values()))})"] if no_patches else []
+        if no_projection:
+            reasons.append(f"{', '.join(no_projection)} without deconvnet projections (no deconvnet rule for "
+                           f"{next(iter(no_projection.values()))})")
+        message = f"{type(self).__name__}: " + "; ".join(reasons) if reasons else None
+        if message is not None and message != self._warned:  # once, not at every setup
+            self._warned = message
+            rank_zero_warn(message)
 
     def compute(self, net: nn.Module, x: Tensor, layer: str, pixel_lo: float = 0.0):
         """The render's computation for one layer: ``(top, patches or None, projections or None)`` over ``x``."""
@@ -460,7 +563,7 @@ class TopActivationsCallback(FixedSetCallback):
         if top.positions is not None and rf is not None:
             crops = patches(x, top.indices, top.positions, rf, self._layer_hw(net, x, layer), fill=pixel_lo)
         proj = None
-        if self.projection and (top.positions is None or rf is not None):
+        if self.projection and self.projectable.get(layer, True) and (top.positions is None or rf is not None):
             proj = projected_patches(net, x, layer, units, top.indices, top.positions, rf)
         return top, crops, proj
 

@@ -15,7 +15,8 @@ from torch import nn
 
 from callbacks.confusion import ConfusionMatrixCallback
 from callbacks.decision import DecisionCallback
-from callbacks.fc_activations import FCActivationsCallback, FCChart, following_relu, sparsity
+from callbacks.fc_activations import FCActivationsCallback, FCChart, sparsity
+from callbacks.layers import following_nonlinearity
 from callbacks.figures import MAX_PALETTE_ERROR, colorbar, figure, to_image, to_png, to_rgb, to_uint8
 from callbacks.hooks import layer_shapes
 from callbacks.importance import ImportanceCallback
@@ -92,7 +93,7 @@ def test_class_means_average_spatially_and_per_class():
 
 def test_fc_helpers():
     net = LeNet5()
-    assert following_relu(net, "fc_1") == "relu_3" and following_relu(net, "fc_3") is None
+    assert following_nonlinearity(net, "fc_1") == "relu_3" and following_nonlinearity(net, "fc_3") is None
     assert sparsity(torch.tensor([0.0, 1.0, 0.0, 2.0])) == 0.5
 
 

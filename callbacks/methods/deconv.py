@@ -16,9 +16,20 @@ backprop masks with the forward input (``g * (x > 0)``), the deconvnet rectifies
 (``relu(g)``). So a full backward hook on every ``nn.ReLU`` module that returns ``relu(grad_output)`` turns
 ``torch.autograd.grad(act, x, grad_outputs=seed)`` into the deconvnet projection, exactly.
 
-Limits: only ``nn.ReLU`` modules are rectified; a functional ``F.relu`` call inside some module's ``forward``
-would be backpropagated as usual (the nets in ``lit_modules.nets`` use ``nn.ReLU`` modules only). An in-place
-``nn.ReLU`` is run out of place for the call (a full backward hook needs that) and its flag is restored.
+What it supports (as Captum's ``Deconvolution``, which overrides only the ReLU's backward): the linear parts of a
+net are backpropagated as they are, which is their exact transpose: convolutions of any stride, groups
+(depthwise) or dilation, ``nn.Linear``, average pooling (each value spread evenly back over its window),
+BatchNorm in eval mode (a per-channel scale), dropout in eval mode, identity, flatten, padding, and the residual
+sums and concatenations between modules (ResNet, DenseNet); max-pooling uses its switches; ``nn.ReLU`` rectifies.
+The deconvnet has no rule for other nonlinearities (GELU, SiLU, Hardswish, LeakyReLU ...), normalization over
+positions or channels per sample (LayerNorm, GroupNorm) or gates (squeeze-excitation's sigmoid): plain backprop
+through them would be a gradient, not a deconvnet, so ``deconv_blockers`` names any such module that runs before
+a layer, and the callbacks do not draw a projection from that layer.
+
+Limits: only ``nn.ReLU`` modules are rectified; a functional ``F.relu`` (or ``F.gelu``) call inside some module's
+``forward`` is invisible to hooks and would be backpropagated as usual (the nets in ``lit_modules.nets``, timm's
+and torchvision's CNNs use activation modules). An in-place ``nn.ReLU`` is run out of place for the call (a full
+backward hook needs that) and its flag is restored.
 
 Pure functions on a plain ``nn.Module`` (no Lightning): they leave no hooks behind (also on error), touch no
 parameter's ``.grad`` or ``requires_grad``, run the net in eval mode and restore every module's train/eval flag,
@@ -34,9 +45,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..hooks import LayerError, capture_activations, check_images, check_layers, eval_mode
+from ..hooks import LayerError, capture_activations, check_images, check_layers, eval_mode, layer_shapes
 
-__all__ = ["deconvnet", "deconvnet_with_channels", "deconvnet_from_seed", "strongest_channels", "LayerError"]
+__all__ = ["deconvnet", "deconvnet_with_channels", "deconvnet_from_seed", "strongest_channels", "deconv_blockers",
+           "LayerError"]
+
+# Modules the deconvnet passes through by plain backprop (linear in eval mode: their backward is their transpose),
+# by switches (max-pool) or by its own rule (ReLU). Subclasses count too (timm's Conv2dSame, BatchNormAct2d ...).
+_SUPPORTED = (
+    nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.modules.pooling._AvgPoolNd,
+    nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._MaxPoolNd, nn.modules.dropout._DropoutNd,
+    nn.Identity, nn.Flatten, nn.Unflatten, nn.modules.padding._ConstantPadNd, nn.modules.padding._ReflectionPadNd,
+    nn.modules.padding._ReplicationPadNd, nn.ReLU,
+)
 
 
 def strongest_channels(acts: Tensor) -> Tensor:
@@ -52,6 +73,25 @@ def strongest_channels(acts: Tensor) -> Tensor:
     return per_channel.argmax(dim=1)
 
 
+
+
+def deconv_blockers(net: nn.Module, layer: str, input_shape: tuple[int, ...], order: list[str] | None = None) -> list[str]:
+    """The modules that run up to ``layer`` (inclusive) in a forward pass of an ``input_shape`` ``(C, H, W)`` image
+    and have no deconvnet rule (see the module docstring), as ``"name (Class)"``, in forward order: empty where the
+    projection from ``layer`` is the Zeiler & Fergus deconvnet. Containers count only through their children.
+    ``order``: every module that runs, in the order each first finishes (``list(layer_shapes(net, input_shape))``),
+    when the caller has it already."""
+    check_layers(net, [layer])
+    modules = dict(net.named_modules())
+    order = list(layer_shapes(net, input_shape)) if order is None else order
+    if layer not in order:
+        raise LayerError(f"layer {layer!r} of {type(net).__name__} is not called in the forward pass")
+    out = []
+    for name in order[: order.index(layer) + 1]:
+        m = modules[name]
+        if not any(True for _ in m.children()) and not isinstance(m, _SUPPORTED):
+            out.append(f"{name} ({type(m).__name__})")
+    return out
 
 
 def _rectify_hook(module: nn.Module, grad_input, grad_output):
