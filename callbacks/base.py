@@ -83,6 +83,10 @@ class RenderContext:
         """``" (10 of 100 classes)"`` when the pictures show a subset of the classes, else ``""``: for titles."""
         return f" ({len(self.shown)} of {len(self.classes)} classes)" if len(self.shown) < len(self.classes) else ""
 
+    def class_axis(self) -> str:
+        """The label of a chart's class axis: ``"class"``, or ``"class (10 of 100)"`` for a subset."""
+        return f"class ({len(self.shown)} of {len(self.classes)})" if len(self.shown) < len(self.classes) else "class"
+
     def add_image(self, tag: str, img: Tensor) -> bytes:
         """Log a ``(3, H, W)`` image, uint8 or float in [0, 1] (NaN-safe), encoded once by ``figures.to_png`` (a
         palette PNG where faithful), and return the PNG. Callbacks that keep snapshots

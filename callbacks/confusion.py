@@ -71,8 +71,8 @@ class ConfusionChart:
             ax.set_xlabel("predicted class")
             ax.set_ylabel("true class")
             colorbar(self.live.fig, self.im, ax, "fraction of the true class")
-            note = "00000 samples, accuracy 00.0%" + (", recall median 00.0%, worst 00.0%" if other else "")
-            self.note = self.live.slot(ax.set_title(note, fontsize=10 if other else None))
+            note = "00000 samples, accuracy 00.0%" + ("\nrecall over all classes: median 00.0%, worst 00.0%" if other else "")
+            self.note = self.live.slot(ax.set_title(note))
             self.live.title("Confusion matrix, validation split" + (f" ({k} of {len(classes)} classes)" if other else ""))
         self.shown, self.other = shown, other
         self.cells = np.array([(j, i) for i in range(k) for j in range(cols)], dtype=np.float64)
@@ -87,7 +87,7 @@ class ConfusionChart:
         note = f"{int(cm.sum())} samples, accuracy {100 * acc:.1f}%"
         if self.other:
             recall = cm.diag().double() / cm.sum(1).clamp(min=1)
-            note += f", recall median {100 * float(recall.median()):.1f}%, worst {100 * float(recall.min()):.1f}%"
+            note += f"\nrecall over all classes: median {100 * float(recall.median()):.1f}%, worst {100 * float(recall.min()):.1f}%"
         self.note.text = note
         img = self.live.image(step)
         colours = contrast_colours(self.im.cmap(self.im.norm(frac)))

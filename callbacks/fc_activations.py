@@ -37,7 +37,7 @@ class FCChart:
     (just one when no ReLU follows), each on its own labelled colour scale; built once, redrawn by ``draw``."""
 
     def __init__(self, layer: str, post: str | None, classes: list[str], units: int, samples: str,
-                 logit_classes: list[int] | None = None, unit_note: str = "") -> None:
+                 logit_classes: list[int] | None = None, unit_note: str = "", class_axis: str = "class") -> None:
         self.layer, self.post = layer, post
         k = len(classes)
         panel = 13 * k + 60  # a 13-px row per class, plus the unit axis and the panel title
@@ -55,7 +55,7 @@ class FCChart:
                     interpolation="nearest"))
                 ax.set_yticks(range(k), list(classes))
                 ax.tick_params(axis="y", length=0)
-                ax.set_ylabel("class")
+                ax.set_ylabel(class_axis)
                 if logits:
                     ax.set_xticks(range(units), [str(c) for c in logit_classes])
                     ax.set_xlabel("logit of class")
@@ -122,8 +122,8 @@ class FCActivationsCallback(FixedSetCallback):
             key = (layer, post_name, tuple(classes), len(cols), samples, note)
             if key not in self._charts:
                 self._charts = {k_: c for k_, c in self._charts.items() if k_[0] != layer}  # one chart per layer
-                self._charts[key] = FCChart(layer, post_name, classes, len(cols), samples + ctx.shown_note(),
-                                            shown if logits else None, note)
+                self._charts[key] = FCChart(layer, post_name, classes, len(cols), samples, shown if logits else None,
+                                            note, ctx.class_axis())
             limits = [self.scale(f"{layer}/{name}", abs_max(m)) for name, m in ((layer, pre), (post_name, post)) if name]
             ctx.add_image(f"{self.technique}/{layer}", self._charts[key].draw(pre, post, limits, ctx.step))
             if post_name:

@@ -60,7 +60,7 @@ class LayerResponsesChart:
     """The layers x classes heatmap with the mean in every cell, on the fixed -1..1 contrast scale; built once,
     redrawn by ``draw`` (cell numbers are Pillow text, see ``callbacks.live_figure``)."""
 
-    def __init__(self, layers: list[str], classes: list[str], samples: str) -> None:
+    def __init__(self, layers: list[str], classes: list[str], samples: str, class_axis: str = "class") -> None:
         n, k = len(layers), len(classes)
         self.live = LiveFigure(min(720, 120 + 34 * k), 185 + 22 * n)
         with self.live.rc():
@@ -70,7 +70,7 @@ class LayerResponsesChart:
             ax.set_xticks(range(k), list(classes), rotation=45, ha="right", rotation_mode="anchor")
             ax.set_yticks(range(n), layers)
             ax.tick_params(length=0)
-            ax.set_xlabel("class")
+            ax.set_xlabel(class_axis)
             ax.set_ylabel("layer (forward order)")
             colorbar(self.live.fig, self.im, ax, "(class mean - layer's mean) / largest |difference|",
                      location="bottom", ticks=[-1, -0.5, 0, 0.5, 1])
@@ -116,10 +116,11 @@ class LayerResponsesCallback(FixedSetCallback):
         shown = list(ctx.shown)
         resp = layer_class_responses(acts, y, len(ctx.classes))[:, shown]  # (L, shown classes)
         n = y.cpu().bincount(minlength=len(ctx.classes))[shown]
-        samples = (f"{int(n.min())}" if int(n.min()) == int(n.max()) else f"{int(n.min())}-{int(n.max())}") + ctx.shown_note()
+        samples = f"{int(n.min())}" if int(n.min()) == int(n.max()) else f"{int(n.min())}-{int(n.max())}"
         key = (tuple(self.layer_names), tuple(shown), samples)
         if key not in self._charts:
-            self._charts = {key: LayerResponsesChart(self.layer_names, [ctx.classes[c] for c in shown], samples)}
+            self._charts = {key: LayerResponsesChart(self.layer_names, [ctx.classes[c] for c in shown], samples,
+                                                     ctx.class_axis())}
         ctx.add_image(self.technique, self._charts[key].draw(resp, ctx.step))
         for layer, a in acts.items():
             ctx.add_scalar(f"{self.technique}/{layer}", float(a.float().mean()))

@@ -51,7 +51,7 @@ class SelectivityChart:
     0..1 scale (-1..1 when a layer has negative means); built once, redrawn by ``draw``."""
 
     def __init__(self, layers: list[str], units: list[int], signed: bool, classes: list[str],
-                 samples: str) -> None:
+                 samples: str, class_axis: str = "class") -> None:
         k = len(classes)
         panel = 12 * k + 40  # a 12-px row per class, the panel title and the unit axis
         self.live = LiveFigure(400, 100 + panel * len(layers))
@@ -67,9 +67,9 @@ class SelectivityChart:
                 # tick labels: the unit at each position, which changes
                 self.ticks.append((positions, [self.live.slot(t.label1) for t in ax.xaxis.get_major_ticks()[:len(positions)]]))
                 ax.tick_params(axis="y", length=0)
-                self.notes.append(self.live.slot(ax.set_title(f"{layer}: {u} units ({u} shown), {u} silent, mean SI 0.00",
+                self.notes.append(self.live.slot(ax.set_title(f"{layer}: {u} units, {u} shown, {u} silent, SI 0.00",
                                                               loc="left")))
-                ax.set_ylabel("class")
+                ax.set_ylabel(class_axis)
                 self.images.append(im)
             colorbar(self.live.fig, self.images[0], list(axes), "class mean / the unit's largest class mean",
                      location="bottom", shrink=0.8, fraction=0.025, aspect=40, ticks=[-1, 0, 1] if signed else [0, 0.5, 1])
@@ -89,7 +89,7 @@ class SelectivityChart:
             for p, tick in zip(positions, ticks):
                 tick.text = str(int(cols[order[p]]))
             silent = int((m.abs().amax(0) == 0).sum())
-            note.text = (f"{layer}: {m.shape[1]} units" + (f" ({u} shown)" if u < m.shape[1] else "")
+            note.text = (f"{layer}: {m.shape[1]} units" + (f", {u} shown" if u < m.shape[1] else "")
                          + (f", {silent} silent" if silent else "")
                          + f", mean SI {float(selectivity_index(m.float().cpu()).mean()):.2f}")
         return self.live.image(step)
@@ -127,11 +127,11 @@ class SelectivityCallback(FixedSetCallback):
             ctx.add_histogram(f"{self.technique}/{layer}/index", si)
         shown = list(ctx.shown)
         n = y.cpu().bincount(minlength=k)[shown]
-        samples = (f"{int(n.min())}" if int(n.min()) == int(n.max()) else f"{int(n.min())}-{int(n.max())}") + ctx.shown_note()
+        samples = f"{int(n.min())}" if int(n.min()) == int(n.max()) else f"{int(n.min())}-{int(n.max())}"
         signed = any(bool((m[shown] < 0).any()) for m in means)
         units = [min(m.shape[1], MAX_UNITS) for m in means]
         key = (tuple(self.layer_names), tuple(units), signed, ctx.classes, tuple(shown), samples)
         if key not in self._charts:
             self._charts = {key: SelectivityChart(self.layer_names, units, signed, [ctx.classes[c] for c in shown],
-                                                  samples)}
+                                                  samples, ctx.class_axis())}
         ctx.add_image(self.technique, self._charts[key].draw(means, shown, ctx.step))
