@@ -4,10 +4,11 @@ A row per class: the class's probe image, then, for each chosen layer, the proje
 layer's most informative channel for the image: the one whose peak is most unusually strong for this image, as a
 z-score against the channel's peaks over the fixed validation set (``informative_channels``; the plainly strongest
 channel is, on dark-background data, usually one that fires on every image's background). Every other activation of
-the layer is zeroed (see ``callbacks.methods.deconv``, which also says what the deconvnet supports). A layer that depends on a module the
-deconvnet has no rule for (GELU, SiLU, LayerNorm, a squeeze-excitation gate ...) is not drawn, with one warning
-naming the callback, the layers and the modules; with no layer left, nothing is drawn and every other picture is. Each projection is divided by its own largest ``|value|``, so the colour bar runs
-from -1 to 1 (blue: pixels that would lower the channel, red: raise it); the row label names the channels.
+the layer is zeroed (see ``callbacks.methods.deconv``, which also says what the deconvnet supports). A layer that
+depends on a module the deconvnet has no rule for (GELU, SiLU, LayerNorm, a squeeze-excitation gate ...) is not
+drawn, with one warning naming the callback, the layers and the modules; with no layer left, nothing is drawn and
+every other picture is. Each projection is divided by its own largest ``|value|``, so the colour bar runs from -1
+to 1 (blue: pixels that would lower the channel, red: raise it); the row label names the channels.
 """
 
 from __future__ import annotations
@@ -106,7 +107,8 @@ class DeconvCallback(VisualizationCallback):
         x, _ = self.fixed_set(ctx.trainer, self.per_class)
         parts: dict[str, list] = {layer: [] for layer in self.layer_names}
         for start in range(0, len(x), self.batch_size):
-            acts = capture_activations(ctx.net, x[start : start + self.batch_size], self.layer_names, stop_after_last=True)
+            batch = x[start : start + self.batch_size]
+            acts = capture_activations(ctx.net, batch, self.layer_names, stop_after_last=True)
             for layer in self.layer_names:
                 parts[layer].append(channel_peaks(acts[layer]).float())
         return {layer: torch.cat(p) for layer, p in parts.items()}

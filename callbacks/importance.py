@@ -91,7 +91,8 @@ class ImportanceChart:
             colour = RED if v >= 0 else BLUE
             bar.set_edgecolor(colour)
             bar.set_facecolor(colour if abs(v) > 2 * err else "white")  # beyond its sampling noise: filled
-        self.whiskers.set_segments([[(i, v - 2 * err), (i, v + 2 * err)] for i, (v, err) in enumerate(zip(d[order], e[order]))])
+        self.whiskers.set_segments([[(i, v - 2 * err), (i, v + 2 * err)]
+                                    for i, (v, err) in enumerate(zip(d[order], e[order]))])
         self.bars_ax.set_xticklabels([str(int(u)) for u in units.cpu()[torch.as_tensor(order)]])
         lo, hi = d[order] - 2 * e[order], d[order] + 2 * e[order]
         self.bars_ax.set_ylim(*_padded(min(0.0, float(lo.min())), max(0.0, float(hi.max()) * 1.3)))  # room: legend
@@ -192,8 +193,9 @@ class ImportanceCallback(FixedSetCallback):
             key = (layer, len(drop), len(x))
             if key not in self._charts:
                 self._charts[key] = ImportanceChart(layer, len(drop), self.top, len(x), of=a.shape[1])
-            ctx.add_image(f"{self.technique}/{layer}", self._charts[key].draw(
-                rise, abl.loss_rise_se.cpu(), abl.dead.cpu(), abl.units, si, var, abl.base_acc, abl.base_loss, ctx.step))
+            img = self._charts[key].draw(rise, abl.loss_rise_se.cpu(), abl.dead.cpu(), abl.units, si, var,
+                                         abl.base_acc, abl.base_loss, ctx.step)
+            ctx.add_image(f"{self.technique}/{layer}", img)
             ctx.add_scalar(f"{self.technique}/{layer}/max_acc_drop", float(drop.max()))
             ctx.add_scalar(f"{self.technique}/{layer}/mean_acc_drop", float(drop.mean()))
             ctx.add_scalar(f"{self.technique}/{layer}/max_loss_rise", float(rise.max()))

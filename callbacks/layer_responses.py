@@ -26,7 +26,8 @@ from .layers import layer_roles
 from .live_figure import LiveFigure, contrast_colours, draw_texts
 from .methods.selectivity import class_means
 
-__all__ = ["layer_class_responses", "class_effect_sizes", "EFFECT_LIMIT", "short_number", "LayerResponsesChart", "LayerResponsesCallback"]
+__all__ = ["layer_class_responses", "class_effect_sizes", "EFFECT_LIMIT", "short_number", "LayerResponsesChart",
+           "LayerResponsesCallback"]
 
 
 def layer_class_responses(acts: dict[str, Tensor], labels: Tensor, num_classes: int) -> Tensor:
@@ -99,8 +100,7 @@ class LayerResponsesChart:
         with self.live.rc():
             self.ax = ax = self.live.fig.add_subplot()
             self.im = self.live.animate(ax.imshow(np.zeros((n, k)), cmap=SIGNED, vmin=-EFFECT_LIMIT, vmax=EFFECT_LIMIT,
-                                                  aspect="auto",
-                                                  interpolation="nearest"))
+                                                  aspect="auto", interpolation="nearest"))
             ax.set_xticks(range(k), list(classes), rotation=45, ha="right", rotation_mode="anchor")
             ax.set_yticks(range(n), layers)
             ax.tick_params(length=0)

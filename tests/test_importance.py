@@ -132,7 +132,8 @@ def test_loss_rise_and_its_standard_error_equal_a_hand_computation():
     x0 = [1.0, 1.25, 1.5, 1.75, 2.0, 0.0, 0.0, 0.0]
     x = torch.stack([torch.tensor(x0), torch.ones(8)], 1)
     y = torch.tensor([0] * 5 + [1] * 3)
-    diffs = [math.log1p(math.exp(0.5)) - math.log1p(math.exp(0.5 - v)) if c == 0 else 0.0 for v, c in zip(x0, y.tolist())]
+    diffs = [math.log1p(math.exp(0.5)) - math.log1p(math.exp(0.5 - v)) if c == 0 else 0.0
+             for v, c in zip(x0, y.tolist())]
     mean = sum(diffs) / 8
     se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / 7 / 8)  # sample SD (n - 1) / sqrt(n)
     for abl in both_paths(mlp_one_unit(), x, y, "relu_1"):
@@ -445,7 +446,8 @@ def test_callback_skips_undefined_correlations():
     w = render(ImportanceCallback(per_class=5), net, x, y, ("a", "b"))
     assert set(w.scalars) == {f"importance/relu_1/{s}" for s in ("max_acc_drop", "mean_acc_drop", "max_loss_rise",
                                                                   "mean_loss_rise")}
-    assert w.scalars["importance/relu_1/max_acc_drop"][0] == 0.0 and w.scalars["importance/relu_1/max_loss_rise"][0] == 0.0
+    assert w.scalars["importance/relu_1/max_acc_drop"][0] == 0.0
+    assert w.scalars["importance/relu_1/max_loss_rise"][0] == 0.0
 
 
 def test_callback_renders_the_last_two_relus_by_default_and_any_layers_asked_for():

@@ -91,9 +91,10 @@ def informative_channels(acts: Tensor, reference: Tensor) -> Tensor:
     lowest index.
     """
     peaks = channel_peaks(acts).double()
-    if not isinstance(reference, Tensor) or reference.dim() != 2 or reference.shape[1] != peaks.shape[1] or not len(reference):
+    c = peaks.shape[1]
+    if not isinstance(reference, Tensor) or reference.dim() != 2 or reference.shape[1] != c or not len(reference):
         got = tuple(reference.shape) if isinstance(reference, Tensor) else type(reference).__name__
-        raise ValueError(f"reference must be the (M, {peaks.shape[1]}) channel peaks of M >= 1 images, got {got}")
+        raise ValueError(f"reference must be the (M, {c}) channel peaks of M >= 1 images, got {got}")
     ref = reference.detach().double().to(peaks.device)
     mean, std = ref.mean(0), ref.std(0, correction=0)
     dev = peaks - mean
