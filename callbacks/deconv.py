@@ -1,11 +1,14 @@
 """Zeiler & Fergus deconvnet reconstructions, one picture: ``deconv``.
 
 A row per class: the class's probe image, then, for each chosen layer, the projection to pixel space of that
-layer's strongest channel for the image (every other activation of the layer zeroed; see
-``callbacks.methods.deconv``, which also says what the deconvnet supports). A layer that depends on a module the
-deconvnet has no rule for (GELU, SiLU, LayerNorm, a squeeze-excitation gate ...) is not drawn, with one warning
-naming the callback, the layers and the modules; with no layer left, nothing is drawn and every other picture is. Each projection is divided by its own largest ``|value|``, so the colour bar runs
-from -1 to 1 (blue: pixels that would lower the channel, red: raise it); the row label names the channels.
+layer's most informative channel for the image: the one whose peak is most unusually strong for this image, as a
+z-score against the channel's peaks over the fixed validation set (``informative_channels``; the plainly strongest
+channel is, on dark-background data, usually one that fires on every image's background). Every other activation of
+the layer is zeroed (see ``callbacks.methods.deconv``, which also says what the deconvnet supports). A layer that
+depends on a module the deconvnet has no rule for (GELU, SiLU, LayerNorm, a squeeze-excitation gate ...) is not
+drawn, with one warning naming the callback, the layers and the modules; with no layer left, nothing is drawn and
+every other picture is. Each projection is divided by its own largest ``|value|``, so the colour bar runs from -1
+to 1 (blue: pixels that would lower the channel, red: raise it); the row label names the channels.
 """
 
 from __future__ import annotations
@@ -15,26 +18,36 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from . import figures
 from .base import RenderContext, VisualizationCallback
-from .hooks import check_layers, layer_shapes
+from .hooks import capture_activations, check_layers, layer_shapes
 from .layers import layer_roles
-from .methods.deconv import deconv_blockers, deconvnet, deconvnet_from_seed, deconvnet_with_channels, strongest_channels
+from .methods.deconv import (channel_peaks, deconv_blockers, deconvnet, deconvnet_from_seed, deconvnet_with_channels,
+                             informative_channels, strongest_channels)
 
-__all__ = ["deconvnet", "deconvnet_from_seed", "deconvnet_with_channels", "strongest_channels", "DeconvCallback"]
+__all__ = ["deconvnet", "deconvnet_from_seed", "deconvnet_with_channels", "strongest_channels", "informative_channels",
+           "DeconvCallback"]
 
 
 class DeconvCallback(VisualizationCallback):
-    """Log, for each class's probe image, the deconvnet projection of each chosen layer's strongest channel.
+    """Log, for each class's probe image, the deconvnet projection of each chosen layer's most unusually strong
+    channel for that image (``informative_channels``: the channel's peak as a z-score over the fixed set).
 
     Args:
         layers: layers to project from (default: the stage outputs, ``layers.layer_roles``: a VGG's or LeNet's
             max-pools, a ResNet's ``layer1..4``, four at most; a net without conv stages: its hidden ReLUs).
+        per_class: validation images per class in the reference set that gives each channel's usual peak.
+        batch_size: most images per forward pass over the reference set.
     """
 
     technique = "deconv"
 
-    def __init__(self, layers: list[str] | None = None, **kwargs) -> None:
+    def __init__(self, layers: list[str] | None = None, per_class: int = 50, batch_size: int = 500, **kwargs) -> None:
         super().__init__(**kwargs)
+        for arg, value in (("per_class", per_class), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{type(self).__name__}: {arg} must be an integer >= 1, got {value!r}")
         self.layers = layers
+        self.per_class = per_class
+        self.batch_size = batch_size
         self.layer_names: list[str] = []
         self._warned: str | None = None  # the last warning given (each is given once)
 
@@ -67,9 +80,12 @@ class DeconvCallback(VisualizationCallback):
         if not self.layer_names:  # no layer the deconvnet applies to (warned at setup)
             return
         x, y = self.probe_images(ctx.trainer)
+        ref = self.reference_peaks(ctx)  # {layer: (M, C)}
+        acts = capture_activations(ctx.net, x, self.layer_names, stop_after_last=True)
         columns, channels = [figures.input_rgb(x, ctx.pixel_range)], []
         for layer in self.layer_names:
-            proj, ch = deconvnet_with_channels(ctx.net, x, layer)  # (N, C, H, W), (N,)
+            chosen = informative_channels(acts[layer], ref[layer])  # (N,)
+            proj, ch = deconvnet_with_channels(ctx.net, x, layer, chosen)  # (N, C, H, W), (N,)
             proj = proj.float().cpu().sum(1)  # colour inputs: the channels' sum, one signed map per image
             proj = proj / proj.abs().flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)
             columns.append(figures.to_rgb(proj, figures.SIGNED, vmax=1.0).movedim(0, 1))
@@ -78,6 +94,21 @@ class DeconvCallback(VisualizationCallback):
         rows = [f"{c} {ctx.classes[c]}: ch " + ", ".join(str(chs[i]) for chs in channels) for i, c in enumerate(y.tolist())]
         grid = figures.tile_rows(tiles, rows, ["image", *self.layer_names], cell=max(x.shape[-1], 64))
         bar = figures.colorbar_strip(figures.SIGNED, -1.0, 1.0, "projection / its max |value|", min(grid.shape[2], 420))
-        body = figures.titled(figures.stack([grid, bar], dim=1, gap=2),
-                              "each layer's strongest channel projected back to pixels", "(ch: that channel, per layer)")
+        m = len(next(iter(ref.values())))
+        rule = ["channel: the most unusually strong for this image", f"(z-score over {m} validation images)"]
+        rule = figures.stack([figures.text(line, max(figures.text_width(r, 13) for r in rule), 13) for line in rule])
+        body = figures.titled(figures.stack([rule, grid, bar], dim=1, gap=2),
+                              "each layer's channel (ch) projected back to pixels")
         ctx.add_image(self.technique, figures.titled(body, f"deconvnet (Zeiler & Fergus) - epoch {ctx.step}"))
+
+    def reference_peaks(self, ctx: RenderContext) -> dict:
+        """``{layer: (M, C)}``: each channel's peak on each image of the fixed set, in batches (one forward pass per
+        batch for every layer): the channel's usual level, against which ``informative_channels`` scores."""
+        x, _ = self.fixed_set(ctx.trainer, self.per_class)
+        parts: dict[str, list] = {layer: [] for layer in self.layer_names}
+        for start in range(0, len(x), self.batch_size):
+            batch = x[start : start + self.batch_size]
+            acts = capture_activations(ctx.net, batch, self.layer_names, stop_after_last=True)
+            for layer in self.layer_names:
+                parts[layer].append(channel_peaks(acts[layer]).float())
+        return {layer: torch.cat(p) for layer, p in parts.items()}

@@ -7,6 +7,9 @@ import math
 
 import numpy as np
 import torch
+from matplotlib.collections import LineCollection
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from torch import Tensor, nn
 
 from .base import FixedSetCallback, RenderContext
@@ -16,9 +19,9 @@ from .live_figure import LiveFigure
 from .methods.importance import ablation_importance, rank_correlation, variance_importance
 from .methods.selectivity import class_means, selectivity_index
 
-__all__ = ["ImportanceChart", "ImportanceCallback"]
+__all__ = ["ImportanceChart", "ImportanceCallback", "live_rank_correlation"]
 
-RED, BLUE, GREY = "#b2182b", "#2166ac", "#555555"  # drop (accuracy falls), rise, the other units
+RED, BLUE, GREY = "#b2182b", "#2166ac", "#555555"  # the loss rises, falls; the other units
 
 
 def _padded(lo: float, hi: float) -> tuple[float, float]:
@@ -30,24 +33,30 @@ def _padded(lo: float, hi: float) -> tuple[float, float]:
 
 
 class ImportanceChart:
-    """The picture of one layer: bars of the ``top`` largest accuracy drops (unit indices on the axis) above the
-    drop of every unit against its class selectivity index and against its activation variance (the top units
-    red). Built once (the layout is fixed), redrawn by ``draw``."""
+    """The picture of one layer: bars of the ``top`` largest loss rises (unit indices on the axis) with whiskers of
+    two standard errors, filled where the rise exceeds them, hollow where it is within its sampling noise; below,
+    the rise of every live unit against its class selectivity index and against its activation variance (the top
+    units red), dead units left out and counted. Built once (the layout is fixed), redrawn by ``draw``."""
 
     def __init__(self, layer: str, units: int, top: int, samples: int, of: int | None = None) -> None:
         self.k = k = min(top, units)
-        self.live = LiveFigure(400, 560)
+        self.live = LiveFigure(400, 600)
         with self.live.rc():
             fig = self.live.fig
-            grid = fig.add_gridspec(2, 2, height_ratios=(1, 1.15))
+            grid = fig.add_gridspec(2, 2, height_ratios=(1, 1.1))
             self.bars_ax = ax = self.live.animate(fig.add_subplot(grid[0, :]))
-            self.bars = ax.bar(range(k), np.zeros(k), width=0.8, color=RED)
+            self.bars = ax.bar(range(k), np.zeros(k), width=0.8, color=RED, edgecolor=RED, linewidth=1.2)
+            self.whiskers = ax.add_collection(LineCollection([], colors="black", linewidths=1.0))
             ax.set_xticks(range(k), [str(100 + i) for i in range(k)], rotation=90 if k > 10 else 0)  # widest labels
             ax.set_xlim(-0.6, k - 0.4)
             ax.axhline(0, color="black", linewidth=0.8)
-            ax.set_xlabel("unit (largest drop first)")
-            ax.set_ylabel("accuracy drop (% points)")
+            ax.set_xlabel("unit (largest rise first)")
+            ax.set_ylabel("cross-entropy rise")
             ax.set_title(f"the {k} units whose removal costs most")
+            ax.legend(handles=[Patch(facecolor=RED, edgecolor=RED, label="rise > 2 SE"),
+                               Patch(facecolor="white", edgecolor=RED, label="within 2 SE (noise)"),
+                               Line2D([], [], color="black", linewidth=1.0, label="\u00b12 SE")],
+                      loc="upper right", fontsize="small", handlelength=1.2, borderpad=0.3, labelspacing=0.2)
             left = self.live.animate(fig.add_subplot(grid[1, 0]))
             right = self.live.animate(fig.add_subplot(grid[1, 1], sharey=left))
             self.scatters = []
@@ -59,51 +68,76 @@ class ImportanceChart:
                 ax.set_title("Spearman r +0.00")
                 ax.locator_params(axis="x", nbins=4)
                 self.scatters.append((ax, rest, best))
-            left.set_ylabel("accuracy drop (% points)")
+            left.set_ylabel("cross-entropy rise")
             right.tick_params(labelleft=False)
             which = f"one of {units} units" if of in (None, units) else f"one of {units} of its {of} units (evenly spread)"
             self.live.title(f"{layer}: zeroing {which} at a time\n{samples} samples")
-            self.note = self.live.slot(fig.text(0.99, 0.955, "accuracy 00.0%", ha="right", va="top"))
+            self.note = self.live.slot(fig.text(0.99, 0.955, "accuracy 00.0%, mean loss 0.000", ha="right", va="top"))
+            self.dead_note = self.live.slot(fig.supxlabel("0000 dead units (zero on every sample) left out",
+                                                          fontsize="medium"))
 
-    def draw(self, drop: Tensor, units: Tensor, selectivity: Tensor, variance: Tensor, base_acc: float,
-             step: int) -> Tensor:
-        """``(3, H, W)`` uint8 for the ``(U,)`` accuracy drops, unit indices, selectivity indices and variances."""
-        d = np.nan_to_num(drop.detach().double().cpu().numpy() * 100)  # percentage points
+    def draw(self, rise: Tensor, se: Tensor, dead: Tensor, units: Tensor, selectivity: Tensor, variance: Tensor,
+             base_acc: float, base_loss: float, step: int) -> Tensor:
+        """``(3, H, W)`` uint8 for the ``(U,)`` loss rises, their standard errors, dead flags, unit indices,
+        selectivity indices and variances."""
+        d = np.nan_to_num(rise.detach().double().cpu().numpy())
+        e = np.nan_to_num(se.detach().double().cpu().numpy())
+        live = ~dead.cpu().numpy().astype(bool)
         order = np.argsort(-d, kind="stable")[: self.k]
         top = np.zeros(len(d), bool)
         top[order] = True
-        for bar, v in zip(self.bars, d[order]):
+        for bar, v, err in zip(self.bars, d[order], e[order]):
             bar.set_height(v)
-            bar.set_color(RED if v >= 0 else BLUE)
+            colour = RED if v >= 0 else BLUE
+            bar.set_edgecolor(colour)
+            bar.set_facecolor(colour if abs(v) > 2 * err else "white")  # beyond its sampling noise: filled
+        self.whiskers.set_segments([[(i, v - 2 * err), (i, v + 2 * err)]
+                                    for i, (v, err) in enumerate(zip(d[order], e[order]))])
         self.bars_ax.set_xticklabels([str(int(u)) for u in units.cpu()[torch.as_tensor(order)]])
-        self.bars_ax.set_ylim(*_padded(min(0.0, float(d[order].min())), max(0.0, float(d[order].max()))))
+        lo, hi = d[order] - 2 * e[order], d[order] + 2 * e[order]
+        self.bars_ax.set_ylim(*_padded(min(0.0, float(lo.min())), max(0.0, float(hi.max()) * 1.3)))  # room: legend
         for (ax, rest, best), v in zip(self.scatters, (selectivity, variance)):
             x = v.detach().double().cpu().numpy()
-            rest.set_offsets(np.stack([x[~top], d[~top]], 1))
-            best.set_offsets(np.stack([x[top], d[top]], 1))
-            finite = x[np.isfinite(x)]
+            rest.set_offsets(np.stack([x[~top & live], d[~top & live]], 1))
+            best.set_offsets(np.stack([x[top & live], d[top & live]], 1))
+            finite = x[live & np.isfinite(x)]
             ax.set_xlim(*_padded(float(finite.min()) if finite.size else 0.0, float(finite.max()) if finite.size else 1.0))
-            r = rank_correlation(v, drop)
+            r = live_rank_correlation(v, rise, dead)
             ax.title.set_text(f"Spearman r {r:+.2f}" if math.isfinite(r) else "Spearman r: n/a")
-        self.scatters[0][0].set_ylim(*_padded(float(d.min()), float(d.max())))
-        self.note.text = f"accuracy {100 * base_acc:.1f}%"
+        shown = d[live]
+        self.scatters[0][0].set_ylim(*_padded(float(shown.min()) if shown.size else 0.0,
+                                              float(shown.max()) if shown.size else 1.0))
+        self.note.text = f"accuracy {100 * base_acc:.1f}%, mean loss {base_loss:.3f}"
+        n_dead = int((~live).sum())
+        self.dead_note.text = (f"{n_dead} dead unit{'s' if n_dead != 1 else ''} (zero on every sample) left out"
+                               if n_dead else "no dead units")
         return self.live.image(step)
+
+
+def live_rank_correlation(v: Tensor, rise: Tensor, dead: Tensor) -> float:
+    """Spearman's r of ``v`` and ``rise`` over the live units only: a dead unit's rise is 0 by construction (zeroing
+    a zero changes nothing), so dead units would pile up at one point and count as agreement."""
+    keep = ~dead.cpu()
+    return rank_correlation(v.cpu()[keep], rise.cpu()[keep])
 
 
 class ImportanceCallback(FixedSetCallback):
     """Log each unit's importance by ablation (Morcos et al. 2018): ``importance/<layer>`` and scalars.
 
     Over the fixed, class-balanced validation set (``per_class`` samples per class): every unit of the layer is
-    zeroed in turn (conv units: the whole channel) and the drop in accuracy recorded. The picture shows the
-    ``top`` most critical units (largest drop first, with their unit index), and the drop of every unit against
-    its class selectivity index (as in the selectivity callback, over the same set) and against its activation
-    variance across samples, with Spearman's rank correlation of each. Scalars ``importance/<layer>/max_acc_drop``,
-    ``.../mean_acc_drop``, and the rank correlations ``.../selectivity_corr`` and ``.../variance_corr``, each
-    only where defined (no constant vector).
+    zeroed in turn (conv units: the whole channel) and the rise in mean cross-entropy recorded, with its standard
+    error over the samples (the accuracy drop, in steps of 1/N, is too coarse to rank units). The picture shows the
+    ``top`` units whose removal raises the loss most (with their unit index; filled bars: rise > 2 standard errors,
+    hollow: within them, whiskers +-2 SE), and the rise of every live unit against its class selectivity index (as
+    in the selectivity callback, over the same set) and against its activation variance across samples, with
+    Spearman's rank correlation of each; dead units (zero on every sample, so exactly 0 rise) are left out of both
+    and counted. Scalars ``importance/<layer>/max_acc_drop``, ``.../mean_acc_drop``, ``.../max_loss_rise``,
+    ``.../mean_loss_rise``, and the rank correlations with the loss rise over live units ``.../selectivity_corr``
+    and ``.../variance_corr``, each only where defined (no constant vector).
 
     Cost: one pass of the net's tail per unit over the set (README, "Cost"). Hence the defaults: the last two
-    ReLU layers, ``per_class=50`` (500 samples: accuracy drops resolve to 0.2 percentage points) and
-    ``every_n_epochs=5`` (plus the last epoch, as always).
+    ReLU layers, ``per_class=50`` (500 samples: accuracy drops resolve only to 0.2 percentage points, hence the
+    loss rise) and ``every_n_epochs=5`` (plus the last epoch, as always).
 
     Args:
         layers: layers to ablate (default: the last two ReLU layers, i.e. post-ReLU units of the deepest layers).
@@ -155,15 +189,18 @@ class ImportanceCallback(FixedSetCallback):
             abl = ablation_importance(ctx.net, x, y, layer, units=units, chunk_size=self.chunk_size)
             var = variance_importance(a).cpu()[abl.units]
             si = selectivity_index(class_means(a, y.to(a.device), len(ctx.classes))).cpu()[abl.units]
-            drop = abl.acc_drop.cpu()
+            drop, rise = abl.acc_drop.cpu(), abl.loss_rise.cpu()
             key = (layer, len(drop), len(x))
             if key not in self._charts:
                 self._charts[key] = ImportanceChart(layer, len(drop), self.top, len(x), of=a.shape[1])
-            ctx.add_image(f"{self.technique}/{layer}",
-                          self._charts[key].draw(drop, abl.units, si, var, abl.base_acc, ctx.step))
+            img = self._charts[key].draw(rise, abl.loss_rise_se.cpu(), abl.dead.cpu(), abl.units, si, var,
+                                         abl.base_acc, abl.base_loss, ctx.step)
+            ctx.add_image(f"{self.technique}/{layer}", img)
             ctx.add_scalar(f"{self.technique}/{layer}/max_acc_drop", float(drop.max()))
             ctx.add_scalar(f"{self.technique}/{layer}/mean_acc_drop", float(drop.mean()))
+            ctx.add_scalar(f"{self.technique}/{layer}/max_loss_rise", float(rise.max()))
+            ctx.add_scalar(f"{self.technique}/{layer}/mean_loss_rise", float(rise.mean()))
             for what, v in (("selectivity", si), ("variance", var)):
-                r = rank_correlation(v, drop)
+                r = live_rank_correlation(v, rise, abl.dead.cpu())
                 if math.isfinite(r):
                     ctx.add_scalar(f"{self.technique}/{layer}/{what}_corr", r)

@@ -2,13 +2,18 @@
 
 Over the fixed, class-balanced validation set: the mean activation of every layer (the mean over its units, conv
 units being the mean of their maps) for every class (the shown classes' columns, ``ShownClasses``). The heatmap has one row per layer, in forward order; the
-numbers are the means, the colour says how far each class is above (red) or below (blue) the layer's average over
-classes, each row scaled to its own largest deviation (layers live on very different scales). A pale row says the
-layer responds alike to every class (early layers: strokes and edges are everywhere); a row with a few strong cells
-says the layer has specialised (late layers). One scalar per layer: the mean activation over the whole set.
+numbers are the means; the colour is an effect size (``class_effect_sizes``): how far each class's mean sits above
+(red) or below (blue) the layer's mean over classes, in units of the layer's pooled within-class standard deviation
+of the per-sample layer mean, on one fixed scale for every row and epoch (-2..2, clipped). Layers live on very
+different scales, and a difference means something only against the spread of single samples: a pale row says the
+layer's class means differ by less than its sample-to-sample noise (the layer treats classes alike), a dark cell that
+the class is told apart from the others by the layer's mean alone. One scalar per layer: the mean activation over
+the whole set.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -21,7 +26,8 @@ from .layers import layer_roles
 from .live_figure import LiveFigure, contrast_colours, draw_texts
 from .methods.selectivity import class_means
 
-__all__ = ["layer_class_responses", "row_contrast", "short_number", "LayerResponsesChart", "LayerResponsesCallback"]
+__all__ = ["layer_class_responses", "class_effect_sizes", "EFFECT_LIMIT", "short_number", "LayerResponsesChart",
+           "LayerResponsesCallback"]
 
 
 def layer_class_responses(acts: dict[str, Tensor], labels: Tensor, num_classes: int) -> Tensor:
@@ -31,12 +37,39 @@ def layer_class_responses(acts: dict[str, Tensor], labels: Tensor, num_classes: 
                         for a in acts.values()])
 
 
-def row_contrast(values: Tensor) -> Tensor:
-    """Each row's deviation from its own mean, divided by the row's largest absolute deviation: ``[-1, 1]``, 0 for
-    a row that is the same for every class."""
-    dev = values - values.mean(1, keepdim=True)
-    scale = dev.abs().amax(1, keepdim=True)
-    return dev / torch.where(scale > 1e-12, scale, torch.ones_like(scale))
+EFFECT_LIMIT = 2.0  # the colour scale's ends, in within-class standard deviations (a large effect: Cohen's d of 2)
+
+
+def _layer_means(a: Tensor) -> Tensor:
+    """``(N,)`` each sample's mean over the layer's units (conv units being the mean of their maps), in float64."""
+    a = a.flatten(2).mean(2) if a.dim() > 2 else a.flatten(1)
+    return a.double().mean(1)
+
+
+def class_effect_sizes(acts: dict[str, Tensor], labels: Tensor, num_classes: int) -> Tensor:
+    """``(L, K)`` float32: for each layer of ``{layer: (N, U) or (N, C, H, W)}`` and each class, the class mean of
+    the per-sample layer mean minus the mean of those class means, divided by the pooled within-class standard
+    deviation of the per-sample layer mean (an effect size, as Cohen's d). Scale-free, so layers compare; a layer
+    whose class means differ by sampling noise only gives about ``1 / sqrt(samples per class)``. A class without
+    samples gets 0 (and is left out of the mean over classes); no spread within classes (a constant layer, or each
+    class constant): ``+-inf`` where the class differs, 0 where it does not; NaN where no class has two samples."""
+    labels = labels.cpu().long()
+    counts = torch.bincount(labels, minlength=num_classes).double()
+    present = counts > 0
+    rows = []
+    for a in acts.values():
+        s = _layer_means(a.detach().cpu())  # (N,)
+        means = torch.zeros(num_classes, dtype=torch.float64).index_add_(0, labels, s) / counts.clamp(min=1)
+        dof = len(s) - int(present.sum())
+        sd = math.sqrt(float(((s - means[labels]) ** 2).sum()) / dof) if dof > 0 else math.nan
+        dev = torch.where(present, means - means[present].mean(), torch.zeros_like(means))
+        tiny = 1e-9 * max(float(s.abs().max()) if len(s) else 0.0, 1e-30)  # float rounding of a constant
+        if sd > tiny:
+            rows.append(dev / sd)
+        else:  # nan (undefined) stays nan; no spread: any real difference is infinitely many SDs
+            rows.append(torch.where(dev.abs() > tiny, dev.sign() * math.inf, torch.zeros_like(dev)) if sd == sd
+                        else torch.full_like(dev, math.nan))
+    return torch.stack(rows).float()
 
 
 def short_number(v: float) -> str:
@@ -57,38 +90,41 @@ def short_number(v: float) -> str:
 
 
 class LayerResponsesChart:
-    """The layers x classes heatmap with the mean in every cell, on the fixed -1..1 contrast scale; built once,
-    redrawn by ``draw`` (cell numbers are Pillow text, see ``callbacks.live_figure``)."""
+    """The layers x classes heatmap with the mean in every cell, coloured by the effect size on the fixed
+    ``-EFFECT_LIMIT..EFFECT_LIMIT`` scale (clipped); built once, redrawn by ``draw`` (cell numbers are Pillow text,
+    see ``callbacks.live_figure``)."""
 
     def __init__(self, layers: list[str], classes: list[str], samples: str, class_axis: str = "class") -> None:
         n, k = len(layers), len(classes)
         self.live = LiveFigure(min(720, 120 + 34 * k), 185 + 22 * n)
         with self.live.rc():
             self.ax = ax = self.live.fig.add_subplot()
-            self.im = self.live.animate(ax.imshow(np.zeros((n, k)), cmap=SIGNED, vmin=-1, vmax=1, aspect="auto",
-                                                  interpolation="nearest"))
+            self.im = self.live.animate(ax.imshow(np.zeros((n, k)), cmap=SIGNED, vmin=-EFFECT_LIMIT, vmax=EFFECT_LIMIT,
+                                                  aspect="auto", interpolation="nearest"))
             ax.set_xticks(range(k), list(classes), rotation=45, ha="right", rotation_mode="anchor")
             ax.set_yticks(range(n), layers)
             ax.tick_params(length=0)
             ax.set_xlabel(class_axis)
             ax.set_ylabel("layer (forward order)")
-            colorbar(self.live.fig, self.im, ax, "(class mean - layer's mean) / largest |difference|",
-                     location="bottom", ticks=[-1, -0.5, 0, 0.5, 1])
+            colorbar(self.live.fig, self.im, ax, "(class mean - mean over classes) / within-class SD\n"
+                     f"(clipped at \u00b1{EFFECT_LIMIT:g}; pale: classes alike within noise)", location="bottom",
+                     ticks=np.linspace(-EFFECT_LIMIT, EFFECT_LIMIT, 5))
             self.live.title(f"Mean activation per layer and class ({samples} each)")
         self.cells = np.array([(j, i) for i in range(n) for j in range(k)], dtype=np.float64)
 
-    def draw(self, resp: Tensor, step: int) -> Tensor:
-        """``(3, H, W)`` uint8 for the ``(L, K)`` means ``resp``."""
-        contrast = row_contrast(resp.float().cpu()).numpy()
-        self.im.set_data(contrast)
+    def draw(self, resp: Tensor, effect: Tensor, step: int) -> Tensor:
+        """``(3, H, W)`` uint8 for the ``(L, K)`` means ``resp`` (printed) and effect sizes ``effect`` (colour)."""
+        d = np.clip(np.nan_to_num(effect.float().cpu().numpy(), nan=0.0), -EFFECT_LIMIT, EFFECT_LIMIT)
+        self.im.set_data(d)
         img = self.live.image(step)
-        colours = contrast_colours(self.im.cmap(self.im.norm(np.nan_to_num(contrast))))
+        colours = contrast_colours(self.im.cmap(self.im.norm(d)))
         texts = [short_number(float(v)) for v in resp.flatten().tolist()]
         return draw_texts(img, self.live.to_pixels(self.ax, self.cells), texts, colours)
 
 
 class LayerResponsesCallback(FixedSetCallback):
-    """Log a layers x classes heatmap of mean activations and one mean-activation scalar per layer.
+    """Log a layers x classes heatmap of mean activations, coloured by effect size (``class_effect_sizes``), and one
+    mean-activation scalar per layer.
 
     Args:
         layers: layers to include (default: every layer but ``flatten`` and ``dropout``, in forward order).
@@ -115,12 +151,13 @@ class LayerResponsesCallback(FixedSetCallback):
         acts, y = self.fixed_set_activations(ctx, self.layer_names, self.per_class)
         shown = list(ctx.shown)
         resp = layer_class_responses(acts, y, len(ctx.classes))[:, shown]  # (L, shown classes)
+        effect = class_effect_sizes(acts, y, len(ctx.classes))[:, shown]  # against every class's mean, as resp
         n = y.cpu().bincount(minlength=len(ctx.classes))[shown]
         samples = f"{int(n.min())}" if int(n.min()) == int(n.max()) else f"{int(n.min())}-{int(n.max())}"
         key = (tuple(self.layer_names), tuple(shown), samples)
         if key not in self._charts:
             self._charts = {key: LayerResponsesChart(self.layer_names, [ctx.classes[c] for c in shown], samples,
                                                      ctx.class_axis())}
-        ctx.add_image(self.technique, self._charts[key].draw(resp, ctx.step))
+        ctx.add_image(self.technique, self._charts[key].draw(resp, effect, ctx.step))
         for layer, a in acts.items():
             ctx.add_scalar(f"{self.technique}/{layer}", float(a.float().mean()))

@@ -2,7 +2,9 @@
 (``lenet_run`` in conftest), read back from the event file, the projector files and the PNGs written."""
 
 import io
+import math
 
+import matplotlib
 import numpy as np
 import pytest
 import torch
@@ -15,7 +17,8 @@ from callbacks.decision import DecisionCallback, decision_pipeline, default_stag
 from callbacks.embedding import embedding_features, penultimate_layer
 from callbacks.evolution import DEFAULT_TECHNIQUES, evolution_strip, snapshot_key
 from callbacks.hooks import LayerError, capture_activations, layer_shapes
-from callbacks.layer_responses import LayerResponsesCallback, layer_class_responses, row_contrast, short_number
+from callbacks.layer_responses import (EFFECT_LIMIT, LayerResponsesCallback, class_effect_sizes, layer_class_responses,
+                                       short_number)
 from callbacks.samples import class_grid
 from lit_modules.nets import MLP, DeepCNN, LeNet5, SimpleCNN
 from tests.conftest import _images, has_colour, near, render_once
@@ -29,9 +32,32 @@ def test_layer_class_responses_known_answer():
     conv[2] = 4.0  # only the class-1 sample activates it
     resp = layer_class_responses({"fc": fc, "conv": conv}, labels, 4)
     assert resp.tolist() == [[3.0, 0.0, 15.0, 0.0], [0.0, 4.0, 0.0, 0.0]]  # class 3 has no samples: 0
-    rc = row_contrast(torch.tensor([[2.0, 2.0, 2.0], [0.0, 3.0, 0.0]]))
-    assert rc[0].tolist() == [0.0, 0.0, 0.0]  # a layer that responds alike to all classes is pale
-    assert rc[1].tolist() == pytest.approx([-0.5, 1.0, -0.5])
+
+
+def test_class_effect_sizes_known_answer():
+    labels = torch.tensor([0, 0, 1, 1, 2])
+    # per-sample layer means: class 0 {1, 3}, class 1 {5, 7}, class 2 {4}: class means 2, 6, 4, their mean 4;
+    # pooled within-class variance (1 + 1 + 1 + 1 + 0) / (5 - 3) = 2
+    fc = torch.tensor([[0.0, 2.0], [3.0, 3.0], [5.0, 5.0], [6.0, 8.0], [4.0, 4.0]])
+    conv = torch.tensor([1.0, 3.0, 5.0, 7.0, 4.0]).view(5, 1, 1, 1).expand(5, 2, 3, 3)  # the same, as maps
+    d = class_effect_sizes({"fc": fc, "conv": conv}, labels, 4)  # class 3: no samples, 0 and left out of the mean
+    expected = [-2 / math.sqrt(2), 2 / math.sqrt(2), 0.0, 0.0]
+    assert d[0].tolist() == pytest.approx(expected) and d[1].tolist() == pytest.approx(expected)
+    # no spread within the classes: equal classes give 0, differing ones are infinitely many SDs away
+    flat = class_effect_sizes({"a": torch.full((4, 3), 2.5), "b": torch.tensor([[1.0], [1.0], [3.0], [3.0]])},
+                              torch.tensor([0, 0, 1, 1]), 2)
+    assert flat[0].tolist() == [0.0, 0.0] and flat[1].tolist() == [-math.inf, math.inf]
+    assert class_effect_sizes({"a": torch.rand(3, 2)}, torch.tensor([0, 1, 2]), 3).isnan().all()  # one sample each
+
+
+def test_class_effect_sizes_pale_for_noise_saturated_for_separated_classes():
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(5000) % 10
+    noise = torch.randn(5000, 8, generator=g) * 3 + 1  # equal class means: differences are sampling noise only
+    separated = torch.randn(5000, 8, generator=g) + 2.0 * y[:, None]  # class means 2 apart, per-sample SD 1/sqrt(8)
+    d = class_effect_sizes({"noise": noise, "separated": separated}, y, 10)
+    assert d[0].abs().max() < 0.2  # about 1 / sqrt(500) = 0.045 each
+    assert (d[1].abs() >= EFFECT_LIMIT).all()  # every class at the end of the colour scale
 
 
 def test_dead_units_are_zero_everywhere():
@@ -163,7 +189,53 @@ def test_confusion_picture_cells_are_the_row_fractions():
     assert w.scalars["confusion_matrix/worst_class_recall"][0] == pytest.approx(0.5)
 
 
-def test_layer_responses_picture_marks_each_layers_most_different_class():
+class NoiseAndCodeNet(nn.Module):
+    """``noise``: the mean of the image's pixels (noise, the same for every class); ``code``: pixel (0, 0), which
+    holds the class index; ``fc``: logits."""
+
+    def __init__(self):
+        super().__init__()
+        self.noise = nn.AdaptiveAvgPool2d(1)
+        self.code = nn.Identity()
+        self.fc = nn.Linear(1, 10)
+
+    def forward(self, x):
+        return self.fc(self.code(x[:, :, 0, 0]) + 0 * self.noise(x).flatten(1))
+
+
+def effect_sizes_by_hand(values, labels):
+    """Cohen's-d-like effect size per class of per-sample values, in numpy (independent of the callback)."""
+    values, labels = np.asarray(values, np.float64), np.asarray(labels)
+    classes = np.unique(labels)
+    means = np.array([values[labels == c].mean() for c in classes])
+    within = sum(((values[labels == c] - m) ** 2).sum() for c, m in zip(classes, means))
+    return (means - means.mean()) / np.sqrt(within / (len(values) - len(classes)))
+
+
+def test_layer_responses_picture_colours_are_effect_sizes_on_a_fixed_scale():
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.rand(500, 1, 28, 28, generator=g), torch.arange(500) % 10
+    x[:, 0, 0, 0] = y.float() * 0.1 + 0.02 * torch.randn(500, generator=g)  # the code: classes far apart
+    net = NoiseAndCodeNet().eval()
+    cb = LayerResponsesCallback(layers=["noise", "code"], per_class=50)
+    cb.configure(net, layer_shapes(net))
+    w = render_once(cb, net, x, y, tuple(str(c) for c in range(10)), step=0, callbacks=[cb])
+    img = w.images["layer_responses"][0]
+    chart = next(iter(cb._charts.values()))
+    cmap = matplotlib.colormaps["RdBu_r"]
+    noise_d = effect_sizes_by_hand(x.mean((1, 2, 3)), y)
+    code_d = effect_sizes_by_hand(x[:, 0, 0, 0], y)
+    assert np.abs(noise_d).max() < 0.5 and np.abs(code_d).min() > EFFECT_LIMIT  # the test can tell them apart
+    for c in range(10):
+        for row, d in ((0, noise_d[c]), (1, code_d[c])):
+            expected = tuple(round(255 * v) for v in cmap((np.clip(d, -2, 2) + 2) / 4)[:3])
+            assert near(colour_at(img, chart.live, chart.ax, (c + 0.42, row + 0.4)), expected), (row, c)
+    assert near(colour_at(img, chart.live, chart.ax, (0.42, 1.4)), DARK_BLUE)  # class 0: lowest code, clipped
+    assert near(colour_at(img, chart.live, chart.ax, (9.42, 1.4)), DARK_RED)
+    assert "within-class SD" in chart.im.colorbar.ax.get_xlabel()  # the rule, on the picture
+
+
+def test_layer_responses_picture_on_lenet_changes_with_the_net():
     g = torch.Generator().manual_seed(3)
     x, y = torch.randn(40, 1, 28, 28, generator=g), torch.arange(40) % 10
     torch.manual_seed(0)
@@ -174,11 +246,11 @@ def test_layer_responses_picture_marks_each_layers_most_different_class():
     img = w.images["layer_responses"][0]
     assert img.shape[2] <= 720 and cb.layers is None and len(cb.layer_names) == 11
     chart = next(iter(cb._charts.values()))
-    resp = layer_class_responses(capture_activations(net, x, cb.layer_names), y, 10)
-    for row, values in enumerate(resp):
-        dev = values - values.mean()
-        c = int(dev.abs().argmax())  # the class furthest from the layer's mean: the end of the colour scale
-        expected = DARK_RED if dev[c] > 0 else DARK_BLUE
+    d = class_effect_sizes(capture_activations(net, x, cb.layer_names), y, 10)
+    cmap = matplotlib.colormaps["RdBu_r"]
+    for row in range(len(d)):
+        c = int(d[row].abs().argmax())
+        expected = tuple(round(255 * v) for v in cmap((float(d[row, c].clamp(-2, 2)) + 2) / 4)[:3])
         assert near(colour_at(img, chart.live, chart.ax, (c + 0.42, row + 0.4)), expected), cb.layer_names[row]
     with torch.no_grad():
         net.fc_3.bias.add_(torch.arange(10.0))

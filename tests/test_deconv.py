@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from callbacks.deconv import deconvnet, deconvnet_from_seed, deconvnet_with_channels, strongest_channels
+from callbacks.deconv import (DeconvCallback, deconvnet, deconvnet_from_seed, deconvnet_with_channels,
+                              informative_channels, strongest_channels)
 from callbacks.hooks import capture_activations
+from callbacks.methods.deconv import channel_peaks
+from tests.conftest import FakeDataModule, has_colour, render_once
 from lit_modules.nets import MLP, DeepCNN, LeNet5, SimpleCNN
 
 ATOL = 1e-5
@@ -429,3 +433,80 @@ def test_strongest_channels_uses_the_max_not_the_mean():
 def test_strongest_channels_rejects_1d():
     with pytest.raises(ValueError):
         strongest_channels(torch.rand(5))
+
+
+# --------------------------------------------------------------------------------------- informative_channels
+def test_informative_channels_known_answer():
+    # reference peaks of 4 images: channel 0 always 5 (a background detector), channel 1 mean 1 and SD 1,
+    # channel 2 mean 2 and SD 0.5
+    reference = torch.tensor([[5.0, 0.0, 1.5], [5.0, 2.0, 2.5], [5.0, 0.0, 2.5], [5.0, 2.0, 1.5]])
+    acts = torch.zeros(3, 3, 2, 2)
+    acts[:, 0] = 5.0  # the background channel at its usual level: z = 0, though the strongest
+    acts[0, 1, 1, 1], acts[0, 2, 0, 0] = 3.0, 2.5  # z: 2 and 1
+    acts[1, 1, 0, 1], acts[1, 2, 1, 0] = 2.0, 3.0  # z: 1 and 2
+    acts[2, 1, 0, 0], acts[2, 2, 0, 0] = 1.0, 2.0  # z: 0, 0, 0: a tie goes to the lowest index
+    assert strongest_channels(acts).tolist() == [0, 0, 0]
+    assert informative_channels(acts, reference).tolist() == [1, 2, 0]
+    assert informative_channels(acts, channel_peaks(reference[:, :, None, None])).tolist() == [1, 2, 0]
+    acts[2, 0, 1, 1] = 5.5  # the constant channel above its only level: infinitely unusual
+    assert informative_channels(acts, reference).tolist() == [1, 2, 0]
+    assert informative_channels(acts[2:, :, 0, 0] - 1.0, reference).tolist() == [1]  # (N, U): units; below: -inf
+    with pytest.raises(ValueError, match=r"reference must be the \(M, 3\) channel peaks"):
+        informative_channels(acts, reference[:, :2])
+
+
+def test_per_image_channels_and_their_errors(lenet, images):
+    chosen = torch.tensor([3, 0, 5, 3])
+    proj, ch = deconvnet_with_channels(lenet, images, "conv_2", chosen)
+    assert ch.tolist() == [3, 0, 5, 3]
+    for i, k in enumerate(chosen.tolist()):
+        torch.testing.assert_close(proj[i : i + 1], deconvnet(lenet, images[i : i + 1], "conv_2", channel=k))
+    with pytest.raises(ValueError, match=r"'conv_2'.*0\.\.15"):
+        deconvnet(lenet, images, "conv_2", channel=torch.tensor([0, 1, 16, 2]))
+    with pytest.raises(ValueError, match="4 images"):
+        deconvnet(lenet, images, "conv_2", channel=torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="integer"):
+        deconvnet(lenet, images, "conv_2", channel=torch.tensor([0.0, 1.0, 2.0, 3.0]))
+
+
+class BackgroundNet(nn.Module):
+    """max_pool_1 channel 0 is 5 everywhere on every image (a background detector, and the strongest); channel 1 is
+    the image itself (pooled), so its projection is non-zero only where the image is."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv_1 = nn.Conv2d(1, 2, kernel_size=1)
+        self.relu_1 = nn.ReLU()
+        self.max_pool_1 = nn.MaxPool2d(2)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(2 * 14 * 14, 2)
+        with torch.no_grad():
+            self.conv_1.weight.copy_(torch.tensor([0.0, 1.0]).view(2, 1, 1, 1))
+            self.conv_1.bias.copy_(torch.tensor([5.0, 0.0]))
+
+    def forward(self, x):
+        return self.fc(self.flatten(self.max_pool_1(self.relu_1(self.conv_1(x)))))
+
+
+def test_callback_projects_the_most_unusual_channel_not_the_background():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(20, 1, 28, 28, generator=g) * 0.5  # the usual level of channel 1: at most 0.5
+    y = torch.arange(20) % 2
+    x[0, 0, 10, 12] = x[1, 0, 20, 8] = 3.0  # the probe images (the first of each class) have one bright spot
+    net = BackgroundNet().eval()
+    acts = capture_activations(net, x[:2], ["max_pool_1"])["max_pool_1"]
+    assert strongest_channels(acts).tolist() == [0, 0]  # the plain rule would project the background channel
+    reference = channel_peaks(capture_activations(net, x, ["max_pool_1"])["max_pool_1"])  # (20, 2)
+    assert informative_channels(acts, reference).tolist() == [1, 1]
+    (bg,) = deconvnet(net, x[:1], "max_pool_1", channel=0)
+    assert bg.abs().max() == 0  # channel 0 projects to nothing (its filter is 0): a picture of it would be white
+    cb = DeconvCallback(layers=["max_pool_1"], per_class=10)
+    cb.configure_for(net, (1, 28, 28))
+    img = render_once(cb, net, x, y, ("a", "b"), step=0, callbacks=[cb]).images["deconv"][0]
+    grid = img[:, :-64]  # above the colour bar (62 px and a 2 px gap), which holds every colour of the scale
+    assert has_colour(grid, (103, 0, 31))  # the projection's largest value, +1 on the scale: channel 1's bright spot
+    trainer = SimpleNamespace(datamodule=FakeDataModule(x, y, ("a", "b")), callbacks=[cb])
+    peaks = cb.reference_peaks(SimpleNamespace(trainer=trainer, net=net))["max_pool_1"]  # the fixed set's order
+    torch.testing.assert_close(peaks, reference[cb.fixed_idx])
+    with pytest.raises(ValueError, match="DeconvCallback: per_class must be an integer >= 1"):
+        DeconvCallback(per_class=0)

@@ -9,6 +9,7 @@ import math
 from collections import OrderedDict
 from types import SimpleNamespace
 
+import matplotlib
 import numpy as np
 import pytest
 import torch
@@ -16,7 +17,7 @@ import torchvision
 from torch import nn
 
 import callbacks.methods.importance as importance
-from callbacks.hooks import LayerError, eval_mode, layer_shapes
+from callbacks.hooks import LayerError, capture_activations, eval_mode, layer_shapes
 from callbacks.importance import RED, ImportanceCallback
 from callbacks.methods.importance import Ablation, ablation_importance, rank_correlation, variance_importance
 from lit_modules.nets import DeepCNN, LeNet5
@@ -125,6 +126,44 @@ def test_unit_with_zero_outgoing_weights_changes_nothing():
             assert abl.loss_rise.abs().max() > 1e-4, layer  # the other units do matter: the test can tell
 
 
+def test_loss_rise_and_its_standard_error_equal_a_hand_computation():
+    # logit 0 = h0 = x0: class-0 samples (x0 in [1, 2]) lose sample i's loss log1p(e^(0.5 - x0)) -> log1p(e^0.5)
+    # when unit 0 is zeroed; class-1 samples (x0 = 0, so h0 = 0 already) lose nothing
+    x0 = [1.0, 1.25, 1.5, 1.75, 2.0, 0.0, 0.0, 0.0]
+    x = torch.stack([torch.tensor(x0), torch.ones(8)], 1)
+    y = torch.tensor([0] * 5 + [1] * 3)
+    diffs = [math.log1p(math.exp(0.5)) - math.log1p(math.exp(0.5 - v)) if c == 0 else 0.0
+             for v, c in zip(x0, y.tolist())]
+    mean = sum(diffs) / 8
+    se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / 7 / 8)  # sample SD (n - 1) / sqrt(n)
+    for abl in both_paths(mlp_one_unit(), x, y, "relu_1"):
+        assert abl.loss_rise[0].item() == pytest.approx(mean, abs=1e-6)
+        assert abl.loss_rise_se[0].item() == pytest.approx(se, rel=1e-5)
+        assert abl.loss_rise_se[0].item() > 0.01  # the test can tell a wrong SE from none
+        # units 1 and 2 feed nothing (zero outgoing weights): no rise, and no spread of the per-sample differences
+        assert abl.loss_rise[1:].abs().max() <= 1e-7 and abl.loss_rise_se[1:].abs().max() <= 1e-7
+        assert abl.dead.tolist() == [False, False, False]
+    one = ablation_importance(mlp_one_unit(), x[:1], y[:1], "relu_1")
+    assert math.isnan(one.loss_rise_se[0].item())  # one sample: no standard error
+
+
+def test_dead_units_are_flagged_and_get_exactly_zero():
+    net = mlp_one_unit()
+    with torch.no_grad():
+        net.fc_2.weight[0, 1] = 2.0  # unit 1 would matter ...
+    x = torch.stack([torch.linspace(1, 2, 6), -torch.linspace(1, 3, 6)], 1)  # ... but x1 < 0: relu_1 unit 1 is dead
+    y = torch.tensor([0, 1, 0, 1, 0, 1])
+    for abl in both_paths(net, x, y, "relu_1"):
+        assert abl.dead.tolist() == [False, True, False]
+        assert abl.loss_rise[1].item() == 0.0 and abl.loss_rise_se[1].item() == 0.0 and abl.acc_drop[1].item() == 0.0
+        assert abl.loss_rise[0].item() != 0.0
+    conv = conv_one_channel()
+    with torch.no_grad():
+        conv.conv_1.bias.copy_(torch.tensor([0.0, 0.0, -10.0]))  # channel 2 negative everywhere: dead after the ReLU
+    for abl in both_paths(conv, 1 + torch.rand(4, 1, 5, 5), torch.zeros(4, dtype=torch.long), "relu_1"):
+        assert abl.dead.tolist() == [False, False, True]
+
+
 # ------------------------------------------------------------------------------------ batched == hook fallback
 def test_batched_traced_and_hook_paths_agree_on_lenet():
     net = lenet(3)
@@ -137,6 +176,8 @@ def test_batched_traced_and_hook_paths_agree_on_lenet():
             assert a.base_acc == pytest.approx(b.base_acc, abs=1e-9) and a.base_loss == pytest.approx(b.base_loss, abs=1e-6)
             assert torch.allclose(a.acc_drop, b.acc_drop, atol=1e-6), layer
             assert torch.allclose(a.loss_rise, b.loss_rise, atol=1e-6), layer
+            assert torch.allclose(a.loss_rise_se, b.loss_rise_se, atol=1e-6), layer
+            assert torch.equal(a.dead, b.dead), layer
         assert a.loss_rise.abs().max() > 1e-4, layer
 
 
@@ -360,15 +401,27 @@ def test_callback_known_scalars_and_picture():
     assert img.shape[2] <= 720 and img.shape[1] > img.shape[2]  # composed for a card: taller than wide
     chart = next(iter(cb._charts.values()))
     (bar0, bar1, bar2), ax = chart.bars, chart.bars_ax
-    assert bar0.get_height() == pytest.approx(50.0) and bar1.get_height() == bar2.get_height() == 0  # % points
+    # unit 0's loss rise: class-0 samples (x0 = 1 .. 2) go from log1p(e^(0.5 - x0)) to log1p(e^0.5), class 1 nothing
+    diffs = [math.log1p(math.exp(0.5)) - math.log1p(math.exp(0.5 - v)) for v in x[:5, 0].tolist()] + [0.0] * 5
+    rise = sum(diffs) / 10
+    se = math.sqrt(sum((d - rise) ** 2 for d in diffs) / 9 / 10)
+    assert bar0.get_height() == pytest.approx(rise, abs=1e-6) and bar1.get_height() == bar2.get_height() == 0
+    assert rise > 2 * se and bar0.get_facecolor()[:3] == pytest.approx(matplotlib.colors.to_rgb(RED))  # filled
+    assert bar1.get_facecolor()[:3] == (1.0, 1.0, 1.0)  # 0 is within 2 SE (of 0): hollow
+    (lo, hi) = chart.whiskers.get_segments()[0][:, 1]
+    assert (lo, hi) == pytest.approx((rise - 2 * se, rise + 2 * se), abs=1e-6)  # the whisker: +-2 SE
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "1", "2"]  # unit 0 first, then by index (stable)
-    # the bar is drawn: its middle pixel has the bar colour
-    (cx, cy), = chart.live.to_pixels(ax, [(0, 25.0)]).round().astype(int)
+    # the bar is drawn filled: a pixel inside it, off the whisker, has the bar colour
+    (cx, cy), = chart.live.to_pixels(ax, [(0.25, rise / 2)]).round().astype(int)
     assert tuple(img[:, cy, cx].tolist()) == rgb(RED)
+    assert chart.dead_note.text == "no dead units"
     s = {tag: v for tag, (v, _) in w.scalars.items()}
     # unit 0 drop 0.5 (class 0 lost), units 1 and 2 nothing; selectivity [1, 0, 1/3] (unit 2 = relu(3 - x0))
     assert s["importance/relu_1/max_acc_drop"] == pytest.approx(0.5)
     assert s["importance/relu_1/mean_acc_drop"] == pytest.approx(0.5 / 3)
+    assert s["importance/relu_1/max_loss_rise"] == pytest.approx(rise, abs=1e-6)
+    assert s["importance/relu_1/mean_loss_rise"] == pytest.approx(rise / 3, abs=1e-6)
+    # selectivity [1, 0, 1/3] against loss rise [rise, 0, 0]: ranks [3, 1, 2] and [3, 1.5, 1.5]
     assert s["importance/relu_1/selectivity_corr"] == pytest.approx(math.sqrt(3) / 2)
     assert chart.scatters[0][0].get_title() == f"Spearman r {math.sqrt(3) / 2:+.2f}"  # the picture says the same
     assert -1 <= s["importance/relu_1/variance_corr"] <= 1
@@ -391,8 +444,10 @@ def test_callback_skips_undefined_correlations():
     with torch.no_grad():
         net.fc_2.weight.zero_()  # nothing matters: every drop is 0, the correlations are undefined
     w = render(ImportanceCallback(per_class=5), net, x, y, ("a", "b"))
-    assert set(w.scalars) == {"importance/relu_1/max_acc_drop", "importance/relu_1/mean_acc_drop"}
+    assert set(w.scalars) == {f"importance/relu_1/{s}" for s in ("max_acc_drop", "mean_acc_drop", "max_loss_rise",
+                                                                  "mean_loss_rise")}
     assert w.scalars["importance/relu_1/max_acc_drop"][0] == 0.0
+    assert w.scalars["importance/relu_1/max_loss_rise"][0] == 0.0
 
 
 def test_callback_renders_the_last_two_relus_by_default_and_any_layers_asked_for():
@@ -446,8 +501,52 @@ def test_a_wide_layer_ablates_max_units_evenly_spread_units_with_their_own_indic
     sampled = [0, 13, 26, 40, 53, 66, 79, 93, 106, 119]  # the first and the last, evenly spaced
     _, rest, best = chart.scatters[0]
     assert len(rest.get_offsets()) + len(best.get_offsets()) == 10  # a dot per ablated unit
-    expected = ablation_importance(net, x, y, "relu_3", units=sampled)
-    order = np.argsort(-expected.acc_drop.numpy(), kind="stable")[:4]
+    expected = ablation_importance(net, x[:30], y[:30], "relu_3", units=sampled)  # the fixed set: 3 per class
+    order = np.argsort(-expected.loss_rise.numpy(), kind="stable")[:4]
     assert [t.get_text() for t in chart.bars_ax.get_xticklabels()] == [str(sampled[i]) for i in order]
     assert w.scalars["importance/relu_3/max_acc_drop"][0] == pytest.approx(float(expected.acc_drop.max()))
     assert ImportanceCallback(max_units=None).max_units is None  # every unit, as asked
+
+
+def average_ranks(v):
+    """0-based ranks, tied values sharing the mean of their positions, in numpy."""
+    v = np.asarray(v, np.float64)
+    r = np.empty(len(v))
+    r[np.argsort(v, kind="stable")] = np.arange(len(v))
+    for u in np.unique(v):
+        r[v == u] = r[v == u].mean()
+    return r
+
+
+def spearman_by_hand(a, b) -> float:
+    """Pearson's r of the average ranks, in numpy."""
+    ra, rb = average_ranks(a), average_ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return float((ra * rb).sum() / np.sqrt((ra * ra).sum() * (rb * rb).sum()))
+
+
+def test_callback_leaves_dead_units_out_of_the_correlations_and_counts_them():
+    x, _ = data(100, seed=2)
+    y = torch.arange(100) % 10
+    net = lenet()
+    with torch.no_grad():
+        net.fc_1.bias[:30] -= 100.0  # relu_3 units 0..29 dead on every sample
+    cb = ImportanceCallback(layers=["relu_3"], per_class=10, top=4)
+    w = render(cb, net, x, y, tuple(str(c) for c in range(10)))
+    acts = capture_activations(net, x, ["relu_3"])["relu_3"].double().numpy()  # (100, 120)
+    dead = (acts == 0).all(0)
+    assert dead[:30].all() and dead.sum() >= 30
+    rise = ablation_importance(net, x, y, "relu_3").loss_rise.double().numpy()
+    means = np.stack([acts[y.numpy() == c].mean(0) for c in range(10)])  # (10, 120) class means
+    mu_max = means.max(0)
+    mu_rest = (means.sum(0) - mu_max) / 9
+    with np.errstate(invalid="ignore"):
+        si = np.where(mu_max + mu_rest > 0, (mu_max - mu_rest) / (mu_max + mu_rest), 0.0)
+    live = ~dead
+    expected = spearman_by_hand(si[live], rise[live])
+    assert w.scalars["importance/relu_3/selectivity_corr"][0] == pytest.approx(expected, abs=1e-6)
+    assert abs(spearman_by_hand(si, rise) - expected) > 0.02  # with the dead units it would differ: the test can tell
+    chart = next(iter(cb._charts.values()))
+    assert chart.dead_note.text == f"{int(dead.sum())} dead units (zero on every sample) left out"
+    _, rest, best = chart.scatters[0]
+    assert len(rest.get_offsets()) + len(best.get_offsets()) == int(live.sum())  # a dot per live unit only

@@ -3,6 +3,8 @@
     proj = deconvnet(net, images, "max_pool_2")                          # (N, 1, 28, 28), strongest channel
     proj, channels = deconvnet_with_channels(net, images, "conv_2", 3)    # channel 3 for every image
     ch = strongest_channels(acts)                                         # (N,) from (N, C, H, W) or (N, U)
+    ch = informative_channels(acts, channel_peaks(reference_acts))        # (N,) most unusually strong for each image
+    proj, _ = deconvnet_with_channels(net, images, "max_pool_2", ch)      # one given channel per image
 
 For each image the chosen channel of ``layer``'s output is kept whole (its entire feature map; for a 2-D
 ``(N, U)`` output a "channel" is a unit), every other activation of the layer is set to zero, and this seed is
@@ -47,8 +49,8 @@ from torch import Tensor, nn
 
 from ..hooks import LayerError, capture_activations, check_images, check_layers, eval_mode, layer_shapes
 
-__all__ = ["deconvnet", "deconvnet_with_channels", "deconvnet_from_seed", "strongest_channels", "deconv_blockers",
-           "LayerError"]
+__all__ = ["deconvnet", "deconvnet_with_channels", "deconvnet_from_seed", "strongest_channels", "channel_peaks",
+           "informative_channels", "deconv_blockers", "LayerError"]
 
 # Modules the deconvnet passes through by plain backprop (linear in eval mode: their backward is their transpose),
 # by switches (max-pool) or by its own rule (ReLU). Subclasses count too (timm's Conv2dSame, BatchNormAct2d ...).
@@ -60,19 +62,46 @@ _SUPPORTED = (
 )
 
 
+def channel_peaks(acts: Tensor) -> Tensor:
+    """``(N, C)``: each sample's largest activation of each channel, from ``(N, C, H, W)`` (the max over the map),
+    ``(N, U)`` (a unit is a channel) or any ``(N, C, ...)``."""
+    if not isinstance(acts, Tensor) or acts.dim() < 2:
+        what = f"a {acts.dim()}-D tensor" if isinstance(acts, Tensor) else type(acts).__name__
+        raise ValueError(f"channels need activations shaped (N, C, ...), got {what}")
+    return acts.flatten(2).amax(dim=2) if acts.dim() > 2 else acts
+
+
 def strongest_channels(acts: Tensor) -> Tensor:
     """Index of each sample's strongest channel: the one with the largest max activation, shape ``(N,)`` (long).
 
     ``acts`` is ``(N, C, H, W)`` (the max is taken over each channel's map) or ``(N, U)`` (a unit is a channel);
     any ``(N, C, ...)`` works. Ties go to the lowest index.
     """
-    if not isinstance(acts, Tensor) or acts.dim() < 2:
-        what = f"a {acts.dim()}-D tensor" if isinstance(acts, Tensor) else type(acts).__name__
-        raise ValueError(f"strongest_channels needs activations shaped (N, C, ...), got {what}")
-    per_channel = acts.flatten(2).amax(dim=2) if acts.dim() > 2 else acts
-    return per_channel.argmax(dim=1)
+    return channel_peaks(acts).argmax(dim=1)
 
 
+def informative_channels(acts: Tensor, reference: Tensor) -> Tensor:
+    """Index of each sample's most unusually strong channel, shape ``(N,)`` (long): the largest z-score of the
+    channel's peak (``channel_peaks`` of ``acts``) against the same channel's peaks over a reference set of images,
+    ``(peak - mean) / std`` with ``reference`` ``(M, C)`` (``channel_peaks`` of the reference images' activations).
+
+    Why: the strongest channel (``strongest_channels``) is often one that fires as strongly on every image, such as
+    a detector of the dark background; relative to its usual level it says nothing about this image. A channel
+    constant over the reference scores 0 where the image matches it and +-inf where it does not. Ties go to the
+    lowest index.
+    """
+    peaks = channel_peaks(acts).double()
+    c = peaks.shape[1]
+    if not isinstance(reference, Tensor) or reference.dim() != 2 or reference.shape[1] != c or not len(reference):
+        got = tuple(reference.shape) if isinstance(reference, Tensor) else type(reference).__name__
+        raise ValueError(f"reference must be the (M, {c}) channel peaks of M >= 1 images, got {got}")
+    ref = reference.detach().double().to(peaks.device)
+    mean, std = ref.mean(0), ref.std(0, correction=0)
+    dev = peaks - mean
+    tiny = 1e-9 * (mean.abs() + 1e-30)  # float rounding of a constant channel's mean
+    z = torch.where(std > tiny, dev / std.clamp_min(1e-300),
+                    torch.where(dev.abs() > tiny, dev.sign() * torch.inf, torch.zeros_like(dev)))
+    return z.argmax(dim=1)
 
 
 def deconv_blockers(net: nn.Module, layer: str, input_shape: tuple[int, ...], order: list[str] | None = None) -> list[str]:
@@ -158,9 +187,13 @@ def deconvnet_from_seed(
                 m._is_full_backward_hook = flag
 
 
-def _as_channel(channel) -> int | None:
+def _as_channel(channel) -> int | Tensor | None:
     if channel is None:
         return None
+    if isinstance(channel, Tensor) and channel.dim() == 1:  # one channel per image
+        if channel.dtype == torch.bool or channel.is_floating_point() or channel.is_complex():
+            raise ValueError(f"channel must hold integer indices, got dtype {channel.dtype}")
+        return channel.long()
     if isinstance(channel, bool):
         raise ValueError(f"channel must be an integer index or None, got {channel!r}")
     try:
@@ -170,17 +203,19 @@ def _as_channel(channel) -> int | None:
 
 
 def deconvnet_with_channels(
-    net: nn.Module, images: Tensor, layer: str, channel: int | None = None
+    net: nn.Module, images: Tensor, layer: str, channel: int | Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
     """Deconvnet projections of one channel of ``layer`` per image, and which channel was used.
 
     Returns ``(projections, channels)``: ``projections`` is shaped like ``images`` ``(N, C, H, W)``; ``channels`` is
-    ``(N,)`` (long) on the images' device: ``channel`` for every image, or with ``channel=None`` each image's
-    strongest channel (``strongest_channels`` of the layer's output). For a 2-D ``(N, U)`` output a channel is a
+    ``(N,)`` (long) on the images' device: ``channel`` for every image, the ``(N,)`` tensor ``channel``'s entry for
+    each image, or with ``channel=None`` each image's strongest channel (``strongest_channels`` of the layer's
+    output). For a 2-D ``(N, U)`` output a channel is a
     unit. The chosen channel is kept whole, all other activations of the layer are zeroed.
 
     Raises:
-        ValueError: ``images`` is not a 4-D floating-point tensor; ``channel`` is not an integer or None.
+        ValueError: ``images`` is not a 4-D floating-point tensor; ``channel`` is not an integer, a 1-D integer
+            tensor of one channel per image, or None.
         LayerError (a ``ValueError``): unknown ``layer`` (the message lists the valid names); ``channel`` out of
             range (the message names the layer and the valid range).
     """
@@ -193,6 +228,14 @@ def deconvnet_with_channels(
         n, c = act.shape[0], act.shape[1]
         if ch is None:
             idx = strongest_channels(act)
+        elif isinstance(ch, Tensor):
+            if len(ch) != n:
+                raise ValueError(f"channel holds {len(ch)} channels for {n} images; give one per image")
+            bad = ch[(ch < 0) | (ch >= c)]
+            if len(bad):
+                raise LayerError(f"channel {bad.tolist()} out of range for layer {layer!r}: it has {c} channels, "
+                                 f"valid 0..{c - 1}")
+            idx = ch.to(act.device)
         else:
             if not 0 <= ch < c:
                 raise LayerError(
