@@ -187,6 +187,9 @@ class ActMaxCallback(VisualizationCallback):
             labels = [str(u) for u in units]
             what = ("centre neuron" if self.objective == "neuron" else "channel mean") if spatial else "unit"
         ncols = len(units) if len(units) <= 4 else 3 if len(units) in (5, 6, 9) else 4
+        widest = max(figures.text_width(label, 12) for label in labels)
+        while ncols > 2 and widest > (WIDTH - GAP * (ncols - 1)) // ncols:  # long class names: fewer columns
+            ncols -= 1
         title = f"actmax {layer} ({what}) - epoch {ctx.step}"
         lo, hi = ctx.pixel_range
         return tile_picture(figures.input_rgb(imgs, ctx.pixel_range), labels, ncols, title,

@@ -71,8 +71,8 @@ class ConfusionChart:
             ax.set_xlabel("predicted class")
             ax.set_ylabel("true class")
             colorbar(self.live.fig, self.im, ax, "fraction of the true class")
-            note = "00000 samples, accuracy 00.0%" + ("\nrecall over all classes: median 00.0%, worst 00.0%" if other else "")
-            self.note = self.live.slot(ax.set_title(note))
+            note = "00000 samples, accuracy 00.0%" if not other else "acc. 00.0% of 00000; recall median 00.0%, min 00.0%"
+            self.note = self.live.slot(ax.set_title(note, fontsize=9 if other else None))
             self.live.title("Confusion matrix, validation split" + (f" ({k} of {len(classes)} classes)" if other else ""))
         self.shown, self.other = shown, other
         self.cells = np.array([(j, i) for i in range(k) for j in range(cols)], dtype=np.float64)
@@ -85,9 +85,10 @@ class ConfusionChart:
         self.im.set_data(frac)
         acc = float(cm.diag().sum()) / max(1, int(cm.sum()))
         note = f"{int(cm.sum())} samples, accuracy {100 * acc:.1f}%"
-        if self.other:
+        if self.other:  # over every class, not only those shown
             recall = cm.diag().double() / cm.sum(1).clamp(min=1)
-            note += f"\nrecall over all classes: median {100 * float(recall.median()):.1f}%, worst {100 * float(recall.min()):.1f}%"
+            note = (f"acc. {100 * acc:.1f}% of {int(cm.sum())}; recall median {100 * float(recall.median()):.1f}%, "
+                    f"min {100 * float(recall.min()):.1f}%")
         self.note.text = note
         img = self.live.image(step)
         colours = contrast_colours(self.im.cmap(self.im.norm(frac)))

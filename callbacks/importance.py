@@ -70,9 +70,10 @@ class ImportanceChart:
                 self.scatters.append((ax, rest, best))
             left.set_ylabel("cross-entropy rise")
             right.tick_params(labelleft=False)
-            which = f"one of {units} units" if of in (None, units) else f"one of {units} of its {of} units (evenly spread)"
-            self.live.title(f"{layer}: zeroing {which} at a time\n{samples} samples")
-            self.note = self.live.slot(fig.text(0.99, 0.955, "accuracy 00.0%, mean loss 0.000", ha="right", va="top"))
+            which = f"{units} units" if of in (None, units) else f"{units} of its {of} units (evenly spread)"
+            self.live.title(f"{layer}: zeroing one unit at a time\n{which}, {samples} samples\n ")
+            self.note = self.live.slot(fig.text(0.01, 0.925, "intact: accuracy 00.0%, mean loss 0.000", ha="left",
+                                                va="top"))
             self.dead_note = self.live.slot(fig.supxlabel("0000 dead units (zero on every sample) left out",
                                                           fontsize="medium"))
 
@@ -107,7 +108,7 @@ class ImportanceChart:
         shown = d[live]
         self.scatters[0][0].set_ylim(*_padded(float(shown.min()) if shown.size else 0.0,
                                               float(shown.max()) if shown.size else 1.0))
-        self.note.text = f"accuracy {100 * base_acc:.1f}%, mean loss {base_loss:.3f}"
+        self.note.text = f"intact: accuracy {100 * base_acc:.1f}%, mean loss {base_loss:.3f}"
         n_dead = int((~live).sum())
         self.dead_note.text = (f"{n_dead} dead unit{'s' if n_dead != 1 else ''} (zero on every sample) left out"
                                if n_dead else "no dead units")

@@ -106,8 +106,8 @@ class LayerResponsesChart:
             ax.tick_params(length=0)
             ax.set_xlabel(class_axis)
             ax.set_ylabel("layer (forward order)")
-            colorbar(self.live.fig, self.im, ax, "(class mean - mean over classes) / within-class SD\n"
-                     f"(clipped at \u00b1{EFFECT_LIMIT:g}; pale: classes alike within noise)", location="bottom",
+            colorbar(self.live.fig, self.im, ax, "(class mean - mean) / within-class SD\n"
+                     f"clipped at \u00b1{EFFECT_LIMIT:g}; pale: alike within noise", location="bottom",
                      ticks=np.linspace(-EFFECT_LIMIT, EFFECT_LIMIT, 5))
             self.live.title(f"Mean activation per layer and class ({samples} each)")
         self.cells = np.array([(j, i) for i in range(n) for j in range(k)], dtype=np.float64)
