@@ -383,8 +383,10 @@ def projected_patches(
     indices: Tensor,
     positions: Tensor | None,
     rf: ReceptiveField | None,
+    whole: bool = False,
 ) -> Tensor:
-    """Deconvnet projections of single activations, cropped like ``patches``: ``(U, k, C, P, P)``.
+    """Deconvnet projections of single activations, cropped like ``patches``: ``(U, k, C, P, P)`` (``whole``:
+    not cropped, ``(U, k, C, H, W)``, for a field that covers the image anyway).
 
     For entry ``(u, j)``: image ``indices[u, j]`` is run up to ``layer``, every activation of the layer is zeroed
     except unit ``units[u]`` at ``positions[u, j]`` (its strongest position, as ``top_activations`` found), and that
@@ -425,7 +427,7 @@ def projected_patches(
         return seed
 
     proj = deconvnet_from_seed(net, sel, layer, make_seed)  # (M, C, H, W)
-    if positions is None:
+    if positions is None or whole:
         return proj.reshape(u, k, *proj.shape[1:])
     if rf is None:
         raise ValueError("projected_patches needs the receptive field rf to crop a spatial layer's projections")
@@ -559,13 +561,20 @@ class TopActivationsCallback(FixedSetCallback):
         units = self.layer_units[layer]
         top = top_activations(net, x, layer, units, min(self.k, len(x)), self.batch_size)
         rf = self.fields.get(layer)
+        whole = self.covers_image(rf, x)
         crops = None
-        if top.positions is not None and rf is not None:
+        if top.positions is not None and rf is not None and not whole:
             crops = patches(x, top.indices, top.positions, rf, self._layer_hw(net, x, layer), fill=pixel_lo)
         proj = None
         if self.projection and self.projectable.get(layer, True) and (top.positions is None or rf is not None):
-            proj = projected_patches(net, x, layer, units, top.indices, top.positions, rf)
+            proj = projected_patches(net, x, layer, units, top.indices, top.positions, rf, whole=whole)
         return top, crops, proj
+
+    @staticmethod
+    def covers_image(rf: ReceptiveField | None, x: Tensor) -> bool:
+        """Whether a receptive field is as large as the images (a deep stage's): then the whole images are shown,
+        not windows that would be mostly padding around a small image."""
+        return rf is not None and rf.size >= max(x.shape[-2:])
 
     def _layer_hw(self, net: nn.Module, x: Tensor, layer: str) -> tuple[int, int]:
         """The layer's map size for images like ``x`` (the shapes found at setup assume 28x28 inputs)."""
@@ -615,7 +624,8 @@ class TopActivationsCallback(FixedSetCallback):
         if proj is not None:
             parts.append(figures.colorbar_strip(figures.SIGNED, -1.0, 1.0, "projection / its max |value|", min(grid.shape[2], 420)))
         rf = self.fields.get(layer)
-        what = (f"receptive fields ({rf.size} px, stride {rf.stride})" if crops is not None else "images") + \
+        what = (f"receptive fields ({rf.size} px, stride {rf.stride})" if crops is not None else
+                f"whole images (receptive field {rf.size} px)" if self.covers_image(rf, x) else "images") + \
             f": top {k} of {len(x)}"
         sub = "strongest first" + ("; right: their deconvnet projections" if proj is not None else "")
         body = figures.titled(figures.stack(parts, dim=1, gap=2), what, sub)

@@ -511,3 +511,31 @@ def test_a_field_larger_than_the_image_keeps_the_picture_card_sized():
     assert cb.fields["9"].size > 32
     img, _ = render(cb, net, x, y).images["top_activations/9"]
     assert img.shape[2] <= 720 and img.shape[1] <= 720, img.shape
+
+
+def test_a_field_that_covers_the_image_shows_whole_images_and_whole_projections():
+    """Five 9x9 convs see 41 px of a 20 px image: every window would be mostly padding, so the tiles are the top
+    images themselves and their uncropped deconvnet projections, and the picture says so."""
+    torch.manual_seed(3)
+    layers = []
+    for i in range(5):
+        layers += [torch.nn.Conv2d(1 if i == 0 else 4, 4, 9, padding=4), torch.nn.ReLU()]
+    net = torch.nn.Sequential(*layers).eval()
+    x = torch.rand(40, 1, 20, 20, generator=torch.Generator().manual_seed(4))
+    cb = TopActivationsCallback(layers=["9"], units=2, k=3, per_class=4)
+    cb.configure_for(net, (1, 20, 20))
+    top, crops, proj = cb.compute(net, x, "9")
+    assert cb.covers_image(cb.fields["9"], x) and crops is None
+    assert proj.shape == (2, 3, 1, 20, 20)
+    for u, unit in enumerate([0, 1]):
+        i, (r, c) = int(top.indices[u, 0]), top.positions[u, 0].tolist()
+
+        def seed(act, unit=unit, r=r, c=c):
+            s = torch.zeros_like(act)
+            s[0, unit, r, c] = act[0, unit, r, c]
+            return s
+
+        assert torch.allclose(proj[u, 0], deconvnet_from_seed(net, x[i : i + 1], "9", seed)[0], atol=1e-6)
+    small = TopActivationsCallback(layers=["1"], units=2, k=3, per_class=4)  # one 9x9 conv: 9 px windows
+    small.configure_for(net, (1, 20, 20))
+    assert not small.covers_image(small.fields["1"], x) and small.compute(net, x, "1")[1].shape[-1] == 9
