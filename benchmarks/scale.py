@@ -12,7 +12,8 @@ hue and garment make the class (10 hues x 10 garments = 100 classes, 100 hues = 
 - ``drawing epoch``: the callbacks' own seconds in the last epoch, where every callback draws;
 - ``per epoch``: the callbacks' own seconds per epoch at the default schedule (each callback's seconds per drawing
   divided by its ``every_n_epochs``), the steady state of a long run;
-- the largest picture (width x height) and the event file's MB per epoch.
+- the largest picture (width x height); MB of the pictures of a drawing epoch (every callback drawing, without the
+  once-per-fit training samples and evolution strips) and of the event file per epoch (all of it, over the fit).
 
 Run it from the repository root (``-m``); compare numbers of one run only (the machine is shared).
 """
@@ -106,16 +107,22 @@ def row(model: str, classes: int, args: argparse.Namespace, root: str) -> dict:
     run = Path(trainer.logger.log_dir)
     ea = EventAccumulator(str(run), size_guidance={"images": 0})
     ea.Reload()
-    sizes = [Image.open(io.BytesIO(e.encoded_image_string)).size for tag in ea.Tags()["images"] for e in ea.Images(tag)]
+    events_of = {tag: ea.Images(tag) for tag in ea.Tags()["images"]}
+    sizes = [Image.open(io.BytesIO(e.encoded_image_string)).size for events in events_of.values() for e in events]
+    last = max(e.step for events in events_of.values() for e in events)
+    per_epoch = sum(len(e.encoded_image_string) for tag, events in events_of.items() for e in events  # not once per fit
+                    if e.step == last and tag.split("/")[0] not in ("evolution", "samples"))
     widest, tallest = max(w for w, _ in sizes), max(h for _, h in sizes)
     events = sum(p.stat().st_size for p in run.glob("events.out.tfevents.*"))
     steady = sum(sum(cb.seconds) / max(1, len(cb.seconds)) / cb.every_n_epochs for cb in cbs if cb.seconds
                  and cb.technique not in ("samples", "evolution"))
     last = sum(cb.seconds[-1] for cb in cbs if cb.seconds)
-    slowest = sorted(((sum(cb.seconds) / len(cb.seconds), cb.technique) for cb in cbs if cb.seconds), reverse=True)[:3]
+    slowest = sorted(((sum(cb.seconds) / len(cb.seconds), cb.technique) for cb in cbs if cb.seconds), reverse=True)
+    print(f"{model}, {classes} classes: seconds per drawing: " + ", ".join(f"{t} {v:.1f}" for v, t in slowest), flush=True)
+    slowest = slowest[:3]
     return dict(model=model, classes=classes, size=args.size, steps20=20 * statistics.median(timer.seconds[1:] or timer.seconds),
                 last=last, steady=steady, widest=widest, tallest=tallest, pictures=len(sizes),
-                mb=events / args.epochs / 1e6, slowest=", ".join(f"{t} {s:.1f}" for s, t in slowest))
+                mb=events / args.epochs / 1e6, mb_draw=per_epoch / 1e6, slowest=", ".join(f"{t} {s:.1f}" for s, t in slowest))
 
 
 def main() -> None:
@@ -138,12 +145,12 @@ def main() -> None:
     print(f"\n{args.accelerator}, {torch.get_num_threads()} threads, {args.val} validation images, {args.epochs} epochs "
           f"of {args.steps} steps at batch {args.batch}")
     print("| model | classes | px | 20 steps | callbacks, drawing epoch | callbacks per epoch (default schedule) | "
-          "per epoch / 20 steps | largest picture | MB per epoch | slowest (s per drawing) |")
+          "per epoch / 20 steps | largest picture | MB: drawing epoch / event file per epoch | slowest (s per drawing) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {r['classes']} | {r['size']} | {r['steps20']:.1f} s | {r['last']:.1f} s | "
               f"{r['steady']:.1f} s | {r['steady'] / r['steps20']:.2f} | {r['widest']} x {r['tallest']} | "
-              f"{r['mb']:.2f} | {r['slowest']} |")
+              f"{r['mb_draw']:.2f} / {r['mb']:.2f} | {r['slowest']} |")
 
 
 if __name__ == "__main__":

@@ -141,12 +141,13 @@ class ImportanceCallback(FixedSetCallback):
     loss rise) and ``every_n_epochs=5`` (plus the last epoch, as always).
 
     Args:
-        layers: layers to ablate (default: the last two ReLU layers, i.e. post-ReLU units of the deepest layers).
+        layers: layers to ablate (default: the last two stage features or hidden fc nonlinearities).
         top: number of most critical units shown as bars (>= 1).
         per_class: samples per class in the fixed validation set (>= 1).
         chunk_size: most samples per forward pass of the ablation (lower it if the accelerator runs out of memory).
         max_units: most units ablated per layer (>= 1, or None for all); a wider layer (a ResNet's last stage has
             512 channels) gets this many, evenly spread over its indices, since each costs a pass over the set.
+        max_samples: most samples in all (per_class is lowered to fit: 50 per class at 10 classes, 5 at 100).
         every_n_epochs: draw after every n epochs: at 0-based epochs n - 1, 2n - 1, ... (as Lightning's
             ``check_val_every_n_epoch``; n = 1: every epoch), and always at the last epoch of a fit.
     """
@@ -154,7 +155,7 @@ class ImportanceCallback(FixedSetCallback):
     technique = "importance"
 
     def __init__(self, layers: list[str] | None = None, top: int = 16, per_class: int = 50, chunk_size: int = 2048,
-                 max_units: int | None = 128, every_n_epochs: int = 5, **kwargs) -> None:
+                 max_units: int | None = 128, max_samples: int = 500, every_n_epochs: int = 5, **kwargs) -> None:
         super().__init__(layers=layers, per_class=per_class, every_n_epochs=every_n_epochs, **kwargs)
         name = type(self).__name__
         for arg, value in (("top", top), ("chunk_size", chunk_size), ("max_units", 1 if max_units is None else max_units)):
@@ -165,6 +166,9 @@ class ImportanceCallback(FixedSetCallback):
         self.top = top
         self.chunk_size = chunk_size
         self.max_units = max_units
+        if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1:
+            raise ValueError(f"{type(self).__name__}: max_samples must be an integer >= 1, got {max_samples!r}")
+        self.max_samples = max_samples
         self.layer_names: list[str] = []
 
     def _state_config(self):
@@ -181,9 +185,15 @@ class ImportanceCallback(FixedSetCallback):
                 raise LayerError(f"layer {layer!r} has no unit dimension to ablate (output shape {shapes.get(layer)})")
         self.share_layers(self.layer_names, self.per_class)
 
+    def samples_per_class(self, num_classes: int) -> int:
+        """``per_class``, capped so that the set holds at most ``max_samples`` images: an ablation runs the rest of
+        the net once per unit over every sample, so its cost is units x samples."""
+        return max(1, min(self.per_class, self.max_samples // max(1, num_classes)))
+
     def render(self, ctx: RenderContext) -> None:
-        x, y = self.fixed_set(ctx.trainer, self.per_class)
-        acts, _ = self.fixed_set_activations(ctx, self.layer_names, self.per_class)  # (N, U) per layer, same samples
+        per_class = self.samples_per_class(len(ctx.classes))
+        x, y = self.fixed_set(ctx.trainer, per_class)
+        acts, _ = self.fixed_set_activations(ctx, self.layer_names, per_class)  # (N, U) per layer, same samples
         for layer in self.layer_names:
             a = acts[layer]
             units = None if self.max_units is None else spread(range(a.shape[1]), self.max_units)

@@ -469,14 +469,18 @@ def test_callback_arguments_and_defaults():
     assert (cb.layers, cb.top, cb.per_class, cb.every_n_epochs, cb.enabled, cb.strict) == (None, 16, 50, 5, True, False)
     assert ImportanceCallback(every_n_epochs=1, enabled=False, strict=True).every_n_epochs == 1
     doc = inspect.getdoc(ImportanceCallback)
-    for arg in ("layers", "top", "per_class", "chunk_size", "max_units", "every_n_epochs"):
+    for arg in ("layers", "top", "per_class", "chunk_size", "max_units", "max_samples", "every_n_epochs"):
         assert f"    {arg}: " in doc.split("Args:")[1], arg
+    # the ablation's samples are capped in all (units x samples passes): 50 per class at 10 classes, 5 at 100
+    assert [cb.samples_per_class(k) for k in (10, 100, 1000)] == [50, 5, 1]
+    assert ImportanceCallback(per_class=3, max_samples=20).samples_per_class(10) == 2
     for kwargs, match in (
         ({"top": 0}, "top must be an integer >= 1, got 0"),
         ({"top": True}, "top must be an integer >= 1, got True"),
         ({"chunk_size": 2.5}, "chunk_size must be an integer >= 1, got 2.5"),
         ({"max_units": 0}, "max_units must be an integer >= 1, got 0"),
         ({"per_class": 0}, "per_class must be an integer >= 1, got 0"),
+        ({"max_samples": 0}, "max_samples must be an integer >= 1, got 0"),
         ({"every_n_epochs": 0}, "every_n_epochs must be an integer >= 1, got 0"),
         ({"layers": "relu_1"}, "layers must be a list of layer names"),
     ):
