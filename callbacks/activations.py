@@ -18,6 +18,8 @@ from .layers import is_nonlinearity, layer_roles
 
 __all__ = ["dead_fraction", "dead_units", "ActivationsCallback"]
 
+HISTOGRAM_MAX = 1000  # images at most behind the histograms (20 per class at 10 classes; 10 at 100)
+
 
 def dead_units(acts: Tensor) -> Tensor:
     """``(U,)`` bool: units whose activation is zero (or below) for every sample and position of ``acts``
@@ -63,7 +65,7 @@ class ActivationsCallback(FixedSetCallback):
         self.share_layers(self.relus, self.dead_per_class)
 
     def render(self, ctx: RenderContext) -> None:
-        x, _ = self._fixed(ctx.trainer, "histogram_idx", self.per_class)  # the first `per_class` of each class
+        x, _ = self._fixed(ctx.trainer, "histogram_idx", self.per_class, HISTOGRAM_MAX)  # the first per_class of each
         acts = capture_activations(ctx.net, x, self.layer_names, stop_after_last=True)
         for layer in self.layer_names:
             ctx.add_histogram(f"{self.technique}/{layer}", acts[layer])

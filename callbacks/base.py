@@ -37,7 +37,7 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, SequentialSampler
 
-from .data import DataFacts, choose_per_class, data_facts, default_shown, set_budget, val_loader
+from .data import FIXED_SET_MAX, DataFacts, choose_per_class, data_facts, default_shown, set_budget, val_loader
 from .hooks import ActivationStats, LayerError, LayerProbe, activation_pass, eval_mode, layer_shapes, no_autocast, spread
 from .figures import bounded, to_png, to_uint8
 
@@ -264,10 +264,10 @@ class VisualizationCallback(Callback):
         """The validation data's classes, input shape, pixel range and samples (``callbacks.data``)."""
         return data_facts(trainer, getattr(trainer, "lightning_module", None))
 
-    def _fixed(self, trainer: pl.Trainer, attr: str, per_class: int) -> tuple[Tensor, Tensor]:
+    def _fixed(self, trainer: pl.Trainer, attr: str, per_class: int, total: int = FIXED_SET_MAX) -> tuple[Tensor, Tensor]:
         """``(x, y)`` of the validation indices kept in ``self.<attr>``, chosen on first use and fetched once:
         for ``probe_idx`` the first ``per_class`` of each shown class; else a class-balanced set of every class,
-        the first ``per_class`` of each, capped so that the set holds at most ``FIXED_SET_MAX`` images."""
+        the first ``per_class`` of each, capped so that the set holds at most ``total`` images."""
         facts = self.facts(trainer)
         idx = getattr(self, attr)
         if attr == "probe_idx":
@@ -275,7 +275,7 @@ class VisualizationCallback(Callback):
             if idx is None or not set(labels[idx.to(labels.device)].tolist()) <= set(shown):
                 idx = choose_per_class(labels, per_class, shown)  # (again, if the shown classes were changed)
         elif idx is None:
-            idx = choose_per_class(facts.labels(), set_budget(per_class, facts.num_classes), facts.num_classes)
+            idx = choose_per_class(facts.labels(), set_budget(per_class, facts.num_classes, total), facts.num_classes)
         setattr(self, attr, idx)
         cached = self._fetched.get(attr)
         if cached is None or not torch.equal(cached[0], idx):
@@ -291,10 +291,10 @@ class VisualizationCallback(Callback):
         """``(images, labels)``: the first validation image(s) of each shown class, fixed for the whole run."""
         return self._fixed(trainer, "probe_idx", per_class)
 
-    def fixed_set(self, trainer: pl.Trainer, per_class: int) -> tuple[Tensor, Tensor]:
-        """``(x, y)``: up to ``per_class`` validation samples of each class (at most ``FIXED_SET_MAX`` in all),
-        fixed for the whole run."""
-        return self._fixed(trainer, "fixed_idx", per_class)
+    def fixed_set(self, trainer: pl.Trainer, per_class: int, total: int = FIXED_SET_MAX) -> tuple[Tensor, Tensor]:
+        """``(x, y)``: up to ``per_class`` validation samples of each class (at most ``total`` in all, 5,000 by
+        default; less where a drawing's cost grows with every sample), fixed for the whole run."""
+        return self._fixed(trainer, "fixed_idx", per_class, total)
 
     def share_layers(self, layers: list[str], per_class: int, class_maps: list[str] | None = None) -> None:
         """Declare (at ``configure``) the layers this callback reads from the fixed set: per-sample unit

@@ -3,7 +3,8 @@
 Rows are true classes, columns predicted ones; each cell prints the count and is coloured by the fraction of its
 row (so a perfect classifier is a bright diagonal on a dark field, whatever the class sizes). Off-diagonal bright
 cells name the pairs the net confuses (on Fashion-MNIST: shirt / T-shirt / pullover / coat). Computed with
-torchmetrics from the predictions the validation loop already made (no extra forward pass); under DDP, where each
+torchmetrics from the predictions the validation loop already made (returned as ``preds``, or else read from the
+net's output by a forward hook during the loop; no extra forward pass); under DDP, where each
 rank saw a share, rank zero recomputes them over the full validation split, which every rank holds, so the matrix
 is the single-process answer. Scalar ``confusion_matrix/worst_class_recall`` (over every class).
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import Tensor, nn
+from typing_extensions import override
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from .base import RenderContext, VisualizationCallback
@@ -110,17 +112,51 @@ class ConfusionMatrixCallback(VisualizationCallback):
             raise ValueError(f"ConfusionMatrixCallback: batch_size must be an integer >= 1, got {batch_size!r}")
         self.batch_size = batch_size
 
+    @override
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         super().on_validation_epoch_start(trainer, pl_module)
         self._seen: list[tuple[Tensor, Tensor]] = []
+        self._outputs: list[Tensor] = []
+        self._remove_hook()
+        if self.enabled and trainer.world_size == 1 and self.should_render(trainer):
+            # the net's own outputs in the validation loop, for a LightningModule that does not return "preds"
+            self._hook = self.net_of(pl_module).register_forward_hook(self._keep_output)
 
+    def _keep_output(self, module, inputs, output) -> None:
+        if isinstance(output, Tensor) and output.dim() == 2:
+            self._outputs.append(output.detach().argmax(1))
+
+    def _remove_hook(self) -> None:
+        if getattr(self, "_hook", None) is not None:
+            self._hook.remove()
+        self._hook = None
+
+    @override
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         super().on_validation_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
-        if self.enabled and trainer.world_size == 1 and isinstance(outputs, dict) and "preds" in outputs:
+        hooked, self._outputs = getattr(self, "_outputs", []), []
+        if not (self.enabled and trainer.world_size == 1 and isinstance(batch, (tuple, list)) and len(batch) > 1) \
+                or getattr(self, "_seen", None) is None:
+            return
+        if isinstance(outputs, dict) and "preds" in outputs:
             self._seen.append((outputs["preds"], batch[1]))
+        elif len(hooked) == 1 and hooked[0].shape == batch[1].shape:
+            self._seen.append((hooked[0], batch[1]))  # the net ran once on this batch: its predictions
+        else:
+            self._seen = None  # the net ran more or less than once per batch: recompute at the epoch's end
+
+    @override
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        self._remove_hook()
+        super().on_validation_epoch_end(trainer, pl_module)
+
+    @override
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self._remove_hook()
+        super().on_exception(trainer, pl_module, exception)
 
     def render(self, ctx: RenderContext) -> None:
-        seen = getattr(self, "_seen", [])
+        seen = getattr(self, "_seen", None)
         if seen and ctx.trainer.world_size == 1:  # the validation loop's own predictions
             preds, y = torch.cat([p for p, _ in seen]), torch.cat([t for _, t in seen])
             cm = multiclass_confusion_matrix(preds, y, len(ctx.classes)).cpu()

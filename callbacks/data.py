@@ -108,11 +108,11 @@ def default_shown(num_classes: int, k: int = MAX_SHOWN_CLASSES) -> tuple[int, ..
     return tuple(spread(range(num_classes), k))
 
 
-def set_budget(per_class: int, num_classes: int) -> int:
+def set_budget(per_class: int, num_classes: int, total: int = FIXED_SET_MAX) -> int:
     """The per-class count of a fixed set of ``per_class`` samples per class: capped so that the set holds at most
-    ``FIXED_SET_MAX`` images (at 10 classes nothing changes; at 100, 50 each; at 1,000, 5 each), so a drawing's cost
-    does not grow with the class count."""
-    return max(1, min(per_class, FIXED_SET_MAX // max(1, num_classes)))
+    ``total`` images (``FIXED_SET_MAX``: at 10 classes nothing changes; at 100, 50 each; at 1,000, 5 each), so a
+    drawing's cost does not grow with the class count."""
+    return max(1, min(per_class, total // max(1, num_classes)))
 
 
 @dataclass

@@ -26,6 +26,8 @@ from .methods.deconv import (channel_peaks, deconv_blockers, deconvnet, deconvne
 __all__ = ["deconvnet", "deconvnet_from_seed", "deconvnet_with_channels", "strongest_channels", "informative_channels",
            "DeconvCallback"]
 
+REFERENCE_MAX = 500  # images at most in the reference set (500 at 10 classes; 5 per class at 100)
+
 
 class DeconvCallback(VisualizationCallback):
     """Log, for each class's probe image, the deconvnet projection of each chosen layer's most unusually strong
@@ -104,7 +106,7 @@ class DeconvCallback(VisualizationCallback):
     def reference_peaks(self, ctx: RenderContext) -> dict:
         """``{layer: (M, C)}``: each channel's peak on each image of the fixed set, in batches (one forward pass per
         batch for every layer): the channel's usual level, against which ``informative_channels`` scores."""
-        x, _ = self.fixed_set(ctx.trainer, self.per_class)
+        x, _ = self.fixed_set(ctx.trainer, self.per_class, REFERENCE_MAX)
         parts: dict[str, list] = {layer: [] for layer in self.layer_names}
         for start in range(0, len(x), self.batch_size):
             batch = x[start : start + self.batch_size]

@@ -13,6 +13,7 @@ from matplotlib.patches import Patch
 from torch import Tensor, nn
 
 from .base import FixedSetCallback, RenderContext
+from .data import set_budget
 from .hooks import LayerError, check_layers, spread
 from .layers import layer_roles
 from .live_figure import LiveFigure
@@ -141,7 +142,8 @@ class ImportanceCallback(FixedSetCallback):
     loss rise) and ``every_n_epochs=5`` (plus the last epoch, as always).
 
     Args:
-        layers: layers to ablate (default: the last two stage features or hidden fc nonlinearities).
+        layers: layers to ablate (default: the last stage's feature layer and the hidden fc nonlinearities, the
+            last two of them: LeNet-5's relu_3 and relu_4, a ResNet's last stage).
         top: number of most critical units shown as bars (>= 1).
         per_class: samples per class in the fixed validation set (>= 1).
         chunk_size: most samples per forward pass of the ablation (lower it if the accelerator runs out of memory).
@@ -178,7 +180,9 @@ class ImportanceCallback(FixedSetCallback):
         layers = self.layers
         if layers is None:
             roles = layer_roles(net, shapes)
-            layers = (roles.features + roles.hidden)[-2:]  # the last two stages' or hidden layers' outputs
+            # the last stage's units (they feed the classifier) and the hidden fc layers: two at most. Ablating an
+            # earlier stage runs the rest of the net once per unit, the most costly drawing on a deep net.
+            layers = (roles.features[-1:] + roles.hidden)[-2:]
         self.layer_names = check_layers(net, layers)
         for layer in self.layer_names:
             if len(shapes.get(layer, ())) < 1:
@@ -188,11 +192,11 @@ class ImportanceCallback(FixedSetCallback):
     def samples_per_class(self, num_classes: int) -> int:
         """``per_class``, capped so that the set holds at most ``max_samples`` images: an ablation runs the rest of
         the net once per unit over every sample, so its cost is units x samples."""
-        return max(1, min(self.per_class, self.max_samples // max(1, num_classes)))
+        return set_budget(self.per_class, num_classes, self.max_samples)
 
     def render(self, ctx: RenderContext) -> None:
         per_class = self.samples_per_class(len(ctx.classes))
-        x, y = self.fixed_set(ctx.trainer, per_class)
+        x, y = self.fixed_set(ctx.trainer, per_class, self.max_samples)
         acts, _ = self.fixed_set_activations(ctx, self.layer_names, per_class)  # (N, U) per layer, same samples
         for layer in self.layer_names:
             a = acts[layer]

@@ -195,6 +195,9 @@ def test_zoo_model_every_callback_draws_bounded_pictures(name, classes, tmp_path
                           for c in range(classes)])
     logged = ea.Scalars("confusion_matrix/worst_class_recall")[-1].value
     assert logged == pytest.approx(float(recall.min()), abs=1e-6)
+    # ... from the validation loop's own outputs (a forward hook; this module returns no "preds"), no pass of its own
+    seen = cbs["confusion_matrix"]._seen
+    assert seen is not None and torch.equal(torch.cat([p for p, _ in seen]).cpu(), pred)
 
 
 @needs_fashion
