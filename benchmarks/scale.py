@@ -10,8 +10,9 @@ hue and garment make the class (10 hues x 10 garments = 100 classes, 100 hues = 
 
 - ``20 steps``: the time of 20 training steps, measured in the same fit (the median step x 20);
 - ``drawing epoch``: the callbacks' own seconds in the last epoch, where every callback draws;
-- ``per epoch``: the callbacks' own seconds per epoch at the default schedule (each callback's seconds per drawing
-  divided by its ``every_n_epochs``), the steady state of a long run;
+- ``per epoch``: the callbacks' own seconds per epoch at the default schedule (each callback's latest drawing,
+  divided by its ``every_n_epochs``; actmax's first drawing runs 64 steps, the later ones 12), the steady state
+  of a long run;
 - the largest picture (width x height); MB of the pictures of a drawing epoch (every callback drawing, without the
   once-per-fit training samples and evolution strips) and of the event file per epoch (all of it, over the fit).
 
@@ -114,7 +115,7 @@ def row(model: str, classes: int, args: argparse.Namespace, root: str) -> dict:
                     if e.step == last and tag.split("/")[0] not in ("evolution", "samples"))
     widest, tallest = max(w for w, _ in sizes), max(h for _, h in sizes)
     events = sum(p.stat().st_size for p in run.glob("events.out.tfevents.*"))
-    steady = sum(sum(cb.seconds) / max(1, len(cb.seconds)) / cb.every_n_epochs for cb in cbs if cb.seconds
+    steady = sum(cb.seconds[-1] / cb.every_n_epochs for cb in cbs if cb.seconds  # each one's latest drawing
                  and cb.technique not in ("samples", "evolution"))
     last = sum(cb.seconds[-1] for cb in cbs if cb.seconds)
     slowest = sorted(((sum(cb.seconds) / len(cb.seconds), cb.technique) for cb in cbs if cb.seconds), reverse=True)
