@@ -83,6 +83,12 @@ class RenderContext:
         """``" (10 of 100 classes)"`` when the pictures show a subset of the classes, else ``""``: for titles."""
         return f" ({len(self.shown)} of {len(self.classes)} classes)" if len(self.shown) < len(self.classes) else ""
 
+    def sample_counts(self, labels: Tensor) -> str:
+        """How many of the fixed set's ``labels`` each shown class has, for a title: ``"500"``, or ``"465-500"``."""
+        n = labels.cpu().bincount(minlength=len(self.classes))[list(self.shown)]
+        lo, hi = int(n.min()), int(n.max())
+        return f"{lo}" if lo == hi else f"{lo}-{hi}"
+
     def class_axis(self) -> str:
         """The label of a chart's class axis: ``"class"``, or ``"class (10 of 100)"`` for a subset."""
         return f"class ({len(self.shown)} of {len(self.classes)})" if len(self.shown) < len(self.classes) else "class"

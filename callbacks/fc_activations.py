@@ -107,8 +107,7 @@ class FCActivationsCallback(FixedSetCallback):
     def render(self, ctx: RenderContext) -> None:
         acts, y = self.fixed_set_activations(ctx, self.names, self.per_class)
         k, shown = len(ctx.classes), list(ctx.shown)
-        n = y.cpu().bincount(minlength=k)[shown]
-        samples = f"{int(n.min())}" if int(n.min()) == int(n.max()) else f"{int(n.min())}-{int(n.max())}"
+        samples = ctx.sample_counts(y)
         classes = [ctx.classes[c] for c in shown]
         for layer in self.layer_names:
             pre = class_means(acts[layer].flatten(1), y, k)[shown]  # (shown classes, U)

@@ -152,8 +152,7 @@ class LayerResponsesCallback(FixedSetCallback):
         shown = list(ctx.shown)
         resp = layer_class_responses(acts, y, len(ctx.classes))[:, shown]  # (L, shown classes)
         effect = class_effect_sizes(acts, y, len(ctx.classes))[:, shown]  # against every class's mean, as resp
-        n = y.cpu().bincount(minlength=len(ctx.classes))[shown]
-        samples = f"{int(n.min())}" if int(n.min()) == int(n.max()) else f"{int(n.min())}-{int(n.max())}"
+        samples = ctx.sample_counts(y)
         key = (tuple(self.layer_names), tuple(shown), samples)
         if key not in self._charts:
             self._charts = {key: LayerResponsesChart(self.layer_names, [ctx.classes[c] for c in shown], samples,

@@ -126,8 +126,7 @@ class SelectivityCallback(FixedSetCallback):
             ctx.add_scalar(f"{self.technique}/{layer}/mean_index", float(si.mean()))
             ctx.add_histogram(f"{self.technique}/{layer}/index", si)
         shown = list(ctx.shown)
-        n = y.cpu().bincount(minlength=k)[shown]
-        samples = f"{int(n.min())}" if int(n.min()) == int(n.max()) else f"{int(n.min())}-{int(n.max())}"
+        samples = ctx.sample_counts(y)
         signed = any(bool((m[shown] < 0).any()) for m in means)
         units = [min(m.shape[1], MAX_UNITS) for m in means]
         key = (tuple(self.layer_names), tuple(units), signed, ctx.classes, tuple(shown), samples)
