@@ -21,6 +21,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from callbacks import VISUALIZATIONS
 from callbacks.checkpointing import InterruptCheckpoint
 from callbacks.classes import ShownClasses, resolve_classes
+from callbacks.drawing import MODES, Drawing
 from lit_modules.classifier import LitClassifier
 from lit_modules.datamodule import MNISTDataModule
 
@@ -28,12 +29,15 @@ LIGHTNING_CKPT_NAMES = ("last", "best", "hpc", "registry")  # --ckpt_path values
 
 
 class ConvscopeCLI(LightningCLI):
-    """LightningCLI with the project's defaults (seed 42, config saved with every run) and the six
-    visualization callbacks, each under its own top-level key (``filters``, ``feature_maps``, ``fc_activations``,
-    ``actmax``, ``deconv``, ``selectivity``), so one can be changed without repeating the others."""
+    """LightningCLI with the project's defaults (seed 42, config saved with every run), ``classes`` (the classes
+    per-class pictures show), ``drawing`` (where pictures are drawn: ``callbacks.drawing``) and the visualization
+    callbacks, each under its own top-level key (``filters``, ``actmax``, ...), so one can be changed without
+    repeating the others."""
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(ShownClasses, "classes")  # which classes per-class pictures show
+        parser.add_argument("--drawing", type=str, default="auto",
+                            help=f"where pictures are drawn: {', '.join(MODES)} (callbacks.drawing)")
         for key, cls in VISUALIZATIONS.items():
             parser.add_lightning_class_args(cls, key)
 
@@ -45,6 +49,10 @@ class ConvscopeCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs):
         trainer = super().instantiate_trainer(**kwargs)
+        mode = self._get(self.config_init, "drawing", "auto")
+        if mode not in MODES:
+            raise ValueError(f"drawing: unknown mode {mode!r}; valid: {', '.join(MODES)}")
+        trainer.callbacks.append(Drawing(mode))  # before InterruptCheckpoint: an interrupted fit's epochs are drawn first
         ckpt = trainer.checkpoint_callback
         if ckpt is not None:
             if ckpt.save_last is None and not trainer.fast_dev_run:

@@ -202,6 +202,7 @@ class VisualizationCallback(Callback):
     class_tags: bool = False  # tags are <technique>/<class>, one picture per class (no layer part)
     evolves: bool = True  # drawn at several epochs, so the evolution callback may stack its snapshots
     max_default_layers: int = MAX_DEFAULT_LAYERS  # default layers (``layers.layer_roles``) beyond this many are thinned
+    at_validation: bool = True  # draws at validation ends (so a ``Drawing`` process may draw it); False: at fit start
 
     def __init__(self, enabled: bool = True, every_n_epochs: int = 1, strict: bool = False) -> None:
         if not isinstance(every_n_epochs, int) or every_n_epochs < 1:
@@ -222,10 +223,12 @@ class VisualizationCallback(Callback):
         self._warned_no_writer = False
         self._state_key: str | None = None
         self._capture: EpochCapture | None = None  # this epoch's fixed-set capture, on the callback that set it up
+        self.deferred = False  # set by ``Drawing`` in the training process: another process draws these pictures
+        self.drawing_due: bool | None = None  # set by ``Drawer`` in the drawing process: draw at this validation
 
     def __getstate__(self) -> dict[str, Any]:
         # matplotlib figures and hooks do not pickle; they are rebuilt where used
-        return {**self.__dict__, "_charts": {}, "_capture": None}
+        return {**self.__dict__, "_charts": {}, "_capture": None, "_fetched": {}}  # (images are fetched again)
 
     # ----------------------------------------------------------------------------------------- for subclasses
     def configure(self, net: nn.Module, shapes: dict[str, tuple[int, ...]]) -> None:
@@ -435,10 +438,20 @@ class VisualizationCallback(Callback):
         return trainer.current_epoch
 
     def should_render(self, trainer: pl.Trainer) -> bool:
-        if not self.enabled or trainer.sanity_checking:
+        """Whether this validation draws: never in the sanity check, nor where another process draws
+        (``deferred``); in the drawing process when the training process said so (``drawing_due``); else
+        ``due``."""
+        if not self.enabled or trainer.sanity_checking or self.deferred:
             return False
         if trainer.state.fn != "fit":
-            return True  # `train.py validate --ckpt_path ...`: the user asked for these pictures
+            # a drawing process (``Drawer``) says which epochs; `train.py validate --ckpt_path ...`: the user asked
+            return True if self.drawing_due is None else self.drawing_due
+        return self.due(trainer)
+
+    def due(self, trainer: pl.Trainer) -> bool:
+        """Whether the fit's current epoch is one to draw: every ``every_n_epochs``-th, and the last."""
+        if not self.enabled:
+            return False
         epoch = trainer.current_epoch
         last = trainer.state.fn == "fit" and trainer.max_epochs is not None and epoch == trainer.max_epochs - 1
         return (epoch + 1) % self.every_n_epochs == 0 or last

@@ -144,7 +144,7 @@ class EvolutionCallback(VisualizationCallback):
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._fit_last = None
-        if self.enabled and self.snapshots:
+        if self.enabled and self.snapshots and not self.deferred:  # deferred: the drawing process composes them
             self.draw(trainer, pl_module, step=max(0, trainer.current_epoch - 1))  # the last trained epoch
 
     def render(self, ctx) -> None:

@@ -46,6 +46,7 @@ class SamplesCallback(VisualizationCallback):
 
     technique = "samples"
     evolves = False
+    at_validation = False  # drawn once, at fit start, in the training process whatever the ``Drawing`` mode
 
     def __init__(self, per_class: int = 8, graph: bool = True, **kwargs) -> None:
         super().__init__(**kwargs)

@@ -306,6 +306,11 @@ class MNISTDataModule(pl.LightningDataModule):
         self._splits: dict[str, tuple[Tensor, Tensor]] = {}
         self._read_classes: tuple[str, ...] | None = None  # torchvision's dataset.classes, once the files are read
 
+    def __getstate__(self) -> dict:
+        # A copy (a drawing process's: ``callbacks.drawing``) reads the files again in ``setup``: pickling the
+        # loaded splits would copy every image, and the trainer is not the copy's.
+        return {**self.__dict__, "_splits": {}, "trainer": None}
+
     # ----------------------------------------------------------------------------------------------- metadata
     @property
     def classes(self) -> tuple[str, ...]:

@@ -1,0 +1,453 @@
+"""Pictures off the training path: a drawing process beside training, or a sidecar that follows the run.
+
+    Trainer(callbacks=[*visualizations, Drawing("background")])   # a spawned process draws beside training
+    Trainer(callbacks=[*visualizations, Drawing("watch")])        # weight snapshots for the sidecar:
+    python -m convscope.watch lightning_logs/version_0             # draws them, here or on another machine
+
+Modes (``train.py``: ``drawing: background``):
+
+- ``inline``: every callback draws in the training process at validation end, as it always did.
+- ``background``: at each validation end the training process pays only for a CPU copy of the weights. A spawned
+  process (``threads`` threads) loads it into its own copy of the module and draws every picture there: a
+  ``Drawer`` runs copies of the visualization callbacks over the same validation data (``Trainer.validate``) and
+  writes an event file of its own into the run folder (TensorBoard merges a folder's event files). At most
+  ``queue`` snapshots wait; when the queue is full, training waits, so nothing is dropped. Fit end, an exception,
+  Ctrl-C and SIGTERM wait until every submitted epoch is drawn. Rank zero only under DDP.
+- ``watch``: the training process writes the snapshots to ``<run>/drawing/`` and draws nothing; ``convscope.watch``
+  draws them (see ``watch.py``).
+- ``auto`` (the default): ``background`` with 4 or more CPU cores, or with 2 or more when training on an
+  accelerator; else ``inline``. On a 2-core CPU machine no core is spare: a drawing process would slow training.
+
+The drawing process runs the same callbacks, in the same order, on the same weights and validation data as inline
+drawing would, so on the same device its pictures are the inline ones, byte for byte. The pictures drawn at fit
+start (``samples/train``, the graph) stay in the training process. ``validate`` and ``test`` draw inline.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import queue as queues
+import signal
+import sys
+import traceback
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.multiprocessing as mp
+from lightning.pytorch.accelerators import CPUAccelerator
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_warn
+from typing_extensions import override
+
+from .base import VisualizationCallback
+from .classes import ShownClasses
+from .evolution import EvolutionCallback
+
+__all__ = ["Drawing", "Drawer", "PictureLogger", "MODES", "SNAPSHOT_DIR", "resolve_mode", "write_atomic"]
+
+MODES = ("auto", "inline", "background", "watch")
+SNAPSHOT_DIR = "drawing"  # <run>/drawing/: spec.pt, epoch_00000.pt, ..., end.pt (watch mode)
+POLL = 0.5  # s between checks that the other process is still alive
+
+
+def cpu_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def resolve_mode(mode: str, trainer: pl.Trainer | None = None) -> str:
+    """``mode``, with ``auto`` made ``background`` where a core is spare (see the module's docstring), else ``inline``."""
+    if mode != "auto":
+        return mode
+    on_accelerator = trainer is not None and not isinstance(trainer.accelerator, CPUAccelerator)
+    cores = cpu_cores()
+    return "background" if cores >= 4 or (on_accelerator and cores >= 2) else "inline"
+
+
+def write_atomic(obj: Any, path: Path) -> None:
+    """``torch.save`` to ``path`` through a temporary file, so a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class PictureLogger(TensorBoardLogger):
+    """The drawing process's logger: pictures go into the run folder, in an event file of this process's own;
+    metrics, hyperparameters and ``hparams.yaml`` stay the training process's."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        super().__init__(save_dir=str(run_dir), name="", version="", default_hp_metric=False)
+
+    @override
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        pass
+
+    @override
+    def log_hyperparams(self, params: Any, metrics: Any = None, step: int | None = None) -> None:
+        pass
+
+    @override
+    def save(self) -> None:
+        self.experiment.flush()
+
+    @override
+    def finalize(self, status: str) -> None:
+        self.experiment.flush()
+
+    def event_file(self) -> Path:
+        """The event file this process writes."""
+        return Path(self.experiment._get_file_writer().event_writer._file_name)
+
+
+def drawn_callbacks(trainer: pl.Trainer) -> list[Callback]:
+    """The callbacks a drawing process needs, in the Trainer's order: the visualizations and ``ShownClasses``."""
+    return [cb for cb in trainer.callbacks if isinstance(cb, (VisualizationCallback, ShownClasses))]
+
+
+def make_spec(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+    """What a ``Drawer`` rebuilds the run's drawing from: the module (its weights come with each snapshot), the
+    validation data, the callbacks, and the Trainer settings that decide what validation sees."""
+    dm = trainer.datamodule
+    return {
+        "module": pl_module,
+        "datamodule": dm,
+        "val_dataloaders": None if dm is not None else trainer.val_dataloaders,
+        "callbacks": drawn_callbacks(trainer),
+        "limit_val_batches": trainer.limit_val_batches,
+        "inference_mode": trainer._evaluation_loop.inference_mode,
+        "last_epoch": trainer.max_epochs - 1 if trainer.max_epochs is not None and trainer.max_epochs > 0 else None,
+    }
+
+
+def spec_bytes(trainer: pl.Trainer, pl_module: pl.LightningModule) -> bytes:
+    buffer = io.BytesIO()
+    try:
+        torch.save(make_spec(trainer, pl_module), buffer)
+    except Exception as e:
+        raise RuntimeError(
+            "Drawing: another process draws from a copy of the LightningModule, its data and the visualization "
+            f"callbacks, and one of them cannot be pickled ({type(e).__name__}: {e}); use drawing mode 'inline'"
+        ) from e
+    return buffer.getvalue()
+
+
+@contextmanager
+def _main_hidden(hide: bool):
+    """Start a spawned process without running the script that trains in it again: a spawned child imports the
+    parent's main module, and a script without an ``if __name__ == "__main__":`` guard would train again there.
+    Only where nothing the child unpickles is defined in that script (``hide``)."""
+    main = sys.modules.get("__main__")
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if main is not None and k in main.__dict__}
+    if hide and main is not None:
+        main.__dict__.pop("__file__", None)
+        main.__spec__ = None
+    try:
+        yield
+    finally:
+        if main is not None:
+            main.__dict__.update(saved)
+
+
+class Drawer:
+    """Draws a run's pictures in this process, from its weights at chosen epochs: copies of the run's callbacks
+    in a ``Trainer`` of their own, one ``validate`` per epoch on a copy of the module, logged into the run folder
+    by a ``PictureLogger``. Used by the background process and by ``convscope.watch``."""
+
+    def __init__(self, spec: dict[str, Any], run_dir: str | Path) -> None:
+        self.module: pl.LightningModule = spec["module"]
+        self.datamodule = spec["datamodule"]
+        self.loaders = spec["val_dataloaders"]
+        self.callbacks: list[Callback] = spec["callbacks"]
+        self.visuals = [cb for cb in self.callbacks if isinstance(cb, VisualizationCallback)]
+        for cb in self.visuals:
+            cb.deferred = False
+            if isinstance(cb, EvolutionCallback):
+                cb._fit_last = spec["last_epoch"]  # as its on_fit_start does in the training process
+        self.logger = PictureLogger(run_dir)
+        self.trainer = pl.Trainer(
+            accelerator="cpu", devices=1, logger=self.logger, callbacks=self.callbacks, default_root_dir=str(run_dir),
+            limit_val_batches=spec["limit_val_batches"], inference_mode=spec["inference_mode"],
+            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        )
+
+    def draw(self, epoch: int, due: list[int], weights: dict[str, torch.Tensor]) -> None:
+        """Draw the pictures of ``epoch`` (0-based, the image step) of the callbacks at positions ``due`` in
+        ``visuals``, from ``weights`` (the module's state dict)."""
+        self.module.load_state_dict(weights)
+        self.module.checkpoint_epoch = epoch  # the image step of every picture (``VisualizationCallback.step_of``)
+        for i, cb in enumerate(self.visuals):
+            cb.drawing_due = i in due
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*does not have many workers.*")
+            self.trainer.validate(self.module, dataloaders=self.loaders, datamodule=self.datamodule, verbose=False)
+        self.logger.experiment.flush()
+
+    def finish(self, step: int) -> None:
+        """What inline drawing does at fit end: the evolution pictures, logged at ``step`` (the last epoch)."""
+        for cb in self.visuals:
+            if isinstance(cb, EvolutionCallback):
+                cb._fit_last = None
+                if cb.enabled and cb.snapshots:
+                    cb.draw(self.trainer, self.module, step=step)
+        self.logger.experiment.flush()
+
+    def states(self) -> list[dict[str, Any]]:
+        return [cb.state_dict() for cb in self.visuals]
+
+    def load_states(self, states: list[dict[str, Any]]) -> None:
+        for cb, state in zip(self.visuals, states):
+            cb.load_state_dict(state)
+
+    def close(self) -> None:
+        self.logger.experiment.flush()
+        self.logger.experiment.close()
+
+
+def _serve(spec: bytes, run_dir: str, threads: int, jobs, results) -> None:
+    """The background process: draw each job of ``jobs`` in order and report to ``results``. Ctrl-C and SIGTERM
+    reach the training process, which then waits for the epochs it submitted; this process ends on ``stop`` or
+    when the training process is gone."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    torch.set_num_threads(threads)
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    try:
+        drawer = Drawer(torch.load(io.BytesIO(spec), weights_only=False), run_dir)
+    except BaseException:
+        results.put(("error", None, traceback.format_exc()))
+        return
+    parent = mp.parent_process()
+    try:
+        while True:
+            try:
+                job = jobs.get(timeout=POLL)
+            except queues.Empty:
+                if parent is not None and not parent.is_alive():
+                    break
+                continue
+            if job[0] == "stop":
+                break
+            try:
+                if job[0] == "draw":
+                    drawer.draw(job[1], job[2], job[3])
+                    results.put(("drawn", job[1], drawer.states()))
+                elif job[0] == "finish":
+                    drawer.finish(job[1])
+                    results.put(("finished", job[1], drawer.states()))
+            except BaseException:
+                results.put(("error", job[1], traceback.format_exc()))
+    finally:
+        drawer.close()
+
+
+class Drawing(Callback):
+    """Where the pictures are drawn: ``inline``, ``background``, ``watch`` or ``auto`` (see the module's docstring).
+
+    Args:
+        mode: one of ``MODES``.
+        threads: the background process's threads (default: 1 when training on the CPU, else half the cores).
+        queue: snapshots that may wait for the background process before training waits for it.
+    """
+
+    def __init__(self, mode: str = "auto", threads: int | None = None, queue: int = 2) -> None:
+        if mode not in MODES:
+            raise ValueError(f"Drawing: unknown mode {mode!r}; valid: {', '.join(MODES)}")
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"Drawing: threads must be an integer >= 1, got {threads!r}")
+        if not isinstance(queue, int) or queue < 1:
+            raise ValueError(f"Drawing: queue must be an integer >= 1, got {queue!r}")
+        self.mode, self.threads, self.queue = mode, threads, queue
+        self.resolved = "inline"  # the mode of the fit under way
+        self.deferred: list[VisualizationCallback] = []
+        self.drawn: list[int] = []  # epochs the other process has drawn (background), in order
+        self.pending: list[tuple[int, list[int]]] = []  # (epoch, due) submitted and not yet drawn
+        self._process = self._jobs = self._results = None
+        self._order: list[VisualizationCallback] = []  # the visualizations, in the order of the drawer's states
+        self._folder: Path | None = None
+
+    # ------------------------------------------------------------------------------------------------- state
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {"pending": list(self.pending)}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.pending = [(int(e), list(d)) for e, d in state_dict.get("pending", [])]
+
+    # ------------------------------------------------------------------------------------------------- hooks
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.resolved = resolve_mode(self.mode, trainer) if stage == "fit" else "inline"
+        if self.resolved != "inline" and VisualizationCallback.run_dir(trainer) is None:
+            rank_zero_warn(f"Drawing: mode {self.mode!r} needs a logger with a run folder; drawing inline")
+            self.resolved = "inline"
+        self.deferred = [cb for cb in trainer.callbacks if isinstance(cb, VisualizationCallback) and cb.at_validation]
+        for cb in self.deferred:
+            cb.deferred = self.resolved != "inline"
+
+    @override
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.resolved == "inline" or not trainer.is_global_zero:
+            return
+        spec = spec_bytes(trainer, pl_module)
+        self._order = self._visuals(trainer)
+        run_dir = VisualizationCallback.run_dir(trainer)
+        if self.resolved == "watch":
+            self._folder = Path(run_dir) / SNAPSHOT_DIR
+            self._folder.mkdir(parents=True, exist_ok=True)
+            (self._folder / "end.pt").unlink(missing_ok=True)  # a resumed fit goes on
+            tmp = self._folder / "spec.pt.tmp"
+            tmp.write_bytes(spec)
+            os.replace(tmp, self._folder / "spec.pt")
+            return
+        threads = self.threads or (1 if isinstance(trainer.accelerator, CPUAccelerator) else max(1, cpu_cores() // 2))
+        ctx = mp.get_context("spawn")
+        self._jobs, self._results = ctx.Queue(maxsize=self.queue), ctx.Queue()
+        process = ctx.Process(target=_serve, args=(spec, run_dir, threads, self._jobs, self._results),
+                              name="convscope-drawing")
+        with _main_hidden(b"__main__" not in spec):
+            process.start()
+        self._process = process
+        if self.pending:  # resumed from a checkpoint whose last epoch was not drawn yet: its weights are these
+            pending, self.pending = self.pending, []
+            for epoch, due in pending:
+                self._submit(epoch, due, pl_module)
+
+    @override
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.resolved == "inline" or trainer.sanity_checking or trainer.state.fn != "fit" or not trainer.is_global_zero:
+            return
+        due = [i for i, cb in enumerate(self._visuals(trainer)) if cb in self.deferred and cb.due(trainer)]
+        if not due:
+            return
+        epoch = VisualizationCallback.step_of(trainer, pl_module)
+        if self.resolved == "watch":
+            snapshot = {"epoch": epoch, "due": due, "weights": cpu_weights(pl_module)}
+            write_atomic(snapshot, self._folder / f"epoch_{epoch:05d}.pt")
+        else:
+            self._submit(epoch, due, pl_module)
+
+    @override
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        """The callbacks' states in a checkpoint are those the drawing process reached: every epoch before this one
+        is waited for (it had a whole epoch to finish). This epoch, if not drawn yet, is kept as pending: a fit
+        resumed from this checkpoint draws it first, from the checkpoint's weights, which are this epoch's."""
+        if self._process is None:
+            return
+        # after Ctrl-C or an error, every submitted epoch is waited for
+        keep = -1 if trainer.interrupted else VisualizationCallback.step_of(trainer, pl_module)
+        while any(epoch != keep for epoch, _ in self.pending):
+            self._collect(block=True)
+        self._collect(block=False)
+        states = checkpoint.setdefault("callbacks", {})
+        for cb in self.deferred:
+            states[cb.state_key] = cb.state_dict()
+        states[self.state_key] = self.state_dict()
+
+    @override
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.resolved == "watch" and trainer.is_global_zero:
+            write_atomic({"last_step": max(0, trainer.current_epoch - 1), "interrupted": False}, self._folder / "end.pt")
+        if self._process is None:
+            return
+        step = max(0, trainer.current_epoch - 1)  # the last trained epoch, as the evolution callback uses inline
+        self._put(("finish", step, None, None))
+        self.pending.append((step, []))
+        while self.pending:
+            self._collect(block=True)
+        self._stop()
+
+    @override
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        """Ctrl-C, SIGTERM or an error: every epoch submitted so far is drawn before the fit ends."""
+        if self.resolved == "watch" and self._folder is not None:
+            write_atomic({"last_step": trainer.current_epoch, "interrupted": True}, self._folder / "end.pt")
+        if self._process is None:
+            return
+        try:
+            while self.pending and self._process.is_alive():
+                self._collect(block=True, raise_errors=False)
+        finally:
+            self._stop()
+
+    @override
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._stop()
+        for cb in self.deferred:
+            cb.deferred = False  # a later validate or fit on this Trainer decides again
+
+    # --------------------------------------------------------------------------------------------- internals
+    @staticmethod
+    def _visuals(trainer: pl.Trainer) -> list[VisualizationCallback]:
+        """The visualizations in the order the ``Drawer``'s copies have them."""
+        return [cb for cb in drawn_callbacks(trainer) if isinstance(cb, VisualizationCallback)]
+
+    def _submit(self, epoch: int, due: list[int], pl_module: pl.LightningModule) -> None:
+        self._collect(block=False)
+        self._put(("draw", epoch, due, cpu_weights(pl_module)))
+        self.pending.append((epoch, due))
+
+    def _put(self, job: tuple) -> None:
+        """Queue ``job``; while the queue is full, training waits (and stops waiting if the process died)."""
+        while True:
+            try:
+                self._jobs.put(job, timeout=POLL)
+                return
+            except queues.Full:
+                self._collect(block=False)
+                self._check_alive()
+
+    def _collect(self, block: bool, raise_errors: bool = True) -> None:
+        """Take the drawing process's reports: drawn epochs (with the callbacks' states) and errors."""
+        while True:
+            try:
+                report = self._results.get(timeout=POLL) if block else self._results.get_nowait()
+            except queues.Empty:
+                if block:
+                    self._check_alive()
+                    continue
+                return
+            kind, epoch, payload = report
+            if kind == "error":
+                message = f"Drawing: the drawing process failed at epoch {epoch}:\n{payload}"
+                if raise_errors:
+                    self._stop()
+                    raise RuntimeError(message)
+                rank_zero_warn(message)
+            else:  # the trainer's callbacks take the states the drawing reached: they go into checkpoints
+                for cb, state in zip(self._order, payload):
+                    if cb in self.deferred:
+                        cb.load_state_dict(state)
+                if kind == "drawn":
+                    self.drawn.append(epoch)
+            self.pending = self.pending[1:]
+            block = False  # one report was awaited; take the others that are there
+
+    def _check_alive(self) -> None:
+        if self._process is not None and not self._process.is_alive():
+            code = self._process.exitcode
+            self._process = None
+            raise RuntimeError(f"Drawing: the drawing process ended unexpectedly (exit code {code})")
+
+    def _stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        try:
+            self._jobs.put(("stop",), timeout=5)
+        except queues.Full:
+            pass
+        process.join(timeout=60)
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
+def cpu_weights(pl_module: pl.LightningModule) -> dict[str, torch.Tensor]:
+    """A CPU copy of the module's state dict: what the training process pays to have an epoch drawn elsewhere."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in pl_module.state_dict().items()}
