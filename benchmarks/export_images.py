@@ -26,7 +26,7 @@ DEFAULT_TAGS = [
     "filters/conv_1", "feature_maps/conv_1", "feature_maps/conv_2", "feature_maps/relu_1/class_mean",
     "feature_maps/conv_2/class_mean", "fc_activations/fc_2", "actmax/conv_1", "actmax/conv_2", "actmax/fc_3",
     "deconv", "selectivity", "samples/train", "layer_responses", "decision", "top_activations/relu_2",
-    "importance/relu_3", "confusion_matrix", "occlusion", "invariance/translate", "invariance/rotate",
+    "importance/relu_3", "confusion_matrix", "occlusion", "gradcam/relu_2", "invariance/translate", "invariance/rotate",
     "invariance/scale", "changes/relu_4",
 ]
 EVOLUTION = ["filters/conv_1", "feature_maps/conv_1", "confusion_matrix", "actmax/fc_3"]

@@ -33,6 +33,7 @@ _CALLBACKS = {
     "activations": ("activations", "ActivationsCallback"),
     "confusion_matrix": ("confusion", "ConfusionMatrixCallback"),
     "occlusion": ("occlusion", "OcclusionCallback"),
+    "gradcam": ("gradcam", "GradCAMCallback"),
     "embedding": ("embedding", "EmbeddingCallback"),
     # Zeiler & Fergus invariance and what changed since the last drawn epoch
     "invariance": ("invariance", "InvarianceCallback"),
@@ -50,6 +51,13 @@ _METHODS = {
     "ablation_importance": "importance", "variance_importance": "importance",
     "invariance_sweeps": "invariance", "transform": "invariance",
     "unit_snapshot": "changes", "compare_snapshots": "changes",
+    "receptive_field": "top_activations", "rf_box": "top_activations", "projected_patches": "top_activations",
+    "decision_pipeline": "decision", "strongest_maps": "decision",
+    "confusion_matrix": "confusion", "sub_confusion": "confusion",
+    "layer_class_responses": "layer_responses", "class_effect_sizes": "layer_responses",
+    "dead_units": "activations", "dead_fraction": "activations",
+    "first_layer": "filters", "filter_tiles": "filters",
+    "grad_cam": "gradcam",
 }
 _OTHER = {"capture_activations": "hooks", "LayerError": "hooks", "VisualizationCallback": "base",
           "FixedSetCallback": "base", "ShownClasses": "classes"}

@@ -9,29 +9,16 @@ per class) at every position. A dead unit gets no gradient and will not recover 
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from .base import FixedSetCallback, RenderContext
 from .hooks import capture_activations, check_layers
 from .layers import is_nonlinearity, layer_roles
+from .methods.activations import dead_fraction, dead_units
 
 __all__ = ["dead_fraction", "dead_units", "ActivationsCallback"]
 
 HISTOGRAM_MAX = 1000  # images at most behind the histograms (20 per class at 10 classes; 10 at 100)
-
-
-def dead_units(acts: Tensor) -> Tensor:
-    """``(U,)`` bool: units whose activation is zero (or below) for every sample and position of ``acts``
-    (``(N, U)`` or ``(N, C, H, W)``). Non-finite activations do not count as alive."""
-    a = torch.nan_to_num(acts.detach().float(), nan=0.0, posinf=0.0, neginf=0.0)
-    per_unit = a.transpose(0, 1).flatten(1)  # (U, N * H * W)
-    return ~(per_unit > 0).any(1)
-
-
-def dead_fraction(acts: Tensor) -> float:
-    """Fraction of dead units (see ``dead_units``)."""
-    return float(dead_units(acts).float().mean()) if acts.numel() else 0.0
 
 
 class ActivationsCallback(FixedSetCallback):

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import FixedSetCallback, RenderContext
+from .figures import CARD_WIDTH
 from .hooks import check_layers, layer_shapes
 from .layers import layer_roles
 from .live_figure import LiveFigure, draw_texts
@@ -75,7 +76,7 @@ def _footer(ch: UnitChanges, since: int) -> str:
 class ChangesChart:
     """The picture of one layer: the ``top`` units whose incoming weights moved most and those whose class profile
     changed most (bars, unit indices on the axis, the preferred class at each profile bar), then the dead, newly
-    dead and newly alive units named. Built once (fixed layout, 400 px wide); ``draw`` redraws the bars and the
+    dead and newly alive units named. Built once (fixed layout, ``CARD_WIDTH`` px wide); ``draw`` redraws the bars and the
     x axes over a cached picture of the rest and writes the texts that change with Pillow (much cheaper)."""
 
     def __init__(self, layer: str, units: int, top: int) -> None:
@@ -83,7 +84,7 @@ class ChangesChart:
         bars = 17 * k + 10  # px per bar chart
         panel = 22 + bars + 48  # title, bars, tick labels and axis title, gap
         self.footer_top = 36 + 2 * panel + 4
-        width, height = 400, self.footer_top + 20 * FOOTER_LINES + 8
+        width, height = CARD_WIDTH, self.footer_top + 20 * FOOTER_LINES + 8
         self.live = LiveFigure(width, height, layout=None)
         with self.live.rc():
             fig = self.live.fig

@@ -13,6 +13,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
+from typing_extensions import override
 
 __all__ = ["InterruptCheckpoint"]
 
@@ -25,6 +26,7 @@ class InterruptCheckpoint(Callback):
     def __init__(self) -> None:
         self.path: Path | None = None
 
+    @override
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if trainer.state.fn != "fit" or trainer.checkpoint_callback is None or trainer.fast_dev_run:
             return

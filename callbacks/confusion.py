@@ -9,7 +9,7 @@ rank saw a share, rank zero recomputes them over the full validation split, whic
 is the single-process answer. Scalar ``confusion_matrix/worst_class_recall`` (over every class).
 
 With more classes than the pictures show (``ShownClasses``), the picture is the shown classes' sub-matrix
-(``sub_confusion``): their rows, their columns and one column "other" for predictions of any class not shown, so
+(``sub_confusion``, in ``callbacks.methods.confusion``): their rows, their columns and one column "other" for predictions of any class not shown, so
 every row still sums to its class's count; the title gives the accuracy and the median and worst recall over every
 class.
 """
@@ -18,37 +18,15 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from typing_extensions import override
-from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from .base import RenderContext, VisualizationCallback
 from .figures import SEQUENTIAL, colorbar
 from .live_figure import LiveFigure, contrast_colours, draw_texts
+from .methods.confusion import confusion_counts, confusion_matrix, predictions, sub_confusion
 
 __all__ = ["predictions", "confusion_matrix", "sub_confusion", "ConfusionChart", "ConfusionMatrixCallback"]
-
-
-@torch.no_grad()
-def predictions(net: nn.Module, x: Tensor, batch_size: int = 1000) -> Tensor:
-    """``(N,)`` argmax class of ``net`` for every sample, in batches."""
-    return torch.cat([net(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
-
-
-def confusion_matrix(net: nn.Module, x: Tensor, y: Tensor, num_classes: int, batch_size: int = 1000) -> Tensor:
-    """``(K, K)`` counts: entry ``[t, p]`` is the number of samples of true class ``t`` predicted as ``p``."""
-    return multiclass_confusion_matrix(predictions(net, x, batch_size), y, num_classes)
-
-
-def sub_confusion(cm: Tensor, shown: list[int]) -> Tensor:
-    """The rows and columns of the ``shown`` classes of a ``(K, K)`` confusion matrix, plus, when some classes are
-    not shown, a last column of the predictions of any other class: ``(S, S)`` or ``(S, S + 1)``. Each row then
-    still sums to its class's count."""
-    idx = torch.as_tensor(shown, dtype=torch.long)
-    sub = cm[idx][:, idx]
-    if len(shown) == cm.shape[0]:
-        return sub
-    return torch.cat([sub, (cm[idx].sum(1) - sub.sum(1))[:, None]], dim=1)
 
 
 class ConfusionChart:
@@ -159,7 +137,7 @@ class ConfusionMatrixCallback(VisualizationCallback):
         seen = getattr(self, "_seen", None)
         if seen and ctx.trainer.world_size == 1:  # the validation loop's own predictions
             preds, y = torch.cat([p for p, _ in seen]), torch.cat([t for _, t in seen])
-            cm = multiclass_confusion_matrix(preds, y, len(ctx.classes)).cpu()
+            cm = confusion_counts(preds, y, len(ctx.classes)).cpu()
         else:  # the whole validation split, in batches
             facts = self.facts(ctx.trainer)
             device = next(ctx.net.parameters(), torch.empty(0)).device
@@ -169,7 +147,7 @@ class ConfusionMatrixCallback(VisualizationCallback):
                 x, y = facts.images(torch.arange(s, min(n, s + self.batch_size)))
                 preds.append(predictions(ctx.net, x.to(device), self.batch_size).cpu())
                 labels.append(y.cpu())
-            cm = multiclass_confusion_matrix(torch.cat(preds), torch.cat(labels), len(ctx.classes))
+            cm = confusion_counts(torch.cat(preds), torch.cat(labels), len(ctx.classes))
         key = (ctx.classes, ctx.shown)
         if key not in self._charts:
             self._charts = {key: ConfusionChart(ctx.classes, list(ctx.shown))}

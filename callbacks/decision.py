@@ -12,7 +12,6 @@ that differs from class to class, and the last column shows how sure the net is 
 from __future__ import annotations
 
 import numpy as np
-import torch
 from matplotlib import colormaps
 from matplotlib.patches import Rectangle
 from torch import Tensor, nn
@@ -20,9 +19,10 @@ from torch import Tensor, nn
 from .base import RenderContext, VisualizationCallback, tag_part
 from .classes import class_columns, shown_positions, shown_probs
 from .figures import SEQUENTIAL, SIGNED, abs_max, colorbar, input_rgb, mosaic, show_grid
-from .hooks import check_layers, forward_with_activations
+from .hooks import check_layers
 from .layers import layer_roles
 from .live_figure import LiveFigure, draw_texts
+from .methods.decision import decision_pipeline, strongest_maps
 
 __all__ = ["decision_pipeline", "default_stages", "strongest_maps", "DecisionChart", "DecisionCallback"]
 
@@ -37,20 +37,6 @@ def default_stages(net: nn.Module, shapes: dict[str, tuple[int, ...]]) -> tuple[
     and the hidden fully-connected layers' nonlinearities (vector outputs)."""
     roles = layer_roles(net, shapes)
     return roles.stages, roles.hidden
-
-
-def decision_pipeline(net: nn.Module, images: Tensor, layers: list[str]) -> tuple[dict[str, Tensor], Tensor]:
-    """``({layer: activations}, probabilities (N, K))`` for ``images``: one forward pass."""
-    logits, acts = forward_with_activations(net, images, layers)
-    return acts, torch.softmax(logits.float(), dim=1)
-
-
-def strongest_maps(maps: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """``(tiles (N, k, h, w), channels (N, k))``: each image's ``k`` channels of largest spatial mean, strongest
-    first, from ``(N, C, h, w)`` maps (fewer when ``C < k``)."""
-    m = torch.nan_to_num(maps.detach().float())
-    idx = m.flatten(2).mean(2).topk(min(k, m.shape[1]), dim=1).indices  # (N, k)
-    return torch.gather(m, 1, idx[:, :, None, None].expand(-1, -1, *m.shape[2:])), idx
 
 
 class DecisionChart:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import FixedSetCallback, RenderContext
-from .figures import SEQUENTIAL, SIGNED, abs_max, colorbar
+from .figures import CARD_WIDTH, SEQUENTIAL, SIGNED, abs_max, colorbar
 from .hooks import check_layers
 from .layers import following_nonlinearity, layer_roles
 from .live_figure import LiveFigure
@@ -41,7 +41,7 @@ class FCChart:
         self.layer, self.post = layer, post
         k = len(classes)
         panel = 13 * k + 60  # a 13-px row per class, plus the unit axis and the panel title
-        self.live = LiveFigure(400, 40 + panel * (2 if post else 1))
+        self.live = LiveFigure(CARD_WIDTH, 40 + panel * (2 if post else 1))
         logits = logit_classes is not None
         with self.live.rc():
             axes = self.live.fig.subplots(2 if post else 1, 1, squeeze=False)[:, 0]

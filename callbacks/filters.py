@@ -8,41 +8,14 @@ All tiles share one diverging scale (blue negative, white zero, red positive) wi
 
 from __future__ import annotations
 
-import math
-
 import torch
-from torch import Tensor, nn
 
 from . import figures
-
-from .base import LayerError, RenderContext, VisualizationCallback
+from .base import RenderContext, VisualizationCallback
 from .hooks import check_layers
+from .methods.filters import filter_tiles, first_layer
 
 __all__ = ["filter_tiles", "first_layer", "FiltersCallback"]
-
-
-def first_layer(net: nn.Module) -> str:
-    """Name of the first ``Conv2d`` or ``Linear`` in the net."""
-    for name, m in net.named_modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            return name
-    raise LayerError(f"{type(net).__name__} has no Conv2d or Linear layer")
-
-
-def filter_tiles(net: nn.Module, layer: str) -> Tensor:
-    """Weights of ``layer`` as ``(N, kh, kw)`` tiles: conv filters per (unit, input channel), or Linear rows
-    reshaped to square images (784 inputs -> 28x28)."""
-    check_layers(net, [layer])  # an unknown name lists the valid ones
-    m = dict(net.named_modules())[layer]
-    if isinstance(m, nn.Conv2d):
-        w = m.weight.detach()
-        return w.reshape(-1, *w.shape[-2:])
-    if isinstance(m, nn.Linear):
-        side = math.isqrt(m.in_features)
-        if side * side != m.in_features:
-            raise LayerError(f"Linear layer {layer!r} has {m.in_features} inputs, not a square image")
-        return m.weight.detach().reshape(-1, side, side)
-    raise LayerError(f"layer {layer!r} is {type(m).__name__}, not a Conv2d or Linear layer")
 
 
 class FiltersCallback(VisualizationCallback):

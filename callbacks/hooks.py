@@ -137,9 +137,12 @@ def capture_activations(
     return {name: probe.outputs[name] for name in layers}
 
 
-def forward_with_activations(net: nn.Module, x: Tensor, layers: Sequence[str]) -> tuple[Tensor, dict[str, Tensor]]:
-    """``(net(x), {name: detached output of that layer})`` from one forward pass; hooks removed afterwards."""
-    with LayerProbe(net, layers) as probe:
+def forward_with_activations(
+    net: nn.Module, x: Tensor, layers: Sequence[str], detach: bool = True
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """``(net(x), {name: output of that layer})`` from one forward pass, the outputs detached unless ``detach=False``
+    (a gradient of the output with respect to a layer, as Grad-CAM takes); hooks removed afterwards."""
+    with LayerProbe(net, layers, detach) as probe:
         out = net(x)
     return out, {name: probe.outputs[name] for name in layers}
 

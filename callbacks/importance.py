@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from .base import FixedSetCallback, RenderContext
 from .data import set_budget
+from .figures import CARD_WIDTH
 from .hooks import LayerError, check_layers, spread
 from .layers import layer_roles
 from .live_figure import LiveFigure
@@ -41,7 +42,7 @@ class ImportanceChart:
 
     def __init__(self, layer: str, units: int, top: int, samples: int, of: int | None = None) -> None:
         self.k = k = min(top, units)
-        self.live = LiveFigure(400, 600)
+        self.live = LiveFigure(CARD_WIDTH, 600)
         with self.live.rc():
             fig = self.live.fig
             grid = fig.add_gridspec(2, 2, height_ratios=(1, 1.1))

@@ -27,7 +27,7 @@ from matplotlib.lines import Line2D
 from torch import Tensor
 
 from .base import RenderContext, VisualizationCallback
-from .figures import RC
+from .figures import CARD_WIDTH, RC
 from .hooks import LayerError, check_layers
 from .layers import layer_roles
 from .live_figure import LiveFigure
@@ -65,12 +65,12 @@ class InvarianceChart:
     the original's (top) and the probability of the true class, with the class whose probability falls most named
     (bottom), against the amount. Mean over the probes as a line, the middle half of the probes as a band.
 
-    Built once for fixed amounts, layers and distance axis limit ``top`` (400 x 520 px); ``draw`` updates only the
+    Built once for fixed amounts, layers and distance axis limit ``top`` (``CARD_WIDTH`` x 520 px); ``draw`` updates only the
     curves, bands and names over a cached picture of the rest."""
 
     def __init__(self, amounts: dict[str, Tensor], layers: Sequence[str], probes: int, title: str, top: float) -> None:
         names = list(amounts)
-        self.live = LiveFigure(400, 520, layout=None)
+        self.live = LiveFigure(CARD_WIDTH, 520, layout=None)
         with self.live.rc():
             fig = self.live.fig
             fig.subplots_adjust(left=0.2, right=0.97, top=0.8, bottom=0.1, hspace=0.38, wspace=0.08)

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from .base import FixedSetCallback, RenderContext
-from .figures import SEQUENTIAL, SIGNED, colorbar
+from .figures import CARD_WIDTH, SEQUENTIAL, SIGNED, colorbar
 from .hooks import check_layers, collect_activations
 from .layers import layer_roles
 from .live_figure import LiveFigure
@@ -54,7 +54,7 @@ class SelectivityChart:
                  samples: str, class_axis: str = "class") -> None:
         k = len(classes)
         panel = 12 * k + 40  # a 12-px row per class, the panel title and the unit axis
-        self.live = LiveFigure(400, 100 + panel * len(layers))
+        self.live = LiveFigure(CARD_WIDTH, 100 + panel * len(layers))
         with self.live.rc():
             axes = self.live.fig.subplots(len(layers), 1, squeeze=False)[:, 0]
             self.images, self.notes, self.ticks = [], [], []

@@ -19,10 +19,11 @@ def test_pip_install_gives_one_convscope_package_and_methods_without_lightning(t
         "import sys\n"
         "from convscope import maximize_activation, class_mean_maps, deconvnet, capture_activations\n"
         "from convscope.methods.invariance import invariance_sweeps\n"
+        "from convscope import grad_cam, receptive_field, sub_confusion\n"
         "assert not any(m.split('.')[0] in ('lightning', 'pytorch_lightning') for m in sys.modules), 'Lightning imported'\n"
         "import convscope\n"
         "from convscope import VISUALIZATIONS, FeatureMapsCallback\n"
-        "assert VISUALIZATIONS['feature_maps'] is FeatureMapsCallback and len(VISUALIZATIONS) == 18\n"
+        "assert VISUALIZATIONS['feature_maps'] is FeatureMapsCallback and len(VISUALIZATIONS) == 19\n"
         "assert convscope.__file__.startswith(sys.argv[1])\n"
         "print('ok')\n"
     )

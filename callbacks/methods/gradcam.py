@@ -1,0 +1,62 @@
+"""Grad-CAM (Selvaraju et al., 2017): where in each image a conv layer holds the evidence for a class.
+
+    maps = grad_cam(net, images, "relu_2", targets)     # (N, H, W) in [0, 1], at the images' size
+
+For image ``n`` and target class ``k = targets[n]``, with ``A`` the layer's output ``(C, h, w)`` and ``y_k`` the
+net's logit for ``k``: each channel's weight is the spatially averaged gradient ``a_c = mean_ij dy_k / dA_c(i, j)``,
+and the map is ``ReLU(sum_c a_c A_c)`` (``h x w``): the positions whose features raise the class's score. It is
+upsampled (bilinear) to the image size and divided by its maximum, so 1 is the image's strongest evidence and 0
+none (a map with no positive evidence stays all zero). A late layer gives coarse but class-specific maps.
+
+Plain PyTorch (no Lightning), as the other methods: the activation is read with ``callbacks.hooks`` (hooks removed
+also on error), the net runs in eval mode with every module's train/eval flag restored, the gradient is taken with
+``torch.autograd.grad`` (no parameter's ``.grad`` or ``requires_grad`` is touched), and it works under
+``torch.no_grad()`` and ``torch.inference_mode()``, as in Lightning's validation loop.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..hooks import LayerError, check_images, check_layers, eval_mode, forward_with_activations
+
+__all__ = ["grad_cam"]
+
+
+def grad_cam(net: nn.Module, layer: str, images: Tensor, targets: Tensor) -> Tensor:
+    """Grad-CAM maps ``(N, H, W)`` float32 in [0, 1] of ``layer`` for ``images`` ``(N, C, H, W)`` and the classes
+    ``targets`` ``(N,)`` (one per image), on the images' device.
+
+    Raises:
+        ValueError: ``images`` not a 4-D float tensor; ``targets`` not ``N`` class indices of the net's output.
+        LayerError (a ``ValueError``): unknown ``layer`` (the message lists the valid names), or a layer whose
+            output is not ``(N, C, h, w)``.
+    """
+    check_images(images)
+    if not isinstance(layer, str):
+        raise LayerError(f"layer must be a submodule name (str), got {layer!r}")
+    layer = check_layers(net, [layer])[0]
+    targets = torch.as_tensor(targets, device=images.device).long().flatten()
+    if len(targets) != len(images):
+        raise ValueError(f"targets must hold one class per image: {len(images)} images, {len(targets)} targets")
+    with torch.inference_mode(False), torch.enable_grad(), eval_mode(net):
+        x = images.detach().clone().requires_grad_(True)  # a normal tensor, and every activation depends on it
+        logits, acts = forward_with_activations(net, x, [layer], detach=False)
+        a = acts[layer]  # (N, C, h, w)
+        if not isinstance(a, Tensor) or a.dim() != 4:
+            shape = tuple(a.shape[1:]) if isinstance(a, Tensor) else type(a).__name__
+            raise LayerError(f"Grad-CAM needs a spatial layer with (C, h, w) outputs; {layer!r} gives {shape}")
+        if logits.dim() != 2 or not bool(((targets >= 0) & (targets < logits.shape[1])).all()):
+            raise ValueError(f"targets must be class indices in 0..{logits.shape[-1] - 1}, got {targets.tolist()}")
+        # one backward pass for every image (independent in eval mode); targets cloned: no inference tensor
+        score = logits.gather(1, targets.clone()[:, None]).sum()
+        (grad,) = torch.autograd.grad(score, a, allow_unused=True)  # (N, C, h, w)
+    if grad is None:  # the class's logit does not depend on the layer
+        grad = torch.zeros_like(a)
+    weights = grad.detach().float().mean((2, 3), keepdim=True)  # (N, C, 1, 1)
+    cam = F.relu((weights * a.detach().float()).sum(1, keepdim=True))  # (N, 1, h, w)
+    cam = F.interpolate(cam, size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]  # (N, H, W)
+    top = cam.flatten(1).amax(1).clamp_min(torch.finfo(cam.dtype).tiny)[:, None, None]  # (N, 1, 1)
+    return (cam / top).clamp(0, 1)
