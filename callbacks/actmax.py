@@ -62,9 +62,9 @@ class ActMaxCallback(VisualizationCallback):
 
     All units of a layer are optimized together in one batch. Every drawing starts from the same seeded noise
     (``seed``) and runs ``steps`` steps, so the picture is a function of the epoch's weights alone: unchanged
-    weights give the same picture (but for the title's epoch number), and the slider shows what training changed. (``warm_steps > 0`` opts in
-    to the old behaviour: later drawings continue from the previous drawing's images for ``warm_steps`` steps,
-    cheaper but dependent on their own history.) Images are drawn in grey over the data's pixel range (black to
+    weights give the same picture (but for the title's epoch number), and the slider shows what training changed.
+    (``warm_steps > 0`` opts in to the old behaviour: later drawings continue from the previous drawing's images
+    for ``warm_steps`` steps, cheaper but dependent on their own history.) Images are drawn in grey over the data's pixel range (black to
     white), RGB for three-channel inputs.
 
     Args:
