@@ -1,10 +1,8 @@
 """Activation maximization pictures: ``actmax/<layer>`` (and ``actmax/<fc_1>/vs_weights`` for an MLP).
 
-The method itself (plain PyTorch) is in ``callbacks.methods.actmax`` and re-exported here, so that
-
-    callbacks.actmax.maximize_activation(net, layer, units, pixel_range=dm.pixel_range)
-
-with its defaults gives the images the ``actmax/<layer>`` picture shows at its first epoch.
+The method itself (plain PyTorch) is in ``callbacks.methods.actmax`` and re-exported here. Every drawing starts
+from the same seeded noise and runs the same steps, so a picture depends on the weights of its epoch only: a net
+that did not change gives the same picture, and one that changed gives the change, not the optimization's history.
 """
 
 from __future__ import annotations
@@ -21,7 +19,6 @@ from .methods.actmax import (
     DEFAULT_L2,
     DEFAULT_ROTATE,
     DEFAULT_SCALE,
-    DEFAULT_STEPS,
     DEFAULT_TV,
     OBJECTIVES,
     cross_activations,
@@ -57,14 +54,18 @@ def tile_picture(tiles: Tensor, labels: list[str], ncols: int, title: str, bars:
 
 
 PRIOR_PER_CLASS = 100  # validation images per class averaged for ``prior_mean``
+STEPS = 48  # the callback's steps per drawing: with the mean-image prior and no shift, 48 meet every quality bar
+# of benchmarks/actmax_quality.py that 64 meet (README), at three quarters of the cost
 
 class ActMaxCallback(VisualizationCallback):
     """Log activation-maximization images: ``actmax/<layer>`` (and ``actmax/<fc_1>/vs_weights`` for an MLP).
 
-    All units of a layer are optimized together in one batch. The first picture starts from seeded noise and runs
-    ``steps`` steps; later epochs warm-start from the previous epoch's images and run ``warm_steps`` steps, so the
-    sequence stays continuous and cheap. Images are drawn in grey over the data's pixel range (black to white),
-    RGB for three-channel inputs.
+    All units of a layer are optimized together in one batch. Every drawing starts from the same seeded noise
+    (``seed``) and runs ``steps`` steps, so the picture is a function of the epoch's weights alone: unchanged
+    weights give the same picture (but for the title's epoch number), and the slider shows what training changed.
+    (``warm_steps > 0`` opts in to the old behaviour: later drawings continue from the previous drawing's images
+    for ``warm_steps`` steps, cheaper but dependent on their own history.) Images are drawn in grey over the data's pixel range (black to
+    white), RGB for three-channel inputs.
 
     Args:
         layers: ``{layer: [unit, ...]}``; default: the first ``max_channels`` channels of every conv layer and the
@@ -72,11 +73,18 @@ class ActMaxCallback(VisualizationCallback):
         max_channels: units per layer in the default.
         objective: ``"neuron"`` (a conv unit's centre position) or ``"channel"`` (the mean of its map); see
             ``maximize_activation``. Fully-connected units and logits are the same under both.
-        steps: Adam steps for the first picture; ``warm_steps``: for later ones (0 = always ``steps``).
-        lr, l2, tv, jitter, scale, rotate, blur_every: see ``maximize_activation``.
-        prior_mean: start from, and pull towards, the mean image of the fixed set instead of mid-grey
-            (``maximize_activation``'s ``prior_mean``); off by default, so the picture is what
-            ``maximize_activation`` gives with its defaults.
+        steps: Adam steps of every drawing (of the first one only when ``warm_steps > 0``).
+        warm_steps: 0 (default): every drawing starts afresh. ``> 0``: later drawings warm-start from the last
+            drawing's images (kept in the checkpoint) for this many steps.
+        seed: seeds the start noise and the transformations (``maximize_activation``'s ``seed``), the same at
+            every drawing.
+        lr, l2, tv, scale, rotate, blur_every: see ``maximize_activation``.
+        jitter: whole-pixel shifts (``maximize_activation``'s); 0 by default here, as a shift smears a first conv
+            layer's 5x5 pattern (the zoom and rotation about the centre do not; ``benchmarks/actmax_quality.py``).
+        prior_mean: start from, and pull towards, the mean image of the fixed set (the first ``PRIOR_PER_CLASS``
+            validation images of each class) instead of mid-grey (``maximize_activation``'s ``prior_mean``): the
+            logit images then look like the data (the benchmark's best). The picture is
+            ``maximize_activation(net, layer, units, pixel_range=..., steps=48, jitter=0, prior_mean=that mean)``.
     """
 
     technique = "actmax"
@@ -86,16 +94,17 @@ class ActMaxCallback(VisualizationCallback):
         layers: dict[str, list[int]] | None = None,
         max_channels: int = 16,
         objective: str = "neuron",
-        steps: int = DEFAULT_STEPS,
-        warm_steps: int = 12,
+        steps: int = STEPS,
+        warm_steps: int = 0,
+        seed: int = 0,
         lr: float = 0.05,
         l2: float = DEFAULT_L2,
         tv: float = DEFAULT_TV,
-        jitter: int = 1,
+        jitter: int = 0,
         scale: float = DEFAULT_SCALE,
         rotate: float = DEFAULT_ROTATE,
         blur_every: int = 16,
-        prior_mean: bool = False,
+        prior_mean: bool = True,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -109,9 +118,10 @@ class ActMaxCallback(VisualizationCallback):
         self.steps, self.warm_steps = steps, warm_steps
         self.options = dict(lr=lr, l2=l2, tv=tv, jitter=jitter, scale=scale, rotate=rotate, blur_every=blur_every)
         self.prior_mean = prior_mean
+        self.seed = seed
         self.layer_units: dict[str, list[int]] = {}  # resolved in ``configure``; ``layers`` stays as given
         self.layer_names: list[str] = []
-        self.last: dict[str, Tensor] = {}
+        self.last: dict[str, Tensor] = {}  # the last drawing's images, kept only for a warm start
 
     def _state_config(self):
         return {"layers": self.layers, "objective": self.objective}
@@ -137,10 +147,10 @@ class ActMaxCallback(VisualizationCallback):
         self.last_linear = next((n for n in reversed(list(shapes)) if isinstance(mods[n], nn.Linear)), None)
 
     def extra_state(self):
-        return {"last": {k: v.cpu() for k, v in self.last.items()}}
+        return {"last": {k: v.cpu() for k, v in self.last.items()}} if self.warm_steps else {}
 
     def load_extra_state(self, state):
-        self.last = dict(state.get("last") or {})
+        self.last = dict(state.get("last") or {}) if self.warm_steps else {}
 
     def units_of(self, layer: str, ctx: RenderContext) -> list[int]:
         """The units drawn for ``layer``: as configured, except the default logits, which are the shown classes'."""
@@ -151,17 +161,19 @@ class ActMaxCallback(VisualizationCallback):
 
     def images(self, net: nn.Module, layer: str, pixel_range: tuple[float, float], input_shape,
                prior: Tensor | None = None, units: list[int] | None = None) -> Tensor:
-        """This epoch's images of ``layer``: ``steps`` from noise, or ``warm_steps`` from last epoch's images."""
+        """This drawing's images of ``layer``: ``steps`` from the seeded noise (or, with ``warm_steps > 0`` and a
+        previous drawing of the same units, ``warm_steps`` from its images)."""
         units = self.layer_units[layer] if units is None else units
-        init = self.last.get(layer)
-        warm = init is not None and self.warm_steps > 0 and tuple(init.shape) == (len(units), *input_shape)
+        init = self.last.get(layer) if self.warm_steps else None
+        warm = init is not None and tuple(init.shape) == (len(units), *input_shape)
         device = next(net.parameters()).device
         imgs = maximize_activation(
             net, layer, units, objective=self.objective, steps=self.warm_steps if warm else self.steps,
             pixel_range=pixel_range, init=init.to(device) if warm else None, input_shape=tuple(input_shape),
-            prior_mean=prior, **self.options,
+            prior_mean=prior, seed=self.seed, **self.options,
         )
-        self.last[layer] = imgs.detach().cpu()
+        if self.warm_steps:
+            self.last[layer] = imgs.detach().cpu()
         return imgs
 
     def render(self, ctx: RenderContext) -> None:

@@ -3,11 +3,16 @@ unit's filter, stays in range, leaves the net as found, and on a trained net its
 
 from __future__ import annotations
 
+import io
+from types import SimpleNamespace
+
+import numpy as np
 import pytest
+from PIL import Image
 import torch
 from torch import nn
 
-from callbacks import actmax
+from callbacks import actmax, figures
 from callbacks.actmax import (
     DEFAULT_L2,
     DEFAULT_TV,
@@ -320,32 +325,80 @@ def test_mlp_hidden_unit_actmax_reproduces_its_weights():
 
 
 # ------------------------------------------------------------------------------------------------ the callback
-def test_callback_first_picture_is_the_default_call(lenet):
-    """The contract: ``maximize_activation(net, layer, units, pixel_range=...)`` with its defaults gives the images
-    the picture shows at the first epoch; later epochs warm-start from them."""
+def _decoded(picture: torch.Tensor) -> torch.Tensor:
+    """A picture as a reader sees it after ``RenderContext.add_image``: PNG-encoded, decoded, ``(3, H, W)``."""
+    rgb = np.asarray(Image.open(io.BytesIO(figures.to_png(picture))).convert("RGB"))
+    return torch.from_numpy(rgb.copy()).permute(2, 0, 1)
+
+
+def test_callback_picture_is_the_documented_call(lenet):
+    """The contract: every drawing shows ``maximize_activation(net, layer, units, pixel_range=..., steps=48,
+    jitter=0, prior_mean=<mean of the fixed set>)``: the same seeded start at every drawing, no state kept."""
     lenet.eval()
     x, y = probes(20)[:20], torch.arange(20) % 10
+    classes = tuple(f"c{i}" for i in range(10))
     cb = ActMaxCallback()
     cb.setup(None, lenet, "fit")
     assert cb.layers is None and cb.layer_units == {"conv_1": list(range(6)), "conv_2": list(range(16)),
                                                     "fc_3": list(range(10))}
-    w = render_once(cb, lenet, x, y, pixel_range=FASHION_RANGE, classes=tuple(f"c{i}" for i in range(10)))
+    assert (cb.steps, cb.warm_steps, cb.options["jitter"], cb.prior_mean) == (48, 0, 0, True)
+    w = render_once(cb, lenet, x, y, pixel_range=FASHION_RANGE, classes=classes)
     assert sorted(w.images) == ["actmax/conv_1", "actmax/conv_2", "actmax/fc_3"]
+    prior = x[cb.fixed_idx].float().mean(0)  # 20 images: all of them, in the fixed set's order
+    ctx = SimpleNamespace(step=3, classes=classes, pixel_range=FASHION_RANGE)
     for layer, units in cb.layer_units.items():
-        assert torch.equal(cb.last[layer], maximize_activation(lenet, layer, units, pixel_range=FASHION_RANGE))
+        expected = maximize_activation(lenet, layer, units, pixel_range=FASHION_RANGE, steps=48, jitter=0,
+                                       prior_mean=prior)
         img, step = w.images[f"actmax/{layer}"]
+        assert torch.equal(img, _decoded(cb.picture(ctx, layer, units, expected))), layer
         assert img.dtype == torch.uint8 and img.shape[0] == 3 and img.shape[2] <= 450 and step == 3, img.shape
-        assert has_colour(img, (0, 0, 0)) and has_colour(img, (255, 255, 255))  # the grey scale's ends
-    first = {k: v.clone() for k, v in cb.last.items()}
-    render_once(cb, lenet, x, y, pixel_range=FASHION_RANGE, step=4)
-    warm = maximize_activation(lenet, "fc_3", range(10), pixel_range=FASHION_RANGE, steps=cb.warm_steps,
-                               init=first["fc_3"])
-    assert torch.equal(cb.last["fc_3"], warm)
-    channel = ActMaxCallback(layers={"conv_1": [0, 1]}, objective="channel", steps=16)
+        assert has_colour(img, (0, 0, 0)) or has_colour(img, (255, 255, 255))  # the grey scale's ends
+    assert cb.last == {} and cb.extra_state() == {}  # nothing of this drawing is carried to the next
+    channel = ActMaxCallback(layers={"conv_1": [0, 1]}, objective="channel", steps=16, prior_mean=False)
     channel.setup(None, lenet, "fit")
-    render_once(channel, lenet, x, y, pixel_range=FASHION_RANGE)
-    expected = maximize_activation(lenet, "conv_1", [0, 1], objective="channel", steps=16, pixel_range=FASHION_RANGE)
-    assert torch.equal(channel.last["conv_1"], expected)
+    w = render_once(channel, lenet, x, y, pixel_range=FASHION_RANGE, classes=classes)
+    expected = maximize_activation(lenet, "conv_1", [0, 1], objective="channel", steps=16, jitter=0,
+                                   pixel_range=FASHION_RANGE)
+    assert torch.equal(w.images["actmax/conv_1"][0], _decoded(channel.picture(ctx, "conv_1", [0, 1], expected)))
+
+
+def test_every_drawing_starts_from_the_same_noise(lenet):
+    """Known answer: a drawing depends on the weights of its epoch only. Weights W, then changed weights, then W
+    again: the third picture is the first one exactly, the second differs. With the opt-in warm start the third
+    continues from the second's images and differs: the history shows (the old default's flaw)."""
+    lenet.eval()
+    x, y = probes(20)[:20], torch.arange(20) % 10
+    original = {k: v.clone() for k, v in lenet.state_dict().items()}
+    g = torch.Generator().manual_seed(5)
+    changed = {k: v + 0.5 * v.std() * torch.randn(v.shape, generator=g) for k, v in original.items()}
+
+    def three_drawings(cb):
+        cb.setup(None, lenet, "fit")
+        pictures = []
+        for change in (False, True, False):
+            lenet.load_state_dict(changed if change else original)  # (not a rescaling: the ascent is normalized)
+            w = render_once(cb, lenet, x, y, pixel_range=FASHION_RANGE)  # the same step: the same title
+            pictures.append({tag: img for tag, (img, _) in w.images.items()})
+        return pictures
+
+    fresh = three_drawings(ActMaxCallback(steps=16))
+    assert fresh[0].keys() == {"actmax/conv_1", "actmax/conv_2", "actmax/fc_3"}
+    for tag in fresh[0]:
+        assert torch.equal(fresh[0][tag], fresh[2][tag]), tag
+        assert not torch.equal(fresh[0][tag], fresh[1][tag]), tag
+    warm_cb = ActMaxCallback(steps=16, warm_steps=8)
+    warm = three_drawings(warm_cb)
+    assert all(torch.equal(fresh[0][tag], warm[0][tag]) for tag in fresh[0])  # the first drawing is the same
+    assert not any(torch.equal(warm[0][tag], warm[2][tag]) for tag in warm[0])
+    # the opt-in keeps the last images, in the checkpoint too, and continues from them
+    state = warm_cb.extra_state()["last"]
+    assert set(state) == {"conv_1", "conv_2", "fc_3"}
+    restored = ActMaxCallback(steps=16, warm_steps=8)
+    restored.load_extra_state({"last": state})
+    assert all(torch.equal(restored.last[k], state[k]) for k in state)
+    default = ActMaxCallback()
+    default.load_extra_state({"last": state})  # an old checkpoint's images are not used by the default
+    assert default.last == {}
 
 
 def test_callback_draws_mlp_weights_beside_actmax():
@@ -360,7 +413,9 @@ def test_callback_draws_mlp_weights_beside_actmax():
     img, _ = w.images["actmax/fc_1/vs_weights"]
     assert img.shape[2] <= 450
     assert has_colour(img, (103, 0, 31)) and has_colour(img, (5, 48, 97))  # the signed weight scale's ends
-    r = weight_correlation(mlp.fc_1.weight[:16], cb.last["fc_1"]).mean()
+    images = maximize_activation(mlp, "fc_1", range(16), pixel_range=FASHION_RANGE, steps=16, jitter=0,
+                                 prior_mean=x[cb.fixed_idx].float().mean(0))
+    r = weight_correlation(mlp.fc_1.weight[:16], images).mean()
     assert w.scalars["actmax/fc_1/vs_weights/mean_r"][0] == pytest.approx(float(r))
 
 
@@ -389,18 +444,20 @@ def trained():
     with torch.no_grad():
         acc = (net(xv).argmax(1) == yv).float().mean().item()
     class_means = torch.stack([x[y == c].mean(0) for c in range(10)])  # (10, 1, 28, 28)
-    return net, dm.pixel_range, class_means, acc
+    prior = torch.cat([xv[yv == c][:actmax.PRIOR_PER_CLASS] for c in range(10)]).mean(0)  # as the callback's
+    return net, dm.pixel_range, class_means, acc, prior
 
 
 def test_trained_actmax_images_show_what_their_units_detect(trained):
-    net, pixel_range, class_means, acc = trained
+    """The callback's default options on a trained net (the bars of benchmarks/actmax_quality.py but the judge)."""
+    net, pixel_range, class_means, acc, prior = trained
     assert acc > 0.75
     cb = ActMaxCallback()
     cb.configure(net, layer_shapes(net))
     images = {}
-    for layer in ("conv_2", "fc_3"):  # each unit's own image drives it more than the other units' images do
-        units = cb.layer_units[layer]
-        images[layer] = maximize_activation(net, layer, units, pixel_range=pixel_range)
+    for layer, units in cb.layer_units.items():  # each unit's own image drives it more than the others' images do
+        images[layer] = maximize_activation(net, layer, units, pixel_range=pixel_range, steps=cb.steps,
+                                            prior_mean=prior, **cb.options)
         dominance = diagonal_dominance(cross_activations(net, layer, images[layer], units))
         assert dominance >= 0.8, (layer, dominance)
     with torch.no_grad():
@@ -409,3 +466,9 @@ def test_trained_actmax_images_show_what_their_units_detect(trained):
     # Each logit image correlates best with the mean training image of its own class.
     corr = torch.stack([weight_correlation(class_means[c].expand(10, 1, 28, 28), images["fc_3"]) for c in range(10)], 1)
     assert (corr.argmax(1) == torch.arange(10)).sum() >= 8, corr
+    # conv_1 is linear in the input: its centre neuron's image over the receptive field (rows and columns 12..16)
+    # is its filter, measured from the mean image the optimization is pulled to
+    w = net.conv_1.weight.detach()
+    patch = (images["conv_1"] - prior)[:, :, 12:17, 12:17]
+    cos = nn.functional.cosine_similarity(w.flatten(1), patch.flatten(1), dim=1)
+    assert cos.median() >= 0.8, cos
