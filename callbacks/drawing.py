@@ -335,12 +335,14 @@ class Drawing(Callback):
     @override
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
         """The callbacks' states in a checkpoint are those the drawing process reached: every epoch before this one
-        is waited for (it had a whole epoch to finish). This epoch, if not drawn yet, is kept as pending: a fit
-        resumed from this checkpoint draws it first, from the checkpoint's weights, which are this epoch's."""
+        is waited for (it had a whole epoch to finish), and this one too at the fit's last epoch. Otherwise this
+        epoch, if not drawn yet, is kept as pending: a fit resumed from this checkpoint draws it first, from the
+        checkpoint's weights, which are this epoch's."""
         if self._process is None:
             return
-        # after Ctrl-C or an error, every submitted epoch is waited for
-        keep = -1 if trainer.interrupted else VisualizationCallback.step_of(trainer, pl_module)
+        # after Ctrl-C or an error, and at the fit's last epoch, every submitted epoch is waited for
+        last = trainer.should_stop or (trainer.max_epochs is not None and trainer.current_epoch >= trainer.max_epochs - 1)
+        keep = -1 if trainer.interrupted or last else VisualizationCallback.step_of(trainer, pl_module)
         while any(epoch != keep for epoch, _ in self.pending):
             self._collect(block=True)
         self._collect(block=False)

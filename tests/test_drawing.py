@@ -1,0 +1,218 @@
+"""Pictures off the training path (``callbacks.drawing``, ``callbacks.watch``): the same LeNet-5 fit drawn inline, by
+a background process and by the sidecar watcher gives byte-identical pictures; Ctrl-C loses no finished epoch's
+pictures; a watcher killed mid-epoch and restarted draws each epoch exactly once. Real fits through ``train.py``'s
+Lightning CLI on small IDX files, real event files read back."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from callbacks.drawing import SNAPSHOT_DIR, Drawing, resolve_mode
+from callbacks.watch import STATE, watch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fit_args(idx_dir, root, mode, epochs=2, batches=4):
+    return ["fit", "--config", str(ROOT / "configs" / "lenet5.yaml"), "--data.data_dir", str(idx_dir),
+            "--data.val_size", "200", "--data.download", "false", "--trainer.max_epochs", str(epochs),
+            "--trainer.limit_train_batches", str(batches), "--trainer.enable_progress_bar", "false",
+            "--trainer.default_root_dir", str(root), "--actmax.steps", "16", "--drawing", mode]
+
+
+def fit(idx_dir, root, mode):
+    from train import cli_main
+
+    cli_main(fit_args(idx_dir, root, mode))
+    return root / "lightning_logs" / "version_0"
+
+
+def images(run: Path) -> dict[tuple[str, int], list[bytes]]:
+    """Every PNG logged in the run folder (all its event files), by (tag, step); a list, to see duplicates."""
+    ea = EventAccumulator(str(run), size_guidance={"images": 0, "scalars": 0})
+    ea.Reload()
+    out: dict[tuple[str, int], list[bytes]] = {}
+    for tag in ea.Tags()["images"]:
+        for e in ea.Images(tag):
+            out.setdefault((tag, e.step), []).append(e.encoded_image_string)
+    return out
+
+
+def file_tags(path: Path) -> tuple[set[str], set[str]]:
+    """(image tags, scalar tags) of one event file."""
+    ea = EventAccumulator(str(path), size_guidance={"images": 0, "scalars": 0})
+    ea.Reload()
+    return set(ea.Tags()["images"]), set(ea.Tags()["scalars"])
+
+
+@pytest.fixture(scope="module")
+def three_runs(idx_dir, tmp_path_factory):
+    """The same 2-epoch fit, drawn inline, in the background, and by the watcher after training."""
+    root = tmp_path_factory.mktemp("drawing")
+    inline = fit(idx_dir, root / "inline", "inline")
+    background = fit(idx_dir, root / "background", "background")
+    watched = fit(idx_dir, root / "watch", "watch")
+    before = images(watched)
+    drawn = watch(watched, poll=0.2, timeout=120, log=lambda *a: None)
+    return inline, background, watched, before, drawn
+
+
+def test_background_and_watch_pictures_equal_inline_byte_for_byte(three_runs):
+    inline, background, watched, before, drawn = three_runs
+    expected = images(inline)
+    assert ("actmax/fc_3", 1) in expected and ("evolution/actmax/fc_3", 1) in expected
+    for run in (background, watched):
+        got = images(run)
+        assert set(got) == set(expected)
+        assert all(len(v) == 1 for v in got.values())  # each picture once
+        assert [k for k in expected if got[k] != expected[k]] == []
+    # the watch-mode training drew only what is drawn at fit start; the watcher drew every epoch, in order
+    assert {tag for tag, _ in before} == {"samples/train"}
+    assert drawn == [0, 1]
+
+
+def test_background_pictures_come_from_another_process(three_runs):
+    """The training process's event file holds its metrics and the fit-start samples only; every other picture is
+    in the drawing process's event file, beside it in the run folder."""
+    _, background, _, _, _ = three_runs
+    files = sorted(background.glob("events.out.tfevents.*"))
+    assert len(files) == 2
+    tags = {f: file_tags(f) for f in files}
+    training = next(f for f in files if "val/loss" in tags[f][1])
+    drawer = next(f for f in files if f != training)
+    assert tags[training][0] == {"samples/train"}
+    assert "actmax/fc_3" in tags[drawer][0] and "importance/relu_4/max_loss_rise" in tags[drawer][1]
+    assert not {"val/loss", "val/acc", "epoch"} & tags[drawer][1]  # the metrics are the training process's only
+
+
+def test_background_checkpoint_holds_the_drawing_state_of_inline(three_runs):
+    """The callbacks' states (fixed sets, colour scales, evolution snapshots) in the last checkpoint are those of
+    inline drawing: a fit resumed from it goes on with the same pictures."""
+    inline, background, _, _, _ = three_runs
+
+    def states(run):
+        ckpt = torch.load(next((run / "checkpoints").glob("epoch=*.ckpt")), map_location="cpu", weights_only=False)
+        return {k: v for k, v in ckpt["callbacks"].items() if "technique" in k}
+
+    a, b = states(inline), states(background)
+    assert set(a) == set(b) and len(a) >= 15
+    assert [key for key in a if not same(a[key], b[key])] == []
+    assert any(state.get("scales") for state in a.values()) and any(state.get("snapshots") for state in a.values())
+
+
+def same(a, b) -> bool:
+    """Equal, with tensors compared exactly, inside dicts and lists."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.shape == b.shape and bool(torch.equal(a, b))
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def test_watcher_state_records_each_epoch(three_runs):
+    _, _, watched, _, _ = three_runs
+    state = torch.load(watched / SNAPSHOT_DIR / STATE, weights_only=False)
+    assert state["drawn"] == [0, 1] and state["finished"]
+    assert watch(watched, poll=0.2, timeout=5, log=lambda *a: None) == []  # a finished run: nothing more to draw
+
+
+def test_drawing_modes_and_bad_mode():
+    with pytest.raises(ValueError, match="unknown mode 'sideways'; valid: auto, inline, background, watch"):
+        Drawing("sideways")
+    with pytest.raises(ValueError, match="threads must be an integer >= 1"):
+        Drawing("background", threads=0)
+    cores = len(os.sched_getaffinity(0))
+    assert resolve_mode("auto") == ("background" if cores >= 4 else "inline")
+    assert resolve_mode("watch") == "watch"
+
+
+def test_cli_bad_drawing_mode_fails_before_training(idx_dir, tmp_path):
+    from train import cli_main
+
+    with pytest.raises(ValueError, match="drawing: unknown mode 'later'; valid: auto, inline, background, watch"):
+        cli_main(fit_args(idx_dir, tmp_path, "later"))
+    assert not (tmp_path / "lightning_logs").exists()
+
+
+def _train_process(idx_dir, root, mode, epochs, batches):
+    """``train.py fit`` in a process group of its own (a terminal's Ctrl-C reaches the whole group), every callback
+    drawing at every epoch."""
+    from callbacks import VISUALIZATIONS
+
+    every = [a for key in VISUALIZATIONS if key != "evolution" for a in (f"--{key}.every_n_epochs", "1")]
+    args = [*fit_args(idx_dir, root, mode, epochs, batches), *every]
+    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args],
+                            cwd=ROOT, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def _wait_for(condition, seconds: float, proc=None) -> None:
+    end = time.monotonic() + seconds
+    while not condition():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the process ended early:\n{proc.stdout.read().decode()[-3000:]}")
+        if time.monotonic() > end:
+            raise AssertionError("timed out")
+        time.sleep(0.1)
+
+
+def test_ctrl_c_mid_fit_keeps_every_finished_epochs_pictures(idx_dir, tmp_path):
+    """Ctrl-C (SIGINT to the process group, drawing process included) during the third epoch: the fit stops with
+    interrupted.ckpt, and every epoch submitted for drawing has all its pictures."""
+    proc = _train_process(idx_dir, tmp_path, "background", epochs=50, batches=4)
+    run = tmp_path / "lightning_logs" / "version_0"
+    try:
+        _wait_for(lambda: len(list((run / "checkpoints").glob("epoch=1-*.ckpt"))) == 1, 300, proc)
+        os.killpg(proc.pid, signal.SIGINT)
+        out = proc.communicate(timeout=300)[0].decode()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert (run / "checkpoints" / "interrupted.ckpt").is_file(), out[-3000:]
+    got = images(run)
+    steps = {tag: sorted(s for t, s in got if t == tag) for tag, _ in got}
+    assert all(len(v) == 1 for v in got.values())
+    assert len(steps["actmax/fc_3"]) >= 2  # epochs 0 and 1 at least
+    # (samples: at fit start; evolution: at fit end; changes: from the second epoch on, against the one before)
+    per_epoch = {tag: s for tag, s in steps.items() if not tag.startswith(("samples", "evolution", "changes"))}
+    assert len({tuple(s) for s in per_epoch.values()}) == 1  # every tag at every drawn epoch: none half drawn
+    assert steps["actmax/fc_3"] == list(range(len(steps["actmax/fc_3"])))
+
+
+def test_watcher_killed_mid_epoch_and_restarted_draws_each_epoch_once(idx_dir, tmp_path):
+    from train import cli_main
+
+    cli_main(fit_args(idx_dir, tmp_path, "watch", epochs=3))
+    run = tmp_path / "lightning_logs" / "version_0"
+    state_path = run / SNAPSHOT_DIR / STATE
+
+    def mid_epoch() -> bool:  # epoch 0 recorded, and the watcher has written part of epoch 1 after it
+        if not state_path.is_file():
+            return False
+        state = torch.load(state_path, weights_only=False)
+        return state["drawn"] == [0] and Path(state["event_file"]).stat().st_size > state["event_size"]
+
+    proc = subprocess.Popen([sys.executable, "-m", "callbacks.watch", str(run), "--poll", "0.2", "--timeout", "60"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_for(mid_epoch, 300, proc)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert watch(run, poll=0.2, timeout=60, log=lambda *a: None) == [1, 2]
+    got = images(run)
+    assert all(len(v) == 1 for v in got.values()), [k for k, v in got.items() if len(v) > 1]
+    assert sorted(s for t, s in got if t == "actmax/fc_3") == [0, 1, 2]
+    assert ("evolution/actmax/fc_3", 2) in got
