@@ -4,6 +4,7 @@
     trainer = Trainer(callbacks=[cls() for cls in VISUALIZATIONS.values()], logger=TensorBoardLogger("logs"))
 
     from convscope import maximize_activation          # the methods alone: plain PyTorch, Lightning not imported
+    trainer = Trainer(callbacks=[..., Drawing("background")])   # pictures drawn by a process beside training
 
 The callbacks (one module each) are thin: they schedule, fetch the validation images and log. The methods behind
 them live in ``convscope.methods`` (a model and tensors in, tensors out). Names are imported on first use, so
@@ -60,7 +61,7 @@ _METHODS = {
     "grad_cam": "gradcam",
 }
 _OTHER = {"capture_activations": "hooks", "LayerError": "hooks", "VisualizationCallback": "base",
-          "FixedSetCallback": "base", "ShownClasses": "classes"}
+          "FixedSetCallback": "base", "ShownClasses": "classes", "Drawing": "drawing", "Drawer": "drawing"}
 
 __all__ = ["VISUALIZATIONS", *(cls for _, cls in _CALLBACKS.values()), *_METHODS, *_OTHER]
 

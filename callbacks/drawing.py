@@ -25,11 +25,13 @@ start (``samples/train``, the graph) stay in the training process. ``validate`` 
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 import queue as queues
 import signal
 import sys
+import time
 import traceback
 import warnings
 from contextlib import contextmanager
@@ -109,6 +111,15 @@ def drawn_callbacks(trainer: pl.Trainer) -> list[Callback]:
     return [cb for cb in trainer.callbacks if isinstance(cb, (VisualizationCallback, ShownClasses))]
 
 
+def detached(cb: Callback) -> Callback:
+    """A copy of ``cb`` to pickle: without the ``log``/``log_dict`` methods of the training module that Lightning
+    binds to every callback (they would pickle the module's Trainer-side state)."""
+    cb = copy.copy(cb)
+    for name in ("log", "log_dict"):
+        cb.__dict__.pop(name, None)
+    return cb
+
+
 def make_spec(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
     """What a ``Drawer`` rebuilds the run's drawing from: the module (its weights come with each snapshot), the
     validation data, the callbacks, and the Trainer settings that decide what validation sees."""
@@ -117,7 +128,7 @@ def make_spec(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, A
         "module": pl_module,
         "datamodule": dm,
         "val_dataloaders": None if dm is not None else trainer.val_dataloaders,
-        "callbacks": drawn_callbacks(trainer),
+        "callbacks": [detached(cb) for cb in drawn_callbacks(trainer)],
         "limit_val_batches": trainer.limit_val_batches,
         "inference_mode": trainer._evaluation_loop.inference_mode,
         "last_epoch": trainer.max_epochs - 1 if trainer.max_epochs is not None and trainer.max_epochs > 0 else None,
@@ -219,7 +230,7 @@ def _serve(spec: bytes, run_dir: str, threads: int, jobs, results) -> None:
     try:
         drawer = Drawer(torch.load(io.BytesIO(spec), weights_only=False), run_dir)
     except BaseException:
-        results.put(("error", None, traceback.format_exc()))
+        results.put(("error", None, traceback.format_exc(), 0.0))
         return
     parent = mp.parent_process()
     try:
@@ -233,14 +244,17 @@ def _serve(spec: bytes, run_dir: str, threads: int, jobs, results) -> None:
             if job[0] == "stop":
                 break
             try:
+                t0 = time.perf_counter()
                 if job[0] == "draw":
+                    torch.set_num_threads(job[4])
                     drawer.draw(job[1], job[2], job[3])
-                    results.put(("drawn", job[1], drawer.states()))
+                    results.put(("drawn", job[1], drawer.states(), time.perf_counter() - t0))
                 elif job[0] == "finish":
+                    torch.set_num_threads(max(threads, cpu_cores()))  # training is over: every core is free
                     drawer.finish(job[1])
-                    results.put(("finished", job[1], drawer.states()))
+                    results.put(("finished", job[1], drawer.states(), time.perf_counter() - t0))
             except BaseException:
-                results.put(("error", job[1], traceback.format_exc()))
+                results.put(("error", job[1], traceback.format_exc(), 0.0))
     finally:
         drawer.close()
 
@@ -269,6 +283,8 @@ class Drawing(Callback):
         self._process = self._jobs = self._results = None
         self._order: list[VisualizationCallback] = []  # the visualizations, in the order of the drawer's states
         self._folder: Path | None = None
+        self.seconds: list[float] = []  # the drawing process's time per job (an epoch's drawing; the fit's end)
+        self.waited = {"snapshot": 0.0, "queue": 0.0, "checkpoint": 0.0, "end": 0.0}  # s training spent on drawing
 
     # ------------------------------------------------------------------------------------------------- state
     @override
@@ -306,6 +322,7 @@ class Drawing(Callback):
             os.replace(tmp, self._folder / "spec.pt")
             return
         threads = self.threads or (1 if isinstance(trainer.accelerator, CPUAccelerator) else max(1, cpu_cores() // 2))
+        self._threads, self._trainer_last = threads, False
         ctx = mp.get_context("spawn")
         self._jobs, self._results = ctx.Queue(maxsize=self.queue), ctx.Queue()
         process = ctx.Process(target=_serve, args=(spec, run_dir, threads, self._jobs, self._results),
@@ -330,6 +347,7 @@ class Drawing(Callback):
             snapshot = {"epoch": epoch, "due": due, "weights": cpu_weights(pl_module)}
             write_atomic(snapshot, self._folder / f"epoch_{epoch:05d}.pt")
         else:
+            self._trainer_last = trainer.max_epochs is not None and trainer.current_epoch >= trainer.max_epochs - 1
             self._submit(epoch, due, pl_module)
 
     @override
@@ -343,8 +361,10 @@ class Drawing(Callback):
         # after Ctrl-C or an error, and at the fit's last epoch, every submitted epoch is waited for
         last = trainer.should_stop or (trainer.max_epochs is not None and trainer.current_epoch >= trainer.max_epochs - 1)
         keep = -1 if trainer.interrupted or last else VisualizationCallback.step_of(trainer, pl_module)
+        t0 = time.perf_counter()
         while any(epoch != keep for epoch, _ in self.pending):
             self._collect(block=True)
+        self.waited["checkpoint"] += time.perf_counter() - t0
         self._collect(block=False)
         states = checkpoint.setdefault("callbacks", {})
         for cb in self.deferred:
@@ -360,8 +380,10 @@ class Drawing(Callback):
         step = max(0, trainer.current_epoch - 1)  # the last trained epoch, as the evolution callback uses inline
         self._put(("finish", step, None, None))
         self.pending.append((step, []))
+        t0 = time.perf_counter()
         while self.pending:
             self._collect(block=True)
+        self.waited["end"] += time.perf_counter() - t0
         self._stop()
 
     @override
@@ -390,8 +412,15 @@ class Drawing(Callback):
         return [cb for cb in drawn_callbacks(trainer) if isinstance(cb, VisualizationCallback)]
 
     def _submit(self, epoch: int, due: list[int], pl_module: pl.LightningModule) -> None:
+        t0 = time.perf_counter()
         self._collect(block=False)
-        self._put(("draw", epoch, due, cpu_weights(pl_module)))
+        weights = cpu_weights(pl_module)
+        t1 = time.perf_counter()
+        # the fit's last epoch: training only waits for this drawing now, so it may take every core
+        last = self._trainer_last
+        self._put(("draw", epoch, due, weights, max(self._threads, cpu_cores()) if last else self._threads))
+        self.waited["snapshot"] += t1 - t0
+        self.waited["queue"] += time.perf_counter() - t1
         self.pending.append((epoch, due))
 
     def _put(self, job: tuple) -> None:
@@ -414,7 +443,8 @@ class Drawing(Callback):
                     self._check_alive()
                     continue
                 return
-            kind, epoch, payload = report
+            kind, epoch, payload, seconds = report
+            self.seconds.append(seconds)
             if kind == "error":
                 message = f"Drawing: the drawing process failed at epoch {epoch}:\n{payload}"
                 if raise_errors:

@@ -43,6 +43,11 @@ class LitClassifier(pl.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
 
+    def __getstate__(self) -> dict:
+        # A copy (a drawing process's: ``callbacks.drawing``) only validates; the CLI's optimizer factories refer to
+        # the script that trains and need not be pickled.
+        return {**super().__getstate__(), "optimizer": None, "lr_scheduler": None}
+
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)  # (N, num_classes) logits
 

@@ -25,6 +25,9 @@ def test_pip_install_gives_one_convscope_package_and_methods_without_lightning(t
         "from convscope import VISUALIZATIONS, FeatureMapsCallback\n"
         "assert VISUALIZATIONS['feature_maps'] is FeatureMapsCallback and len(VISUALIZATIONS) == 19\n"
         "assert convscope.__file__.startswith(sys.argv[1])\n"
+        "from convscope import Drawing\n"
+        "import convscope.watch\n"
+        "assert Drawing('background').mode == 'background' and convscope.watch.__file__.startswith(sys.argv[1])\n"
         "print('ok')\n"
     )
     env = {**os.environ, "PYTHONPATH": str(site)}
