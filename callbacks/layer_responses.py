@@ -67,7 +67,7 @@ class LayerResponsesChart:
             colorbar(self.live.fig, self.im, ax, "(class mean - mean) / within-class SD\n"
                      f"clipped at \u00b1{EFFECT_LIMIT:g}; pale: alike within noise", location="bottom",
                      ticks=np.linspace(-EFFECT_LIMIT, EFFECT_LIMIT, 5))
-            self.live.title(f"Mean activation per layer and class ({samples} each)")
+            self.live.title(f"Class means per layer ({samples} images each)")
         self.cells = np.array([(j, i) for i in range(n) for j in range(k)], dtype=np.float64)
 
     def draw(self, resp: Tensor, effect: Tensor, step: int) -> Tensor:
