@@ -103,7 +103,9 @@ def profile_change(means_then: Tensor, means_now: Tensor) -> Tensor:
     na, nb = a.norm(dim=0), b.norm(dim=0)
     flat = (na <= 1e-9 * then.abs().amax(0)) | (nb <= 1e-9 * now.abs().amax(0))  # equal class means (or all zero)
     r = (a * b).sum(0) / torch.where(flat, torch.ones_like(na), na * nb)
-    return torch.where(flat, torch.full_like(r, float("nan")), 1 - r.clamp(-1, 1)).float()
+    change = 1 - r.clamp(-1, 1)
+    change = change.masked_fill(change < 1e-9, 0.0)  # rounding (1e-16 for an unchanged profile) is no change
+    return torch.where(flat, torch.full_like(r, float("nan")), change).float()
 
 
 def compare_snapshots(then: dict[str, Tensor], now: dict[str, Tensor]) -> UnitChanges:
