@@ -378,15 +378,18 @@ class VisualizationCallback(Callback):
     def _state_config(self) -> dict[str, Any]:
         return {}
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {"probe_idx": self.probe_idx, "fixed_idx": self.fixed_idx, "scales": dict(self.scales), **self.extra_state()}
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.probe_idx = state_dict.get("probe_idx")
         self.fixed_idx = state_dict.get("fixed_idx")
         self.scales = dict(state_dict.get("scales") or {})
         self.load_extra_state(state_dict)
 
+    @override
     def setup(self, trainer: pl.Trainer | None, pl_module: pl.LightningModule, stage: str) -> None:
         """Check layer names and units against the net, with the input shape of the Trainer's validation data
         (without a Trainer, as in a direct call, ``input_shape`` as set: 1x28x28 by default)."""

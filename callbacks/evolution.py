@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
+from typing_extensions import override
 
 from . import figures
 from .base import VisualizationCallback
@@ -97,6 +98,7 @@ class EvolutionCallback(VisualizationCallback):
         self._fit_last: int | None = None  # the last epoch of the fit under way; None outside fit
         self.saved: list[Path] = []
 
+    @override
     def setup(self, trainer: pl.Trainer | None, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         if self.enabled and self.techniques is not None and trainer is not None:
@@ -116,6 +118,7 @@ class EvolutionCallback(VisualizationCallback):
         self.snapshots = dict(state.get("snapshots", {}))
         self._tag_of = dict(state.get("tag_of", {}))
 
+    @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._fit_last = trainer.max_epochs - 1 if trainer.max_epochs is not None and trainer.max_epochs > 0 else None
 
@@ -136,12 +139,15 @@ class EvolutionCallback(VisualizationCallback):
         if (reached and not any(e >= reached[-1] for e in snaps)) or step == self._fit_last:
             snaps[epoch] = png
 
+    @override
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         pass  # composed once, at the end of fit
 
+    @override
     def on_exception(self, trainer, pl_module, exception) -> None:
         self._fit_last = None  # the snapshots so far are in the last checkpoint; a resumed fit composes them
 
+    @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._fit_last = None
         if self.enabled and self.snapshots and not self.deferred:  # deferred: the drawing process composes them

@@ -14,6 +14,7 @@ import warnings
 import lightning.pytorch as pl
 import torch
 from torch import Tensor
+from typing_extensions import override
 
 from . import figures
 from .base import RenderContext, VisualizationCallback
@@ -55,10 +56,12 @@ class SamplesCallback(VisualizationCallback):
         self.per_class = per_class
         self.graph = graph
 
+    @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.enabled and not trainer.ckpt_path:  # a resumed fit already has them
             self.draw(trainer, pl_module)
 
+    @override
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         pass  # drawn once, at fit start
 
