@@ -11,8 +11,8 @@ hue and garment make the class (10 hues x 10 garments = 100 classes, 100 hues = 
 - ``20 steps``: the time of 20 training steps, measured in the same fit (the median step x 20);
 - ``drawing epoch``: the callbacks' own seconds in the last epoch, where every callback draws;
 - ``per epoch``: the callbacks' own seconds per epoch at the default schedule (each callback's latest drawing,
-  divided by its ``every_n_epochs``; actmax's first drawing runs 64 steps, the later ones 12), the steady state
-  of a long run;
+  divided by its ``every_n_epochs``; actmax runs its 48 steps from the same noise at every drawing), the steady
+  state of a long run;
 - the largest picture (width x height); MB of the pictures of a drawing epoch (every callback drawing, without the
   once-per-fit training samples and evolution strips) and of the event file per epoch (all of it, over the fit).
 

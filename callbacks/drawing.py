@@ -210,6 +210,13 @@ class Drawer:
     def states(self) -> list[dict[str, Any]]:
         return [cb.state_dict() for cb in self.visuals]
 
+    def report(self) -> tuple[list[dict[str, Any]], str, int]:
+        """After a drawing: the callbacks' states, and this process's event file and its length (everything in it
+        up to there is finished epochs)."""
+        self.logger.experiment.flush()
+        event = self.logger.event_file()
+        return self.states(), str(event.resolve()), event.stat().st_size
+
     def load_states(self, states: list[dict[str, Any]]) -> None:
         for cb, state in zip(self.visuals, states):
             cb.load_state_dict(state)
@@ -248,11 +255,11 @@ def _serve(spec: bytes, run_dir: str, threads: int, jobs, results) -> None:
                 if job[0] == "draw":
                     torch.set_num_threads(job[4])
                     drawer.draw(job[1], job[2], job[3])
-                    results.put(("drawn", job[1], drawer.states(), time.perf_counter() - t0))
+                    results.put(("drawn", job[1], drawer.report(), time.perf_counter() - t0))
                 elif job[0] == "finish":
                     torch.set_num_threads(max(threads, cpu_cores()))  # training is over: every core is free
                     drawer.finish(job[1])
-                    results.put(("finished", job[1], drawer.states(), time.perf_counter() - t0))
+                    results.put(("finished", job[1], drawer.report(), time.perf_counter() - t0))
             except BaseException:
                 results.put(("error", job[1], traceback.format_exc(), 0.0))
     finally:
@@ -281,6 +288,7 @@ class Drawing(Callback):
         self.drawn: list[int] = []  # epochs the other process has drawn (background), in order
         self.pending: list[tuple[int, list[int]]] = []  # (epoch, due) submitted and not yet drawn
         self._process = self._jobs = self._results = None
+        self.event: tuple[str, int] | None = None  # the drawing process's event file and its length after its last epoch
         self._order: list[VisualizationCallback] = []  # the visualizations, in the order of the drawer's states
         self._folder: Path | None = None
         self.seconds: list[float] = []  # the drawing process's time per job (an epoch's drawing; the fit's end)
@@ -289,11 +297,12 @@ class Drawing(Callback):
     # ------------------------------------------------------------------------------------------------- state
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {"pending": list(self.pending)}
+        return {"pending": list(self.pending), "event": self.event}
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.pending = [(int(e), list(d)) for e, d in state_dict.get("pending", [])]
+        self.event = state_dict.get("event")
 
     # ------------------------------------------------------------------------------------------------- hooks
     @override
@@ -330,6 +339,12 @@ class Drawing(Callback):
         with _main_hidden(b"__main__" not in spec):
             process.start()
         self._process = process
+        event = Path(self.event[0]) if self.event is not None else None
+        if event is not None and event.is_file() and event.parent.resolve() == Path(run_dir).resolve():
+            # resumed: what a drawing process wrote after the checkpoint's last drawn epoch (a half-drawn epoch of a
+            # killed run, or epochs trained after the checkpoint) is cut off; those epochs are drawn again
+            with open(event, "r+b") as f:
+                f.truncate(min(self.event[1], event.stat().st_size))
         if self.pending:  # resumed from a checkpoint whose last epoch was not drawn yet: its weights are these
             pending, self.pending = self.pending, []
             for epoch, due in pending:
@@ -452,6 +467,8 @@ class Drawing(Callback):
                     raise RuntimeError(message)
                 rank_zero_warn(message)
             else:  # the trainer's callbacks take the states the drawing reached: they go into checkpoints
+                payload, path, size = payload
+                self.event = (path, size)
                 for cb, state in zip(self._order, payload):
                     if cb in self.deferred:
                         cb.load_state_dict(state)

@@ -216,3 +216,39 @@ def test_watcher_killed_mid_epoch_and_restarted_draws_each_epoch_once(idx_dir, t
     assert all(len(v) == 1 for v in got.values()), [k for k, v in got.items() if len(v) > 1]
     assert sorted(s for t, s in got if t == "actmax/fc_3") == [0, 1, 2]
     assert ("evolution/actmax/fc_3", 2) in got
+
+
+def _epoch_of(ckpt: Path) -> int | None:
+    try:
+        return torch.load(ckpt, map_location="cpu", weights_only=False)["epoch"]
+    except Exception:  # not written yet, or being written
+        return None
+
+
+def test_background_fit_killed_and_resumed_draws_each_epoch_once(idx_dir, tmp_path):
+    """SIGKILL to training and its drawing process right after epoch 1's checkpoint (epoch 1 submitted, maybe half
+    drawn), then ``fit --ckpt_path last.ckpt``: the resumed fit cuts the killed drawer's unfinished epoch off its
+    event file, draws epoch 1 from the checkpoint's weights, and goes on; every picture of epochs 0-3 is there once."""
+    proc = _train_process(idx_dir, tmp_path, "background", epochs=4, batches=4)
+    run = tmp_path / "lightning_logs" / "version_0"
+    try:
+        _wait_for(lambda: _epoch_of(run / "checkpoints" / "last.ckpt") == 1, 300, proc)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    last = run / "checkpoints" / "last.ckpt"
+    state = torch.load(last, map_location="cpu", weights_only=False)
+    drawing = next(v for k, v in state["callbacks"].items() if k.startswith("Drawing"))
+    assert state["epoch"] == 1 and drawing["event"] is not None  # epoch 0 drawn; epoch 1 drawn or pending
+    from callbacks import VISUALIZATIONS
+    from train import cli_main
+
+    every = [a for key in VISUALIZATIONS if key != "evolution" for a in (f"--{key}.every_n_epochs", "1")]
+    cli_main([*fit_args(idx_dir, tmp_path, "background", epochs=4), *every, "--ckpt_path", str(last)])
+    got = images(run)
+    assert [k for k, v in got.items() if len(v) > 1] == []
+    steps = {tag: sorted(s for t, s in got if t == tag) for tag, _ in got}
+    assert steps["actmax/fc_3"] == [0, 1, 2, 3] and steps["filters/conv_1"] == [0, 1, 2, 3]
+    assert ("evolution/actmax/fc_3", 3) in got
