@@ -49,6 +49,7 @@ from typing_extensions import override
 
 from .base import VisualizationCallback
 from .classes import ShownClasses
+from .data import val_loader
 from .evolution import EvolutionCallback
 
 __all__ = ["Drawing", "Drawer", "PictureLogger", "MODES", "SNAPSHOT_DIR", "resolve_mode", "write_atomic"]
@@ -127,7 +128,7 @@ def make_spec(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, A
     return {
         "module": pl_module,
         "datamodule": dm,
-        "val_dataloaders": None if dm is not None else trainer.val_dataloaders,
+        "val_dataloaders": None if dm is not None else val_loader(trainer),  # (loaded here if not yet)
         "callbacks": [detached(cb) for cb in drawn_callbacks(trainer)],
         "limit_val_batches": trainer.limit_val_batches,
         "inference_mode": trainer._evaluation_loop.inference_mode,

@@ -490,3 +490,21 @@ def test_resnet18_example_net_takes_32px_grey_or_rgb_and_keeps_torchvision_names
         assert not any(isinstance(m, nn.ReLU) and m.inplace for m in net.modules())
     with pytest.raises(ValueError, match="in_channels"):
         ResNet18(in_channels=2)
+
+
+@needs_fashion
+def test_background_drawing_on_plain_dataloaders_equals_inline(grey_run, tmp_path):
+    """``Drawing("background")`` with a plain LightningModule and DataLoaders (no datamodule): the drawing process
+    gets the validation DataLoader and draws every picture of the inline fit, byte for byte."""
+    from callbacks.drawing import Drawing
+
+    cbs = {**cheap_callbacks(RESNET_CHEAP), "drawing": Drawing("background")}
+    trainer, _ = fit(Classifier(resnet18(rgb=False)), rgb=False, root=tmp_path, callbacks=cbs)
+    assert cbs["drawing"].drawn == [0, 1]  # drawn by the other process
+    inline, background = read_events(grey_run[0]), read_events(trainer)
+    tags = inline.Tags()["images"]
+    assert set(background.Tags()["images"]) == set(tags) and len(tags) > 20
+    for tag in tags:
+        a = {e.step: e.encoded_image_string for e in inline.Images(tag)}
+        b = {e.step: e.encoded_image_string for e in background.Images(tag)}
+        assert a == b, tag
