@@ -62,9 +62,12 @@ def watch(run_dir: str | Path, poll: float = 5.0, timeout: float | None = None, 
             raise TimeoutError(f"convscope.watch: nothing new in {folder} for {timeout:.0f} s")
         time.sleep(poll)
 
-    while not (folder / "spec.pt").is_file():  # the training may not have started yet
+    if not (folder / "spec.pt").is_file():
         if not run.is_dir() and timeout is None:
             raise FileNotFoundError(f"convscope.watch: no run folder {run}")
+        log(f"convscope.watch: waiting for {folder / 'spec.pt'}: the run must train with `--drawing watch` "
+            "(Drawing('watch')); it writes it at fit start")
+    while not (folder / "spec.pt").is_file():  # the training may not have started yet
         idle()
     state = _load(state_path) if state_path.is_file() else {"drawn": [], "states": None, "event_file": None,
                                                              "event_size": 0, "finished": False}

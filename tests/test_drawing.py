@@ -252,3 +252,10 @@ def test_background_fit_killed_and_resumed_draws_each_epoch_once(idx_dir, tmp_pa
     steps = {tag: sorted(s for t, s in got if t == tag) for tag, _ in got}
     assert steps["actmax/fc_3"] == [0, 1, 2, 3] and steps["filters/conv_1"] == [0, 1, 2, 3]
     assert ("evolution/actmax/fc_3", 3) in got
+
+
+def test_watcher_on_a_run_without_snapshots_says_what_is_missing(tmp_path):
+    said = []
+    with pytest.raises(TimeoutError, match="nothing new"):
+        watch(tmp_path, poll=0.05, timeout=0.2, log=said.append)
+    assert said and "--drawing watch" in said[0] and str(tmp_path / SNAPSHOT_DIR / "spec.pt") in said[0]
