@@ -52,7 +52,7 @@ from .classes import ShownClasses
 from .data import val_loader
 from .evolution import EvolutionCallback
 
-__all__ = ["Drawing", "Drawer", "PictureLogger", "MODES", "SNAPSHOT_DIR", "resolve_mode", "write_atomic"]
+__all__ = ["Drawing", "Drawer", "PictureLogger", "MODES", "SNAPSHOT_DIR", "resolve_mode", "write_atomic", "cut_back"]
 
 MODES = ("auto", "inline", "background", "watch")
 SNAPSHOT_DIR = "drawing"  # <run>/drawing/: spec.pt, epoch_00000.pt, ..., end.pt (watch mode)
@@ -73,10 +73,18 @@ def resolve_mode(mode: str, trainer: pl.Trainer | None = None) -> str:
 
 
 def write_atomic(obj: Any, path: Path) -> None:
-    """``torch.save`` to ``path`` through a temporary file, so a reader never sees half a file."""
+    """``torch.save`` to ``path`` (bytes: as they are) through a temporary file, so a reader never sees half a file."""
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
+    tmp.write_bytes(obj) if isinstance(obj, bytes) else torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+def cut_back(event: tuple[str, int] | None) -> None:
+    """Cut the event file ``(path, length)`` back to that length: what a killed drawing process wrote after its
+    last finished epoch goes (those epochs are drawn again). Nothing to do where the file is gone or shorter."""
+    if event is not None and Path(event[0]).is_file():
+        with open(event[0], "r+b") as f:
+            f.truncate(min(event[1], Path(event[0]).stat().st_size))
 
 
 class PictureLogger(TensorBoardLogger):
@@ -197,7 +205,6 @@ class Drawer:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             self.trainer.validate(self.module, dataloaders=self.loaders, datamodule=self.datamodule, verbose=False)
-        self.logger.experiment.flush()
 
     def finish(self, step: int) -> None:
         """What inline drawing does at fit end: the evolution pictures, logged at ``step`` (the last epoch)."""
@@ -206,17 +213,16 @@ class Drawer:
                 cb._fit_last = None
                 if cb.enabled and cb.snapshots:
                     cb.draw(self.trainer, self.module, step=step)
-        self.logger.experiment.flush()
 
     def states(self) -> list[dict[str, Any]]:
         return [cb.state_dict() for cb in self.visuals]
 
-    def report(self) -> tuple[list[dict[str, Any]], str, int]:
-        """After a drawing: the callbacks' states, and this process's event file and its length (everything in it
-        up to there is finished epochs)."""
+    def report(self) -> tuple[list[dict[str, Any]], tuple[str, int]]:
+        """After a drawing (its pictures are flushed here): the callbacks' states, and this process's event file and
+        its length (everything in it up to there is finished epochs; ``cut_back`` takes it)."""
         self.logger.experiment.flush()
         event = self.logger.event_file()
-        return self.states(), str(event.resolve()), event.stat().st_size
+        return self.states(), (str(event.resolve()), event.stat().st_size)
 
     def load_states(self, states: list[dict[str, Any]]) -> None:
         for cb, state in zip(self.visuals, states):
@@ -327,9 +333,7 @@ class Drawing(Callback):
             self._folder = Path(run_dir) / SNAPSHOT_DIR
             self._folder.mkdir(parents=True, exist_ok=True)
             (self._folder / "end.pt").unlink(missing_ok=True)  # a resumed fit goes on
-            tmp = self._folder / "spec.pt.tmp"
-            tmp.write_bytes(spec)
-            os.replace(tmp, self._folder / "spec.pt")
+            write_atomic(spec, self._folder / "spec.pt")
             return
         threads = self.threads or (1 if isinstance(trainer.accelerator, CPUAccelerator) else max(1, cpu_cores() // 2))
         self._threads, self._trainer_last = threads, False
@@ -340,12 +344,8 @@ class Drawing(Callback):
         with _main_hidden(b"__main__" not in spec):
             process.start()
         self._process = process
-        event = Path(self.event[0]) if self.event is not None else None
-        if event is not None and event.is_file() and event.parent.resolve() == Path(run_dir).resolve():
-            # resumed: what a drawing process wrote after the checkpoint's last drawn epoch (a half-drawn epoch of a
-            # killed run, or epochs trained after the checkpoint) is cut off; those epochs are drawn again
-            with open(event, "r+b") as f:
-                f.truncate(min(self.event[1], event.stat().st_size))
+        if self.event is not None and Path(self.event[0]).parent.resolve() == Path(run_dir).resolve():
+            cut_back(self.event)  # resumed in the same run: a half-drawn epoch, epochs after the checkpoint
         if self.pending:  # resumed from a checkpoint whose last epoch was not drawn yet: its weights are these
             pending, self.pending = self.pending, []
             for epoch, due in pending:
@@ -468,8 +468,7 @@ class Drawing(Callback):
                     raise RuntimeError(message)
                 rank_zero_warn(message)
             else:  # the trainer's callbacks take the states the drawing reached: they go into checkpoints
-                payload, path, size = payload
-                self.event = (path, size)
+                payload, self.event = payload
                 for cb, state in zip(self._order, payload):
                     if cb in self.deferred:
                         cb.load_state_dict(state)

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from .drawing import SNAPSHOT_DIR, Drawer, write_atomic
+from .drawing import SNAPSHOT_DIR, Drawer, cut_back, write_atomic
 
 __all__ = ["watch", "main"]
 
@@ -69,23 +69,20 @@ def watch(run_dir: str | Path, poll: float = 5.0, timeout: float | None = None, 
             "(Drawing('watch')); it writes it at fit start")
     while not (folder / "spec.pt").is_file():  # the training may not have started yet
         idle()
-    state = _load(state_path) if state_path.is_file() else {"drawn": [], "states": None, "event_file": None,
-                                                             "event_size": 0, "finished": False}
+    state = _load(state_path) if state_path.is_file() else {"drawn": [], "states": None, "event": None,
+                                                             "finished": False}
     if state["finished"]:
         log(f"convscope.watch: {run} is drawn to its end (epochs {state['drawn']})")
         return []
-    if state["event_file"] and Path(state["event_file"]).is_file():
-        with open(state["event_file"], "r+b") as f:  # drop what a killed watcher wrote after its last record
-            f.truncate(state["event_size"])
+    cut_back(state["event"])  # drop what a killed watcher wrote after its last record
     drawer = Drawer(_load(folder / "spec.pt"), run)
     if state["states"] is not None:
         drawer.load_states(state["states"])
     drawn_now: list[int] = []
 
     def record(**changes) -> None:
-        drawer.logger.experiment.flush()
-        event = drawer.logger.event_file()
-        state.update(changes, states=drawer.states(), event_file=str(event), event_size=event.stat().st_size)
+        states, event = drawer.report()
+        state.update(changes, states=states, event=event)
         write_atomic(state, state_path)
 
     try:

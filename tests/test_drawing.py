@@ -200,7 +200,7 @@ def test_watcher_killed_mid_epoch_and_restarted_draws_each_epoch_once(idx_dir, t
         if not state_path.is_file():
             return False
         state = torch.load(state_path, weights_only=False)
-        return state["drawn"] == [0] and Path(state["event_file"]).stat().st_size > state["event_size"]
+        return state["drawn"] == [0] and Path(state["event"][0]).stat().st_size > state["event"][1]
 
     proc = subprocess.Popen([sys.executable, "-m", "callbacks.watch", str(run), "--poll", "0.2", "--timeout", "60"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
