@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import math
 
+import lightning.pytorch as pl
 import numpy as np
 import torch
 from matplotlib.collections import LineCollection
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from torch import Tensor, nn
+from typing_extensions import override
 
 from .base import FixedSetCallback, RenderContext
-from .data import set_budget
+from .data import FIXED_SET_MAX, set_budget
 from .figures import CARD_WIDTH
 from .hooks import LayerError, check_layers, spread
 from .layers import layer_roles
@@ -169,8 +171,9 @@ class ImportanceCallback(FixedSetCallback):
         self.top = top
         self.chunk_size = chunk_size
         self.max_units = max_units
-        if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1:
-            raise ValueError(f"{type(self).__name__}: max_samples must be an integer >= 1, got {max_samples!r}")
+        if isinstance(max_samples, bool) or not isinstance(max_samples, int) or not 1 <= max_samples <= FIXED_SET_MAX:
+            raise ValueError(f"{type(self).__name__}: max_samples must be an integer in 1..{FIXED_SET_MAX} (the fixed "
+                             f"set's budget), got {max_samples!r}")
         self.max_samples = max_samples
         self.layer_names: list[str] = []
 
@@ -189,6 +192,15 @@ class ImportanceCallback(FixedSetCallback):
             if len(shapes.get(layer, ())) < 1:
                 raise LayerError(f"layer {layer!r} has no unit dimension to ablate (output shape {shapes.get(layer)})")
         self.share_layers(self.layer_names, self.per_class)
+
+    @override
+    def setup(self, trainer: pl.Trainer | None, pl_module: pl.LightningModule, stage: str) -> None:
+        """As the base's, then declare the shared layers on the set this callback ablates: ``per_class`` capped by
+        ``max_samples`` for the data's class count (5 per class at 100 classes), so that the validation loop's
+        capture serves it and the set is chosen with that size (not ``per_class`` of every class)."""
+        super().setup(trainer, pl_module, stage)
+        if self.enabled and trainer is not None:
+            self.share_layers(self.layer_names, self.samples_per_class(self.facts(trainer).num_classes))
 
     def samples_per_class(self, num_classes: int) -> int:
         """``per_class``, capped so that the set holds at most ``max_samples`` images: an ablation runs the rest of

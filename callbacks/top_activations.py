@@ -16,13 +16,14 @@ from .base import FixedSetCallback, RenderContext
 from .methods.deconv import deconv_blockers
 from .methods.top_activations import (
     ReceptiveField, TopActivations, patches, projected_patches, receptive_field, rf_box, top_activations,
+    top_activations_of,
 )
 from .layers import layer_roles
 from .hooks import LayerError, check_layers, check_unit_range, layer_shapes
 from . import figures
 
 __all__ = [
-    "ReceptiveField", "TopActivations", "receptive_field", "rf_box", "top_activations", "patches",
+    "ReceptiveField", "TopActivations", "receptive_field", "rf_box", "top_activations", "top_activations_of", "patches",
     "projected_patches", "TopActivationsCallback",
 ]
 
@@ -146,12 +147,14 @@ class TopActivationsCallback(FixedSetCallback):
             self._warned = message
             rank_zero_warn(message)
 
-    def compute(self, net: nn.Module, x: Tensor, layer: str, pixel_lo: float = 0.0):
-        """The render's computation for one layer: ``(top, patches or None, projections or None)`` over ``x``."""
+    def compute(self, net: nn.Module, x: Tensor, layer: str, pixel_lo: float = 0.0, top: TopActivations | None = None):
+        """The render's computation for one layer: ``(top, patches or None, projections or None)`` over ``x``
+        (``top``: the layer's search, when already done with the other layers' in one pass)."""
         if layer not in self.layer_units:  # not set up by the Trainer (a direct call): configure for x's shape
             self.configure_for(net, tuple(x.shape[1:]))
         units = self.layer_units[layer]
-        top = top_activations(net, x, layer, units, min(self.k, len(x)), self.batch_size)
+        if top is None:
+            top = top_activations(net, x, layer, units, min(self.k, len(x)), self.batch_size)
         rf = self.fields.get(layer)
         whole = self.covers_image(rf, x)
         crops = None
@@ -179,8 +182,10 @@ class TopActivationsCallback(FixedSetCallback):
         lo, hi = ctx.pixel_range
         if not self.layer_units:  # not set up by the Trainer (a direct call): configure for x's shape
             self.configure_for(ctx.net, tuple(x.shape[1:]))
+        tops = top_activations_of(ctx.net, x, {n: self.layer_units[n] for n in self.layer_names},
+                                  min(self.k, len(x)), self.batch_size)  # one pass for every layer
         for layer in self.layer_names:
-            top, crops, proj = self.compute(ctx.net, x, layer, lo)
+            top, crops, proj = self.compute(ctx.net, x, layer, lo, tops[layer])
             ctx.add_image(f"{self.technique}/{layer}", self.picture(ctx, x, layer, top, crops, proj))
 
     def picture(self, ctx: RenderContext, x: Tensor, layer: str, top: TopActivations, crops, proj) -> Tensor:

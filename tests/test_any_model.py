@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchmetrics.classification import MulticlassAccuracy
 
-from callbacks import VISUALIZATIONS, ChangesCallback, FCActivationsCallback, FeatureMapsCallback, base
+from callbacks import VISUALIZATIONS, ChangesCallback, FCActivationsCallback, FeatureMapsCallback, ImportanceCallback, base
 from callbacks.data import data_facts
 from callbacks.hooks import LayerError
 from lit_modules.datamodule import (
@@ -330,6 +330,27 @@ def test_fixed_set_statistics_come_from_the_validation_loop_when_it_sees_the_who
     for name in maps:
         torch.testing.assert_close(cache["maps"][name], means[name], rtol=0, atol=1e-6)
     assert all(not m._forward_hooks for m in module.modules())  # the validation-time hooks are gone
+
+
+@needs_fashion
+def test_importance_ablates_the_set_capped_by_max_samples(tmp_path):
+    """``max_samples`` caps the ablation's set (2 per class here). The set is chosen when the validation loop starts
+    gathering the shared activations, so that choice must use the cap too: it once took ``per_class`` of every
+    class, and the ablation (a pass of the net's tail per unit) ran over 4 times the samples at 100 classes."""
+    cb = ImportanceCallback(max_samples=20, max_units=4, strict=True)
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=2, accelerator="cpu", devices=1,
+                         logger=TensorBoardLogger(str(tmp_path), name="run"), callbacks=[cb],
+                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+                         num_sanity_val_steps=0)
+    val = FashionImages("t10k", 0, 200, rgb=False)
+    torch.manual_seed(0)
+    trainer.fit(NetIsTheModule(), DataLoader(FashionImages("train", 0, 64, rgb=False), batch_size=32),
+                DataLoader(val, batch_size=50))
+    labels = torch.as_tensor(val.targets)[cb.fixed_idx]
+    assert cb.samples_per_class(10) == 2 and labels.bincount(minlength=10).tolist() == [2] * 10
+    ea = EventAccumulator(str(trainer.logger.log_dir), size_guidance={"images": 0})
+    ea.Reload()
+    assert {f"importance/{n}" for n in cb.layer_names} <= set(ea.Tags()["images"])
 
 
 # ------------------------------------------------------------------- (c) drawing changes nothing in the model

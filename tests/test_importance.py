@@ -480,7 +480,8 @@ def test_callback_arguments_and_defaults():
         ({"chunk_size": 2.5}, "chunk_size must be an integer >= 1, got 2.5"),
         ({"max_units": 0}, "max_units must be an integer >= 1, got 0"),
         ({"per_class": 0}, "per_class must be an integer >= 1, got 0"),
-        ({"max_samples": 0}, "max_samples must be an integer >= 1, got 0"),
+        ({"max_samples": 0}, r"max_samples must be an integer in 1..5000 \(the fixed set's budget\), got 0"),
+        ({"max_samples": 5001}, r"max_samples must be an integer in 1..5000 \(the fixed set's budget\), got 5001"),
         ({"every_n_epochs": 0}, "every_n_epochs must be an integer >= 1, got 0"),
         ({"layers": "relu_1"}, "layers must be a list of layer names"),
     ):

@@ -19,6 +19,7 @@ from callbacks.top_activations import (
     receptive_field,
     rf_box,
     top_activations,
+    top_activations_of,
 )
 from lit_modules.nets import MLP, DeepCNN, LeNet5, SimpleCNN
 from tests.conftest import has_colour, render_once as render
@@ -225,6 +226,29 @@ def test_top_activations_match_brute_force(layer, units):
         assert got.positions is None
     else:
         assert got.positions.dtype == torch.long and torch.equal(got.positions, positions)
+
+
+def test_several_layers_in_one_pass_equal_one_search_per_layer():
+    """``top_activations_of`` runs the net once per batch for every layer: the same answers as a brute force per
+    layer, with the net called ceil(N / batch_size) times, not once per layer and batch."""
+    torch.manual_seed(4)
+    net = LeNet5().double().eval()
+    x = torch.randn(53, 1, 28, 28, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    layers = {"relu_1": [0, 3, 5], "max_pool_2": [15, 2], "fc_3": [9, 0]}
+    calls = []
+    handle = net.register_forward_pre_hook(lambda m, i: calls.append(len(i[0])))
+    got = top_activations_of(net, x, layers, k=6, batch_size=7)
+    handle.remove()
+    assert calls == [7] * 7 + [4]
+    for layer, units in layers.items():
+        values, indices, positions = brute_force(net, x, layer, units, 6)
+        assert torch.equal(got[layer].indices, indices)
+        assert torch.allclose(got[layer].values, values, rtol=1e-12, atol=1e-12)
+        assert (got[layer].positions is None) == (positions is None)
+        if positions is not None:
+            assert torch.equal(got[layer].positions, positions)
+    with pytest.raises(LayerError, match="relu_9"):
+        top_activations_of(net, x, {"relu_1": [0], "relu_9": [0]}, k=2)
 
 
 def test_planted_spots_are_found_in_order_at_their_positions():

@@ -4,6 +4,7 @@
     rf = receptive_field(net, "max_pool_2")            # ReceptiveField(size=16, stride=4, start=5.5) for LeNet5
     rf_box(rf, 2, 3, (28, 28))                         # (6, 10, 22, 26): rows 6..21, columns 10..25
     top = top_activations(net, images, "relu_2", [0, 5], k=9)
+    tops = top_activations_of(net, images, {"relu_1": [0], "relu_2": [0, 5]}, k=9)   # one pass: {layer: top}
     top.values, top.indices, top.positions             # (2, 9), (2, 9) long, (2, 9, 2) long (row, col) or None
     crops = patches(images, top.indices, top.positions, rf, (10, 10), fill=lo)   # (2, 9, C, P, P), P = rf.size
     proj = projected_patches(net, images, "relu_2", [0, 5], top.indices, top.positions, rf)  # same shape
@@ -38,7 +39,7 @@ from torch import Tensor, nn
 from ..hooks import LayerError, LayerProbe, as_int, capture_activations, check_images, check_layers, check_unit_range, eval_mode
 from .deconv import deconvnet_from_seed
 
-__all__ = ["ReceptiveField", "TopActivations", "receptive_field", "rf_box", "top_activations", "patches", "projected_patches"]
+__all__ = ["ReceptiveField", "TopActivations", "receptive_field", "rf_box", "top_activations", "top_activations_of", "patches", "projected_patches"]
 
 
 class ReceptiveField(NamedTuple):
@@ -275,10 +276,21 @@ def top_activations(
         LayerError (a ``ValueError``): unknown ``layer``; a unit index out of range (the message gives the
             valid range); a layer output that is neither 2-D nor 4-D.
     """
-    check_images(images)
     if not isinstance(layer, str):
         raise LayerError(f"layer must be a submodule name (str), got {layer!r}")
-    check_layers(net, [layer])
+    return top_activations_of(net, images, {layer: units}, k, batch_size)[layer]
+
+
+def top_activations_of(
+    net: nn.Module, images: Tensor, layer_units: dict[str, Sequence[int]], k: int, batch_size: int = 1000
+) -> dict[str, TopActivations]:
+    """``top_activations`` of several layers, ``{layer: units}``, from one pass over ``images``: each batch runs the
+    net once, up to the deepest of the layers (one search per layer would run the early layers once per layer)."""
+    check_images(images)
+    layers = list(layer_units)
+    if not layers or not all(isinstance(name, str) for name in layers):
+        raise LayerError(f"layers must be submodule names (str), got {layers!r}")
+    check_layers(net, layers)
     k = as_int(k, "k")
     n = len(images)
     if not 1 <= k <= n:
@@ -286,39 +298,42 @@ def top_activations(
     batch_size = as_int(batch_size, "batch_size")
     if batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size}")
-    units = _unit_list(units)
     device = images.device
-    best_v = best_i = best_p = None
-    spatial = None
+    best: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
+    sel: dict[str, Tensor] = {}
+    width: dict[str, int | None] = {}
     with torch.no_grad(), eval_mode(net):
         for start in range(0, n, batch_size):
-            a = capture_activations(net, images[start : start + batch_size], [layer], stop_after_last=True)[layer]
-            if spatial is None:
-                if a.dim() not in (2, 4):
-                    raise LayerError(
-                        f"layer {layer!r} outputs a {a.dim()}-D tensor {tuple(a.shape)}; top activations need "
-                        "(N, C, H, W) or (N, U)"
-                    )
-                check_unit_range(layer, units, a.shape[1])
-                spatial = a.dim() == 4
-                sel = torch.tensor(units, dtype=torch.long, device=a.device)
-            a = torch.nan_to_num(a.index_select(1, sel), nan=-math.inf)  # (B, U, ...)
-            if spatial:
-                v, p = a.flatten(2).max(dim=2)  # (B, U): first maximum on ties
-            else:
-                v, p = a, torch.zeros_like(a, dtype=torch.long)
-            v, p = v.T.to(device), p.T.to(device)  # (U, B)
-            i = torch.arange(start, start + v.shape[1], device=device).expand_as(p)
-            if best_v is not None:  # earlier (lower) indices first, so a stable sort keeps them first on ties
-                v, i, p = torch.cat([best_v, v], 1), torch.cat([best_i, i], 1), torch.cat([best_p, p], 1)
-            order = torch.sort(v, dim=1, descending=True, stable=True).indices[:, :k]
-            best_v, best_i, best_p = v.gather(1, order), i.gather(1, order), p.gather(1, order)
-    if spatial:
-        w = a.shape[-1]
-        positions = torch.stack([best_p // w, best_p % w], dim=-1)
-    else:
-        positions = None
-    return TopActivations(best_v, best_i, positions)
+            acts = capture_activations(net, images[start : start + batch_size], layers, stop_after_last=True)
+            for layer in layers:
+                a = acts.pop(layer)
+                if layer not in sel:
+                    if a.dim() not in (2, 4):
+                        raise LayerError(
+                            f"layer {layer!r} outputs a {a.dim()}-D tensor {tuple(a.shape)}; top activations need "
+                            "(N, C, H, W) or (N, U)"
+                        )
+                    units = _unit_list(layer_units[layer])
+                    check_unit_range(layer, units, a.shape[1])
+                    sel[layer] = torch.tensor(units, dtype=torch.long, device=a.device)
+                    width[layer] = a.shape[-1] if a.dim() == 4 else None
+                a = torch.nan_to_num(a.index_select(1, sel[layer]), nan=-math.inf)  # (B, U, ...)
+                if a.dim() == 4:
+                    v, p = a.flatten(2).max(dim=2)  # (B, U): first maximum on ties
+                else:
+                    v, p = a, torch.zeros_like(a, dtype=torch.long)
+                v, p = v.T.to(device), p.T.to(device)  # (U, B)
+                i = torch.arange(start, start + v.shape[1], device=device).expand_as(p)
+                if layer in best:  # earlier (lower) indices first, so a stable sort keeps them first on ties
+                    bv, bi, bp = best[layer]
+                    v, i, p = torch.cat([bv, v], 1), torch.cat([bi, i], 1), torch.cat([bp, p], 1)
+                order = torch.sort(v, dim=1, descending=True, stable=True).indices[:, :k]
+                best[layer] = v.gather(1, order), i.gather(1, order), p.gather(1, order)
+    out = {}
+    for layer, (v, i, p) in best.items():
+        w = width[layer]
+        out[layer] = TopActivations(v, i, torch.stack([p // w, p % w], dim=-1) if w is not None else None)
+    return out
 
 
 def patches(
