@@ -8,16 +8,21 @@ about ``N * (features + 28 * 28)`` bytes on disk, so it is written every 5 epoch
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from google.protobuf import text_format
 from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 from torch import Tensor, nn
+from torchvision.transforms.v2.functional import resize
 
 from .base import FixedSetCallback, RenderContext
 from .hooks import LayerError, capture_activations, check_layers
 
 __all__ = ["penultimate_layer", "embedding_features", "EmbeddingCallback"]
+
+SPRITE_PX = 32  # thumbnails larger than this are shrunk: 5,000 of 224 px would make a 15,904 px sprite (the
+# projector takes at most 8,192) and cost gigabytes
 
 
 def penultimate_layer(net: nn.Module) -> str:
@@ -66,12 +71,25 @@ class EmbeddingCallback(FixedSetCallback):
 
     def configure(self, net, shapes):
         self.layer_name = penultimate_layer(net) if self.layer is None else check_layers(net, [self.layer])[0]
+        # A vector per sample (the usual input of a classifier head): the per-sample unit activations that the
+        # validation loop gathers for every fixed-set callback are these features, so no pass of its own.
+        self.flat = math.prod(shapes.get(self.layer_name, (0, 0))[1:]) == 1
+        if self.flat:
+            self.share_layers([self.layer_name], self.per_class)
 
     def render(self, ctx: RenderContext) -> None:
         x, y = self.fixed_set(ctx.trainer, self.per_class)
-        feats = embedding_features(ctx.net, x, self.layer_name).float().cpu()
+        if self.flat:
+            feats = self.fixed_set_activations(ctx, [self.layer_name], self.per_class)[0][self.layer_name]
+        else:
+            feats = embedding_features(ctx.net, x, self.layer_name)
+        feats = feats.float().cpu()
         lo, hi = ctx.pixel_range
         thumbs = ((x.float().cpu() - lo) / (hi - lo)).clamp(0, 1)  # (N, C, H, W) in [0, 1]
+        if max(thumbs.shape[-2:]) > SPRITE_PX:  # the sprite holds every thumbnail; the projector shows them small
+            scale = SPRITE_PX / max(thumbs.shape[-2:])
+            size = [max(1, round(d * scale)) for d in thumbs.shape[-2:]]
+            thumbs = resize(thumbs, size, antialias=True).clamp(0, 1)
         meta = [f"{ctx.classes[c]}" for c in y.tolist()]
         _keep_earlier_snapshots(ctx.writer)
         ctx.writer.add_embedding(feats, metadata=meta, label_img=thumbs, global_step=ctx.step,

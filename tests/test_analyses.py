@@ -3,25 +3,29 @@
 
 import io
 import math
+from types import SimpleNamespace
 
 import matplotlib
 import numpy as np
 import pytest
 import torch
+import torchvision
 from PIL import Image
+from torch.utils.tensorboard import SummaryWriter
 from torch import nn
 
 from callbacks.activations import dead_fraction, dead_units
 from callbacks.confusion import ConfusionMatrixCallback, confusion_matrix
 from callbacks.decision import DecisionCallback, decision_pipeline, default_stages, strongest_maps
-from callbacks.embedding import embedding_features, penultimate_layer
+from callbacks.base import RenderContext
+from callbacks.embedding import SPRITE_PX, EmbeddingCallback, embedding_features, penultimate_layer
 from callbacks.evolution import DEFAULT_TECHNIQUES, evolution_strip, snapshot_key
 from callbacks.hooks import LayerError, capture_activations, layer_shapes
 from callbacks.layer_responses import (EFFECT_LIMIT, LayerResponsesCallback, class_effect_sizes, layer_class_responses,
                                        short_number)
 from callbacks.samples import class_grid
 from lit_modules.nets import MLP, DeepCNN, LeNet5, SimpleCNN
-from tests.conftest import _images, has_colour, near, render_once
+from tests.conftest import FakeDataModule, _images, has_colour, near, render_once
 
 
 # ------------------------------------------------------------------------------------------ pure functions
@@ -99,6 +103,33 @@ def test_penultimate_layer_feeds_the_last_linear(net, layer, dim):
     assert torch.allclose(last(feats), net(x), atol=1e-5)  # these features are exactly what the classifier reads
     with pytest.raises(LayerError, match="no layer before a final Linear"):
         penultimate_layer(nn.Sequential(nn.Linear(784, 10)))
+
+
+def test_embedding_of_a_torchvision_resnet_reads_the_shared_features_and_shrinks_large_thumbnails(tmp_path):
+    """The penultimate output of a ResNet is a vector per sample: the projector gets the fixed set's shared unit
+    activations (no pass of its own), equal to the layer's own output; 64 px thumbnails are shrunk to 32 px."""
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(num_classes=10).eval()
+    x = torch.rand(40, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(40) % 10
+    cb = EmbeddingCallback(per_class=2)
+    cb.configure_for(net, (3, 64, 64))
+    assert cb.layer_name == "avgpool" and cb.flat  # (512, 1, 1)
+    classes = tuple("0123456789")
+    trainer = SimpleNamespace(datamodule=FakeDataModule(x, y, classes), callbacks=[cb])
+    writer = SummaryWriter(str(tmp_path))
+    ctx = RenderContext(trainer=trainer, net=net, writer=writer, step=0, classes=classes, pixel_range=(0.0, 1.0),
+                        callback=cb)
+    with torch.no_grad():
+        cb.render(ctx)
+    writer.close()
+    folder = next(tmp_path.glob("*/*/tensors.tsv")).parent
+    rows = np.loadtxt(folder / "tensors.tsv")
+    fixed, labels = cb.fixed_set(trainer, 2)
+    assert rows.shape == (20, 512) and labels.tolist() == [c for c in range(10) for _ in range(2)]
+    with torch.no_grad():
+        np.testing.assert_allclose(rows, embedding_features(net, fixed, "avgpool").numpy(), rtol=1e-5, atol=1e-6)
+    assert Image.open(folder / "sprite.png").size == (5 * SPRITE_PX, 5 * SPRITE_PX)  # ceil(sqrt(20)) = 5 a side
 
 
 def test_decision_pipeline_is_one_consistent_forward_pass():
