@@ -18,7 +18,8 @@ from .methods.activations import dead_fraction, dead_units
 
 __all__ = ["dead_fraction", "dead_units", "ActivationsCallback"]
 
-HISTOGRAM_MAX = 1000  # images at most behind the histograms (20 per class at 10 classes; 10 at 100)
+HISTOGRAM_MAX = 200  # images at most behind the histograms (20 per class at 10 classes, 2 at 100): a histogram keeps
+# at most 16,384 values per layer (``RenderContext.add_histogram``), which 200 images already give many times over
 
 
 class ActivationsCallback(FixedSetCallback):

@@ -22,6 +22,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from callbacks import VISUALIZATIONS, ShownClasses
+from callbacks.activations import HISTOGRAM_MAX
 from callbacks.classes import class_columns, resolve_classes, shown_positions, shown_probs
 from callbacks.confusion import sub_confusion
 from callbacks.data import FIXED_SET_MAX, choose_per_class, default_shown, set_budget
@@ -182,6 +183,9 @@ def test_zoo_model_every_callback_draws_bounded_pictures(name, classes, tmp_path
     assert chart.shown == list(default_shown(classes)) and chart.other == (classes > 10)
     labels = torch.tensor(HueFashion("t10k", 0, 300, classes=classes).targets)
     assert sorted(labels[cbs["occlusion"].probe_idx].tolist()) == sorted(default_shown(classes))
+    # the histograms' samples are capped in all (2 per class at 100 classes), not per class
+    hist = labels[cbs["activations"].histogram_idx]
+    assert len(hist) <= HISTOGRAM_MAX and int(hist.bincount().max()) <= HISTOGRAM_MAX // classes
     # actmax draws the shown classes' logits, not all of them
     head = cbs["actmax"].last_linear
     assert cbs["actmax"].last[head].shape[0] == 10
