@@ -9,6 +9,9 @@ A subclass names its ``technique`` (the tag prefix), checks and resolves its lay
 - fixed probe sets: the first validation images of each class (``probe_images``) and a class-balanced set of up
   to ``per_class`` validation samples (``fixed_set``), chosen once and kept in the callback's state, so every
   epoch, a resumed run and ``train.py validate`` show the same inputs;
+- what callbacks share goes through the Trainer's ``Coordinator`` (``callbacks.coordinator``): the fixed-set layers
+  a callback reads are registered at ``setup`` (``share_layers``), one pass per epoch serves them all
+  (``fixed_set_activations``, ``fixed_set_class_maps``), and every logged picture is published to its listeners;
 - rank-zero logging to the run's TensorBoard, image step = epoch number;
 - the model's train/eval mode restored and hooks removed (by the helpers used); pictures are drawn as tensors;
 - modern training settings: pictures are drawn from the eager module behind a ``torch.compile``d net (``net_of``)
@@ -35,11 +38,11 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 from tensorboard.compat.proto.summary_pb2 import Summary
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, SequentialSampler
 
-from .data import FIXED_SET_MAX, DataFacts, choose_per_class, data_facts, default_shown, set_budget, val_loader
-from .hooks import ActivationStats, LayerError, LayerProbe, activation_pass, eval_mode, layer_shapes, no_autocast, spread
+from .coordinator import SharedPass, Source, coordinator_of
+from .data import FIXED_SET_MAX, DataFacts, choose_per_class, data_facts, default_shown, set_budget
 from .figures import bounded, to_png, to_uint8
+from .hooks import LayerError, eval_mode, layer_shapes, no_autocast, spread
 
 MAX_DEFAULT_LAYERS = 4  # default layers of a callback on a deep net: this many, spread over its depth
 DEFAULT_INPUT_SHAPE = (1, 28, 28)  # only for direct calls without a Trainer; with one, the data's shape
@@ -95,17 +98,14 @@ class RenderContext:
 
     def add_image(self, tag: str, img: Tensor) -> bytes:
         """Log a ``(3, H, W)`` image, uint8 or float in [0, 1] (NaN-safe), encoded once by ``figures.to_png`` (a
-        palette PNG where faithful), and return the PNG. Callbacks that keep snapshots
-        (``record_snapshot(tag, step, png, source)``, such as the evolution callback) get the same bytes."""
+        palette PNG where faithful), and return the PNG. The Trainer's coordinator publishes the same bytes to its
+        snapshot listeners (such as the evolution callback)."""
         img = bounded(img if img.dtype == torch.uint8 else to_uint8(img))  # at most MAX_WIDTH x MAX_HEIGHT
         png = to_png(img)
         image = Summary.Image(height=img.shape[1], width=img.shape[2], colorspace=3, encoded_image_string=png)
         self.writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), self.step)
         self.logged.append(tag)
-        for cb in self.trainer.callbacks:
-            record = getattr(cb, "record_snapshot", None)
-            if record is not None:
-                record(tag, self.step, png, self.callback)
+        coordinator_of(self.trainer).publish(tag, self.step, png, Source.of(self.callback))
         return png
 
     def add_scalar(self, tag: str, value: float) -> None:
@@ -123,69 +123,6 @@ class RenderContext:
         if values.numel():
             self.writer.add_histogram(tag, values, self.step)
             self.logged.append(tag)
-
-
-def sequential_batch_size(trainer: pl.Trainer, facts: DataFacts) -> int | None:
-    """The validation loader's batch size when its batch ``b`` holds the validation samples ``b * size, ...`` in
-    order, in one process (so a batch's samples are known by position); else None."""
-    if trainer.world_size != 1:
-        return None
-    if facts.tensors is not None:  # the fast path: MNISTDataModule's TensorBatches over the same tensors
-        loader = trainer.val_dataloaders
-        ordered = getattr(loader, "shuffle", True) is False and getattr(loader, "x", None) is facts.tensors[0]
-        return int(loader.batch_size) if ordered else None
-    loader = val_loader(trainer)
-    if isinstance(loader, DataLoader) and isinstance(loader.sampler, SequentialSampler) and loader.batch_size:
-        return int(loader.batch_size)
-    return None
-
-
-class EpochCapture:
-    """The fixed-set statistics of one epoch, gathered from the validation loop's own forward passes instead of a
-    pass of their own: a ``LayerProbe`` on the shared layers keeps each validation batch's activations, and the
-    samples of the fixed set among them go into an ``ActivationStats``. It gives up (and the callbacks make their own
-    pass) unless every fixed-set sample was seen exactly once, with the label expected at its position, in the net's
-    own dtype: under autocast (``bf16-mixed``) the loop's activations are bf16, and the pictures are float32."""
-
-    def __init__(self, net: nn.Module, stats: ActivationStats, fixed_idx: Tensor, labels: Tensor, n: int,
-                 batch_size: int, key: tuple) -> None:
-        self.stats, self.batch_size, self.key = stats, batch_size, key
-        param = next(net.parameters(), None)
-        self.dtype = param.dtype if param is not None else torch.get_default_dtype()
-        self.where = torch.full((n,), -1, dtype=torch.long)  # validation index -> position in the fixed set
-        self.where[fixed_idx.cpu()] = torch.arange(len(fixed_idx))
-        self.labels = labels.cpu()  # of the fixed set, in its order
-        self.probe: LayerProbe | None = LayerProbe(net, stats.layers)
-        self.failed = False
-
-    def add(self, batch: Any, batch_idx: int) -> None:
-        if self.failed or self.probe is None:
-            return
-        acts, calls = self.probe.take()
-        y = batch[1] if isinstance(batch, (tuple, list)) and len(batch) > 1 else None
-        start = batch_idx * self.batch_size
-        if not isinstance(y, Tensor) or any(c != 1 for c in calls.values()) or start + len(y) > len(self.where):
-            return self.close(failed=True)  # not (x, y) batches, or the net did not run once per batch
-        if any(a.dtype != self.dtype for a in acts.values() if isinstance(a, Tensor) and a.is_floating_point()):
-            return self.close(failed=True)  # autocast: the callbacks' own pass gives the net's own dtype
-        pos = self.where[start : start + len(y)]
-        mask = pos >= 0
-        pos = pos[mask]
-        if not pos.numel():
-            return
-        y = y.detach().cpu().long()[mask]
-        if not torch.equal(y, self.labels[pos]) or self.stats.seen[pos].any():
-            return self.close(failed=True)  # the batches are not the samples we take them for
-        self.stats.add({name: a[mask.to(a.device)] for name, a in acts.items()}, y, pos)
-
-    def complete(self) -> bool:
-        return not self.failed and bool(self.stats.seen.all())
-
-    def close(self, failed: bool = False) -> None:
-        self.failed = self.failed or failed
-        if self.probe is not None:
-            self.probe.remove()
-            self.probe = None
 
 
 class VisualizationCallback(Callback):
@@ -216,19 +153,18 @@ class VisualizationCallback(Callback):
         self.seconds: list[float] = []  # time spent per rendered epoch (for benchmarks)
         self.scales: dict[str, float] = {}  # colour-scale limits kept across epochs (see ``scale``)
         self.input_shape: tuple[int, ...] = DEFAULT_INPUT_SHAPE
-        self.shared_layers: tuple[list[str], int] | None = None  # see ``share_layers``
+        self.shared_layers: tuple[list[str], int] | None = None  # declared by ``configure`` (``share_layers``)
         self.shared_maps: list[str] = []
         self._fetched: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
         self._charts: dict = {}  # matplotlib charts kept between epochs (LiveFigure), rebuilt where they are drawn
         self._warned_no_writer = False
         self._state_key: str | None = None
-        self._capture: EpochCapture | None = None  # this epoch's fixed-set capture, on the callback that set it up
         self.deferred = False  # set by ``Drawing`` in the training process: another process draws these pictures
         self.drawing_due: bool | None = None  # set by ``Drawer`` in the drawing process: draw at this validation
 
     def __getstate__(self) -> dict[str, Any]:
         # matplotlib figures and hooks do not pickle; they are rebuilt where used
-        return {**self.__dict__, "_charts": {}, "_capture": None, "_fetched": {}}  # (images are fetched again)
+        return {**self.__dict__, "_charts": {}, "_fetched": {}}  # (images are fetched again)
 
     # ----------------------------------------------------------------------------------------- for subclasses
     def configure(self, net: nn.Module, shapes: dict[str, tuple[int, ...]]) -> None:
@@ -307,65 +243,42 @@ class VisualizationCallback(Callback):
 
     def share_layers(self, layers: list[str], per_class: int, class_maps: list[str] | None = None) -> None:
         """Declare (at ``configure``) the layers this callback reads from the fixed set: per-sample unit
-        activations of ``layers`` and per-class mean maps of ``class_maps``, so that one pass per epoch serves
-        every callback that uses the same fixed set."""
+        activations of ``layers`` and per-class mean maps of ``class_maps``. ``setup`` registers them with the
+        Trainer's coordinator, so that one pass per epoch serves every callback that uses the same fixed set."""
         self.shared_layers = (list(layers), per_class)
         self.shared_maps = list(class_maps or [])
 
-    def _shared_pass(self, ctx: RenderContext, per_class: int, layers: list[str], maps: list[str]) -> tuple[dict, Tensor]:
-        """The cache of this epoch's fixed-set pass, after computing in one ``activation_pass`` whatever ``layers``
-        and ``maps`` (and every other enabled callback's declared ones on the same set) it lacks."""
+    def register_with(self, trainer: pl.Trainer) -> None:
+        """Register this callback's technique and declared fixed-set layers with ``trainer``'s coordinator,
+        replacing what it registered before; a disabled callback withdraws instead (``setup`` calls this)."""
+        hub = coordinator_of(trainer)
+        if not self.enabled:
+            hub.unregister(self)
+            return
+        layers, per_class = self.shared_layers or ([], None)
+        hub.register(self, self.technique, per_class, layers, self.shared_maps)
+
+    def _shared_pass(self, ctx: RenderContext, per_class: int, layers: list[str],
+                     maps: list[str]) -> tuple[SharedPass, Tensor]:
+        """This epoch's statistics of the fixed set of ``per_class`` (a ``coordinator.SharedPass``) holding
+        ``layers`` and ``maps``, and the set's labels."""
         x, y = self.fixed_set(ctx.trainer, per_class)
-        cache = self.facts(ctx.trainer).cache.setdefault(("fixed_set_activations", per_class), {})
-        key = self._pass_key(ctx.trainer, ctx.step, ctx.net, len(x))
-        if cache.get("key") != key:
-            capture = cache.get("capture")
-            cache.clear()
-            cache.update(key=key, acts={}, maps={})
-            if capture is not None:  # gathered during this epoch's validation loop, if it saw the whole set
-                capture.close()
-                if capture.key == key and capture.complete():
-                    cache["acts"].update(capture.stats.units)
-                    cache["maps"].update(capture.stats.class_means())
-        shared_units, shared_maps = self._shared_users(ctx.trainer, per_class)
-        units = [n for n in dict.fromkeys([*layers, *shared_units]) if n not in cache["acts"]]
-        class_maps = [n for n in dict.fromkeys([*maps, *shared_maps]) if n not in cache["maps"]]
-        if units or class_maps:
-            acts, means = activation_pass(ctx.net, x, units, class_maps, labels=y, num_classes=len(ctx.classes),
-                                          map_classes=ctx.shown)
-            cache["acts"].update(acts)
-            cache["maps"].update(means)
-        return cache, y
-
-    @staticmethod
-    def _shared_users(trainer: pl.Trainer, per_class: int) -> tuple[list[str], list[str]]:
-        """``(unit layers, map layers)`` that the enabled callbacks declared on the fixed set of ``per_class``
-        (``share_layers``), each once: what one pass (or one ``EpochCapture``) gathers for all of them."""
-        units, maps = [], []
-        for cb in trainer.callbacks:
-            shared = getattr(cb, "shared_layers", None)
-            if isinstance(cb, VisualizationCallback) and cb.enabled and shared and shared[1] == per_class:
-                units += shared[0]
-                maps += getattr(cb, "shared_maps", [])
-        return list(dict.fromkeys(units)), list(dict.fromkeys(maps))
-
-    @staticmethod
-    def _pass_key(trainer: pl.Trainer, step: int, net: nn.Module, n: int) -> tuple:
-        """What identifies one epoch's fixed-set statistics: the image step, the net, the set's size, the weights'
-        version (the global step)."""
-        return step, id(net), n, getattr(trainer, "global_step", 0)
+        hub = coordinator_of(ctx.trainer)
+        shared = hub.fixed_set_pass(ctx.trainer, ctx.net, ctx.step, per_class, x, y, layers, maps, len(ctx.classes),
+                                    ctx.shown)
+        return shared, y
 
     def fixed_set_activations(self, ctx: RenderContext, layers: list[str], per_class: int) -> tuple[dict[str, Tensor], Tensor]:
-        """``({layer: (N, U)}, labels)`` over the fixed set, computed once per epoch for all callbacks (the cache
-        lives with the data facts that every callback shares)."""
-        cache, y = self._shared_pass(ctx, per_class, layers, [])
-        return {name: cache["acts"][name] for name in layers}, y
+        """``({layer: (N, U)}, labels)`` over the fixed set, computed once per epoch for all callbacks (by the
+        Trainer's coordinator)."""
+        shared, y = self._shared_pass(ctx, per_class, layers, [])
+        return {name: shared.acts[name] for name in layers}, y
 
     def fixed_set_class_maps(self, ctx: RenderContext, layers: list[str], per_class: int) -> dict[str, Tensor]:
         """``{layer: (len(ctx.shown), *shape)}``: each layer's output averaged over the fixed set's samples of each
         shown class, from the same once-per-epoch pass as ``fixed_set_activations``."""
-        cache, _ = self._shared_pass(ctx, per_class, [], layers)
-        return {name: cache["maps"][name] for name in layers}
+        shared, _ = self._shared_pass(ctx, per_class, [], layers)
+        return {name: shared.maps[name] for name in layers}
 
     # -------------------------------------------------------------------------------------------- Lightning hooks
     @property
@@ -392,13 +305,18 @@ class VisualizationCallback(Callback):
     @override
     def setup(self, trainer: pl.Trainer | None, pl_module: pl.LightningModule, stage: str) -> None:
         """Check layer names and units against the net, with the input shape of the Trainer's validation data
-        (without a Trainer, as in a direct call, ``input_shape`` as set: 1x28x28 by default)."""
+        (without a Trainer, as in a direct call, ``input_shape`` as set: 1x28x28 by default), and register with
+        the Trainer's coordinator (again at each setup: each fit or validate)."""
         self._state_key = None  # the configuration may have been changed since the Trainer was built
+        if trainer is not None:
+            coordinator_of(trainer).unregister(self)  # until configured again: a layer error leaves nothing behind
         if not self.enabled:
             return
         if trainer is not None:
             self.input_shape = self.facts(trainer).input_shape
         self.configure_for(self.net_of(pl_module), self.input_shape)
+        if trainer is not None:
+            self.register_with(trainer)
 
     def configure_for(self, net: nn.Module, input_shape: tuple[int, ...]) -> None:
         """Find every layer's output shape for inputs of ``input_shape`` (C, H, W) and ``configure``."""
@@ -407,6 +325,7 @@ class VisualizationCallback(Callback):
         shapes = layer_shapes(net, self.input_shape, calls)
         # Defaults and unit checks see only modules called once per forward pass: a reused module has no single output.
         self.shapes = {name: shape for name, shape in shapes.items() if calls[name] == 1}
+        self.shared_layers, self.shared_maps = None, []  # ``configure`` declares them again
         if getattr(self, "layers", None) is not None and len(self.layers) == 0:
             raise LayerError(
                 f"{type(self).__name__}: empty layer list; leave `layers` unset for the defaults, or name some of: "
@@ -460,21 +379,15 @@ class VisualizationCallback(Callback):
         return (epoch + 1) % self.every_n_epochs == 0 or last
 
     def _start_capture(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Set up this epoch's ``EpochCapture`` of the fixed set (once for all callbacks that share it), where the
-        validation batches are the validation samples in order."""
-        per_class = self.shared_layers[1]
-        facts = self.facts(trainer)
-        size = sequential_batch_size(trainer, facts)
-        cache = facts.cache.setdefault(("fixed_set_activations", per_class), {})
+        """Have the coordinator gather this epoch's fixed-set statistics from the validation loop's passes (once
+        for all callbacks that share the set)."""
         net = self.net_of(pl_module)
         if net is not getattr(pl_module, "net", pl_module):
             return  # torch.compile'd: hooks on the eager module do not fire in the compiled validation pass
-        x, y = self.fixed_set(trainer, per_class)
-        key = self._pass_key(trainer, self.step_of(trainer, pl_module), net, len(x))
-        if size is None or cache.get("key") == key or (cache.get("capture") and cache["capture"].key == key):
-            return
-        stats = ActivationStats(*self._shared_users(trainer, per_class), len(x), len(facts.classes), facts.shown_classes())
-        cache["capture"] = self._capture = EpochCapture(net, stats, self.fixed_idx, y, len(facts.labels()), size, key)
+        per_class = self.shared_layers[1]
+        _, y = self.fixed_set(trainer, per_class)
+        coordinator_of(trainer).start_capture(self, trainer, net, self.step_of(trainer, pl_module), per_class,
+                                           self.fixed_idx, y)
 
     @override
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -484,11 +397,7 @@ class VisualizationCallback(Callback):
     @override
     def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                                 batch_idx: int, dataloader_idx: int = 0) -> None:
-        if self._capture is not None:
-            if dataloader_idx == 0:
-                self._capture.add(batch, batch_idx)
-            else:
-                self._capture.close(failed=True)
+        coordinator_of(trainer).feed(self, batch, batch_idx, dataloader_idx)
 
     @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -496,16 +405,11 @@ class VisualizationCallback(Callback):
             if self.should_render(trainer):
                 self.draw(trainer, pl_module)
         finally:
-            self._stop_capture()
+            coordinator_of(trainer).stop_capture(self)
 
     @override
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        self._stop_capture()
-
-    def _stop_capture(self) -> None:
-        if self._capture is not None:
-            self._capture.close()
-            self._capture = None
+        coordinator_of(trainer).stop_capture(self)
 
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int | None = None) -> None:
         """Build the render context and call ``render`` on rank zero, with fault isolation and timing (``step``:

@@ -125,7 +125,6 @@ class DataFacts:
     tensors: tuple[Tensor, Tensor] | None = None  # the fast path: the whole split as tensors
     dataset: Dataset | None = None
     _labels: Tensor | None = field(default=None, repr=False)
-    cache: dict = field(default_factory=dict, repr=False)  # per-epoch results shared by the callbacks
     shown: tuple[int, ...] | None = None  # the classes that per-class pictures show (``ShownClasses``; default spread)
 
     @property

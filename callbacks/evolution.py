@@ -8,6 +8,10 @@ the last epoch's step and saves it as ``<run>/evolution/<technique>/<layer>.png`
 slider. For per-class pictures (``feature_maps/<layer>/<class>``, ``occlusion/<class>`` ...) the first class's is
 used. The ``epochs`` argument takes the 1-based numbers people say ("after 5 epochs"); the pictures label each
 snapshot with the 0-based epoch, as TensorBoard's step slider and every picture's title do.
+
+The snapshots arrive through the Trainer's coordinator (``callbacks.coordinator``): at ``setup`` the callback adds
+``record_snapshot`` as a listener, and every picture logged by ``RenderContext.add_image`` is published to it with
+its source's facts (``Source``). The ``techniques`` followed are checked at fit start against those registered.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing_extensions import override
 
 from . import figures
 from .base import VisualizationCallback
+from .coordinator import Source, coordinator_of
 
 __all__ = ["evolution_strip", "snapshot_key", "EvolutionCallback"]
 
@@ -100,16 +105,28 @@ class EvolutionCallback(VisualizationCallback):
 
     @override
     def setup(self, trainer: pl.Trainer | None, pl_module: pl.LightningModule, stage: str) -> None:
+        """Listen to the pictures the Trainer's callbacks log (stop listening when disabled)."""
         super().setup(trainer, pl_module, stage)
-        if self.enabled and self.techniques is not None and trainer is not None:
-            valid = [cb.technique for cb in trainer.callbacks
-                     if isinstance(cb, VisualizationCallback) and not isinstance(cb, EvolutionCallback)] + ["all"]
-            bad = [t for t in self.techniques if t not in valid]
-            if bad or not self.techniques:
-                raise ValueError(
-                    f"EvolutionCallback: unknown or empty techniques {bad or self.techniques}; valid (the Trainer's "
-                    f"visualization callbacks): {', '.join(valid)}"
-                )
+        if trainer is None:
+            return
+        hub = coordinator_of(trainer)
+        if self.enabled:
+            hub.add_listener(self.record_snapshot)
+        else:
+            hub.remove_listener(self.record_snapshot)
+
+    def check_techniques(self, trainer: pl.Trainer) -> None:
+        """``ValueError`` unless every technique followed is one the Trainer's enabled visualization callbacks
+        registered with its coordinator (or ``all``). Called at fit start: after every callback's setup."""
+        if not self.enabled or self.techniques is None:
+            return
+        valid = [t for t in coordinator_of(trainer).techniques() if t != self.technique] + ["all"]
+        bad = [t for t in self.techniques if t not in valid]
+        if bad or not self.techniques:
+            raise ValueError(
+                f"EvolutionCallback: unknown or empty techniques {bad or self.techniques}; valid (the Trainer's "
+                f"enabled visualization callbacks): {', '.join(valid)}"
+            )
 
     def extra_state(self) -> dict[str, Any]:
         return {"snapshots": self.snapshots, "tag_of": self._tag_of}
@@ -120,13 +137,14 @@ class EvolutionCallback(VisualizationCallback):
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.check_techniques(trainer)
         self._fit_last = trainer.max_epochs - 1 if trainer.max_epochs is not None and trainer.max_epochs > 0 else None
 
-    def record_snapshot(self, tag: str, step: int, png: bytes, source: VisualizationCallback | None = None) -> None:
-        """Called by every callback's ``RenderContext.add_image`` with the PNG it logged (``step`` 0-based)."""
-        if not self.enabled or self._fit_last is None or not getattr(source, "evolves", True):
+    def record_snapshot(self, tag: str, step: int, png: bytes, source: Source) -> None:
+        """The coordinator's listener: a picture logged by a callback (``source``), its PNG, ``step`` 0-based."""
+        if not self.enabled or self._fit_last is None or not source.evolves:
             return
-        key = snapshot_key(tag, getattr(source, "class_tags", False))
+        key = snapshot_key(tag, source.class_tags)
         followed = DEFAULT_TECHNIQUES if self.techniques is None else self.techniques
         if key is None or ("all" not in followed and key.split("/")[0] not in followed):
             return

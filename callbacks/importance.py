@@ -201,6 +201,7 @@ class ImportanceCallback(FixedSetCallback):
         super().setup(trainer, pl_module, stage)
         if self.enabled and trainer is not None:
             self.share_layers(self.layer_names, self.samples_per_class(self.facts(trainer).num_classes))
+            self.register_with(trainer)
 
     def samples_per_class(self, num_classes: int) -> int:
         """``per_class``, capped so that the set holds at most ``max_samples`` images: an ablation runs the rest of

@@ -145,6 +145,14 @@ class FakeDataModule:
         return self.x, self.y
 
 
+class FakeTrainer:
+    """The part of a Trainer a render reads; an object of its own (not a SimpleNamespace) so that, as a Trainer,
+    it can key its coordinator (``callbacks.coordinator.coordinator_of``)."""
+
+    def __init__(self, datamodule, callbacks):
+        self.datamodule, self.callbacks = datamodule, callbacks
+
+
 class RecordingWriter:
     """Keeps what a render logs, to check it without an event file (the Trainer tests read real ones)."""
 
@@ -168,15 +176,14 @@ class RecordingWriter:
 
 def render_once(cb, net, x, y, classes=tuple("0123456789"), pixel_range=(0.0, 1.0), step=3, callbacks=None):
     """Call ``cb.render`` as ``VisualizationCallback.draw`` does (eval mode, no grad) on a stand-in trainer whose
-    validation split is ``(x, y)``; returns the ``RecordingWriter`` with what was logged."""
-    from types import SimpleNamespace
-
-    import torch
-
+    validation split is ``(x, y)``; returns the ``RecordingWriter`` with what was logged. ``callbacks`` register
+    with the stand-in's coordinator, as their ``setup`` would."""
     from callbacks.base import RenderContext
     from callbacks.hooks import eval_mode
 
-    trainer = SimpleNamespace(datamodule=FakeDataModule(x, y, classes), callbacks=[] if callbacks is None else callbacks)
+    trainer = FakeTrainer(FakeDataModule(x, y, classes), [] if callbacks is None else callbacks)
+    for c in trainer.callbacks:
+        c.register_with(trainer)
     writer = RecordingWriter()
     ctx = RenderContext(trainer=trainer, net=net, writer=writer, step=step, classes=classes, pixel_range=pixel_range,
                         callback=cb)

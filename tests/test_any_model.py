@@ -27,8 +27,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchmetrics.classification import MulticlassAccuracy
 
-from callbacks import VISUALIZATIONS, ChangesCallback, FCActivationsCallback, FeatureMapsCallback, ImportanceCallback, base
-from callbacks.data import data_facts
+from callbacks import VISUALIZATIONS, ChangesCallback, FCActivationsCallback, FeatureMapsCallback, ImportanceCallback
+from callbacks import coordinator as coordination
+from callbacks.coordinator import coordinator_of
 from callbacks.hooks import LayerError
 from lit_modules.datamodule import (
     CLASS_TINTS,
@@ -300,8 +301,8 @@ def test_fixed_set_statistics_come_from_the_validation_loop_when_it_sees_the_who
     fixed set are gathered from its own forward passes: no pass of their own. They equal a pass of their own
     exactly. A shuffled or partly seen validation set falls back to that pass, with the same result."""
     passes = []
-    real_pass = base.activation_pass
-    monkeypatch.setattr(base, "activation_pass", lambda *a, **k: passes.append(1) or real_pass(*a, **k))
+    real_pass = coordination.activation_pass
+    monkeypatch.setattr(coordination, "activation_pass", lambda *a, **k: passes.append(1) or real_pass(*a, **k))
     val = FashionImages("t10k", 0, 200, rgb=False)
     # changes draws every 2 epochs: at the first, its layers are in the same pass all the same
     cbs = [FCActivationsCallback(per_class=4, strict=True), FeatureMapsCallback(per_class=4, strict=True),
@@ -318,17 +319,17 @@ def test_fixed_set_statistics_come_from_the_validation_loop_when_it_sees_the_who
         trainer.fit(module, DataLoader(FashionImages("train", 0, 64, rgb=False), batch_size=32),
                     DataLoader(val, batch_size=50, shuffle=how == "shuffled"))
     assert len(passes) == (0 if how.startswith("in order") else 2)  # one own pass per drawn epoch when it falls back
-    cache = data_facts(trainer).cache[("fixed_set_activations", 4)]
+    cache = coordinator_of(trainer).passes[4]
     x, y = cbs[0].fixed_set(trainer, 4)
-    assert len(x) == 40 and cache["key"][0] == 1  # the last epoch's statistics
-    units, maps = list(cache["acts"]), list(cache["maps"])
+    assert len(x) == 40 and cache.key[0] == 1  # the last epoch's statistics
+    units, maps = list(cache.acts), list(cache.maps)
     assert "classifier.2" in units and "features.0" in maps
     with torch.no_grad():
         acts, means = real_pass(module.eval(), x, units, maps, labels=y, num_classes=10)
     for name in units:
-        torch.testing.assert_close(cache["acts"][name], acts[name], rtol=0, atol=1e-6)
+        torch.testing.assert_close(cache.acts[name], acts[name], rtol=0, atol=1e-6)
     for name in maps:
-        torch.testing.assert_close(cache["maps"][name], means[name], rtol=0, atol=1e-6)
+        torch.testing.assert_close(cache.maps[name], means[name], rtol=0, atol=1e-6)
     assert all(not m._forward_hooks for m in module.modules())  # the validation-time hooks are gone
 
 

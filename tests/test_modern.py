@@ -23,8 +23,9 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from callbacks import VISUALIZATIONS, base
-from callbacks.data import data_facts
+from callbacks import VISUALIZATIONS
+from callbacks import coordinator as coordination
+from callbacks.coordinator import coordinator_of
 from callbacks.hooks import LayerError, eval_mode
 from lit_modules.datamodule import resize, tint_per_class
 from tests.conftest import synthetic_digits
@@ -93,21 +94,21 @@ def pictures(ea, step: int) -> dict[str, bytes]:
     return out
 
 
-def assert_fixed_set_statistics_are_float32_numbers_of(trainer, net: nn.Module) -> dict:
+def assert_fixed_set_statistics_are_float32_numbers_of(trainer, net: nn.Module) -> coordination.SharedPass:
     """The last drawn epoch's fixed-set statistics (the cache every callback reads) equal a float32 pass of the
     eager ``net`` over the fixed set, without autocast; returns the cache."""
-    cache = data_facts(trainer).cache[("fixed_set_activations", PER_CLASS)]
+    cache = coordinator_of(trainer).passes[PER_CLASS]
     cb = next(cb for cb in trainer.callbacks if getattr(cb, "shared_layers", None))
     x, y = cb.fixed_set(trainer, PER_CLASS)
-    units, maps = list(cache["acts"]), list(cache["maps"])
-    assert units and maps and cache["key"][0] == trainer.current_epoch - 1
+    units, maps = list(cache.acts), list(cache.maps)
+    assert units and maps and cache.key[0] == trainer.current_epoch - 1
     with eval_mode(net), torch.no_grad():
-        acts, means = base.activation_pass(net, x, units, maps, labels=y, num_classes=10)
+        acts, means = coordination.activation_pass(net, x, units, maps, labels=y, num_classes=10)
     for name in units:
-        assert cache["acts"][name].dtype == torch.float32, name
-        torch.testing.assert_close(cache["acts"][name], acts[name], rtol=0, atol=1e-6)
+        assert cache.acts[name].dtype == torch.float32, name
+        torch.testing.assert_close(cache.acts[name], acts[name], rtol=0, atol=1e-6)
     for name in maps:
-        torch.testing.assert_close(cache["maps"][name], means[name], rtol=0, atol=1e-6)
+        torch.testing.assert_close(cache.maps[name], means[name], rtol=0, atol=1e-6)
     return cache
 
 
@@ -130,7 +131,7 @@ def test_bf16_mixed_every_callback_draws_and_the_pictures_are_float32(tmp_path):
     # autocast region (as a strategy or a user's code may call it) and outside: the same pictures, byte for byte,
     # and those of the fit's last epoch.
     recorder = Recorder()
-    trainer.callbacks.append(recorder)
+    coordinator_of(trainer).add_listener(recorder.record)
     states = {key: copy.deepcopy(cbs[key].state_dict()) for key in REDRAWN}
     for autocast in (True, False):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
@@ -147,13 +148,14 @@ def test_bf16_mixed_every_callback_draws_and_the_pictures_are_float32(tmp_path):
         assert np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).std() > 0, tag
 
 
-class Recorder(pl.Callback):
-    """Keeps the PNG of every picture drawn (``RenderContext.add_image`` hands each to ``record_snapshot``)."""
+class Recorder:
+    """Keeps the PNG of every picture drawn (a listener of the Trainer's coordinator, which ``RenderContext.add_image``
+    publishes each picture to)."""
 
     def __init__(self) -> None:
         self.pictures: list[tuple[str, bytes]] = []
 
-    def record_snapshot(self, tag: str, step: int, png: bytes, source) -> None:
+    def record(self, tag: str, step: int, png: bytes, source) -> None:
         self.pictures.append((tag, png))
 
 
@@ -215,12 +217,13 @@ def test_channels_last_net_and_inputs_give_the_same_pictures(tmp_path):
     for tag in a.Tags()["scalars"]:
         assert [e.value for e in b.Scalars(tag)] == pytest.approx([e.value for e in a.Scalars(tag)], abs=1e-5), tag
     # The numbers behind them: the fixed set's per-sample unit means and class-mean maps.
-    ca = data_facts(plain).cache[("fixed_set_activations", PER_CLASS)]
-    cb = data_facts(cl).cache[("fixed_set_activations", PER_CLASS)]
+    ca = coordinator_of(plain).passes[PER_CLASS]
+    cb = coordinator_of(cl).passes[PER_CLASS]
     for kind in ("acts", "maps"):
-        assert ca[kind] and set(ca[kind]) == set(cb[kind])
-        for name in ca[kind]:
-            torch.testing.assert_close(cb[kind][name].contiguous(), ca[kind][name], rtol=0, atol=1e-5)
+        want, got = getattr(ca, kind), getattr(cb, kind)
+        assert want and set(want) == set(got)
+        for name in want:
+            torch.testing.assert_close(got[name].contiguous(), want[name], rtol=0, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------------ torch.compile
@@ -268,8 +271,8 @@ def test_a_wrong_layer_name_on_a_compiled_net_lists_the_eager_names():
 # ------------------------------------------------------------------------------------- gradient accumulation
 def test_gradient_accumulation_draws_every_epoch_from_the_weights_of_that_epoch(tmp_path, monkeypatch):
     passes = []
-    real_pass = base.activation_pass
-    monkeypatch.setattr(base, "activation_pass", lambda *a, **k: passes.append(len(a[1])) or real_pass(*a, **k))
+    real_pass = coordination.activation_pass
+    monkeypatch.setattr(coordination, "activation_pass", lambda *a, **k: passes.append(len(a[1])) or real_pass(*a, **k))
     module = Classifier(small_cnn())
     # 3 batches per epoch in pairs: an optimizer step after batches 2 and 3 (Lightning steps at the epoch's end).
     trainer, cbs = fit(module, tmp_path, accumulate_grad_batches=2, n_train=96, limit_train_batches=3)
@@ -280,4 +283,4 @@ def test_gradient_accumulation_draws_every_epoch_from_the_weights_of_that_epoch(
     # and equal a pass over the final weights.
     assert PER_CLASS * 10 not in passes, f"the per_class={PER_CLASS} set had passes of its own: {passes}"
     cache = assert_fixed_set_statistics_are_float32_numbers_of(trainer, module.net)
-    assert cache["key"][3] == trainer.global_step
+    assert cache.key[3] == trainer.global_step
