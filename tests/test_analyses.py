@@ -3,7 +3,6 @@
 
 import io
 import math
-from types import SimpleNamespace
 
 import matplotlib
 import numpy as np
@@ -25,7 +24,7 @@ from callbacks.layer_responses import (EFFECT_LIMIT, LayerResponsesCallback, cla
                                        short_number)
 from callbacks.samples import class_grid
 from lit_modules.nets import MLP, DeepCNN, LeNet5, SimpleCNN
-from tests.conftest import FakeDataModule, _images, has_colour, near, render_once
+from tests.conftest import FakeDataModule, FakeTrainer, _images, has_colour, near, render_once
 
 
 # ------------------------------------------------------------------------------------------ pure functions
@@ -116,7 +115,7 @@ def test_embedding_of_a_torchvision_resnet_reads_the_shared_features_and_shrinks
     cb.configure_for(net, (3, 64, 64))
     assert cb.layer_name == "avgpool" and cb.flat  # (512, 1, 1)
     classes = tuple("0123456789")
-    trainer = SimpleNamespace(datamodule=FakeDataModule(x, y, classes), callbacks=[cb])
+    trainer = FakeTrainer(FakeDataModule(x, y, classes), [cb])
     writer = SummaryWriter(str(tmp_path))
     ctx = RenderContext(trainer=trainer, net=net, writer=writer, step=0, classes=classes, pixel_range=(0.0, 1.0),
                         callback=cb)
