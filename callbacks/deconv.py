@@ -95,7 +95,8 @@ class DeconvCallback(VisualizationCallback):
         tiles = torch.stack(columns, dim=1)  # (N, 1 + L, 3, H, W)
         rows = [f"{c} {ctx.classes[c]}: ch " + ", ".join(str(chs[i]) for chs in channels) for i, c in enumerate(y.tolist())]
         grid = figures.tile_rows(tiles, rows, ["image", *self.layer_names], cell=max(x.shape[-1], 64))
-        bar = figures.colorbar_strip(figures.SIGNED, -1.0, 1.0, "projection / its max |value|", min(grid.shape[2], 420))
+        bar = figures.colorbar_strip(figures.SIGNED, -1.0, 1.0, "projection / its max |value|",
+                                     min(grid.shape[2], figures.CARD_WIDTH))
         m = len(next(iter(ref.values())))
         rule = ["channel: the most unusually strong for this image", f"(z-score over {m} validation images)"]
         rule = figures.stack([figures.text(line, max(figures.text_width(r, 13) for r in rule), 13) for line in rule])

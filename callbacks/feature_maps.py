@@ -29,8 +29,9 @@ from .methods.selectivity import class_means
 
 __all__ = ["feature_maps", "class_mean_maps", "FeatureMapsCallback"]
 
-WIDTH = 420  # target picture width in pixels: a TensorBoard card shows about 400
-
+# The tiles' target width: maps are enlarged by whole factors, and 28-px maps beside long class names need a little
+# more than a card to reach 2x (TensorBoard fits a wider picture to the card); at CARD_WIDTH they stay at 1x.
+MAPS_WIDTH = figures.CARD_WIDTH * 11 // 10
 
 def _as_maps(acts: Tensor) -> Tensor:
     """``(N, C, h, w)`` stays; ``(N, U)`` vectors become ``(N, 1, s, s)`` square maps (NaN-padded)."""
@@ -130,10 +131,11 @@ class FeatureMapsCallback(VisualizationCallback):
         inp = torch.nn.functional.interpolate(inputs, size=(h, w), mode="nearest") if inputs.shape[-2:] != (h, w) else inputs
         tiles = torch.cat([inp[:, None], tiles], dim=1)
         label_w = max(figures.text_width(r) for r in rows) + 8
-        cell = max(h, min(64, (WIDTH - label_w) // tiles.shape[1] - 2))
+        cell = max(h, min(64, (MAPS_WIDTH - label_w) // tiles.shape[1] - 2))
         cols = [""] + [str(c) for c in range(shown.shape[1])]
         grid = figures.tile_rows(tiles, rows, cols, cell=cell)
-        bar = figures.colorbar_strip(figures.SIGNED, -vmax, vmax, "activation (blue < 0 < red)", min(grid.shape[2], WIDTH))
+        bar = figures.colorbar_strip(figures.SIGNED, -vmax, vmax, "activation (blue < 0 < red)",
+                                     min(grid.shape[2], figures.CARD_WIDTH))
         more = f" (first {shown.shape[1]} of {maps.shape[1]})" if maps.shape[1] > shown.shape[1] else ""
         title = figures.titled(figures.stack([grid, bar], dim=1, gap=2), what, f"left: {first}; then channels{more}")
         return figures.titled(title, f"{layer} feature maps - epoch {step}")

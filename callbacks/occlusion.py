@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from .base import RenderContext, VisualizationCallback, tag_part
 from .classes import class_columns, shown_positions
-from .figures import SIGNED, abs_max, colorbar, input_rgb, mosaic, show_grid
+from .figures import CARD_WIDTH, SIGNED, abs_max, colorbar, input_rgb, mosaic, show_grid, text_width
 from .live_figure import LiveFigure
 from .methods.occlusion import Occlusion, occlusion_sensitivity, sensitivity_map
 
@@ -24,7 +24,8 @@ _PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#
 
 class OcclusionChart:
     """A row per probe image: input | p(true class) of the intact image | drop in p(true class) where the patch hides
-    (the input's outline on it) | the class predicted with the patch at each position. Built once for a probe set,
+    (the input's outline on it) | the class predicted with the patch at each position, whose colours' key is below
+    (``CARD_WIDTH`` wide: beside the rows, the class names took the panels' room). Built once for a probe set,
     redrawn by ``draw``."""
 
     TILE = 52  # px per row and column
@@ -33,7 +34,9 @@ class OcclusionChart:
                  positions: tuple[int, int]) -> None:
         n, k, t = len(rows), len(columns), self.TILE
         h, w = images.shape[-2:]
-        self.live = LiveFigure(470, 175 + t * n + (0 if t * n >= 15 * k else 20 * (-(-k // 3)) + 25))
+        # the predicted classes' key below the rows, in as many columns (at most 3) as the card's width holds
+        ncols = max(1, min(3, (CARD_WIDTH - 10) // (max(text_width(c, 12) for c in columns) + 30)))
+        self.live = LiveFigure(CARD_WIDTH, 200 + t * n + 20 * (-(-k // ncols)))
         with self.live.rc():
             fig = self.live.fig
             grid = fig.add_gridspec(1, 4, width_ratios=(t, t, t, t))
@@ -67,15 +70,8 @@ class OcclusionChart:
             ax.set_title("predicted\nif hidden")
             ax.set_xticks([])
             ax.set_yticks([])
-            names = columns
-            if t * n >= 15 * k:  # the class colours as a scale beside the rows, as tall as they are
-                bar = colorbar(fig, self.pred, ax, "", ticks=range(k), location="right", shrink=1.0, fraction=0.25,
-                               aspect=max(4.0, 0.9 * t * n / 13))
-                bar.ax.set_yticklabels(names)
-                bar.ax.invert_yaxis()
-            else:  # too few rows for that: a legend below
-                fig.legend([Patch(color=_PALETTE[c % len(_PALETTE)]) for c in range(k)], names, loc="outside lower center",
-                           ncols=3, handlelength=1, columnspacing=1, title="class predicted if hidden")
+            fig.legend([Patch(color=_PALETTE[c % len(_PALETTE)]) for c in range(k)], columns, loc="outside lower center",
+                       ncols=ncols, handlelength=1, columnspacing=1, title="class predicted if hidden")
             self.live.title(f"Occlusion: {patch}-px patch, stride {stride}")
 
     def draw(self, heat: Tensor, predicted: Tensor, base_prob: Tensor, vmax: float, step: int) -> Tensor:

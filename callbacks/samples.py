@@ -33,7 +33,8 @@ def class_grid(x: Tensor, y: Tensor, classes: tuple[str, ...], per_class: int, p
     for row, c in enumerate(shown):
         idx = torch.nonzero(y.cpu() == c).flatten()[:per_class]
         tiles[row, : len(idx)] = rgb[idx]
-    cell = min(max(x.shape[-1], min(2 * x.shape[-1], 340 // per_class)), figures.CARD_WIDTH // per_class)
+    tiles_width = figures.CARD_WIDTH - 60  # the tiles' share of a card; the class labels take the rest
+    cell = min(max(x.shape[-1], min(2 * x.shape[-1], tiles_width // per_class)), figures.CARD_WIDTH // per_class)
     return figures.tile_rows(tiles, [f"{c} {classes[c]}" for c in shown], cell=cell)
 
 

@@ -219,7 +219,7 @@ class TopActivationsCallback(FixedSetCallback):
         grid = figures.tile_rows(tiles, rows, cols, cell=max(tiles.shape[-1], (self.max_width - label_w) // tiles.shape[1] - 2))
         parts = [grid]
         if proj is not None:
-            parts.append(figures.colorbar_strip(figures.SIGNED, -1.0, 1.0, "projection / its max |value|", min(grid.shape[2], 420)))
+            parts.append(figures.colorbar_strip(figures.SIGNED, -1.0, 1.0, "projection / its max |value|", min(grid.shape[2], figures.CARD_WIDTH)))
         rf = self.fields.get(layer)
         what = (f"receptive fields ({rf.size} px, stride {rf.stride})" if crops is not None else
                 f"whole images (receptive field {rf.size} px)" if self.covers_image(rf, x) else "images") + \
