@@ -31,7 +31,7 @@ from .methods.actmax import (
 
 __all__ = ["ActMaxCallback", *methods_actmax.__all__]  # the callback, and the method's public names again
 
-WIDTH = 400  # px: a TensorBoard card
+WIDTH = figures.CARD_WIDTH  # px: a TensorBoard card
 GAP = 4  # px between tiles
 
 

@@ -57,7 +57,7 @@ class TopActivationsCallback(FixedSetCallback):
 
     technique = "top_activations"
     batch_size = 1000  # images per forward pass of the search
-    max_width = 440  # the picture's width is kept under about this many pixels
+    max_width = figures.CARD_WIDTH * 11 // 10  # about this wide at most: tiles grow by whole factors, as feature maps'
 
     def __init__(
         self,
