@@ -8,6 +8,8 @@ results: a row per unit, its top images' receptive-field windows, then their pro
 
 from __future__ import annotations
 
+import math
+
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
@@ -56,7 +58,8 @@ class TopActivationsCallback(FixedSetCallback):
     """
 
     technique = "top_activations"
-    batch_size = 1000  # images per forward pass of the search
+    batch_size = 1000  # images per forward pass of the search, at most (fewer where the maps are large)
+    capture_bytes = 2**29  # the captured maps of one batch, every layer together, at most about this many bytes
     max_width = figures.CARD_WIDTH * 11 // 10  # about this wide at most: tiles grow by whole factors, as feature maps'
 
     def __init__(
@@ -165,6 +168,13 @@ class TopActivationsCallback(FixedSetCallback):
             proj = projected_patches(net, x, layer, units, top.indices, top.positions, rf, whole=whole)
         return top, crops, proj
 
+    def search_batch(self, x: Tensor) -> int:
+        """Images per pass of the search: ``batch_size``, fewer where the layers' maps of one batch would pass
+        ``capture_bytes`` (a 224 px ResNet-50's first stages hold megabytes per image)."""
+        per_image = sum(math.prod(self.shapes.get(n, (1,))) for n in self.layer_names) * x.element_size()
+        scale = math.prod(x.shape[-2:]) / math.prod(self.input_shape[-2:])  # shapes are for input_shape's size
+        return max(1, min(self.batch_size, int(self.capture_bytes // max(1.0, per_image * scale))))
+
     @staticmethod
     def covers_image(rf: ReceptiveField | None, x: Tensor) -> bool:
         """Whether a receptive field is as large as the images (a deep stage's): then the whole images are shown,
@@ -183,7 +193,7 @@ class TopActivationsCallback(FixedSetCallback):
         if not self.layer_units:  # not set up by the Trainer (a direct call): configure for x's shape
             self.configure_for(ctx.net, tuple(x.shape[1:]))
         tops = top_activations_of(ctx.net, x, {n: self.layer_units[n] for n in self.layer_names},
-                                  min(self.k, len(x)), self.batch_size)  # one pass for every layer
+                                  min(self.k, len(x)), self.search_batch(x))  # one pass for every layer
         for layer in self.layer_names:
             top, crops, proj = self.compute(ctx.net, x, layer, lo, tops[layer])
             ctx.add_image(f"{self.technique}/{layer}", self.picture(ctx, x, layer, top, crops, proj))

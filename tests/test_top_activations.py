@@ -3,6 +3,7 @@ brute-force search, planted bright spots, patch geometry, deconvnet crops and th
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 
 import pytest
@@ -563,3 +564,18 @@ def test_a_field_that_covers_the_image_shows_whole_images_and_whole_projections(
     small = TopActivationsCallback(layers=["1"], units=2, k=3, per_class=4)  # one 9x9 conv: 9 px windows
     small.configure_for(net, (1, 20, 20))
     assert not small.covers_image(small.fields["1"], x) and small.compute(net, x, "1")[1].shape[-1] == 9
+
+
+def test_the_search_batch_keeps_a_batch_of_captured_maps_within_its_byte_budget():
+    """Large maps (a 224 px ResNet) make the search pass fewer images at once: one batch of every layer's maps stays
+    within ``capture_bytes``; small ones (LeNet-5 at 28 px) pass ``batch_size``."""
+    import torchvision
+
+    small = TopActivationsCallback()
+    small.configure_for(LeNet5(), (1, 28, 28))
+    assert small.search_batch(torch.zeros(2, 1, 28, 28)) == small.batch_size == 1000
+    big = TopActivationsCallback()
+    big.configure_for(torchvision.models.resnet18(num_classes=10), (3, 224, 224))
+    per_image = 4 * sum(math.prod(big.shapes[n]) for n in big.layer_names)
+    batch = big.search_batch(torch.zeros(2, 3, 224, 224))
+    assert 1 <= batch < 1000 and batch * per_image <= big.capture_bytes < (batch + 1) * per_image
