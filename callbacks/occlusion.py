@@ -21,6 +21,8 @@ _PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#
             "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7",
             "#dbdb8d", "#9edae5"]
 
+BATCH_INPUT_VALUES = 2**22  # input values per forward pass of the occluded copies, at most (see ``batch_for``)
+
 
 class OcclusionChart:
     """A row per probe image: input | p(true class) of the intact image | drop in p(true class) where the patch hides
@@ -108,7 +110,8 @@ class OcclusionCallback(VisualizationCallback):
         fill: the square's value in pixel units, 0 = black .. 1 = white (converted to the net's standardized
             input with the data's pixel range); None (default) = 0.0, the black background of MNIST-like data,
             so occluding blank background changes nothing. Give e.g. the dataset's mean pixel for Z&F's grey.
-        batch_size: most occluded copies per forward pass (lower it if the accelerator runs out of memory).
+        batch_size: most occluded copies per forward pass (lower it if the accelerator runs out of memory); large
+            images pass fewer (``batch_for``: at most 2**22 input values, 27 copies of 224 px colour).
         per_class_tags: one picture per class (``occlusion/<i>_<name>``) instead of one with a row per class.
         every_n_epochs: draw every n epochs (default 2, and always at the last epoch).
     """
@@ -151,10 +154,16 @@ class OcclusionCallback(VisualizationCallback):
         lo, hi = pixel_range
         return float(lo + (0.0 if self.fill is None else self.fill) * (hi - lo))
 
+    def batch_for(self, x: Tensor) -> int:
+        """Occluded copies per forward pass: ``batch_size``, fewer for large images, so that one batch holds at most
+        ``BATCH_INPUT_VALUES`` input values (4,096 copies of 28 px grey; 27 of 224 px colour: 4,096 of those ran a
+        ResNet-50 out of 24 GB)."""
+        return max(1, min(self.batch_size, BATCH_INPUT_VALUES // x[0].numel()))
+
     def compute(self, net: nn.Module, x: Tensor, y: Tensor, pixel_range: tuple[float, float]) -> tuple[Occlusion, Tensor]:
         """The render's computation: ``(occlusion_sensitivity(...), sensitivity_map(...))`` for images ``x``."""
         patch, stride = self.geometry(tuple(x.shape[-2:]))
-        occ = occlusion_sensitivity(net, x, y, patch, stride, self.fill_value(pixel_range), self.batch_size)
+        occ = occlusion_sensitivity(net, x, y, patch, stride, self.fill_value(pixel_range), self.batch_for(x))
         return occ, sensitivity_map(occ, x.shape[-2:], patch)
 
     def render(self, ctx: RenderContext) -> None:

@@ -166,14 +166,16 @@ def _wait_for(condition, seconds: float, proc=None) -> None:
         time.sleep(0.1)
 
 
-def test_ctrl_c_mid_fit_keeps_every_finished_epochs_pictures(idx_dir, tmp_path):
-    """Ctrl-C (SIGINT to the process group, drawing process included) during the third epoch: the fit stops with
-    interrupted.ckpt, and every epoch submitted for drawing has all its pictures."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_mid_fit_keeps_every_finished_epochs_pictures(sig, idx_dir, tmp_path):
+    """Ctrl-C (SIGINT to the process group, drawing process included), or SIGTERM to the group as a job scheduler
+    sends it, during the third epoch: the fit stops with interrupted.ckpt (Lightning turns SIGTERM into an exception
+    at the next step), and every epoch submitted for drawing has all its pictures."""
     proc = _train_process(idx_dir, tmp_path, "background", epochs=50, batches=4)
     run = tmp_path / "lightning_logs" / "version_0"
     try:
         _wait_for(lambda: len(list((run / "checkpoints").glob("epoch=1-*.ckpt"))) == 1, 300, proc)
-        os.killpg(proc.pid, signal.SIGINT)
+        os.killpg(proc.pid, sig)
         out = proc.communicate(timeout=300)[0].decode()
     finally:
         if proc.poll() is None:

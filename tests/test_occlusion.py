@@ -438,3 +438,14 @@ def test_callback_renders_lenet_on_standardized_data(lenet):
     writer = render(cb, lenet, x, y, tuple(str(i) for i in range(10)), pixel_range=(lo, hi))
     assert sorted(writer.images) == sorted(f"occlusion/{c}_{c}" for c in range(10))
     assert len({img.shape for img, _ in writer.images.values()}) == 1
+
+
+def test_large_images_are_occluded_in_smaller_batches():
+    """One forward pass holds at most ``BATCH_INPUT_VALUES`` input values: ``batch_size`` copies of 28 px grey
+    images, 27 of 224 px colour ones (4,096 of those, the old batch, ran a ResNet-50 out of 24 GB)."""
+    from callbacks.occlusion import BATCH_INPUT_VALUES, OcclusionCallback
+
+    cb = OcclusionCallback()
+    assert cb.batch_for(torch.zeros(10, 1, 28, 28)) == cb.batch_size == 4096
+    assert cb.batch_for(torch.zeros(10, 3, 224, 224)) == 27 == BATCH_INPUT_VALUES // (3 * 224 * 224)
+    assert OcclusionCallback(batch_size=8).batch_for(torch.zeros(1, 3, 32, 32)) == 8
