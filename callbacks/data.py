@@ -79,6 +79,8 @@ def _labels_of(dataset: Dataset) -> Tensor:
 
 
 def _stack(samples: list, what: str) -> tuple[Tensor, Tensor]:
+    if not samples:
+        raise RuntimeError(f"no {what} samples of the classes asked for (the {what} data has none of them)")
     try:
         x = torch.stack([torch.as_tensor(s[0]) for s in samples]).float()
         y = torch.as_tensor([int(s[1]) for s in samples]).long()

@@ -227,3 +227,12 @@ def test_fashion_mnist_100_is_fashion_mnist_coloured_by_sample_with_hue_and_garm
     assert dm.num_classes == 100 and dm.classes[37] == "green Sneaker" and x.shape[1:] == (3, 32, 32)
     grey = read_idx(FASHION / "t10k-images-idx3-ubyte.gz", 3)[:4].unsqueeze(1).float() / 255
     assert torch.allclose(x[:4], resize(grey, 32) * torch.tensor(CLASS_TINTS)[hue[:4]].view(-1, 3, 1, 1), atol=1e-5)
+
+
+def test_no_samples_of_the_classes_asked_for_is_a_clear_error():
+    """A training set without any sample of the shown classes (a few batches of a 1,000-class set) says so, instead
+    of an IndexError from inside the message about the samples' type."""
+    from callbacks.data import _stack
+
+    with pytest.raises(RuntimeError, match="no training samples of the classes asked for"):
+        _stack([], "training")
