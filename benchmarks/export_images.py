@@ -51,7 +51,7 @@ def screenshot(run: Path, out: Path) -> list[Path]:
     if chromium is None:
         sys.exit("--screenshot needs Chromium: apt-get install chromium")
     port = free_port()
-    tb = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(run.parent), "--host", "127.0.0.1",
+    tb = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir_spec", f"{run.name}:{run}", "--host", "127.0.0.1",
                            "--port", str(port), "--samples_per_plugin", "images=200"],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
