@@ -36,8 +36,12 @@ class ConvscopeCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(ShownClasses, "classes")  # which classes per-class pictures show
-        parser.add_argument("--drawing", type=str, default="auto",
-                            help=f"where pictures are drawn: {', '.join(MODES)} (callbacks.drawing)")
+        parser.add_argument(
+            "--drawing",
+            type=str,
+            default="auto",
+            help=f"where pictures are drawn: {', '.join(MODES)} (callbacks.drawing)",
+        )
         for key, cls in VISUALIZATIONS.items():
             parser.add_lightning_class_args(cls, key)
 
@@ -52,7 +56,9 @@ class ConvscopeCLI(LightningCLI):
         mode = self._get(self.config_init, "drawing", "auto")
         if mode not in MODES:
             raise ValueError(f"drawing: unknown mode {mode!r}; valid: {', '.join(MODES)}")
-        trainer.callbacks.append(Drawing(mode))  # before InterruptCheckpoint: an interrupted fit's epochs are drawn first
+        trainer.callbacks.append(
+            Drawing(mode)
+        )  # before InterruptCheckpoint: an interrupted fit's epochs are drawn first
         ckpt = trainer.checkpoint_callback
         if ckpt is not None:
             if ckpt.save_last is None and not trainer.fast_dev_run:
@@ -134,7 +140,9 @@ def _check_checkpoint(ckpt_path: str, model: LitClassifier) -> None:
     try:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"--ckpt_path {ckpt_path}: not a readable Lightning checkpoint ({type(e).__name__}: {e})") from None
+        raise ValueError(
+            f"--ckpt_path {ckpt_path}: not a readable Lightning checkpoint ({type(e).__name__}: {e})"
+        ) from None
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in ckpt.get("state_dict", {}).items()}
     if got and got != expected:

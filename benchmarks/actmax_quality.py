@@ -64,8 +64,9 @@ def accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return float((net(x).argmax(1) == y).float().mean())
 
 
-def filter_cosine(conv: nn.Conv2d, images: torch.Tensor, units: list[int], reference: torch.Tensor | float,
-                  out_hw: tuple[int, int]) -> torch.Tensor:
+def filter_cosine(
+    conv: nn.Conv2d, images: torch.Tensor, units: list[int], reference: torch.Tensor | float, out_hw: tuple[int, int]
+) -> torch.Tensor:
     """``(len(units),)``: cosine between filter ``units[i]`` of a first conv layer and ``images[i] - reference``
     over the receptive field of its centre neuron (output position ``(H // 2, W // 2)``)."""
     (kh, kw), (sh, sw), (ph, pw) = conv.kernel_size, conv.stride, conv.padding
@@ -96,8 +97,11 @@ def main() -> None:
     t = time.perf_counter()
     judge = train(SimpleCNN(), x, y, args.epochs, args.seed + 1)
     t_judge = time.perf_counter() - t
-    print(f"Fashion-MNIST, {args.epochs} epochs, seed {args.seed}: LeNet-5 val acc {accuracy(lenet, xv, yv):.3f} "
-          f"({t_lenet:.0f} s); judge SimpleCNN val acc {accuracy(judge, xv, yv):.3f} ({t_judge:.0f} s)", flush=True)
+    print(
+        f"Fashion-MNIST, {args.epochs} epochs, seed {args.seed}: LeNet-5 val acc {accuracy(lenet, xv, yv):.3f} "
+        f"({t_lenet:.0f} s); judge SimpleCNN val acc {accuracy(judge, xv, yv):.3f} ({t_judge:.0f} s)",
+        flush=True,
+    )
 
     shapes = layer_shapes(lenet)
     cb = ActMaxCallback()
@@ -121,8 +125,12 @@ def main() -> None:
     }
     if args.variants:
         variants = {k: v for k, v in variants.items() if k in args.variants}
-    head = (f"{'options':24s} " + " ".join(f"{'dom ' + n:>11s}" for n in layers) + f" {'conv_1 cos':>10s}"
-            + f" {'p>=.9':>6s} {'judge':>6s} {'judge p':>8s} {'own mean':>8s} {'own r':>6s} {'s':>5s}")
+    head = (
+        f"{'options':24s} "
+        + " ".join(f"{'dom ' + n:>11s}" for n in layers)
+        + f" {'conv_1 cos':>10s}"
+        + f" {'p>=.9':>6s} {'judge':>6s} {'judge p':>8s} {'own mean':>8s} {'own r':>6s} {'s':>5s}"
+    )
     print("\n" + head + "\n" + "-" * len(head))
     target = torch.arange(len(layers[logits]))
     for name, kwargs in variants.items():
@@ -140,20 +148,32 @@ def main() -> None:
                     p = lenet(images).softmax(1)[target, units]
                     q = judge(images).softmax(1)
                 n = len(units)
-                corr = torch.stack([weight_correlation(class_means[c].expand(n, *images.shape[1:]), images)
-                                    for c in range(len(class_means))], 1)  # (image, class)
+                corr = torch.stack(
+                    [
+                        weight_correlation(class_means[c].expand(n, *images.shape[1:]), images)
+                        for c in range(len(class_means))
+                    ],
+                    1,
+                )  # (image, class)
                 own = corr[target, units]
                 best = int((corr.argmax(1) == torch.tensor(units)).sum())
                 judged = (int((q.argmax(1) == torch.tensor(units)).sum()), float(q[target, units].mean()))
                 stats = (int((p >= 0.9).sum()), judged, best, float(own.mean()), n)
         n90, (jacc, jp), best, own, n = stats
-        print(f"{name:24s} " + " ".join(f"{d:11.2f}" for d in row) + f" {cos:10.2f}"
-              + f" {n90:>3d}/{n:<2d} {jacc:>3d}/{n:<2d} {jp:8.2f} {best:>5d}/{n:<2d} {own:6.2f} {seconds:5.2f}",
-              flush=True)
+        print(
+            f"{name:24s} "
+            + " ".join(f"{d:11.2f}" for d in row)
+            + f" {cos:10.2f}"
+            + f" {n90:>3d}/{n:<2d} {jacc:>3d}/{n:<2d} {jp:8.2f} {best:>5d}/{n:<2d} {own:6.2f} {seconds:5.2f}",
+            flush=True,
+        )
 
     # The callback's own seconds per drawing (optimization and picture), at its defaults and at the old ones.
     ctx = SimpleNamespace(step=0, classes=dm.classes, pixel_range=pixel_range)
-    for label, kwargs in (("defaults", {}), ("old defaults", dict(steps=64, warm_steps=12, prior_mean=False, jitter=1))):
+    for label, kwargs in (
+        ("defaults", {}),
+        ("old defaults", dict(steps=64, warm_steps=12, prior_mean=False, jitter=1)),
+    ):
         cbx = ActMaxCallback(**kwargs)
         cbx.configure(lenet, shapes)
         cbx.shapes = shapes
@@ -162,13 +182,17 @@ def main() -> None:
             ctx.step = epoch
             t = time.perf_counter()
             for layer, units in cbx.layer_units.items():
-                imgs = cbx.images(lenet, layer, pixel_range, tuple(xv.shape[1:]),
-                                  prior if cbx.prior_mean else None).cpu()
+                imgs = cbx.images(
+                    lenet, layer, pixel_range, tuple(xv.shape[1:]), prior if cbx.prior_mean else None
+                ).cpu()
                 cbx.picture(ctx, layer, units, imgs)
             cost.append(time.perf_counter() - t)
-        print(f"ActMaxCallback, {label} ({cbx.steps} steps, warm_steps {cbx.warm_steps}, prior_mean "
-              f"{cbx.prior_mean}; {len(cbx.layer_units)} layers, picture included): seconds per drawing "
-              + ", ".join(f"{c:.2f}" for c in cost), flush=True)
+        print(
+            f"ActMaxCallback, {label} ({cbx.steps} steps, warm_steps {cbx.warm_steps}, prior_mean "
+            f"{cbx.prior_mean}; {len(cbx.layer_units)} layers, picture included): seconds per drawing "
+            + ", ".join(f"{c:.2f}" for c in cost),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

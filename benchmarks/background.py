@@ -36,9 +36,19 @@ from train import cli_main  # noqa: E402
 
 
 def fit(root: Path, way: str, epochs: int) -> tuple[float, Path]:
-    args = ["fit", "--config", str(ROOT / "configs" / "lenet5.yaml"), "--data.dataset", "fashion_mnist",
-            "--trainer.max_epochs", str(epochs), "--trainer.enable_progress_bar", "false",
-            "--trainer.default_root_dir", str(root)]
+    args = [
+        "fit",
+        "--config",
+        str(ROOT / "configs" / "lenet5.yaml"),
+        "--data.dataset",
+        "fashion_mnist",
+        "--trainer.max_epochs",
+        str(epochs),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.default_root_dir",
+        str(root),
+    ]
     if way == "none":
         args += [a for key in VISUALIZATIONS for a in (f"--{key}.enabled", "false")]
     else:

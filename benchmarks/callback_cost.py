@@ -24,9 +24,23 @@ from train import cli_main  # noqa: E402
 
 
 def fit(config: str, epochs: int, accelerator: str, root: str, visualize: bool, extra: list[str] = ()):
-    args = ["fit", "--config", config, "--data.dataset", "fashion_mnist", "--trainer.max_epochs", str(epochs),
-            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-            "--trainer.accelerator", accelerator, "--trainer.default_root_dir", root]
+    args = [
+        "fit",
+        "--config",
+        config,
+        "--data.dataset",
+        "fashion_mnist",
+        "--trainer.max_epochs",
+        str(epochs),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        "--trainer.accelerator",
+        accelerator,
+        "--trainer.default_root_dir",
+        root,
+    ]
     if not visualize:
         args += [a for key in VISUALIZATIONS for a in (f"--{key}.enabled", "false")]
     else:
@@ -50,23 +64,31 @@ def main() -> None:
         events = sum(p.stat().st_size for p in Path(cli.trainer.log_dir).glob("events.out.tfevents.*"))
         cbs = [cb for cb in cli.trainer.callbacks if hasattr(cb, "technique")]
     issue3 = {"filters", "feature_maps", "fc_activations", "actmax", "deconv", "selectivity"}
-    print(f"\nconfig {Path(args.config).name}, {args.epochs} epochs, {args.accelerator}"
-          + (f", with callbacks: {' '.join(extra)}" if extra else ""))
+    print(
+        f"\nconfig {Path(args.config).name}, {args.epochs} epochs, {args.accelerator}"
+        + (f", with callbacks: {' '.join(extra)}" if extra else "")
+    )
     print("| | seconds per epoch |\n|---|---|")
     given = "with every callback, as given" if extra else "with every callback at its defaults"
     print(f"| without callbacks | {plain:.2f} s |\n| {given} | {vis:.2f} s |")
     print(f"| wall-clock overhead | {vis - plain:+.2f} s ({(vis / plain - 1) * 100:+.1f}%) |")
-    groups = {"the six visualizations": [cb for cb in cbs if cb.technique in issue3],
-              "the neuron analyses": [cb for cb in cbs if cb.technique not in issue3]}
+    groups = {
+        "the six visualizations": [cb for cb in cbs if cb.technique in issue3],
+        "the neuron analyses": [cb for cb in cbs if cb.technique not in issue3],
+    }
     for name, group in groups.items():
         own = sum(sum(cb.seconds) for cb in group) / args.epochs
         print(f"| {name}: own time per epoch, averaged | {own:.3f} s ({own / plain * 100:.1f}% of a plain epoch) |")
     print(f"| event file per epoch | {events / args.epochs / 1e6:.2f} MB |")
-    print("\n| callback | every n epochs | drawings | seconds per drawing | seconds per epoch, averaged |\n|---|---|---|---|---|")
+    print(
+        "\n| callback | every n epochs | drawings | seconds per drawing | seconds per epoch, averaged |\n|---|---|---|---|---|"
+    )
     for cb in cbs:
         n = len(cb.seconds)
-        print(f"| {cb.technique} | {cb.every_n_epochs} | {n} | {sum(cb.seconds) / max(1, n):.3f} | "
-              f"{sum(cb.seconds) / args.epochs:.3f} |")
+        print(
+            f"| {cb.technique} | {cb.every_n_epochs} | {n} | {sum(cb.seconds) / max(1, n):.3f} | "
+            f"{sum(cb.seconds) / args.epochs:.3f} |"
+        )
 
 
 if __name__ == "__main__":

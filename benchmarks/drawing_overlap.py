@@ -49,9 +49,17 @@ def _drawer(stop, count, niceness: int = 0) -> None:
 def train(batches: int) -> float:
     pl.seed_everything(0, verbose=False)
     dm = MNISTDataModule("fashion_mnist", download=False)
-    trainer = pl.Trainer(max_epochs=1, limit_train_batches=batches, limit_val_batches=0, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         accelerator="cpu", devices=1)
+    trainer = pl.Trainer(
+        max_epochs=1,
+        limit_train_batches=batches,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        devices=1,
+    )
     t0 = time.perf_counter()
     trainer.fit(PlainModule(), dm)
     return time.perf_counter() - t0
@@ -76,8 +84,11 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for how in ("thread", "process", "process at nice 19"):
         stop, count = ctx.Event(), ctx.Value("i", 0)
-        worker = (threading.Thread(target=_drawer, args=(stop, count)) if how == "thread"
-                  else ctx.Process(target=_drawer, args=(stop, count, 19 if "nice" in how else 0)))
+        worker = (
+            threading.Thread(target=_drawer, args=(stop, count))
+            if how == "thread"
+            else ctx.Process(target=_drawer, args=(stop, count, 19 if "nice" in how else 0))
+        )
         worker.start()
         while count.value < 5:  # let it start drawing (a process imports first)
             if not worker.is_alive():

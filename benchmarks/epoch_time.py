@@ -44,8 +44,17 @@ def _sync(device: torch.device) -> None:
 
 
 def _trainer(accelerator: str, **kw) -> pl.Trainer:
-    return pl.Trainer(accelerator=accelerator, devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, **kw)
+    return pl.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        **kw,
+    )
 
 
 def time_convscope(data_dir: str, batch_size: int, accelerator: str) -> float:
@@ -90,7 +99,7 @@ def plain_root(tmp: Path) -> Path:
     for split in ("train", "test"):
         for path in dm.find_files(split):
             dest = raw / path.name.removesuffix(".gz")
-            with (gzip.open(path) if path.suffix == ".gz" else open(path, "rb")) as src, open(dest, "wb") as out:
+            with gzip.open(path) if path.suffix == ".gz" else open(path, "rb") as src, open(dest, "wb") as out:
                 shutil.copyfileobj(src, out)
     return tmp
 
@@ -162,10 +171,14 @@ def main() -> None:
             plain = time_plain(root, bs, args.num_workers, args.accelerator) if root else float("nan")
             rows.append((bs, ours, plain, raw))
             print(f"batch {bs}: convscope {ours:.2f} s, plain {plain:.2f} s, raw {raw:.2f} s", flush=True)
-    print(f"\n| device | batch | plain script (workers={args.num_workers}) | convscope | raw loop | convscope / plain | convscope / raw |")
+    print(
+        f"\n| device | batch | plain script (workers={args.num_workers}) | convscope | raw loop | convscope / plain | convscope / raw |"
+    )
     print("|---|---|---|---|---|---|---|")
     for bs, ours, plain, raw in rows:
-        print(f"| {name} | {bs} | {plain:.2f} s | {ours:.2f} s | {raw:.2f} s | {ours / plain:.2f}x | {ours / raw:.2f}x |")
+        print(
+            f"| {name} | {bs} | {plain:.2f} s | {ours:.2f} s | {raw:.2f} s | {ours / plain:.2f}x | {ours / raw:.2f}x |"
+        )
 
 
 if __name__ == "__main__":

@@ -23,11 +23,29 @@ from pathlib import Path
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 DEFAULT_TAGS = [
-    "filters/conv_1", "feature_maps/conv_1", "feature_maps/conv_2", "feature_maps/relu_1/class_mean",
-    "feature_maps/conv_2/class_mean", "fc_activations/fc_2", "actmax/conv_1", "actmax/conv_2", "actmax/fc_3",
-    "deconv", "selectivity", "samples/train", "layer_responses", "decision", "top_activations/relu_2",
-    "importance/relu_3", "confusion_matrix", "occlusion", "gradcam/relu_2", "invariance/translate", "invariance/rotate",
-    "invariance/scale", "changes/relu_4",
+    "filters/conv_1",
+    "feature_maps/conv_1",
+    "feature_maps/conv_2",
+    "feature_maps/relu_1/class_mean",
+    "feature_maps/conv_2/class_mean",
+    "fc_activations/fc_2",
+    "actmax/conv_1",
+    "actmax/conv_2",
+    "actmax/fc_3",
+    "deconv",
+    "selectivity",
+    "samples/train",
+    "layer_responses",
+    "decision",
+    "top_activations/relu_2",
+    "importance/relu_3",
+    "confusion_matrix",
+    "occlusion",
+    "gradcam/relu_2",
+    "invariance/translate",
+    "invariance/rotate",
+    "invariance/scale",
+    "changes/relu_4",
 ]
 EVOLUTION = ["filters/conv_1", "feature_maps/conv_1", "confusion_matrix", "actmax/fc_3"]
 
@@ -51,9 +69,23 @@ def screenshot(run: Path, out: Path) -> list[Path]:
     if chromium is None:
         sys.exit("--screenshot needs Chromium: apt-get install chromium")
     port = free_port()
-    tb = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir_spec", f"{run.name}:{run}", "--host", "127.0.0.1",
-                           "--port", str(port), "--samples_per_plugin", "images=200"],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tb = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir_spec",
+            f"{run.name}:{run}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--samples_per_plugin",
+            "images=200",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         for _ in range(240):  # until it serves the run's image tags
             try:
@@ -67,9 +99,22 @@ def screenshot(run: Path, out: Path) -> list[Path]:
         for name, fragment in (("tensorboard_images.png", "#images"), ("tensorboard_timeseries.png", "#timeseries")):
             path = out / name
             url = f"http://127.0.0.1:{port}/?darkMode=false{fragment}"
-            subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                            "--window-size=1440,900", "--virtual-time-budget=25000", f"--screenshot={path.resolve()}",
-                            url], check=True, capture_output=True, timeout=180)
+            subprocess.run(
+                [
+                    chromium,
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--hide-scrollbars",
+                    "--window-size=1440,900",
+                    "--virtual-time-budget=25000",
+                    f"--screenshot={path.resolve()}",
+                    url,
+                ],
+                check=True,
+                capture_output=True,
+                timeout=180,
+            )
             shots.append(path)
         return shots
     finally:

@@ -28,11 +28,29 @@ CONFIG = ROOT / "configs" / "resnet18_cifar10.yaml"
 
 
 def fit(args: argparse.Namespace, root: str, visualize: bool, epochs: int, train_batches: int):
-    cli_args = ["fit", "--config", str(CONFIG), "--data.dataset", args.dataset, "--data.batch_size",
-                str(args.batch_size), "--trainer.max_epochs", str(epochs), "--trainer.limit_train_batches",
-                str(train_batches), "--data.val_size", str(args.val_size), "--trainer.enable_progress_bar", "false",
-                "--trainer.enable_model_summary", "false", "--trainer.accelerator", args.accelerator,
-                "--trainer.default_root_dir", root]
+    cli_args = [
+        "fit",
+        "--config",
+        str(CONFIG),
+        "--data.dataset",
+        args.dataset,
+        "--data.batch_size",
+        str(args.batch_size),
+        "--trainer.max_epochs",
+        str(epochs),
+        "--trainer.limit_train_batches",
+        str(train_batches),
+        "--data.val_size",
+        str(args.val_size),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        "--trainer.accelerator",
+        args.accelerator,
+        "--trainer.default_root_dir",
+        root,
+    ]
     if not visualize:
         cli_args += [a for key in VISUALIZATIONS for a in (f"--{key}.enabled", "false")]
     t0 = time.perf_counter()
@@ -60,20 +78,26 @@ def main() -> None:
         events = sum(p.stat().st_size for p in Path(cli.trainer.log_dir).glob("events.out.tfevents.*"))
         cbs = [cb for cb in cli.trainer.callbacks if hasattr(cb, "technique")]
     steps = args.epochs * args.train_batches
-    print(f"\nconfigs/resnet18_cifar10.yaml on {args.dataset}, {args.epochs} epochs x {args.train_batches} steps "
-          f"(batch {args.batch_size}, {steps} steps per fit), {args.accelerator}, {os.cpu_count()} CPUs, load average "
-          f"{' / '.join(f'{v:.1f}' for v in load)} (start / after plain / after callbacks)")
+    print(
+        f"\nconfigs/resnet18_cifar10.yaml on {args.dataset}, {args.epochs} epochs x {args.train_batches} steps "
+        f"(batch {args.batch_size}, {steps} steps per fit), {args.accelerator}, {os.cpu_count()} CPUs, load average "
+        f"{' / '.join(f'{v:.1f}' for v in load)} (start / after plain / after callbacks)"
+    )
     print("| | seconds per epoch |\n|---|---|")
     print(f"| without callbacks | {plain:.1f} s |\n| with every callback at the config's settings | {vis:.1f} s |")
     print(f"| ratio | {vis / plain:.2f}x ({(vis / plain - 1) * 100:+.0f}%) |")
     own = sum(sum(cb.seconds) for cb in cbs) / args.epochs
     print(f"| callbacks' own time per epoch, averaged | {own:.1f} s |")
     print(f"| event file per epoch | {events / args.epochs / 1e6:.2f} MB |")
-    print("\n| callback | every n epochs | drawings | seconds per drawing | seconds per epoch, averaged |\n|---|---|---|---|---|")
+    print(
+        "\n| callback | every n epochs | drawings | seconds per drawing | seconds per epoch, averaged |\n|---|---|---|---|---|"
+    )
     for cb in sorted(cbs, key=lambda cb: -sum(cb.seconds)):
         n = len(cb.seconds)
-        print(f"| {cb.technique} | {cb.every_n_epochs} | {n} | {sum(cb.seconds) / max(1, n):.2f} | "
-              f"{sum(cb.seconds) / args.epochs:.2f} |")
+        print(
+            f"| {cb.technique} | {cb.every_n_epochs} | {n} | {sum(cb.seconds) / max(1, n):.2f} | "
+            f"{sum(cb.seconds) / args.epochs:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -43,10 +43,22 @@ class RSS(Callback):
 
 
 def run(config: str, epochs: int, train_batches: int, root: str, rss: RSS | None = None):
-    args = ["--config", str(ROOT / "configs" / f"{config}.yaml"), "--data.dataset", "fashion_mnist",
-            "--trainer.max_epochs", str(epochs), "--trainer.limit_train_batches", str(train_batches),
-            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-            "--trainer.default_root_dir", root]
+    args = [
+        "--config",
+        str(ROOT / "configs" / f"{config}.yaml"),
+        "--data.dataset",
+        "fashion_mnist",
+        "--trainer.max_epochs",
+        str(epochs),
+        "--trainer.limit_train_batches",
+        str(train_batches),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        "--trainer.default_root_dir",
+        root,
+    ]
     cli = cli_main(args, run=False)
     if rss is not None:
         cli.trainer.callbacks.append(rss)

@@ -46,8 +46,15 @@ from callbacks import VISUALIZATIONS  # noqa: E402
 from callbacks.drawing import MODES, Drawing  # noqa: E402
 from lit_modules.datamodule import DEBIAN_FASHION_DIR, hue_classes, read_idx  # noqa: E402
 
-MODELS = ["resnet18", "convnext_atto", "efficientnet_b0", "mobilenetv3_small_100", "regnetx_002", "vgg11_bn",
-          "densenet121"]
+MODELS = [
+    "resnet18",
+    "convnext_atto",
+    "efficientnet_b0",
+    "mobilenetv3_small_100",
+    "regnetx_002",
+    "vgg11_bn",
+    "densenet121",
+]
 
 
 class Plain(LightningModule):
@@ -99,40 +106,74 @@ def row(model: str, classes: int, args: argparse.Namespace, root: str) -> dict:
     cbs = [cls(strict=True) for cls in VISUALIZATIONS.values()]
     drawing = Drawing(args.drawing)
     timer = StepTimer()
-    trainer = Trainer(max_epochs=args.epochs, limit_train_batches=args.steps, accelerator=args.accelerator,
-                      devices=1, logger=TensorBoardLogger(root, name=f"{model}-{classes}"), callbacks=[timer, *cbs, drawing],
-                      enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-                      num_sanity_val_steps=0)
+    trainer = Trainer(
+        max_epochs=args.epochs,
+        limit_train_batches=args.steps,
+        accelerator=args.accelerator,
+        devices=1,
+        logger=TensorBoardLogger(root, name=f"{model}-{classes}"),
+        callbacks=[timer, *cbs, drawing],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+    )
     train = dataset("train", args.steps * args.batch, classes, args.size)
     val = dataset("val", args.val, classes, args.size)
-    trainer.fit(Plain(net), DataLoader(train, batch_size=args.batch, shuffle=True),
-                DataLoader(val, batch_size=args.batch * 2))
+    trainer.fit(
+        Plain(net), DataLoader(train, batch_size=args.batch, shuffle=True), DataLoader(val, batch_size=args.batch * 2)
+    )
     run = Path(trainer.logger.log_dir)
     ea = EventAccumulator(str(run), size_guidance={"images": 0})
     ea.Reload()
     events_of = {tag: ea.Images(tag) for tag in ea.Tags()["images"]}
     sizes = [Image.open(io.BytesIO(e.encoded_image_string)).size for events in events_of.values() for e in events]
     last = max(e.step for events in events_of.values() for e in events)
-    per_epoch = sum(len(e.encoded_image_string) for tag, events in events_of.items() for e in events  # not once per fit
-                    if e.step == last and tag.split("/")[0] not in ("evolution", "samples"))
+    per_epoch = sum(
+        len(e.encoded_image_string)
+        for tag, events in events_of.items()
+        for e in events  # not once per fit
+        if e.step == last and tag.split("/")[0] not in ("evolution", "samples")
+    )
     widest, tallest = max(w for w, _ in sizes), max(h for _, h in sizes)
     events = sum(p.stat().st_size for p in run.glob("events.out.tfevents.*"))
-    steady = sum(cb.seconds[-1] / cb.every_n_epochs for cb in cbs if cb.seconds  # each one's latest drawing
-                 and cb.technique not in ("samples", "evolution"))
+    steady = sum(
+        cb.seconds[-1] / cb.every_n_epochs
+        for cb in cbs
+        if cb.seconds  # each one's latest drawing
+        and cb.technique not in ("samples", "evolution")
+    )
     last = sum(cb.seconds[-1] for cb in cbs if cb.seconds)
     if drawing.resolved == "background":  # the callbacks drew in the drawing process: what training paid instead
         waited = drawing.waited
-        print(f"{model}, {classes} classes, background: training waited " + ", ".join(
-            f"{k} {v:.2f} s" for k, v in waited.items()) + "; the drawing process took (s per job) " + ", ".join(
-            f"{v:.1f}" for v in drawing.seconds), flush=True)
+        print(
+            f"{model}, {classes} classes, background: training waited "
+            + ", ".join(f"{k} {v:.2f} s" for k, v in waited.items())
+            + "; the drawing process took (s per job) "
+            + ", ".join(f"{v:.1f}" for v in drawing.seconds),
+            flush=True,
+        )
         steady = (waited["snapshot"] + waited["queue"]) / args.epochs  # per epoch, before the fit's last one
         last = waited["checkpoint"] + waited["end"]
     slowest = sorted(((sum(cb.seconds) / len(cb.seconds), cb.technique) for cb in cbs if cb.seconds), reverse=True)
-    print(f"{model}, {classes} classes: seconds per drawing: " + ", ".join(f"{t} {v:.1f}" for v, t in slowest), flush=True)
+    print(
+        f"{model}, {classes} classes: seconds per drawing: " + ", ".join(f"{t} {v:.1f}" for v, t in slowest), flush=True
+    )
     slowest = slowest[:3]
-    return dict(model=model, classes=classes, size=args.size, steps20=20 * statistics.median(timer.seconds[1:] or timer.seconds),
-                last=last, steady=steady, widest=widest, tallest=tallest, pictures=len(sizes),
-                mb=events / args.epochs / 1e6, mb_draw=per_epoch / 1e6, slowest=", ".join(f"{t} {s:.1f}" for s, t in slowest))
+    return dict(
+        model=model,
+        classes=classes,
+        size=args.size,
+        steps20=20 * statistics.median(timer.seconds[1:] or timer.seconds),
+        last=last,
+        steady=steady,
+        widest=widest,
+        tallest=tallest,
+        pictures=len(sizes),
+        mb=events / args.epochs / 1e6,
+        mb_draw=per_epoch / 1e6,
+        slowest=", ".join(f"{t} {s:.1f}" for s, t in slowest),
+    )
 
 
 def main() -> None:
@@ -140,7 +181,9 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=MODELS)
     parser.add_argument("--classes", nargs="+", type=int, default=[10, 100], help="multiples of 10 (hues x garments)")
     parser.add_argument("--size", type=int, default=32, help="image size in px")
-    parser.add_argument("--val", type=int, default=5000, help="validation images (of Fashion-MNIST's 10,000 test images)")
+    parser.add_argument(
+        "--val", type=int, default=5000, help="validation images (of Fashion-MNIST's 10,000 test images)"
+    )
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--steps", type=int, default=20, help="training steps per epoch")
     parser.add_argument("--batch", type=int, default=64)
@@ -153,15 +196,21 @@ def main() -> None:
             for classes in args.classes:
                 rows.append(r := row(model, classes, args, tmp))
                 print(r, flush=True)
-    print(f"\n{args.accelerator}, {torch.get_num_threads()} threads, {args.val} validation images, {args.epochs} epochs "
-          f"of {args.steps} steps at batch {args.batch}")
-    print("| model | classes | px | 20 steps | callbacks, drawing epoch | callbacks per epoch (default schedule) | "
-          "per epoch / 20 steps | largest picture | MB: drawing epoch / event file per epoch | slowest (s per drawing) |")
+    print(
+        f"\n{args.accelerator}, {torch.get_num_threads()} threads, {args.val} validation images, {args.epochs} epochs "
+        f"of {args.steps} steps at batch {args.batch}"
+    )
+    print(
+        "| model | classes | px | 20 steps | callbacks, drawing epoch | callbacks per epoch (default schedule) | "
+        "per epoch / 20 steps | largest picture | MB: drawing epoch / event file per epoch | slowest (s per drawing) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['classes']} | {r['size']} | {r['steps20']:.1f} s | {r['last']:.1f} s | "
-              f"{r['steady']:.1f} s | {r['steady'] / r['steps20']:.2f} | {r['widest']} x {r['tallest']} | "
-              f"{r['mb_draw']:.2f} / {r['mb']:.2f} | {r['slowest']} |")
+        print(
+            f"| {r['model']} | {r['classes']} | {r['size']} | {r['steps20']:.1f} s | {r['last']:.1f} s | "
+            f"{r['steady']:.1f} s | {r['steady'] / r['steps20']:.2f} | {r['widest']} x {r['tallest']} | "
+            f"{r['mb_draw']:.2f} / {r['mb']:.2f} | {r['slowest']} |"
+        )
 
 
 if __name__ == "__main__":

@@ -63,8 +63,19 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = plain_root(Path(tmp) / "data")
-        fit = [sys.executable, "train.py", "fit", "--config", "configs/lenet5.yaml", "--data.dataset", "fashion_mnist",
-               "--trainer.max_epochs", str(args.epochs), "--trainer.enable_progress_bar", "false"]
+        fit = [
+            sys.executable,
+            "train.py",
+            "fit",
+            "--config",
+            "configs/lenet5.yaml",
+            "--data.dataset",
+            "fashion_mnist",
+            "--trainer.max_epochs",
+            str(args.epochs),
+            "--trainer.enable_progress_bar",
+            "false",
+        ]
         off = [a for key in VISUALIZATIONS for a in (f"--{key}.enabled", "false")]
         times: dict[str, list[float]] = {"plain script": [], "convscope": [], "convscope, callbacks off": []}
         for i in range(args.repeats):
@@ -75,7 +86,9 @@ def main() -> None:
             times["convscope, callbacks off"].append(run([*fit, *off, "--trainer.default_root_dir", str(out / "off")]))
             print(", ".join(f"{k} {v[-1]:.1f} s" for k, v in times.items()), flush=True)
     plain = statistics.median(times["plain script"])
-    print(f"\nLeNet-5, Fashion-MNIST, {args.epochs} epochs, CPU, median of {args.repeats}: whole process, start to exit")
+    print(
+        f"\nLeNet-5, Fashion-MNIST, {args.epochs} epochs, CPU, median of {args.repeats}: whole process, start to exit"
+    )
     print("| | seconds | / plain script |\n|---|---|---|")
     for name, values in times.items():
         t = statistics.median(values)

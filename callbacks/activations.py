@@ -34,7 +34,9 @@ class ActivationsCallback(FixedSetCallback):
     technique = "activations"
     max_default_layers = 16  # histograms cost little; a deep net gets 16 spread over its depth
 
-    def __init__(self, layers: list[str] | None = None, per_class: int = 20, dead_per_class: int = 500, **kwargs) -> None:
+    def __init__(
+        self, layers: list[str] | None = None, per_class: int = 20, dead_per_class: int = 500, **kwargs
+    ) -> None:
         super().__init__(layers=layers, per_class=per_class, **kwargs)
         if not isinstance(dead_per_class, int) or dead_per_class < 1:
             raise ValueError(f"ActivationsCallback: dead_per_class must be an integer >= 1, got {dead_per_class!r}")
@@ -47,7 +49,9 @@ class ActivationsCallback(FixedSetCallback):
         layers = self.layers
         if layers is None:
             order = layer_roles(net, shapes).order  # outside squeeze-excitation blocks
-            layers = self.thin([n for n in order if isinstance(mods[n], (nn.Conv2d, nn.Linear)) or is_nonlinearity(mods[n])])
+            layers = self.thin(
+                [n for n in order if isinstance(mods[n], (nn.Conv2d, nn.Linear)) or is_nonlinearity(mods[n])]
+            )
         self.layer_names = check_layers(net, layers)
         self.relus = [n for n in self.layer_names if isinstance(mods[n], nn.ReLU)]
         self.share_layers(self.relus, self.dead_per_class)

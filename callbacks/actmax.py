@@ -35,8 +35,14 @@ WIDTH = figures.CARD_WIDTH  # px: a TensorBoard card
 GAP = 4  # px between tiles
 
 
-def tile_picture(tiles: Tensor, labels: list[str], ncols: int, title: str, bars: list[tuple[str, float, float, str]],
-                 width: int = WIDTH) -> Tensor:
+def tile_picture(
+    tiles: Tensor,
+    labels: list[str],
+    ncols: int,
+    title: str,
+    bars: list[tuple[str, float, float, str]],
+    width: int = WIDTH,
+) -> Tensor:
     """``(U, 3, h, w)`` RGB tiles in [0, 1] in a grid of ``ncols`` columns, each enlarged (nearest neighbour) and
     labelled above with ``labels[i]``; a title above, a colour bar per ``(cmap, vmin, vmax, label)`` below.
     ``(3, H, W)`` uint8, at most ``width`` px wide. Drawn as tensors: no axes are needed, and a matplotlib figure
@@ -48,14 +54,17 @@ def tile_picture(tiles: Tensor, labels: list[str], ncols: int, title: str, bars:
     cells = [figures.stack([figures.text(labels[i], w * f, 12, "center"), big[i]], dim=1) for i in range(n)]
     rows = [figures.stack(cells[i : i + ncols], dim=2, gap=GAP) for i in range(0, n, ncols)]
     grid = figures.stack(rows, dim=1, gap=GAP)
-    strips = [figures.colorbar_strip(cmap, float(lo), float(hi), label, min(width, max(grid.shape[2], 300)))
-              for cmap, lo, hi, label in bars]
+    strips = [
+        figures.colorbar_strip(cmap, float(lo), float(hi), label, min(width, max(grid.shape[2], 300)))
+        for cmap, lo, hi, label in bars
+    ]
     return figures.titled(figures.stack([grid, *strips], dim=1, gap=GAP), title)
 
 
 PRIOR_PER_CLASS = 100  # validation images per class averaged for ``prior_mean``
 STEPS = 48  # the callback's steps per drawing: with the mean-image prior and no shift, 48 meet every quality bar
 # of benchmarks/actmax_quality.py that 64 meet (README), at three quarters of the cost
+
 
 class ActMaxCallback(VisualizationCallback):
     """Log activation-maximization images: ``actmax/<layer>`` (and ``actmax/<fc_1>/vs_weights`` for an MLP).
@@ -159,8 +168,15 @@ class ActMaxCallback(VisualizationCallback):
             return list(ctx.shown)
         return units
 
-    def images(self, net: nn.Module, layer: str, pixel_range: tuple[float, float], input_shape,
-               prior: Tensor | None = None, units: list[int] | None = None) -> Tensor:
+    def images(
+        self,
+        net: nn.Module,
+        layer: str,
+        pixel_range: tuple[float, float],
+        input_shape,
+        prior: Tensor | None = None,
+        units: list[int] | None = None,
+    ) -> Tensor:
         """This drawing's images of ``layer``: ``steps`` from the seeded noise (or, with ``warm_steps > 0`` and a
         previous drawing of the same units, ``warm_steps`` from its images)."""
         units = self.layer_units[layer] if units is None else units
@@ -168,9 +184,17 @@ class ActMaxCallback(VisualizationCallback):
         warm = init is not None and tuple(init.shape) == (len(units), *input_shape)
         device = next(net.parameters()).device
         imgs = maximize_activation(
-            net, layer, units, objective=self.objective, steps=self.warm_steps if warm else self.steps,
-            pixel_range=pixel_range, init=init.to(device) if warm else None, input_shape=tuple(input_shape),
-            prior_mean=prior, seed=self.seed, **self.options,
+            net,
+            layer,
+            units,
+            objective=self.objective,
+            steps=self.warm_steps if warm else self.steps,
+            pixel_range=pixel_range,
+            init=init.to(device) if warm else None,
+            input_shape=tuple(input_shape),
+            prior_mean=prior,
+            seed=self.seed,
+            **self.options,
         )
         if self.warm_steps:
             self.last[layer] = imgs.detach().cpu()
@@ -185,8 +209,12 @@ class ActMaxCallback(VisualizationCallback):
             imgs = self.images(ctx.net, layer, ctx.pixel_range, input_shape, prior, units).cpu()
             ctx.add_image(f"{self.technique}/{layer}", self.picture(ctx, layer, units, imgs))
             mod = modules[layer]
-            if layer == self.first_linear and layer != self.last_linear and isinstance(mod, nn.Linear) \
-                    and mod.in_features == imgs[0].numel():
+            if (
+                layer == self.first_linear
+                and layer != self.last_linear
+                and isinstance(mod, nn.Linear)
+                and mod.in_features == imgs[0].numel()
+            ):
                 self._vs_weights(ctx, layer, mod, units, imgs)
 
     def picture(self, ctx: RenderContext, layer: str, units: list[int], imgs: Tensor) -> Tensor:
@@ -204,8 +232,9 @@ class ActMaxCallback(VisualizationCallback):
             ncols -= 1
         title = f"actmax {layer} ({what}) - epoch {ctx.step}"
         lo, hi = ctx.pixel_range
-        return tile_picture(figures.input_rgb(imgs, ctx.pixel_range), labels, ncols, title,
-                            [(figures.GREY, lo, hi, "pixel value")])
+        return tile_picture(
+            figures.input_rgb(imgs, ctx.pixel_range), labels, ncols, title, [(figures.GREY, lo, hi, "pixel value")]
+        )
 
     def _vs_weights(self, ctx: RenderContext, layer: str, mod: nn.Linear, units: list[int], imgs: Tensor) -> None:
         """Each hidden unit's weight image beside its actmax image, with their correlation r (the MLP check)."""

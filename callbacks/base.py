@@ -29,8 +29,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from typing_extensions import override
-
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
@@ -38,6 +36,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 from tensorboard.compat.proto.summary_pb2 import Summary
 from torch import Tensor, nn
+from typing_extensions import override
 
 from .coordinator import SharedPass, Source, coordinator_of
 from .data import FIXED_SET_MAX, DataFacts, choose_per_class, data_facts, default_shown, set_budget
@@ -209,7 +208,9 @@ class VisualizationCallback(Callback):
         """The validation data's classes, input shape, pixel range and samples (``callbacks.data``)."""
         return data_facts(trainer, getattr(trainer, "lightning_module", None))
 
-    def _fixed(self, trainer: pl.Trainer, attr: str, per_class: int, total: int = FIXED_SET_MAX) -> tuple[Tensor, Tensor]:
+    def _fixed(
+        self, trainer: pl.Trainer, attr: str, per_class: int, total: int = FIXED_SET_MAX
+    ) -> tuple[Tensor, Tensor]:
         """``(x, y)`` of the validation indices kept in ``self.<attr>``, chosen on first use and fetched once:
         for ``probe_idx`` the first ``per_class`` of each shown class; else a class-balanced set of every class,
         the first ``per_class`` of each, capped so that the set holds at most ``total`` images."""
@@ -258,17 +259,21 @@ class VisualizationCallback(Callback):
         layers, per_class = self.shared_layers or ([], None)
         hub.register(self, self.technique, per_class, layers, self.shared_maps)
 
-    def _shared_pass(self, ctx: RenderContext, per_class: int, layers: list[str],
-                     maps: list[str]) -> tuple[SharedPass, Tensor]:
+    def _shared_pass(
+        self, ctx: RenderContext, per_class: int, layers: list[str], maps: list[str]
+    ) -> tuple[SharedPass, Tensor]:
         """This epoch's statistics of the fixed set of ``per_class`` (a ``coordinator.SharedPass``) holding
         ``layers`` and ``maps``, and the set's labels."""
         x, y = self.fixed_set(ctx.trainer, per_class)
         hub = coordinator_of(ctx.trainer)
-        shared = hub.fixed_set_pass(ctx.trainer, ctx.net, ctx.step, per_class, x, y, layers, maps, len(ctx.classes),
-                                    ctx.shown)
+        shared = hub.fixed_set_pass(
+            ctx.trainer, ctx.net, ctx.step, per_class, x, y, layers, maps, len(ctx.classes), ctx.shown
+        )
         return shared, y
 
-    def fixed_set_activations(self, ctx: RenderContext, layers: list[str], per_class: int) -> tuple[dict[str, Tensor], Tensor]:
+    def fixed_set_activations(
+        self, ctx: RenderContext, layers: list[str], per_class: int
+    ) -> tuple[dict[str, Tensor], Tensor]:
         """``({layer: (N, U)}, labels)`` over the fixed set, computed once per epoch for all callbacks (by the
         Trainer's coordinator)."""
         shared, y = self._shared_pass(ctx, per_class, layers, [])
@@ -293,7 +298,12 @@ class VisualizationCallback(Callback):
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {"probe_idx": self.probe_idx, "fixed_idx": self.fixed_idx, "scales": dict(self.scales), **self.extra_state()}
+        return {
+            "probe_idx": self.probe_idx,
+            "fixed_idx": self.fixed_idx,
+            "scales": dict(self.scales),
+            **self.extra_state(),
+        }
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -386,8 +396,9 @@ class VisualizationCallback(Callback):
             return  # torch.compile'd: hooks on the eager module do not fire in the compiled validation pass
         per_class = self.shared_layers[1]
         _, y = self.fixed_set(trainer, per_class)
-        coordinator_of(trainer).start_capture(self, trainer, net, self.step_of(trainer, pl_module), per_class,
-                                           self.fixed_idx, y)
+        coordinator_of(trainer).start_capture(
+            self, trainer, net, self.step_of(trainer, pl_module), per_class, self.fixed_idx, y
+        )
 
     @override
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -395,8 +406,15 @@ class VisualizationCallback(Callback):
             self._start_capture(trainer, pl_module)
 
     @override
-    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                                batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_validation_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         coordinator_of(trainer).feed(self, batch, batch_idx, dataloader_idx)
 
     @override

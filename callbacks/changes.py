@@ -63,8 +63,10 @@ FOOTER_LINES = 7  # the footer's height, in lines of text
 def _footer(ch: UnitChanges, since: int) -> str:
     u = len(ch.dead)
     lines = [
-        f"dead now: {int(ch.dead.sum())} of {u}" + (f" (units {_units(torch.nonzero(ch.dead).flatten())})" if ch.dead.any() else ""),
-        f"died since epoch {since}: " + (f"units {_units(torch.nonzero(ch.died).flatten())}" if ch.died.any() else "none"),
+        f"dead now: {int(ch.dead.sum())} of {u}"
+        + (f" (units {_units(torch.nonzero(ch.dead).flatten())})" if ch.dead.any() else ""),
+        f"died since epoch {since}: "
+        + (f"units {_units(torch.nonzero(ch.died).flatten())}" if ch.died.any() else "none"),
         "came alive: " + (f"units {_units(torch.nonzero(ch.came_alive).flatten())}" if ch.came_alive.any() else "none"),
         f"preferred class switched since epoch {since}: {int(ch.switched.sum())} of {u} units",
         "dashed lines: the median over all units; bar text: the preferred class (then→now where it switched)",
@@ -93,10 +95,12 @@ class ChangesChart:
                 return [66 / width, 1 - (y_top + bars) / height, (width - 66 - 14) / width, bars / height]
 
             self.panels = []
-            for i, (colour, title, xlabel) in enumerate((
-                ("C0", "incoming weights that moved most", "‖ΔW‖ / ‖W‖ (relative weight change)"),
-                ("C1", "class profiles that changed most", "1 − correlation of class means"),
-            )):
+            for i, (colour, title, xlabel) in enumerate(
+                (
+                    ("C0", "incoming weights that moved most", "‖ΔW‖ / ‖W‖ (relative weight change)"),
+                    ("C1", "class profiles that changed most", "1 − correlation of class means"),
+                )
+            ):
                 ax = fig.add_axes(box(36 + 22 + i * panel))
                 ax.set_ylim(k - 0.5, -0.5)  # the largest on top
                 ax.set_yticks(np.arange(k), [""] * k)  # unit indices: written by draw
@@ -129,11 +133,19 @@ class ChangesChart:
                 labels.append((f"unit {unit}", (0.0, j), "rm", -5))
                 if i:  # the preferred class now (then -> now where it switched)
                     then, now = int(ch.preferred_then[unit]), int(ch.preferred_now[unit])
-                    name = f"{_short(classes[then])}→{_short(classes[now])}" if ch.switched[unit] else _short(classes[now])
+                    name = (
+                        f"{_short(classes[then])}→{_short(classes[now])}" if ch.switched[unit] else _short(classes[now])
+                    )
                     labels.append((name, (float(v[unit]) + 0.02 * xmax, j), "lm", 0))
             if not len(order):
-                labels.append(("no incoming weights found" if i == 0 else "no unit has a profile",
-                               (xmax / 2, (self.k - 1) / 2), "mm", 0))
+                labels.append(
+                    (
+                        "no incoming weights found" if i == 0 else "no unit has a profile",
+                        (xmax / 2, (self.k - 1) / 2),
+                        "mm",
+                        0,
+                    )
+                )
             positions.append((ax, labels))
         img = self.live.image(step)
         xy, texts = [], []  # Pillow texts at pixel positions
@@ -149,8 +161,9 @@ class ChangesChart:
         out = img
         for anchor in sorted({a for _, a in texts}):  # one Pillow pass per anchor
             sel = [i for i, (_, a) in enumerate(texts) if a == anchor]
-            out = draw_texts(out, np.array([xy[i] for i in sel]), [texts[i][0] for i in sel], [(0, 0, 0)] * len(sel),
-                             anchor=anchor)
+            out = draw_texts(
+                out, np.array([xy[i] for i in sel]), [texts[i][0] for i in sel], [(0, 0, 0)] * len(sel), anchor=anchor
+            )
         return out
 
 
@@ -168,8 +181,9 @@ class ChangesCallback(FixedSetCallback):
     technique = "changes"
     evolves = False  # each picture is already a difference between two epochs
 
-    def __init__(self, layers: list[str] | None = None, per_class: int = 500, top: int = 10, every_n_epochs: int = 2,
-                 **kwargs) -> None:
+    def __init__(
+        self, layers: list[str] | None = None, per_class: int = 500, top: int = 10, every_n_epochs: int = 2, **kwargs
+    ) -> None:
         super().__init__(layers=layers, per_class=per_class, every_n_epochs=every_n_epochs, **kwargs)
         if not isinstance(top, int) or isinstance(top, bool) or top < 1:
             raise ValueError(f"ChangesCallback: top must be an integer >= 1, got {top!r}")

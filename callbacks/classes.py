@@ -35,7 +35,9 @@ def resolve_classes(names: list[str | int] | None, max_classes: int, classes: tu
     if not names:
         raise ValueError("ShownClasses: empty class list; leave `names` unset for the default spread")
     if len(names) > max_classes:
-        raise ValueError(f"ShownClasses: {len(names)} classes named but max_classes is {max_classes}; raise max_classes")
+        raise ValueError(
+            f"ShownClasses: {len(names)} classes named but max_classes is {max_classes}; raise max_classes"
+        )
     index = {name: i for i, name in enumerate(classes)}
     chosen = []
     for name in names:
@@ -44,13 +46,16 @@ def resolve_classes(names: list[str | int] | None, max_classes: int, classes: tu
         elif isinstance(name, int) and not isinstance(name, bool) or isinstance(name, str) and name.isdigit():
             i = int(name)
             if not 0 <= i < len(classes):
-                raise ValueError(f"ShownClasses: class index {i} out of range; the data has {len(classes)} classes, "
-                                 f"valid 0..{len(classes) - 1}")
+                raise ValueError(
+                    f"ShownClasses: class index {i} out of range; the data has {len(classes)} classes, "
+                    f"valid 0..{len(classes) - 1}"
+                )
             chosen.append(i)
         else:
             some = ", ".join(classes[:20]) + (f", ... ({len(classes)} in all)" if len(classes) > 20 else "")
-            raise ValueError(f"ShownClasses: unknown class {name!r}; valid: class names ({some}) or indices "
-                             f"0..{len(classes) - 1}")
+            raise ValueError(
+                f"ShownClasses: unknown class {name!r}; valid: class names ({some}) or indices 0..{len(classes) - 1}"
+            )
     if len(set(chosen)) != len(chosen):
         raise ValueError(f"ShownClasses: a class is named twice in {names}")
     return tuple(chosen)

@@ -42,18 +42,28 @@ class ConfusionChart:
         self.live = LiveFigure(min(720, 175 + cell * cols), 105 + cell * k)
         with self.live.rc():
             self.ax = ax = self.live.fig.add_subplot()
-            self.im = self.live.animate(ax.imshow(np.zeros((k, cols)), cmap=SEQUENTIAL, vmin=0, vmax=1,
-                                                  interpolation="nearest"))
-            ax.set_xticks(range(cols), [str(c) for c in shown] + (["other"] if other else []),
-                          rotation=45 if other else 0, ha="right" if other else "center", rotation_mode="anchor")
+            self.im = self.live.animate(
+                ax.imshow(np.zeros((k, cols)), cmap=SEQUENTIAL, vmin=0, vmax=1, interpolation="nearest")
+            )
+            ax.set_xticks(
+                range(cols),
+                [str(c) for c in shown] + (["other"] if other else []),
+                rotation=45 if other else 0,
+                ha="right" if other else "center",
+                rotation_mode="anchor",
+            )
             ax.set_yticks(range(k), [f"{classes[c]} {c}" for c in shown])
             ax.tick_params(length=0)
             ax.set_xlabel("predicted class")
             ax.set_ylabel("true class")
             colorbar(self.live.fig, self.im, ax, "fraction of the true class")
-            note = "00000 samples, accuracy 00.0%" if not other else "acc. 00.0% of 00000; recall median 00.0%, min 00.0%"
+            note = (
+                "00000 samples, accuracy 00.0%" if not other else "acc. 00.0% of 00000; recall median 00.0%, min 00.0%"
+            )
             self.note = self.live.slot(ax.set_title(note, fontsize=9 if other else None))
-            self.live.title("Confusion matrix, validation split" + (f" ({k} of {len(classes)} classes)" if other else ""))
+            self.live.title(
+                "Confusion matrix, validation split" + (f" ({k} of {len(classes)} classes)" if other else "")
+            )
         self.shown, self.other = shown, other
         self.cells = np.array([(j, i) for i in range(k) for j in range(cols)], dtype=np.float64)
 
@@ -67,8 +77,10 @@ class ConfusionChart:
         note = f"{int(cm.sum())} samples, accuracy {100 * acc:.1f}%"
         if self.other:  # over every class, not only those shown
             recall = cm.diag().double() / cm.sum(1).clamp(min=1)
-            note = (f"acc. {100 * acc:.1f}% of {int(cm.sum())}; recall median {100 * float(recall.median()):.1f}%, "
-                    f"min {100 * float(recall.min()):.1f}%")
+            note = (
+                f"acc. {100 * acc:.1f}% of {int(cm.sum())}; recall median {100 * float(recall.median()):.1f}%, "
+                f"min {100 * float(recall.min()):.1f}%"
+            )
         self.note.text = note
         img = self.live.image(step)
         colours = contrast_colours(self.im.cmap(self.im.norm(frac)))
@@ -113,8 +125,10 @@ class ConfusionMatrixCallback(VisualizationCallback):
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         super().on_validation_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
         hooked, self._outputs = getattr(self, "_outputs", []), []
-        if not (self.enabled and trainer.world_size == 1 and isinstance(batch, (tuple, list)) and len(batch) > 1) \
-                or getattr(self, "_seen", None) is None:
+        if (
+            not (self.enabled and trainer.world_size == 1 and isinstance(batch, (tuple, list)) and len(batch) > 1)
+            or getattr(self, "_seen", None) is None
+        ):
             return
         if isinstance(outputs, dict) and "preds" in outputs:
             self._seen.append((outputs["preds"], batch[1]))

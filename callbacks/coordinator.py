@@ -40,8 +40,17 @@ from torch.utils.data import DataLoader, SequentialSampler
 from .data import DataFacts, data_facts, val_loader
 from .hooks import ActivationStats, LayerProbe, activation_pass
 
-__all__ = ["Coordinator", "coordinator_of", "Source", "Registration", "SharedPass", "EpochCapture", "Listener",
-           "pass_key", "sequential_batch_size"]
+__all__ = [
+    "Coordinator",
+    "coordinator_of",
+    "Source",
+    "Registration",
+    "SharedPass",
+    "EpochCapture",
+    "Listener",
+    "pass_key",
+    "sequential_batch_size",
+]
 
 
 @dataclass(frozen=True)
@@ -54,8 +63,11 @@ class Source:
 
     @classmethod
     def of(cls, callback: Any) -> "Source":
-        return cls(str(callback.technique), bool(getattr(callback, "evolves", True)),
-                   bool(getattr(callback, "class_tags", False)))
+        return cls(
+            str(callback.technique),
+            bool(getattr(callback, "evolves", True)),
+            bool(getattr(callback, "class_tags", False)),
+        )
 
 
 Listener = Callable[[str, int, bytes, Source], None]  # (tag, step, PNG, source)
@@ -99,8 +111,16 @@ class EpochCapture:
     pass) unless every fixed-set sample was seen exactly once, with the label expected at its position, in the net's
     own dtype: under autocast (``bf16-mixed``) the loop's activations are bf16, and the pictures are float32."""
 
-    def __init__(self, net: nn.Module, stats: ActivationStats, fixed_idx: Tensor, labels: Tensor, n: int,
-                 batch_size: int, key: tuple) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        stats: ActivationStats,
+        fixed_idx: Tensor,
+        labels: Tensor,
+        n: int,
+        batch_size: int,
+        key: tuple,
+    ) -> None:
         self.stats, self.batch_size, self.key = stats, batch_size, key
         param = next(net.parameters(), None)
         self.dtype = param.dtype if param is not None else torch.get_default_dtype()
@@ -169,8 +189,14 @@ class Coordinator:
         self.passes: dict[int, SharedPass] = {}  # per_class -> the latest epoch's statistics of that fixed set
 
     # ------------------------------------------------------------------------------------------ registrations
-    def register(self, owner: Any, technique: str, per_class: int | None = None, units: Sequence[str] = (),
-                 maps: Sequence[str] = ()) -> None:
+    def register(
+        self,
+        owner: Any,
+        technique: str,
+        per_class: int | None = None,
+        units: Sequence[str] = (),
+        maps: Sequence[str] = (),
+    ) -> None:
         """Record (at ``setup``) ``owner``'s technique and the layers of the fixed set of ``per_class`` it reads,
         replacing what it registered before. ``owner`` takes part in the shared pass while its ``enabled`` holds."""
         self._registered[owner] = Registration(technique, per_class, tuple(units), tuple(maps))
@@ -193,8 +219,16 @@ class Coordinator:
         return list(dict.fromkeys(units)), list(dict.fromkeys(maps))
 
     # ------------------------------------------------------------------------------------------- shared pass
-    def start_capture(self, owner: Any, trainer: pl.Trainer, net: nn.Module, step: int, per_class: int,
-                      fixed_idx: Tensor, labels: Tensor) -> None:
+    def start_capture(
+        self,
+        owner: Any,
+        trainer: pl.Trainer,
+        net: nn.Module,
+        step: int,
+        per_class: int,
+        fixed_idx: Tensor,
+        labels: Tensor,
+    ) -> None:
         """Set up this epoch's ``EpochCapture`` of the fixed set of ``per_class`` (validation indices ``fixed_idx``,
         ``labels``), once for every callback that reads it, where the validation batches are the validation
         samples in order; ``owner`` (the first to ask) then ``feed``s it the batches."""
@@ -224,9 +258,19 @@ class Coordinator:
         if capture is not None:
             capture.close()
 
-    def fixed_set_pass(self, trainer: pl.Trainer, net: nn.Module, step: int, per_class: int, x: Tensor, y: Tensor,
-                       units: Sequence[str], maps: Sequence[str], num_classes: int,
-                       shown: Sequence[int]) -> SharedPass:
+    def fixed_set_pass(
+        self,
+        trainer: pl.Trainer,
+        net: nn.Module,
+        step: int,
+        per_class: int,
+        x: Tensor,
+        y: Tensor,
+        units: Sequence[str],
+        maps: Sequence[str],
+        num_classes: int,
+        shown: Sequence[int],
+    ) -> SharedPass:
         """This epoch's statistics of the fixed set ``(x, y)`` of ``per_class``, after computing in one
         ``activation_pass`` whatever ``units`` and ``maps`` (and every registered layer of that set) it lacks; the
         epoch's capture, if it saw the whole set, fills it first."""

@@ -25,8 +25,17 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from .hooks import spread
 
-__all__ = ["DataFacts", "data_facts", "choose_per_class", "default_shown", "set_budget", "val_loader", "train_samples",
-           "MAX_SHOWN_CLASSES", "FIXED_SET_MAX"]
+__all__ = [
+    "DataFacts",
+    "data_facts",
+    "choose_per_class",
+    "default_shown",
+    "set_budget",
+    "val_loader",
+    "train_samples",
+    "MAX_SHOWN_CLASSES",
+    "FIXED_SET_MAX",
+]
 
 PIXEL_RANGE_SAMPLES = 1000  # images scanned for the pixel range when the datamodule does not state it
 MAX_SHOWN_CLASSES = 10  # classes a picture with a row or column per class shows, unless chosen (``ShownClasses``)
@@ -201,8 +210,9 @@ def data_facts(trainer: pl.Trainer, pl_module: pl.LightningModule | None = None)
     return facts
 
 
-def train_samples(trainer: pl.Trainer, facts: DataFacts, per_class: int,
-                  classes: Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
+def train_samples(
+    trainer: pl.Trainer, facts: DataFacts, per_class: int, classes: Sequence[int] | None = None
+) -> tuple[Tensor, Tensor]:
     """The first ``per_class`` training samples of each class of ``classes`` (default: every class), from the
     datamodule's ``split("train")`` when it has one, else the training ``DataLoader``'s dataset."""
     classes = facts.num_classes if classes is None else classes

@@ -45,8 +45,16 @@ class DecisionChart:
 
     TILE = 40  # px per map tile (and per row)
 
-    def __init__(self, images: Tensor, rows: list[str], true: list[int], columns: list[str],
-                 stages: list[tuple[str, tuple[int, ...], bool]], fcs: list[tuple[str, int, bool]], maps: int) -> None:
+    def __init__(
+        self,
+        images: Tensor,
+        rows: list[str],
+        true: list[int],
+        columns: list[str],
+        stages: list[tuple[str, tuple[int, ...], bool]],
+        fcs: list[tuple[str, int, bool]],
+        maps: int,
+    ) -> None:
         n, k, t = len(rows), len(columns), self.TILE
         ks = [min(maps, shape[0]) for _, shape, _ in stages]
         widths = [t] + [t * c for c in ks] + [50] * len(fcs) + [12 * k]  # px of each column
@@ -61,11 +69,20 @@ class DecisionChart:
             self.stage_axes, self.stage_images = [], []
             for i, ((name, shape, signed), c) in enumerate(zip(stages, ks)):
                 ax = fig.add_subplot(grid[1 + i])
-                im = self.live.animate(show_grid(ax, np.zeros((n, c, *shape[1:])), cmap=SIGNED if signed else SEQUENTIAL,
-                                                 vmin=-1 if signed else 0, vmax=1))
+                im = self.live.animate(
+                    show_grid(
+                        ax,
+                        np.zeros((n, c, *shape[1:])),
+                        cmap=SIGNED if signed else SEQUENTIAL,
+                        vmin=-1 if signed else 0,
+                        vmax=1,
+                    )
+                )
                 ax.set_aspect("auto")
                 ax.set_title(f"{name}\n{c} strongest")
-                ax.set_xticks([j * (shape[2] + 1) + (shape[2] - 1) / 2 for j in range(c)], [str(j + 1) for j in range(c)])
+                ax.set_xticks(
+                    [j * (shape[2] + 1) + (shape[2] - 1) / 2 for j in range(c)], [str(j + 1) for j in range(c)]
+                )
                 ax.set_xlabel("rank")
                 colorbar(fig, im, ax, "activation", location="bottom", shrink=1.0, fraction=0.04, format="%.3g")
                 self.stage_axes.append((ax, shape))
@@ -74,9 +91,16 @@ class DecisionChart:
             fc_signed = any(signed for _, _, signed in fcs)
             for i, (name, units, _) in enumerate(fcs):
                 ax = fig.add_subplot(grid[1 + len(stages) + i])
-                im = self.live.animate(ax.imshow(self._strip(np.zeros((n, units))), aspect="auto", interpolation="nearest",
-                                                 cmap=_with_white_gaps(SIGNED if fc_signed else SEQUENTIAL),
-                                                 vmin=-1 if fc_signed else 0, vmax=1))
+                im = self.live.animate(
+                    ax.imshow(
+                        self._strip(np.zeros((n, units))),
+                        aspect="auto",
+                        interpolation="nearest",
+                        cmap=_with_white_gaps(SIGNED if fc_signed else SEQUENTIAL),
+                        vmin=-1 if fc_signed else 0,
+                        vmax=1,
+                    )
+                )
                 ax.set_yticks([])
                 ax.set_title(f"{name}\n{units} units")
                 ax.set_xticks([0, units - 1], ["0", str(units - 1)])
@@ -84,19 +108,31 @@ class DecisionChart:
                 self.fc_images.append(im)
                 fc_axes.append(ax)
             if fcs:  # one scale for the hidden layers
-                colorbar(fig, self.fc_images[0], fc_axes, "activation", location="bottom", shrink=1.0, fraction=0.04,
-                         format="%.3g")
+                colorbar(
+                    fig,
+                    self.fc_images[0],
+                    fc_axes,
+                    "activation",
+                    location="bottom",
+                    shrink=1.0,
+                    fraction=0.04,
+                    format="%.3g",
+                )
             ax = fig.add_subplot(grid[-1])
-            self.probs = self.live.animate(ax.imshow(np.zeros((n, k)), cmap="Greys", vmin=0, vmax=1, aspect="auto",
-                                                     interpolation="nearest"))
+            self.probs = self.live.animate(
+                ax.imshow(np.zeros((n, k)), cmap="Greys", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+            )
             for r, c in enumerate(true):  # animated too, so they are drawn over the probabilities
-                self.live.animate(ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="#d62728",
-                                                         linewidth=1.2)))
+                self.live.animate(
+                    ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="#d62728", linewidth=1.2))
+                )
             ax.set_yticks([])
             ax.set_xticks(range(k), [c.split(" ")[0] for c in columns], rotation=90 if columns[-1] == "other" else 0)
             ax.set_xlabel("class")
             ax.set_title("probability\n(red box: true)")
-            colorbar(fig, self.probs, ax, "probability", location="bottom", shrink=1.0, fraction=0.04, ticks=[0, 0.5, 1])
+            colorbar(
+                fig, self.probs, ax, "probability", location="bottom", shrink=1.0, fraction=0.04, ticks=[0, 0.5, 1]
+            )
             self.live.title(f"Decision: input to answer, {n} probe{'s' if n > 1 else ''}")
 
     @staticmethod
@@ -114,8 +150,9 @@ class DecisionChart:
             im.set_clim(*clim)
             self.live.refresh()
 
-    def draw(self, stage_maps: list[Tensor], fc_acts: list[Tensor], probs: Tensor, maps: int, limits: list[float],
-             step: int) -> Tensor:
+    def draw(
+        self, stage_maps: list[Tensor], fc_acts: list[Tensor], probs: Tensor, maps: int, limits: list[float], step: int
+    ) -> Tensor:
         """``(3, H, W)`` uint8: ``stage_maps`` ``[(N, C, h, w)]``, ``fc_acts`` ``[(N, U)]``, ``probs`` ``(N, K)``;
         ``limits``: the colour-scale top of each stage, then of the hidden layers."""
         labels = []
@@ -136,8 +173,9 @@ class DecisionChart:
         if not labels:
             return img
         xy = np.concatenate([self.live.to_pixels(ax, np.array([p])) for ax, p, _ in labels]) + 2
-        return draw_texts(img, xy, [s for _, _, s in labels], [(255, 255, 255)] * len(labels), anchor="lt",
-                          outline=(0, 0, 0))
+        return draw_texts(
+            img, xy, [s for _, _, s in labels], [(255, 255, 255)] * len(labels), anchor="lt", outline=(0, 0, 0)
+        )
 
 
 class DecisionCallback(VisualizationCallback):
@@ -154,8 +192,15 @@ class DecisionCallback(VisualizationCallback):
     technique = "decision"
     class_tags = True
 
-    def __init__(self, stages: list[str] | None = None, fc_layers: list[str] | None = None, maps: int = 3,
-                 per_class_tags: bool = False, every_n_epochs: int = 2, **kwargs) -> None:
+    def __init__(
+        self,
+        stages: list[str] | None = None,
+        fc_layers: list[str] | None = None,
+        maps: int = 3,
+        per_class_tags: bool = False,
+        every_n_epochs: int = 2,
+        **kwargs,
+    ) -> None:
         super().__init__(every_n_epochs=every_n_epochs, **kwargs)
         if isinstance(maps, bool) or not isinstance(maps, int) or maps < 1:
             raise ValueError(f"DecisionCallback: maps must be an integer >= 1, got {maps!r}")
@@ -183,8 +228,10 @@ class DecisionCallback(VisualizationCallback):
 
     def _limits(self, prefix: str, stage_acts: list[Tensor], fc_acts: list[Tensor]) -> list[float]:
         """Colour-scale tops kept across epochs: one per stage (of the maps shown), one for the hidden layers."""
-        tops = [self.scale(f"{prefix}{n}", abs_max(strongest_maps(a, self.maps)[0]))
-                for n, a in zip(self.stage_names, stage_acts)]
+        tops = [
+            self.scale(f"{prefix}{n}", abs_max(strongest_maps(a, self.maps)[0]))
+            for n, a in zip(self.stage_names, stage_acts)
+        ]
         return tops + [self.scale(f"{prefix}fc", max([abs_max(a) for a in fc_acts], default=1.0))]
 
     def render(self, ctx: RenderContext) -> None:
@@ -203,14 +250,24 @@ class DecisionCallback(VisualizationCallback):
             if key[:2] not in {k[:2] for k in self._charts}:
                 self._charts = {}
             chart = self._chart(key, images, names, boxes, columns, stage_acts, fc_acts)
-            ctx.add_image(self.technique, chart.draw(stage_acts, fc_acts, probs, self.maps,
-                                                     self._limits("", stage_acts, fc_acts), ctx.step))
+            ctx.add_image(
+                self.technique,
+                chart.draw(stage_acts, fc_acts, probs, self.maps, self._limits("", stage_acts, fc_acts), ctx.step),
+            )
             return
         for i, c in enumerate(true):
             key = (i, tuple(columns), c, tuple(x.shape))
-            chart = self._chart(key, images[i : i + 1], names[i : i + 1], [boxes[i]], columns,
-                                [a[i : i + 1] for a in stage_acts], [a[i : i + 1] for a in fc_acts])
+            chart = self._chart(
+                key,
+                images[i : i + 1],
+                names[i : i + 1],
+                [boxes[i]],
+                columns,
+                [a[i : i + 1] for a in stage_acts],
+                [a[i : i + 1] for a in fc_acts],
+            )
             one_stage, one_fc = [a[i : i + 1] for a in stage_acts], [a[i : i + 1] for a in fc_acts]
-            img = chart.draw(one_stage, one_fc, probs[i : i + 1], self.maps, self._limits(f"{i}/", one_stage, one_fc),
-                             ctx.step)
+            img = chart.draw(
+                one_stage, one_fc, probs[i : i + 1], self.maps, self._limits(f"{i}/", one_stage, one_fc), ctx.step
+            )
             ctx.add_image(f"{self.technique}/{c}_{tag_part(names[i])}", img)

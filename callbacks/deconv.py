@@ -20,11 +20,24 @@ from . import figures
 from .base import RenderContext, VisualizationCallback
 from .hooks import capture_activations, check_layers, layer_shapes
 from .layers import layer_roles
-from .methods.deconv import (channel_peaks, deconv_blockers, deconvnet, deconvnet_from_seed, deconvnet_with_channels,
-                             informative_channels, strongest_channels)
+from .methods.deconv import (
+    channel_peaks,
+    deconv_blockers,
+    deconvnet,
+    deconvnet_from_seed,
+    deconvnet_with_channels,
+    informative_channels,
+    strongest_channels,
+)
 
-__all__ = ["deconvnet", "deconvnet_from_seed", "deconvnet_with_channels", "strongest_channels", "informative_channels",
-           "DeconvCallback"]
+__all__ = [
+    "deconvnet",
+    "deconvnet_from_seed",
+    "deconvnet_with_channels",
+    "strongest_channels",
+    "informative_channels",
+    "DeconvCallback",
+]
 
 REFERENCE_MAX = 500  # images at most in the reference set (500 at 10 classes; 5 per class at 100)
 
@@ -72,7 +85,11 @@ class DeconvCallback(VisualizationCallback):
                 f"{type(self).__name__}: the deconvnet (Zeiler & Fergus) has a rule for nn.ReLU, max-pooling and "
                 f"linear layers only; {', '.join(blocked)} depend(s) on {', '.join(first[:3])}"
                 f"{' ...' if len(first) > 3 else ''}, so "
-                + (f"only {', '.join(self.layer_names)} are drawn" if self.layer_names else "no deconv picture is drawn")
+                + (
+                    f"only {', '.join(self.layer_names)} are drawn"
+                    if self.layer_names
+                    else "no deconv picture is drawn"
+                )
             )
             if message != self._warned:
                 self._warned = message
@@ -93,15 +110,19 @@ class DeconvCallback(VisualizationCallback):
             columns.append(figures.to_rgb(proj, figures.SIGNED, vmax=1.0).movedim(0, 1))
             channels.append(ch.tolist())
         tiles = torch.stack(columns, dim=1)  # (N, 1 + L, 3, H, W)
-        rows = [f"{c} {ctx.classes[c]}: ch " + ", ".join(str(chs[i]) for chs in channels) for i, c in enumerate(y.tolist())]
+        rows = [
+            f"{c} {ctx.classes[c]}: ch " + ", ".join(str(chs[i]) for chs in channels) for i, c in enumerate(y.tolist())
+        ]
         grid = figures.tile_rows(tiles, rows, ["image", *self.layer_names], cell=max(x.shape[-1], 64))
-        bar = figures.colorbar_strip(figures.SIGNED, -1.0, 1.0, "projection / its max |value|",
-                                     min(grid.shape[2], figures.CARD_WIDTH))
+        bar = figures.colorbar_strip(
+            figures.SIGNED, -1.0, 1.0, "projection / its max |value|", min(grid.shape[2], figures.CARD_WIDTH)
+        )
         m = len(next(iter(ref.values())))
         rule = ["channel: the most unusually strong for this image", f"(z-score over {m} validation images)"]
         rule = figures.stack([figures.text(line, max(figures.text_width(r, 13) for r in rule), 13) for line in rule])
-        body = figures.titled(figures.stack([rule, grid, bar], dim=1, gap=2),
-                              "each layer's channel (ch) projected back to pixels")
+        body = figures.titled(
+            figures.stack([rule, grid, bar], dim=1, gap=2), "each layer's channel (ch) projected back to pixels"
+        )
         ctx.add_image(self.technique, figures.titled(body, f"deconvnet (Zeiler & Fergus) - epoch {ctx.step}"))
 
     def reference_peaks(self, ctx: RenderContext) -> dict:

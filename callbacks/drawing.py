@@ -190,9 +190,16 @@ class Drawer:
                 cb._fit_last = spec["last_epoch"]  # as its on_fit_start does in the training process
         self.logger = PictureLogger(run_dir)
         self.trainer = pl.Trainer(
-            accelerator="cpu", devices=1, logger=self.logger, callbacks=self.callbacks, default_root_dir=str(run_dir),
-            limit_val_batches=spec["limit_val_batches"], inference_mode=spec["inference_mode"],
-            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+            accelerator="cpu",
+            devices=1,
+            logger=self.logger,
+            callbacks=self.callbacks,
+            default_root_dir=str(run_dir),
+            limit_val_batches=spec["limit_val_batches"],
+            inference_mode=spec["inference_mode"],
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
         )
 
     def draw(self, epoch: int, due: list[int], weights: dict[str, torch.Tensor]) -> None:
@@ -295,7 +302,9 @@ class Drawing(Callback):
         self.drawn: list[int] = []  # epochs the other process has drawn (background), in order
         self.pending: list[tuple[int, list[int]]] = []  # (epoch, due) submitted and not yet drawn
         self._process = self._jobs = self._results = None
-        self.event: tuple[str, int] | None = None  # the drawing process's event file and its length after its last epoch
+        self.event: tuple[str, int] | None = (
+            None  # the drawing process's event file and its length after its last epoch
+        )
         self._order: list[VisualizationCallback] = []  # the visualizations, in the order of the drawer's states
         self._folder: Path | None = None
         self.seconds: list[float] = []  # the drawing process's time per job (an epoch's drawing; the fit's end)
@@ -339,8 +348,9 @@ class Drawing(Callback):
         self._threads, self._trainer_last = threads, False
         ctx = mp.get_context("spawn")
         self._jobs, self._results = ctx.Queue(maxsize=self.queue), ctx.Queue()
-        process = ctx.Process(target=_serve, args=(spec, run_dir, threads, self._jobs, self._results),
-                              name="convscope-drawing")
+        process = ctx.Process(
+            target=_serve, args=(spec, run_dir, threads, self._jobs, self._results), name="convscope-drawing"
+        )
         with _main_hidden(b"__main__" not in spec):
             process.start()
         self._process = process
@@ -353,7 +363,12 @@ class Drawing(Callback):
 
     @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.resolved == "inline" or trainer.sanity_checking or trainer.state.fn != "fit" or not trainer.is_global_zero:
+        if (
+            self.resolved == "inline"
+            or trainer.sanity_checking
+            or trainer.state.fn != "fit"
+            or not trainer.is_global_zero
+        ):
             return
         due = [i for i, cb in enumerate(self._visuals(trainer)) if cb in self.deferred and cb.due(trainer)]
         if not due:
@@ -367,7 +382,9 @@ class Drawing(Callback):
             self._submit(epoch, due, pl_module)
 
     @override
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
         """The callbacks' states in a checkpoint are those the drawing process reached: every epoch before this one
         is waited for (it had a whole epoch to finish), and this one too at the fit's last epoch. Otherwise this
         epoch, if not drawn yet, is kept as pending: a fit resumed from this checkpoint draws it first, from the
@@ -375,7 +392,9 @@ class Drawing(Callback):
         if self._process is None:
             return
         # after Ctrl-C or an error, and at the fit's last epoch, every submitted epoch is waited for
-        last = trainer.should_stop or (trainer.max_epochs is not None and trainer.current_epoch >= trainer.max_epochs - 1)
+        last = trainer.should_stop or (
+            trainer.max_epochs is not None and trainer.current_epoch >= trainer.max_epochs - 1
+        )
         keep = -1 if trainer.interrupted or last else VisualizationCallback.step_of(trainer, pl_module)
         t0 = time.perf_counter()
         while any(epoch != keep for epoch, _ in self.pending):
@@ -390,7 +409,9 @@ class Drawing(Callback):
     @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.resolved == "watch" and trainer.is_global_zero:
-            write_atomic({"last_step": max(0, trainer.current_epoch - 1), "interrupted": False}, self._folder / "end.pt")
+            write_atomic(
+                {"last_step": max(0, trainer.current_epoch - 1), "interrupted": False}, self._folder / "end.pt"
+            )
         if self._process is None:
             return
         step = max(0, trainer.current_epoch - 1)  # the last trained epoch, as the evolution callback uses inline

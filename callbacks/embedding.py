@@ -92,6 +92,7 @@ class EmbeddingCallback(FixedSetCallback):
             thumbs = resize(thumbs, size, antialias=True).clamp(0, 1)
         meta = [f"{ctx.classes[c]}" for c in y.tolist()]
         _keep_earlier_snapshots(ctx.writer)
-        ctx.writer.add_embedding(feats, metadata=meta, label_img=thumbs, global_step=ctx.step,
-                                 tag=f"{self.technique}/{self.layer_name}")
+        ctx.writer.add_embedding(
+            feats, metadata=meta, label_img=thumbs, global_step=ctx.step, tag=f"{self.technique}/{self.layer_name}"
+        )
         ctx.logged.append(f"{self.technique}/{self.layer_name}")

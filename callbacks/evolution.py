@@ -48,8 +48,9 @@ def snapshot_key(tag: str, class_tags: bool = False) -> str | None:
     return parts[0] if class_tags else "/".join(parts[:2])
 
 
-def evolution_strip(snapshots: dict[int, Tensor], max_width: int = figures.MAX_WIDTH,
-                    max_height: int = figures.MAX_HEIGHT - 60) -> Tensor:
+def evolution_strip(
+    snapshots: dict[int, Tensor], max_width: int = figures.MAX_WIDTH, max_height: int = figures.MAX_HEIGHT - 60
+) -> Tensor:
     """Stack ``{epoch (1-based): (3, H, W) uint8 image}`` in epoch order, each under an ``epoch N`` line with N the
     0-based epoch (the step of TensorBoard's slider and of every picture's title), in
     the grid of columns that shows them largest within ``max_width`` x ``max_height`` pixels (each snapshot scaled
@@ -62,12 +63,16 @@ def evolution_strip(snapshots: dict[int, Tensor], max_width: int = figures.MAX_W
 
     def scale(ncol: int) -> float:
         nrow = -(-n // ncol)
-        return min(1.0, (max_width - 8 * (ncol - 1)) / (ncol * w), (max_height - 12 * (nrow - 1) - label * nrow) / (nrow * h))
+        return min(
+            1.0, (max_width - 8 * (ncol - 1)) / (ncol * w), (max_height - 12 * (nrow - 1) - label * nrow) / (nrow * h)
+        )
 
     ncol = max(range(1, n + 1), key=lambda c: (scale(c), c))  # the largest snapshots; then the most columns
     f = scale(ncol)
-    items = [figures.titled(figures.bounded(img, int(img.shape[2] * f), int(img.shape[1] * f)), f"epoch {e - 1}")
-             for e, img in zip(sorted(snapshots), images)]
+    items = [
+        figures.titled(figures.bounded(img, int(img.shape[2] * f), int(img.shape[1] * f)), f"epoch {e - 1}")
+        for e, img in zip(sorted(snapshots), images)
+    ]
     rows = [figures.stack(items[i : i + ncol], dim=2, gap=8) for i in range(0, n, ncol)]
     return figures.stack(rows, dim=1, gap=12)
 
@@ -90,11 +95,14 @@ class EvolutionCallback(VisualizationCallback):
 
     technique = "evolution"
 
-    def __init__(self, epochs: list[int] | None = None, techniques: list[str] | None = None, save_png: bool = True,
-                 **kwargs) -> None:
+    def __init__(
+        self, epochs: list[int] | None = None, techniques: list[str] | None = None, save_png: bool = True, **kwargs
+    ) -> None:
         super().__init__(**kwargs)
         if epochs is not None and (not epochs or any(not isinstance(e, int) or e < 1 for e in epochs)):
-            raise ValueError(f"EvolutionCallback: epochs must be a non-empty list of 1-based epochs >= 1, got {epochs!r}")
+            raise ValueError(
+                f"EvolutionCallback: epochs must be a non-empty list of 1-based epochs >= 1, got {epochs!r}"
+            )
         self.epochs = sorted(set(epochs)) if epochs is not None else list(DEFAULT_EPOCHS)
         self.techniques = techniques
         self.save_png = save_png
@@ -177,8 +185,11 @@ class EvolutionCallback(VisualizationCallback):
             if not snaps:
                 continue
             strip = evolution_strip({e: _unpng(s) for e, s in snaps.items()})
-            strip = figures.titled(strip, f"{self._tag_of.get(key, key)} over training",
-                                   f"epochs {', '.join(str(e - 1) for e in sorted(snaps))} (TensorBoard steps)")
+            strip = figures.titled(
+                strip,
+                f"{self._tag_of.get(key, key)} over training",
+                f"epochs {', '.join(str(e - 1) for e in sorted(snaps))} (TensorBoard steps)",
+            )
             png = ctx.add_image(f"{self.technique}/{key}", strip)
             log_dir = self.run_dir(ctx.trainer)
             if self.save_png and log_dir:

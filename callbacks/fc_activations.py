@@ -36,8 +36,17 @@ class FCChart:
     """The picture of one ``Linear`` layer: classes x units heatmaps of the class means, pre-ReLU above post-ReLU
     (just one when no ReLU follows), each on its own labelled colour scale; built once, redrawn by ``draw``."""
 
-    def __init__(self, layer: str, post: str | None, classes: list[str], units: int, samples: str,
-                 logit_classes: list[int] | None = None, unit_note: str = "", class_axis: str = "class") -> None:
+    def __init__(
+        self,
+        layer: str,
+        post: str | None,
+        classes: list[str],
+        units: int,
+        samples: str,
+        logit_classes: list[int] | None = None,
+        unit_note: str = "",
+        class_axis: str = "class",
+    ) -> None:
         self.layer, self.post = layer, post
         k = len(classes)
         panel = 13 * k + 60  # a 13-px row per class, plus the unit axis and the panel title
@@ -50,9 +59,16 @@ class FCChart:
             if post:
                 specs.append((post, SEQUENTIAL, f"mean {post} output"))
             for ax, (name, cmap, what) in zip(axes, specs):
-                im = self.live.animate(ax.imshow(
-                    [[0.0] * units] * k, cmap=cmap, vmin=-1 if cmap == SIGNED else 0, vmax=1, aspect="auto",
-                    interpolation="nearest"))
+                im = self.live.animate(
+                    ax.imshow(
+                        [[0.0] * units] * k,
+                        cmap=cmap,
+                        vmin=-1 if cmap == SIGNED else 0,
+                        vmax=1,
+                        aspect="auto",
+                        interpolation="nearest",
+                    )
+                )
                 ax.set_yticks(range(k), list(classes))
                 ax.tick_params(axis="y", length=0)
                 ax.set_ylabel(class_axis)
@@ -63,8 +79,15 @@ class FCChart:
                     ax.set_xlabel(f"unit of {name}{unit_note}")
                     if unit_note:  # columns are chosen units, not indices 0..U-1
                         ax.set_xticks([])
-                ax.set_title(f"{name} (pre-ReLU)" if name == layer and post else
-                             f"{name} = ReLU({layer})" if name == post else f"{name} (logits)" if logits else name)
+                ax.set_title(
+                    f"{name} (pre-ReLU)"
+                    if name == layer and post
+                    else f"{name} = ReLU({layer})"
+                    if name == post
+                    else f"{name} (logits)"
+                    if logits
+                    else name
+                )
                 self.images.append(im)
                 colorbar(self.live.fig, im, ax, what)  # static: redrawn only when its scale changes
             self.live.title(f"{layer}: mean per class, {samples} samples each")
@@ -116,14 +139,20 @@ class FCActivationsCallback(FixedSetCallback):
             logits = post_name is None and pre.shape[1] == k
             cols = torch.tensor(shown) if logits else shown_units(post if post is not None else pre, MAX_UNITS)
             pre, post = pre[:, cols], post[:, cols] if post is not None else None
-            note = f" ({len(cols)} of {acts[layer].shape[1]}, most class-varying, by preferred class)" \
-                if len(cols) < acts[layer].flatten(1).shape[1] and not logits else ""
+            note = (
+                f" ({len(cols)} of {acts[layer].shape[1]}, most class-varying, by preferred class)"
+                if len(cols) < acts[layer].flatten(1).shape[1] and not logits
+                else ""
+            )
             key = (layer, post_name, tuple(classes), len(cols), samples, note)
             if key not in self._charts:
                 self._charts = {k_: c for k_, c in self._charts.items() if k_[0] != layer}  # one chart per layer
-                self._charts[key] = FCChart(layer, post_name, classes, len(cols), samples, shown if logits else None,
-                                            note, ctx.class_axis())
-            limits = [self.scale(f"{layer}/{name}", abs_max(m)) for name, m in ((layer, pre), (post_name, post)) if name]
+                self._charts[key] = FCChart(
+                    layer, post_name, classes, len(cols), samples, shown if logits else None, note, ctx.class_axis()
+                )
+            limits = [
+                self.scale(f"{layer}/{name}", abs_max(m)) for name, m in ((layer, pre), (post_name, post)) if name
+            ]
             ctx.add_image(f"{self.technique}/{layer}", self._charts[key].draw(pre, post, limits, ctx.step))
             if post_name:
                 ctx.add_scalar(f"sparsity/{post_name}", sparsity(acts[post_name]))

@@ -33,6 +33,7 @@ __all__ = ["feature_maps", "class_mean_maps", "FeatureMapsCallback"]
 # more than a card to reach 2x (TensorBoard fits a wider picture to the card); at CARD_WIDTH they stay at 1x.
 MAPS_WIDTH = figures.CARD_WIDTH * 11 // 10
 
+
 def _as_maps(acts: Tensor) -> Tensor:
     """``(N, C, h, w)`` stays; ``(N, U)`` vectors become ``(N, 1, s, s)`` square maps (NaN-padded)."""
     if acts.dim() == 4:
@@ -62,8 +63,16 @@ class FeatureMapsCallback(VisualizationCallback):
 
     technique = "feature_maps"
 
-    def __init__(self, layers: list[str] | None = None, mean_layers: list[str] | None = None, max_channels: int = 16,
-                 class_mean: bool = True, per_class: int = 500, per_class_tags: bool = False, **kwargs) -> None:
+    def __init__(
+        self,
+        layers: list[str] | None = None,
+        mean_layers: list[str] | None = None,
+        max_channels: int = 16,
+        class_mean: bool = True,
+        per_class: int = 500,
+        per_class_tags: bool = False,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         if not isinstance(max_channels, int) or max_channels < 1:
             raise ValueError(f"FeatureMapsCallback: max_channels must be an integer >= 1, got {max_channels!r}")
@@ -117,25 +126,47 @@ class FeatureMapsCallback(VisualizationCallback):
             n = torch.bincount(fy.cpu(), minlength=k)[shown]
             for layer in self.mean_names:
                 what = f"{layer}: mean over {int(n.min())}-{int(n.max())} validation images per class{ctx.shown_note()}"
-                img = self.picture(_as_maps(means[layer]), mean_inputs, [f"{c} {ctx.classes[c]}" for c in shown],
-                                   layer, what, ctx.step, key=f"{layer}/class_mean", first="the class's mean image")
+                img = self.picture(
+                    _as_maps(means[layer]),
+                    mean_inputs,
+                    [f"{c} {ctx.classes[c]}" for c in shown],
+                    layer,
+                    what,
+                    ctx.step,
+                    key=f"{layer}/class_mean",
+                    first="the class's mean image",
+                )
                 ctx.add_image(f"{self.technique}/{layer}/class_mean", img)
 
-    def picture(self, maps: Tensor, inputs: Tensor, rows: list[str], layer: str, what: str, step: int,
-                key: str | None = None, first: str = "the image") -> Tensor:
+    def picture(
+        self,
+        maps: Tensor,
+        inputs: Tensor,
+        rows: list[str],
+        layer: str,
+        what: str,
+        step: int,
+        key: str | None = None,
+        first: str = "the image",
+    ) -> Tensor:
         """Rows of ``[input, channel 0, channel 1, ...]`` tiles with a colour bar; ``maps`` ``(R, C, h, w)``."""
         shown = maps[:, : self.max_channels]
         vmax = self.scale(key or layer, figures.abs_max(shown))
         tiles = figures.to_rgb(shown, figures.SIGNED, vmax=vmax).movedim(0, 2)  # (R, C, 3, h, w)
         h, w = tiles.shape[-2:]
-        inp = torch.nn.functional.interpolate(inputs, size=(h, w), mode="nearest") if inputs.shape[-2:] != (h, w) else inputs
+        inp = (
+            torch.nn.functional.interpolate(inputs, size=(h, w), mode="nearest")
+            if inputs.shape[-2:] != (h, w)
+            else inputs
+        )
         tiles = torch.cat([inp[:, None], tiles], dim=1)
         label_w = max(figures.text_width(r) for r in rows) + 8
         cell = max(h, min(64, (MAPS_WIDTH - label_w) // tiles.shape[1] - 2))
         cols = [""] + [str(c) for c in range(shown.shape[1])]
         grid = figures.tile_rows(tiles, rows, cols, cell=cell)
-        bar = figures.colorbar_strip(figures.SIGNED, -vmax, vmax, "activation (blue < 0 < red)",
-                                     min(grid.shape[2], figures.CARD_WIDTH))
+        bar = figures.colorbar_strip(
+            figures.SIGNED, -vmax, vmax, "activation (blue < 0 < red)", min(grid.shape[2], figures.CARD_WIDTH)
+        )
         more = f" (first {shown.shape[1]} of {maps.shape[1]})" if maps.shape[1] > shown.shape[1] else ""
         title = figures.titled(figures.stack([grid, bar], dim=1, gap=2), what, f"left: {first}; then channels{more}")
         return figures.titled(title, f"{layer} feature maps - epoch {step}")

@@ -27,8 +27,7 @@ import matplotlib
 import numpy as np
 import torch
 import torch.nn.functional as F
-from matplotlib import colormaps
-from matplotlib import font_manager
+from matplotlib import colormaps, font_manager
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
@@ -37,9 +36,35 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 __all__ = [
-    "DPI", "RC", "SIGNED", "SEQUENTIAL", "GREY", "figure", "to_image", "mosaic", "show_grid", "colorbar", "heatmap",
-    "abs_max", "to_rgb", "to_uint8", "font", "input_rgb", "text", "text_width", "colorbar_strip", "stack", "tile_rows",
-    "titled", "to_png", "shrink", "bounded", "MAX_PALETTE_ERROR", "CARD_WIDTH", "MAX_WIDTH", "MAX_HEIGHT",
+    "DPI",
+    "RC",
+    "SIGNED",
+    "SEQUENTIAL",
+    "GREY",
+    "figure",
+    "to_image",
+    "mosaic",
+    "show_grid",
+    "colorbar",
+    "heatmap",
+    "abs_max",
+    "to_rgb",
+    "to_uint8",
+    "font",
+    "input_rgb",
+    "text",
+    "text_width",
+    "colorbar_strip",
+    "stack",
+    "tile_rows",
+    "titled",
+    "to_png",
+    "shrink",
+    "bounded",
+    "MAX_PALETTE_ERROR",
+    "CARD_WIDTH",
+    "MAX_WIDTH",
+    "MAX_HEIGHT",
 ]
 
 CARD_WIDTH = 400  # px: what a TensorBoard card shows without scrolling; pictures are composed for it
@@ -48,10 +73,20 @@ MAX_WIDTH, MAX_HEIGHT = 720, 1600  # px: no logged picture is larger, whatever t
 DPI = 100
 # Sizes in points at 100 dpi: 9 pt is 12.5 px, the smallest text on any picture.
 RC = {
-    "font.family": "DejaVu Sans", "font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10,
-    "xtick.labelsize": 9, "ytick.labelsize": 9, "legend.fontsize": 9, "figure.titlesize": 11,
-    "axes.titlepad": 4, "figure.constrained_layout.h_pad": 0.03, "figure.constrained_layout.w_pad": 0.03,
-    "image.interpolation": "nearest", "savefig.dpi": DPI, "figure.dpi": DPI,
+    "font.family": "DejaVu Sans",
+    "font.size": 10,
+    "axes.titlesize": 10,
+    "axes.labelsize": 10,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
+    "legend.fontsize": 9,
+    "figure.titlesize": 11,
+    "axes.titlepad": 4,
+    "figure.constrained_layout.h_pad": 0.03,
+    "figure.constrained_layout.w_pad": 0.03,
+    "image.interpolation": "nearest",
+    "savefig.dpi": DPI,
+    "figure.dpi": DPI,
 }
 SIGNED = "RdBu_r"  # diverging: blue negative, white zero, red positive
 SEQUENTIAL = "viridis"
@@ -101,8 +136,14 @@ def mosaic(tiles: Tensor | np.ndarray, pad: int = 1) -> np.ndarray:
 
 
 def show_grid(
-    ax, tiles: Tensor | np.ndarray, cmap: str = SIGNED, vmin: float | None = None, vmax: float | None = None,
-    row_labels: Sequence[str] | None = None, col_labels: Sequence[str] | None = None, pad: int = 1,
+    ax,
+    tiles: Tensor | np.ndarray,
+    cmap: str = SIGNED,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    row_labels: Sequence[str] | None = None,
+    col_labels: Sequence[str] | None = None,
+    pad: int = 1,
     title: str | None = None,
 ):
     """Draw ``(R, C, h, w)`` tiles as one image on ``ax`` with a tick label per row and column; returns the
@@ -135,15 +176,27 @@ def show_grid(
 
 def colorbar(fig: Figure, mappable, ax, label: str, **kwargs):
     """A colour bar beside ``ax`` for ``mappable``, with its numbers and ``label`` saying what it encodes."""
-    cb = fig.colorbar(mappable, ax=ax, shrink=kwargs.pop("shrink", 0.9), fraction=kwargs.pop("fraction", 0.05),
-                      pad=kwargs.pop("pad", 0.02), **kwargs)
+    cb = fig.colorbar(
+        mappable,
+        ax=ax,
+        shrink=kwargs.pop("shrink", 0.9),
+        fraction=kwargs.pop("fraction", 0.05),
+        pad=kwargs.pop("pad", 0.02),
+        **kwargs,
+    )
     cb.set_label(label)
     return cb
 
 
 def heatmap(
-    ax, values: Tensor | np.ndarray, row_labels: Sequence[str], col_labels: Sequence[str], cmap: str = SEQUENTIAL,
-    vmin: float | None = None, vmax: float | None = None, texts: Sequence[Sequence[str]] | None = None,
+    ax,
+    values: Tensor | np.ndarray,
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    cmap: str = SEQUENTIAL,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    texts: Sequence[Sequence[str]] | None = None,
 ):
     """A labelled ``(R, C)`` heatmap on ``ax`` (optionally a text in every cell, black or white for contrast);
     returns the ``AxesImage``. A signed ``cmap`` is centred on zero."""
@@ -161,8 +214,15 @@ def heatmap(
         for i in range(v.shape[0]):
             for j in range(v.shape[1]):
                 if texts[i][j]:
-                    ax.text(j, i, texts[i][j], ha="center", va="center", color="black" if lum[i, j] > 0.5 else "white",
-                            fontsize=RC["xtick.labelsize"])
+                    ax.text(
+                        j,
+                        i,
+                        texts[i][j],
+                        ha="center",
+                        va="center",
+                        color="black" if lum[i, j] > 0.5 else "white",
+                        fontsize=RC["xtick.labelsize"],
+                    )
     return im
 
 
@@ -223,8 +283,7 @@ def colorbar_strip(cmap: str, vmin: float, vmax: float, label: str, width: int) 
     so a scale kept across epochs is drawn once)."""
     with figure(width, 62, layout=None) as fig:
         cax = fig.add_axes((0.05, 0.68, 0.90, 0.24))
-        cb = fig.colorbar(ScalarMappable(Normalize(vmin, vmax), colormaps[cmap]), cax=cax,
-                          orientation="horizontal")
+        cb = fig.colorbar(ScalarMappable(Normalize(vmin, vmax), colormaps[cmap]), cax=cax, orientation="horizontal")
         cb.ax.tick_params(labelsize=RC["xtick.labelsize"], length=3, pad=1)
         cb.set_label(label, labelpad=2)
         return to_image(fig)
@@ -272,8 +331,13 @@ def bounded(img: Tensor, max_width: int = MAX_WIDTH, max_height: int = MAX_HEIGH
 
 
 def tile_rows(
-    tiles: Tensor, row_labels: Sequence[str] | None = None, col_labels: Sequence[str] | None = None,
-    cell: int = 40, gap: int = 2, label_size: int = 13, max_width: int = MAX_WIDTH,
+    tiles: Tensor,
+    row_labels: Sequence[str] | None = None,
+    col_labels: Sequence[str] | None = None,
+    cell: int = 40,
+    gap: int = 2,
+    label_size: int = 13,
+    max_width: int = MAX_WIDTH,
 ) -> Tensor:
     """``(R, C, 3, h, w)`` float RGB tiles in [0, 1] -> one uint8 grid: each tile enlarged (nearest neighbour) to
     about ``cell`` px (more where a column label needs it), a label left of every row and above every column;

@@ -63,13 +63,28 @@ class FiltersCallback(VisualizationCallback):
             cols, what = [f"+{j}" for j in range(per_row)], "unit = row start + column"
         else:  # a row per unit, a column per input channel (at most 8)
             tiles = tiles.view(u, cin, *tiles.shape[1:])[:, :8]
-            rows, cols, what = [str(i) for i in range(u)], [str(j) for j in range(tiles.shape[1])], "rows: units; columns: input channels"
+            rows, cols, what = (
+                [str(i) for i in range(u)],
+                [str(j) for j in range(tiles.shape[1])],
+                "rows: units; columns: input channels",
+            )
         side = tiles.shape[-1]
         tiles_width = figures.CARD_WIDTH - 20  # the tiles' share of a card; the unit labels take the rest
-        grid = figures.tile_rows(tiles, rows, cols, cell=max(32, side * max(1, min(56, tiles_width // tiles.shape[1]) // side)))
+        grid = figures.tile_rows(
+            tiles, rows, cols, cell=max(32, side * max(1, min(56, tiles_width // tiles.shape[1]) // side))
+        )
         parts = [grid]
         if legend is None:
-            parts.append(figures.colorbar_strip(figures.SIGNED, -vmax, vmax, "weight (blue < 0 < red)",
-                                                  min(max(grid.shape[2], 300), figures.CARD_WIDTH)))
+            parts.append(
+                figures.colorbar_strip(
+                    figures.SIGNED,
+                    -vmax,
+                    vmax,
+                    "weight (blue < 0 < red)",
+                    min(max(grid.shape[2], 300), figures.CARD_WIDTH),
+                )
+            )
         body = figures.titled(figures.stack(parts, dim=1, gap=2), f"{tuple(m.weight.shape)} weights; {what}", legend)
-        ctx.add_image(f"{self.technique}/{self.layer_name}", figures.titled(body, f"{self.layer_name} filters - epoch {ctx.step}"))
+        ctx.add_image(
+            f"{self.technique}/{self.layer_name}", figures.titled(body, f"{self.layer_name} filters - epoch {ctx.step}")
+        )

@@ -33,8 +33,9 @@ def overlay(images: Tensor, maps: Tensor) -> Tensor:
     return images * (1 - alpha) + heat * alpha
 
 
-def gradcam_picture(images: Tensor, true_maps: Tensor, pred_maps: Tensor, rows: list[str], layer: str,
-                    step: int) -> Tensor:
+def gradcam_picture(
+    images: Tensor, true_maps: Tensor, pred_maps: Tensor, rows: list[str], layer: str, step: int
+) -> Tensor:
     """``(3, H, W)`` uint8 at most ``figures.CARD_WIDTH`` wide: a row per image (``rows``: its label), the image
     ``(N, 3, H, W)`` in [0, 1], then the Grad-CAM maps ``(N, H, W)`` of its true and its predicted class over it;
     a colour bar and a title naming the layer and the epoch ``step``."""
@@ -42,11 +43,16 @@ def gradcam_picture(images: Tensor, true_maps: Tensor, pred_maps: Tensor, rows: 
     label_w = max(figures.text_width(r) for r in rows) + 8
     cell = max(images.shape[-1], (figures.CARD_WIDTH - label_w) // 3 - 2)
     grid = figures.tile_rows(tiles, rows, ["image", "true", "predicted"], cell=cell, max_width=figures.CARD_WIDTH)
-    bar = figures.colorbar_strip(CMAP, 0.0, 1.0, "evidence / the image's max (uncoloured: none)",
-                                 figures.CARD_WIDTH - 20)
-    notes = [figures.text(line, figures.CARD_WIDTH) for line in
-             ("rows: true class → predicted class (✓: right)",
-              "colour: where the features raise that class's score")]
+    bar = figures.colorbar_strip(
+        CMAP, 0.0, 1.0, "evidence / the image's max (uncoloured: none)", figures.CARD_WIDTH - 20
+    )
+    notes = [
+        figures.text(line, figures.CARD_WIDTH)
+        for line in (
+            "rows: true class → predicted class (✓: right)",
+            "colour: where the features raise that class's score",
+        )
+    ]
     body = figures.stack([*notes, grid, bar], dim=1, gap=2)
     return figures.titled(body, f"{layer} Grad-CAM - epoch {step}")
 
@@ -82,8 +88,11 @@ class GradCAMCallback(VisualizationCallback):
         pred = predictions(ctx.net, x)  # (N,)
         maps = grad_cam(ctx.net, self.layer_name, torch.cat([x, x]), torch.cat([y, pred])).cpu()  # (2N, H, W)
         true_maps, pred_maps = maps.chunk(2)
-        rows = [f"{ctx.classes[t]} " + ("✓" if t == p else f"→ {ctx.classes[p]}")  # the true class, then the answer
-                for t, p in zip(y.tolist(), pred.tolist())]
-        img = gradcam_picture(figures.input_rgb(x, ctx.pixel_range), true_maps, pred_maps, rows, self.layer_name,
-                              ctx.step)
+        rows = [
+            f"{ctx.classes[t]} " + ("✓" if t == p else f"→ {ctx.classes[p]}")  # the true class, then the answer
+            for t, p in zip(y.tolist(), pred.tolist())
+        ]
+        img = gradcam_picture(
+            figures.input_rgb(x, ctx.pixel_range), true_maps, pred_maps, rows, self.layer_name, ctx.step
+        )
         ctx.add_image(f"{self.technique}/{self.layer_name}", img)

@@ -1,6 +1,6 @@
 """Forward-hook activation capture and layer-name checks shared by every visualization.
 
-    acts = capture_activations(net, x, ["conv_1", "relu_1"])   # {"conv_1": (N, 6, 28, 28), "relu_1": ...}
+acts = capture_activations(net, x, ["conv_1", "relu_1"])   # {"conv_1": (N, 6, 28, 28), "relu_1": ...}
 """
 
 from __future__ import annotations
@@ -12,7 +12,26 @@ from contextlib import nullcontext
 import torch
 from torch import Tensor, nn
 
-__all__ = ["COMPILED_PREFIX", "layer_name", "LayerProbe", "ActivationStats", "check_images", "as_int", "spread", "capture_activations", "forward_with_activations", "collect_activations", "activation_pass", "check_unit_range", "layer_shapes", "check_layers", "check_units", "eval_mode", "no_autocast", "LayerError"]
+__all__ = [
+    "COMPILED_PREFIX",
+    "layer_name",
+    "LayerProbe",
+    "ActivationStats",
+    "check_images",
+    "as_int",
+    "spread",
+    "capture_activations",
+    "forward_with_activations",
+    "collect_activations",
+    "activation_pass",
+    "check_unit_range",
+    "layer_shapes",
+    "check_layers",
+    "check_units",
+    "eval_mode",
+    "no_autocast",
+    "LayerError",
+]
 
 
 COMPILED_PREFIX = "_orig_mod."  # what a torch.compile'd net's named_modules() put in front of each eager name
@@ -26,7 +45,7 @@ def layer_name(name: str) -> str:
     """``name`` without the ``_orig_mod.`` prefix of a ``torch.compile``d net's module names: layers are named as in
     the eager net that the pictures are drawn from (``VisualizationCallback.net_of``), however the user copied them."""
     while isinstance(name, str) and name.startswith(COMPILED_PREFIX):
-        name = name[len(COMPILED_PREFIX):]
+        name = name[len(COMPILED_PREFIX) :]
     return name
 
 
@@ -62,9 +81,7 @@ def check_layers(net: nn.Module, layers: Sequence[str], what: str = "layer") -> 
     names = [layer_name(name) for name in layers]
     unknown = [given for given, name in zip(layers, names) if name not in modules]
     if unknown:
-        raise LayerError(
-            f"unknown {what} name(s) {unknown} for {type(net).__name__}; valid: {', '.join(modules)}"
-        )
+        raise LayerError(f"unknown {what} name(s) {unknown} for {type(net).__name__}; valid: {', '.join(modules)}")
     return names
 
 
@@ -81,8 +98,14 @@ class LayerProbe:
     class Stop(Exception):
         """Raised from the last requested layer's hook when the forward pass may end there."""
 
-    def __init__(self, net: nn.Module, layers: Sequence[str], detach: bool = True, stop_after_last: bool = False,
-                 keep_first: bool = False) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        layers: Sequence[str],
+        detach: bool = True,
+        stop_after_last: bool = False,
+        keep_first: bool = False,
+    ) -> None:
         names = dict(zip(layers, check_layers(net, layers)))  # as given -> the net's own name
         modules = _modules(net)
         self.outputs: dict[str, Tensor] = {}
@@ -175,7 +198,9 @@ def spread(names: Sequence, k: int) -> list:
     return [names[round(i * (len(names) - 1) / (k - 1))] for i in range(k)]
 
 
-def check_units(net: nn.Module, layer: str, units: Sequence[int], shapes: dict[str, tuple[int, ...]] | None = None) -> list[int]:
+def check_units(
+    net: nn.Module, layer: str, units: Sequence[int], shapes: dict[str, tuple[int, ...]] | None = None
+) -> list[int]:
     """Return ``units`` as a list, or raise ``LayerError`` naming the layer and its valid unit range."""
     layer = check_layers(net, [layer])[0]
     shapes = shapes or layer_shapes(net)
@@ -234,8 +259,14 @@ class ActivationStats:
 
     Only per-batch reductions are kept, so memory stays small."""
 
-    def __init__(self, unit_layers: Sequence[str], map_layers: Sequence[str], n: int, num_classes: int,
-                 map_classes: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        unit_layers: Sequence[str],
+        map_layers: Sequence[str],
+        n: int,
+        num_classes: int,
+        map_classes: Sequence[int] | None = None,
+    ) -> None:
         self.unit_layers, self.map_layers = list(unit_layers), list(map_layers)
         self.layers = list(dict.fromkeys(self.unit_layers + self.map_layers))
         self.n, self.num_classes = n, num_classes
@@ -270,8 +301,10 @@ class ActivationStats:
 
     def class_means(self) -> dict[str, Tensor]:
         counts = self.counts.clamp(min=1)
-        return {name: self.sums[name].cpu() / counts.view(-1, *[1] * (self.sums[name].dim() - 1))
-                for name in self.map_layers}
+        return {
+            name: self.sums[name].cpu() / counts.view(-1, *[1] * (self.sums[name].dim() - 1))
+            for name in self.map_layers
+        }
 
 
 @torch.no_grad()

@@ -57,10 +57,18 @@ class ImportanceChart:
             ax.set_xlabel("unit (largest rise first)")
             ax.set_ylabel("cross-entropy rise")
             ax.set_title(f"the {k} units whose removal costs most")
-            ax.legend(handles=[Patch(facecolor=RED, edgecolor=RED, label="rise > 2 SE"),
-                               Patch(facecolor="white", edgecolor=RED, label="within 2 SE (noise)"),
-                               Line2D([], [], color="black", linewidth=1.0, label="\u00b12 SE")],
-                      loc="upper right", fontsize="small", handlelength=1.2, borderpad=0.3, labelspacing=0.2)
+            ax.legend(
+                handles=[
+                    Patch(facecolor=RED, edgecolor=RED, label="rise > 2 SE"),
+                    Patch(facecolor="white", edgecolor=RED, label="within 2 SE (noise)"),
+                    Line2D([], [], color="black", linewidth=1.0, label="\u00b12 SE"),
+                ],
+                loc="upper right",
+                fontsize="small",
+                handlelength=1.2,
+                borderpad=0.3,
+                labelspacing=0.2,
+            )
             left = self.live.animate(fig.add_subplot(grid[1, 0]))
             right = self.live.animate(fig.add_subplot(grid[1, 1], sharey=left))
             self.scatters = []
@@ -76,13 +84,25 @@ class ImportanceChart:
             right.tick_params(labelleft=False)
             which = f"{units} units" if of in (None, units) else f"{units} of its {of} units (evenly spread)"
             self.live.title(f"{layer}: zeroing one unit at a time\n{which}, {samples} samples\n ")
-            self.note = self.live.slot(fig.text(0.01, 0.925, "intact: accuracy 00.0%, mean loss 0.000", ha="left",
-                                                va="top"))
-            self.dead_note = self.live.slot(fig.supxlabel("0000 dead units (zero on every sample) left out",
-                                                          fontsize="medium"))
+            self.note = self.live.slot(
+                fig.text(0.01, 0.925, "intact: accuracy 00.0%, mean loss 0.000", ha="left", va="top")
+            )
+            self.dead_note = self.live.slot(
+                fig.supxlabel("0000 dead units (zero on every sample) left out", fontsize="medium")
+            )
 
-    def draw(self, rise: Tensor, se: Tensor, dead: Tensor, units: Tensor, selectivity: Tensor, variance: Tensor,
-             base_acc: float, base_loss: float, step: int) -> Tensor:
+    def draw(
+        self,
+        rise: Tensor,
+        se: Tensor,
+        dead: Tensor,
+        units: Tensor,
+        selectivity: Tensor,
+        variance: Tensor,
+        base_acc: float,
+        base_loss: float,
+        step: int,
+    ) -> Tensor:
         """``(3, H, W)`` uint8 for the ``(U,)`` loss rises, their standard errors, dead flags, unit indices,
         selectivity indices and variances."""
         d = np.nan_to_num(rise.detach().double().cpu().numpy())
@@ -96,8 +116,9 @@ class ImportanceChart:
             colour = RED if v >= 0 else BLUE
             bar.set_edgecolor(colour)
             bar.set_facecolor(colour if abs(v) > 2 * err else "white")  # beyond its sampling noise: filled
-        self.whiskers.set_segments([[(i, v - 2 * err), (i, v + 2 * err)]
-                                    for i, (v, err) in enumerate(zip(d[order], e[order]))])
+        self.whiskers.set_segments(
+            [[(i, v - 2 * err), (i, v + 2 * err)] for i, (v, err) in enumerate(zip(d[order], e[order]))]
+        )
         self.bars_ax.set_xticklabels([str(int(u)) for u in units.cpu()[torch.as_tensor(order)]])
         lo, hi = d[order] - 2 * e[order], d[order] + 2 * e[order]
         self.bars_ax.set_ylim(*_padded(min(0.0, float(lo.min())), max(0.0, float(hi.max()) * 1.3)))  # room: legend
@@ -106,16 +127,22 @@ class ImportanceChart:
             rest.set_offsets(np.stack([x[~top & live], d[~top & live]], 1))
             best.set_offsets(np.stack([x[top & live], d[top & live]], 1))
             finite = x[live & np.isfinite(x)]
-            ax.set_xlim(*_padded(float(finite.min()) if finite.size else 0.0, float(finite.max()) if finite.size else 1.0))
+            ax.set_xlim(
+                *_padded(float(finite.min()) if finite.size else 0.0, float(finite.max()) if finite.size else 1.0)
+            )
             r = live_rank_correlation(v, rise, dead)
             ax.title.set_text(f"Spearman r {r:+.2f}" if math.isfinite(r) else "Spearman r: n/a")
         shown = d[live]
-        self.scatters[0][0].set_ylim(*_padded(float(shown.min()) if shown.size else 0.0,
-                                              float(shown.max()) if shown.size else 1.0))
+        self.scatters[0][0].set_ylim(
+            *_padded(float(shown.min()) if shown.size else 0.0, float(shown.max()) if shown.size else 1.0)
+        )
         self.note.text = f"intact: accuracy {100 * base_acc:.1f}%, mean loss {base_loss:.3f}"
         n_dead = int((~live).sum())
-        self.dead_note.text = (f"{n_dead} dead unit{'s' if n_dead != 1 else ''} (zero on every sample) left out"
-                               if n_dead else "no dead units")
+        self.dead_note.text = (
+            f"{n_dead} dead unit{'s' if n_dead != 1 else ''} (zero on every sample) left out"
+            if n_dead
+            else "no dead units"
+        )
         return self.live.image(step)
 
 
@@ -159,21 +186,38 @@ class ImportanceCallback(FixedSetCallback):
 
     technique = "importance"
 
-    def __init__(self, layers: list[str] | None = None, top: int = 16, per_class: int = 50, chunk_size: int = 2048,
-                 max_units: int | None = 128, max_samples: int = 500, every_n_epochs: int = 5, **kwargs) -> None:
+    def __init__(
+        self,
+        layers: list[str] | None = None,
+        top: int = 16,
+        per_class: int = 50,
+        chunk_size: int = 2048,
+        max_units: int | None = 128,
+        max_samples: int = 500,
+        every_n_epochs: int = 5,
+        **kwargs,
+    ) -> None:
         super().__init__(layers=layers, per_class=per_class, every_n_epochs=every_n_epochs, **kwargs)
         name = type(self).__name__
-        for arg, value in (("top", top), ("chunk_size", chunk_size), ("max_units", 1 if max_units is None else max_units)):
+        for arg, value in (
+            ("top", top),
+            ("chunk_size", chunk_size),
+            ("max_units", 1 if max_units is None else max_units),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: {arg} must be an integer >= 1, got {value!r}")
         if layers is not None and (isinstance(layers, str) or not all(isinstance(n, str) for n in layers)):
-            raise ValueError(f"{name}: layers must be a list of layer names (or None for the last two ReLUs), got {layers!r}")
+            raise ValueError(
+                f"{name}: layers must be a list of layer names (or None for the last two ReLUs), got {layers!r}"
+            )
         self.top = top
         self.chunk_size = chunk_size
         self.max_units = max_units
         if isinstance(max_samples, bool) or not isinstance(max_samples, int) or not 1 <= max_samples <= FIXED_SET_MAX:
-            raise ValueError(f"{type(self).__name__}: max_samples must be an integer in 1..{FIXED_SET_MAX} (the fixed "
-                             f"set's budget), got {max_samples!r}")
+            raise ValueError(
+                f"{type(self).__name__}: max_samples must be an integer in 1..{FIXED_SET_MAX} (the fixed "
+                f"set's budget), got {max_samples!r}"
+            )
         self.max_samples = max_samples
         self.layer_names: list[str] = []
 
@@ -222,8 +266,9 @@ class ImportanceCallback(FixedSetCallback):
             key = (layer, len(drop), len(x))
             if key not in self._charts:
                 self._charts[key] = ImportanceChart(layer, len(drop), self.top, len(x), of=a.shape[1])
-            img = self._charts[key].draw(rise, abl.loss_rise_se.cpu(), abl.dead.cpu(), abl.units, si, var,
-                                         abl.base_acc, abl.base_loss, ctx.step)
+            img = self._charts[key].draw(
+                rise, abl.loss_rise_se.cpu(), abl.dead.cpu(), abl.units, si, var, abl.base_acc, abl.base_loss, ctx.step
+            )
             ctx.add_image(f"{self.technique}/{layer}", img)
             ctx.add_scalar(f"{self.technique}/{layer}/max_acc_drop", float(drop.max()))
             ctx.add_scalar(f"{self.technique}/{layer}/mean_acc_drop", float(drop.mean()))

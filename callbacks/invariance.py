@@ -88,8 +88,18 @@ class InvarianceChart:
                 p_band = self.live.animate(ax_p.fill_between(x, zeros, zeros, color="k", alpha=0.2, linewidth=0))
                 p_line = self.live.animate(ax_p.plot(x, zeros, color="k", linewidth=1.8)[0])
                 worst = self.live.animate(ax_p.plot(x, zeros, ":", color="C3", linewidth=2.2)[0])
-                worst_name = self.live.animate(ax_p.text(0.03, 0.95, "", color="C3", ha="left", va="top",
-                                                         transform=ax_p.transAxes, fontsize=RC["legend.fontsize"]))
+                worst_name = self.live.animate(
+                    ax_p.text(
+                        0.03,
+                        0.95,
+                        "",
+                        color="C3",
+                        ha="left",
+                        va="top",
+                        transform=ax_p.transAxes,
+                        fontsize=RC["legend.fontsize"],
+                    )
+                )
                 self.columns.append((name, x, curves, p_band, p_line, worst, worst_name))
                 pad = 0.04 * (x.max() - x.min())
                 for ax in (ax_d, ax_p):
@@ -108,8 +118,16 @@ class InvarianceChart:
             axes[0, 0].set_ylabel("feature distance\n‖f(Tx) − f(x)‖ / ‖f(x)‖")
             axes[1, 0].set_ylabel("p(true class)")
             keys = [Line2D([], [], color=f"C{i}", linewidth=1.8) for i in range(len(layers))]
-            fig.legend(keys, list(layers), loc="upper center", bbox_to_anchor=(0.585, 0.905), ncols=min(3, len(layers)),
-                       frameon=False, handlelength=1.5, columnspacing=1.0)
+            fig.legend(
+                keys,
+                list(layers),
+                loc="upper center",
+                bbox_to_anchor=(0.585, 0.905),
+                ncols=min(3, len(layers)),
+                frameon=False,
+                handlelength=1.5,
+                columnspacing=1.0,
+            )
             self.live.title(f"{title}\nmean of {probes} probe images, band: middle half")
 
     def draw(self, sweeps: dict[str, Sweep], labels: Tensor, classes: Sequence[str], step: int) -> Tensor:
@@ -150,21 +168,35 @@ class InvarianceCallback(VisualizationCallback):
 
     technique = "invariance"
 
-    def __init__(self, layers: list[str] | None = None, transformations: list[str] | None = None, per_class: int = 2,
-                 max_shift: float = 0.3, scale_range: tuple[float, float] = (0.6, 1.4), max_angle: float = 90.0,
-                 every_n_epochs: int = 5, **kwargs) -> None:
+    def __init__(
+        self,
+        layers: list[str] | None = None,
+        transformations: list[str] | None = None,
+        per_class: int = 2,
+        max_shift: float = 0.3,
+        scale_range: tuple[float, float] = (0.6, 1.4),
+        max_angle: float = 90.0,
+        every_n_epochs: int = 5,
+        **kwargs,
+    ) -> None:
         super().__init__(every_n_epochs=every_n_epochs, **kwargs)
         if transformations is not None:
             bad = [t for t in transformations if t not in TRANSFORMATIONS]
             if bad or not transformations:
-                raise ValueError(f"InvarianceCallback: unknown or no transformations {bad or transformations}; "
-                                 f"valid: {', '.join(TRANSFORMATIONS)}")
+                raise ValueError(
+                    f"InvarianceCallback: unknown or no transformations {bad or transformations}; "
+                    f"valid: {', '.join(TRANSFORMATIONS)}"
+                )
         if not isinstance(per_class, int) or isinstance(per_class, bool) or per_class < 1:
             raise ValueError(f"InvarianceCallback: per_class must be an integer >= 1, got {per_class!r}")
         if not 0 < max_shift < 1:
-            raise ValueError(f"InvarianceCallback: max_shift is a fraction of the image side in (0, 1), got {max_shift!r}")
+            raise ValueError(
+                f"InvarianceCallback: max_shift is a fraction of the image side in (0, 1), got {max_shift!r}"
+            )
         if len(scale_range) != 2 or not 0 < scale_range[0] <= 1 <= scale_range[1]:
-            raise ValueError(f"InvarianceCallback: scale_range must be (low, high) with 0 < low <= 1 <= high, got {scale_range!r}")
+            raise ValueError(
+                f"InvarianceCallback: scale_range must be (low, high) with 0 < low <= 1 <= high, got {scale_range!r}"
+            )
         if not 0 < max_angle <= 180:
             raise ValueError(f"InvarianceCallback: max_angle must be in (0, 180] degrees, got {max_angle!r}")
         self.layers = layers
@@ -188,7 +220,9 @@ class InvarianceCallback(VisualizationCallback):
             # (a stage output that the feature layer ends, as timm's ``bn1`` and ``bn1.act``, is the same tensor)
             self.layer_names = list(dict.fromkeys(early + roles.penultimate(net, shapes)))
             if not self.layer_names:
-                raise LayerError(f"{type(net).__name__} has neither a conv stage nor a Linear layer: name the layers to follow")
+                raise LayerError(
+                    f"{type(net).__name__} has neither a conv stage nor a Linear layer: name the layers to follow"
+                )
 
     def render(self, ctx: RenderContext) -> None:
         x, y = self.probe_images(ctx.trainer, self.per_class)
@@ -211,7 +245,10 @@ class InvarianceCallback(VisualizationCallback):
             chart = self._charts.get(picture)
             if chart is None or chart[0] != key:  # first drawing, or the distance axis had to grow
                 title = f"Invariance to {TITLE[picture]}"
-                chart = (key, InvarianceChart({n: sw.amounts for n, sw in shown.items()}, self.layer_names, len(y), title, top))
+                chart = (
+                    key,
+                    InvarianceChart({n: sw.amounts for n, sw in shown.items()}, self.layer_names, len(y), title, top),
+                )
                 self._charts[picture] = chart
             ctx.add_image(f"{self.technique}/{picture}", chart[1].draw(shown, y, ctx.classes, ctx.step))
         for name, sw in result.items():

@@ -23,8 +23,14 @@ from .layers import layer_roles
 from .live_figure import LiveFigure, contrast_colours, draw_texts
 from .methods.layer_responses import class_effect_sizes, layer_class_responses
 
-__all__ = ["layer_class_responses", "class_effect_sizes", "EFFECT_LIMIT", "short_number", "LayerResponsesChart",
-           "LayerResponsesCallback"]
+__all__ = [
+    "layer_class_responses",
+    "class_effect_sizes",
+    "EFFECT_LIMIT",
+    "short_number",
+    "LayerResponsesChart",
+    "LayerResponsesCallback",
+]
 
 
 EFFECT_LIMIT = 2.0  # the colour scale's ends, in within-class standard deviations (a large effect: Cohen's d of 2)
@@ -57,16 +63,29 @@ class LayerResponsesChart:
         self.live = LiveFigure(min(720, 120 + 34 * k), 185 + 22 * n)
         with self.live.rc():
             self.ax = ax = self.live.fig.add_subplot()
-            self.im = self.live.animate(ax.imshow(np.zeros((n, k)), cmap=SIGNED, vmin=-EFFECT_LIMIT, vmax=EFFECT_LIMIT,
-                                                  aspect="auto", interpolation="nearest"))
+            self.im = self.live.animate(
+                ax.imshow(
+                    np.zeros((n, k)),
+                    cmap=SIGNED,
+                    vmin=-EFFECT_LIMIT,
+                    vmax=EFFECT_LIMIT,
+                    aspect="auto",
+                    interpolation="nearest",
+                )
+            )
             ax.set_xticks(range(k), list(classes), rotation=45, ha="right", rotation_mode="anchor")
             ax.set_yticks(range(n), layers)
             ax.tick_params(length=0)
             ax.set_xlabel(class_axis)
             ax.set_ylabel("layer (forward order)")
-            colorbar(self.live.fig, self.im, ax, "(class mean - mean) / within-class SD\n"
-                     f"clipped at \u00b1{EFFECT_LIMIT:g}; pale: alike within noise", location="bottom",
-                     ticks=np.linspace(-EFFECT_LIMIT, EFFECT_LIMIT, 5))
+            colorbar(
+                self.live.fig,
+                self.im,
+                ax,
+                f"(class mean - mean) / within-class SD\nclipped at \u00b1{EFFECT_LIMIT:g}; pale: alike within noise",
+                location="bottom",
+                ticks=np.linspace(-EFFECT_LIMIT, EFFECT_LIMIT, 5),
+            )
             self.live.title(f"Class means per layer ({samples} images each)")
         self.cells = np.array([(j, i) for i in range(n) for j in range(k)], dtype=np.float64)
 
@@ -113,8 +132,9 @@ class LayerResponsesCallback(FixedSetCallback):
         samples = ctx.sample_counts(y)
         key = (tuple(self.layer_names), tuple(shown), samples)
         if key not in self._charts:
-            self._charts = {key: LayerResponsesChart(self.layer_names, [ctx.classes[c] for c in shown], samples,
-                                                     ctx.class_axis())}
+            self._charts = {
+                key: LayerResponsesChart(self.layer_names, [ctx.classes[c] for c in shown], samples, ctx.class_axis())
+            }
         ctx.add_image(self.technique, self._charts[key].draw(resp, effect, ctx.step))
         for layer, a in acts.items():
             ctx.add_scalar(f"{self.technique}/{layer}", float(a.float().mean()))

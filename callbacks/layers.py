@@ -39,18 +39,48 @@ from torch import nn
 
 from .hooks import spread
 
-__all__ = ["NONLINEARITIES", "GATE_BLOCKS", "LayerRoles", "layer_roles", "is_nonlinearity", "in_gate_block", "following_nonlinearity"]
+__all__ = [
+    "NONLINEARITIES",
+    "GATE_BLOCKS",
+    "LayerRoles",
+    "layer_roles",
+    "is_nonlinearity",
+    "in_gate_block",
+    "following_nonlinearity",
+]
 
 NONLINEARITIES: tuple[type[nn.Module], ...] = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Hardswish,
     nn.Softplus,
 )
 _TIMM_ACTIVATIONS = "timm.layers.activations"  # activations, activations_me, activations_jit
 _GATE_NAMES = ("sigmoid", "tanh")  # timm's Sigmoid, HardSigmoid, HardSigmoidMe, Tanh: gates
-GATE_BLOCKS = frozenset({
-    "SqueezeExcite", "SEModule", "EffectiveSEModule", "SqueezeExcitation", "SqueezeExciteCl", "SEBlock", "SELayer",
-    "EcaModule", "CecaModule", "GatherExcite", "CbamModule", "LightCbamModule",
-})
+GATE_BLOCKS = frozenset(
+    {
+        "SqueezeExcite",
+        "SEModule",
+        "EffectiveSEModule",
+        "SqueezeExcitation",
+        "SqueezeExciteCl",
+        "SEBlock",
+        "SELayer",
+        "EcaModule",
+        "CecaModule",
+        "GatherExcite",
+        "CbamModule",
+        "LightCbamModule",
+    }
+)
 _GLOBAL_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.Identity, nn.Dropout)
 _PASSIVE = (nn.MaxPool2d, nn.AvgPool2d, nn.Dropout, nn.Dropout2d, nn.Identity)  # keep what a stage's act computed
@@ -107,8 +137,13 @@ class LayerRoles:
         width = modules[self.logits].in_features
         skip = (nn.Flatten, nn.Unflatten, nn.Identity, nn.modules.dropout._DropoutNd)
         before = self.order[: self.order.index(self.logits)]
-        found = [n for n in reversed(before) if not isinstance(modules[n], skip) and math.prod(shapes[n]) == width
-                 and not self.logits.startswith(n + ".")]
+        found = [
+            n
+            for n in reversed(before)
+            if not isinstance(modules[n], skip)
+            and math.prod(shapes[n]) == width
+            and not self.logits.startswith(n + ".")
+        ]
         return found[:1]
 
     def levels(self, k: int) -> list[str]:
@@ -230,8 +265,10 @@ class _Stages:
         if sum(block(r[-1]) and self.has_conv(r[-1]) for r in runs) > len(runs) / 2 and not any(map(block, runs[0])):
             runs = runs[1:]  # loose single layers before a net of blocks: its stem
         # each run's output: its last layer that is not a no-op (ConvNeXt's identity ``norm_pre``)
-        return [next((k for k in reversed(r) if not isinstance(self.modules[k], (nn.Identity, nn.Dropout))), r[-1])
-                for r in runs]
+        return [
+            next((k for k in reversed(r) if not isinstance(self.modules[k], (nn.Identity, nn.Dropout))), r[-1])
+            for r in runs
+        ]
 
 
 def _features(stages: list[str], order: list[str], modules: dict[str, nn.Module]) -> list[str]:

@@ -89,8 +89,9 @@ class LiveFigure:
     def title(self, text: str) -> None:
         """A static title, left, and the epoch, right (written by ``image(step)``); call while building."""
         self.fig.suptitle(text, x=0.01, ha="left")
-        self._epoch = self.slot(self.fig.text(0.99, 0.995, "epoch 0000", ha="right", va="top",
-                                              size=RC["figure.titlesize"]))
+        self._epoch = self.slot(
+            self.fig.text(0.99, 0.995, "epoch 0000", ha="right", va="top", size=RC["figure.titlesize"])
+        )
 
     def refresh(self) -> None:
         """Redraw the cached (static) part at the next ``image()``."""
@@ -155,8 +156,15 @@ def contrast_colours(rgba: np.ndarray) -> list[tuple[int, int, int]]:
     return [(0, 0, 0) if v > 0.5 else (255, 255, 255) for v in lum]
 
 
-def draw_texts(img: Tensor, positions: np.ndarray, texts: Sequence[str], colours: Sequence[tuple[int, int, int]],
-               size: int = TEXT_PX, anchor: str = "mm", outline: tuple[int, int, int] | None = None) -> Tensor:
+def draw_texts(
+    img: Tensor,
+    positions: np.ndarray,
+    texts: Sequence[str],
+    colours: Sequence[tuple[int, int, int]],
+    size: int = TEXT_PX,
+    anchor: str = "mm",
+    outline: tuple[int, int, int] | None = None,
+) -> Tensor:
     """``img`` ``(3, H, W)`` uint8 with each text at its pixel ``(column, row)`` position (DejaVu Sans; ``anchor``
     as Pillow's, default centred; ``outline``: a 1-px edge of that colour, for text on images)."""
     pil = Image.fromarray(img.permute(1, 2, 0).numpy())

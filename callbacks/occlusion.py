@@ -17,9 +17,28 @@ from .methods.occlusion import Occlusion, occlusion_sensitivity, sensitivity_map
 __all__ = ["OcclusionChart", "OcclusionCallback"]
 
 # One colour per class (matplotlib's tab10, then tab20's light shades), repeated for more classes.
-_PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-            "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7",
-            "#dbdb8d", "#9edae5"]
+_PALETTE = [
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+    "#aec7e8",
+    "#ffbb78",
+    "#98df8a",
+    "#ff9896",
+    "#c5b0d5",
+    "#c49c94",
+    "#f7b6d2",
+    "#c7c7c7",
+    "#dbdb8d",
+    "#9edae5",
+]
 
 BATCH_INPUT_VALUES = 2**22  # input values per forward pass of the occluded copies, at most (see ``batch_for``)
 
@@ -32,8 +51,9 @@ class OcclusionChart:
 
     TILE = 52  # px per row and column
 
-    def __init__(self, images: Tensor, rows: list[str], columns: list[str], patch: int, stride: int,
-                 positions: tuple[int, int]) -> None:
+    def __init__(
+        self, images: Tensor, rows: list[str], columns: list[str], patch: int, stride: int, positions: tuple[int, int]
+    ) -> None:
         n, k, t = len(rows), len(columns), self.TILE
         h, w = images.shape[-2:]
         # the predicted classes' key below the rows, in as many columns (at most 3) as the card's width holds
@@ -55,25 +75,48 @@ class OcclusionChart:
             ax.set_xlabel("p(true)")
             ax.set_title("intact")
             ax = fig.add_subplot(grid[2])
-            self.drop = self.live.animate(show_grid(ax, np.zeros((n, 1, h, w)), cmap=SIGNED, vmax=1,
-                                                    title="drop in\np(true)"))
+            self.drop = self.live.animate(
+                show_grid(ax, np.zeros((n, 1, h, w)), cmap=SIGNED, vmax=1, title="drop in\np(true)")
+            )
             ax.set_aspect("auto")
             ax.set_xticks([])
             grey = mosaic(images.mean(1)[:, None])  # (n * (h + 1) - 1, w), NaN between tiles
             # the inputs' outlines, drawn after (over) the changing drop map
             self.live.animate(ax.contour(grey, levels=[0.35], colors="black", linewidths=0.7))
             ax = fig.add_subplot(grid[3])
-            colorbar(fig, self.drop, [image_ax, *fig.axes[1:3], ax], "drop in p(true) where hidden", location="bottom",
-                     shrink=0.8, fraction=0.04, aspect=25, format="%.2g")
+            colorbar(
+                fig,
+                self.drop,
+                [image_ax, *fig.axes[1:3], ax],
+                "drop in p(true) where hidden",
+                location="bottom",
+                shrink=0.8,
+                fraction=0.04,
+                aspect=25,
+                format="%.2g",
+            )
             cmap = ListedColormap([_PALETTE[c % len(_PALETTE)] for c in range(k)]).with_extremes(bad="white")
-            self.pred = self.live.animate(ax.imshow(mosaic(np.zeros((n, 1, *positions))), cmap=cmap,
-                                                    norm=BoundaryNorm(np.arange(k + 1) - 0.5, k), aspect="auto",
-                                                    interpolation="nearest"))
+            self.pred = self.live.animate(
+                ax.imshow(
+                    mosaic(np.zeros((n, 1, *positions))),
+                    cmap=cmap,
+                    norm=BoundaryNorm(np.arange(k + 1) - 0.5, k),
+                    aspect="auto",
+                    interpolation="nearest",
+                )
+            )
             ax.set_title("predicted\nif hidden")
             ax.set_xticks([])
             ax.set_yticks([])
-            fig.legend([Patch(color=_PALETTE[c % len(_PALETTE)]) for c in range(k)], columns, loc="outside lower center",
-                       ncols=ncols, handlelength=1, columnspacing=1, title="class predicted if hidden")
+            fig.legend(
+                [Patch(color=_PALETTE[c % len(_PALETTE)]) for c in range(k)],
+                columns,
+                loc="outside lower center",
+                ncols=ncols,
+                handlelength=1,
+                columnspacing=1,
+                title="class predicted if hidden",
+            )
             self.live.title(f"Occlusion: {patch}-px patch, stride {stride}")
 
     def draw(self, heat: Tensor, predicted: Tensor, base_prob: Tensor, vmax: float, step: int) -> Tensor:
@@ -119,8 +162,16 @@ class OcclusionCallback(VisualizationCallback):
     technique = "occlusion"
     class_tags = True
 
-    def __init__(self, patch: int | None = None, stride: int | None = None, fill: float | None = None,
-                 batch_size: int = 4096, per_class_tags: bool = False, every_n_epochs: int = 2, **kwargs) -> None:
+    def __init__(
+        self,
+        patch: int | None = None,
+        stride: int | None = None,
+        fill: float | None = None,
+        batch_size: int = 4096,
+        per_class_tags: bool = False,
+        every_n_epochs: int = 2,
+        **kwargs,
+    ) -> None:
         super().__init__(every_n_epochs=every_n_epochs, **kwargs)
         name = type(self).__name__
         for arg, value in (("patch", patch), ("stride", stride), ("batch_size", batch_size)):
@@ -128,7 +179,9 @@ class OcclusionCallback(VisualizationCallback):
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: {arg} must be an integer >= 1, got {value!r}")
-        if fill is not None and (isinstance(fill, bool) or not isinstance(fill, (int, float)) or not 0.0 <= fill <= 1.0):
+        if fill is not None and (
+            isinstance(fill, bool) or not isinstance(fill, (int, float)) or not 0.0 <= fill <= 1.0
+        ):
             raise ValueError(f"{name}: fill must be a number in [0, 1] (0 black, 1 white) or None, got {fill!r}")
         self.patch = patch
         self.stride = stride
@@ -142,7 +195,9 @@ class OcclusionCallback(VisualizationCallback):
     def configure(self, net, shapes):
         h, w = self.input_shape[-2:]  # the validation images' (set by the base's setup)
         if self.patch is not None and self.patch > min(h, w):
-            raise ValueError(f"{type(self).__name__}: patch must be in 1..{min(h, w)} (the input is {h}x{w}), got {self.patch}")
+            raise ValueError(
+                f"{type(self).__name__}: patch must be in 1..{min(h, w)} (the input is {h}x{w}), got {self.patch}"
+            )
 
     def geometry(self, hw: tuple[int, int]) -> tuple[int, int]:
         """``(patch, stride)`` in pixels for images of size ``hw``: as given, else scaled with the image side."""
@@ -160,7 +215,9 @@ class OcclusionCallback(VisualizationCallback):
         ResNet-50 out of 24 GB)."""
         return max(1, min(self.batch_size, BATCH_INPUT_VALUES // x[0].numel()))
 
-    def compute(self, net: nn.Module, x: Tensor, y: Tensor, pixel_range: tuple[float, float]) -> tuple[Occlusion, Tensor]:
+    def compute(
+        self, net: nn.Module, x: Tensor, y: Tensor, pixel_range: tuple[float, float]
+    ) -> tuple[Occlusion, Tensor]:
         """The render's computation: ``(occlusion_sensitivity(...), sensitivity_map(...))`` for images ``x``."""
         patch, stride = self.geometry(tuple(x.shape[-2:]))
         occ = occlusion_sensitivity(net, x, y, patch, stride, self.fill_value(pixel_range), self.batch_for(x))
@@ -182,11 +239,13 @@ class OcclusionCallback(VisualizationCallback):
             patch, stride = self.geometry(tuple(x.shape[-2:]))
             key = (tuple(true[i] for i in rows), tuple(columns), tuple(x.shape), positions, patch, stride)
             if key not in self._charts:
-                self._charts[key] = OcclusionChart(images[rows], [names[i] for i in rows], columns, patch, stride,
-                                                   positions)
+                self._charts[key] = OcclusionChart(
+                    images[rows], [names[i] for i in rows], columns, patch, stride, positions
+                )
             vmax = self.scale("drop" if not self.per_class_tags else f"drop/{rows[0]}", abs_max(heat[rows]))
             img = self._charts[key].draw(heat[rows], predicted[rows], base_prob[rows], vmax, ctx.step)
             c = true[rows[0]]
-            ctx.add_image(self.technique if not self.per_class_tags else f"{self.technique}/{c}_{tag_part(names[rows[0]])}",
-                          img)
+            ctx.add_image(
+                self.technique if not self.per_class_tags else f"{self.technique}/{c}_{tag_part(names[rows[0]])}", img
+            )
         ctx.add_scalar(f"{self.technique}/mean_max_drop", float(max_drop.mean()) if len(max_drop) else 0.0)

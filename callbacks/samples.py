@@ -7,9 +7,8 @@ whether the data look right (orientation, contrast, labels). The graph is traced
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import warnings
+from collections.abc import Sequence
 
 import lightning.pytorch as pl
 import torch
@@ -23,8 +22,14 @@ from .data import train_samples
 __all__ = ["class_grid", "SamplesCallback"]
 
 
-def class_grid(x: Tensor, y: Tensor, classes: tuple[str, ...], per_class: int, pixel_range: tuple[float, float],
-               shown: Sequence[int] | None = None) -> Tensor:
+def class_grid(
+    x: Tensor,
+    y: Tensor,
+    classes: tuple[str, ...],
+    per_class: int,
+    pixel_range: tuple[float, float],
+    shown: Sequence[int] | None = None,
+) -> Tensor:
     """uint8 ``(3, H, W)``: one row per class of ``shown`` (default: every class) with its first ``per_class``
     images of ``(x, y)`` (blank where a class has fewer), labelled with the class name."""
     shown = list(range(len(classes))) if shown is None else list(shown)
@@ -69,8 +74,12 @@ class SamplesCallback(VisualizationCallback):
     def render(self, ctx: RenderContext) -> None:
         x, y = train_samples(ctx.trainer, self.facts(ctx.trainer), self.per_class, ctx.shown)
         img = class_grid(x, y, ctx.classes, self.per_class, ctx.pixel_range, ctx.shown)
-        ctx.add_image(f"{self.technique}/train", figures.titled(
-            img, "training data", f"the first {self.per_class} training images of each class{ctx.shown_note()}"))
+        ctx.add_image(
+            f"{self.technique}/train",
+            figures.titled(
+                img, "training data", f"the first {self.per_class} training images of each class{ctx.shown_note()}"
+            ),
+        )
         if self.graph:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # tracer warnings about constants are irrelevant here

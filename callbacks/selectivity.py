@@ -28,8 +28,14 @@ from .layers import layer_roles
 from .live_figure import LiveFigure
 from .methods.selectivity import class_means, selectivity_index, shown_units
 
-__all__ = ["class_means", "selectivity_index", "collect_activations", "sorted_by_preference", "SelectivityChart",
-           "SelectivityCallback"]
+__all__ = [
+    "class_means",
+    "selectivity_index",
+    "collect_activations",
+    "sorted_by_preference",
+    "SelectivityChart",
+    "SelectivityCallback",
+]
 
 MAX_UNITS = 128  # columns of a panel at most
 
@@ -50,8 +56,15 @@ class SelectivityChart:
     """One panel per layer (classes x units, units sorted by preference, each scaled to its maximum) on one fixed
     0..1 scale (-1..1 when a layer has negative means); built once, redrawn by ``draw``."""
 
-    def __init__(self, layers: list[str], units: list[int], signed: bool, classes: list[str],
-                 samples: str, class_axis: str = "class") -> None:
+    def __init__(
+        self,
+        layers: list[str],
+        units: list[int],
+        signed: bool,
+        classes: list[str],
+        samples: str,
+        class_axis: str = "class",
+    ) -> None:
         k = len(classes)
         panel = 12 * k + 40  # a 12-px row per class, the panel title and the unit axis
         self.live = LiveFigure(CARD_WIDTH, 100 + panel * len(layers))
@@ -59,20 +72,40 @@ class SelectivityChart:
             axes = self.live.fig.subplots(len(layers), 1, squeeze=False)[:, 0]
             self.images, self.notes, self.ticks = [], [], []
             for ax, layer, u in zip(axes, layers, units):
-                im = self.live.animate(ax.imshow([[0.0] * u] * k, cmap=SIGNED if signed else SEQUENTIAL,
-                                                 vmin=-1 if signed else 0, vmax=1, aspect="auto", interpolation="nearest"))
+                im = self.live.animate(
+                    ax.imshow(
+                        [[0.0] * u] * k,
+                        cmap=SIGNED if signed else SEQUENTIAL,
+                        vmin=-1 if signed else 0,
+                        vmax=1,
+                        aspect="auto",
+                        interpolation="nearest",
+                    )
+                )
                 ax.set_yticks(range(k), list(classes))
                 positions = list(range(0, u, -(-u // 8)))
                 ax.set_xticks(positions, [str(u) for _ in positions])  # the widest label, for the layout
                 # tick labels: the unit at each position, which changes
-                self.ticks.append((positions, [self.live.slot(t.label1) for t in ax.xaxis.get_major_ticks()[:len(positions)]]))
+                self.ticks.append(
+                    (positions, [self.live.slot(t.label1) for t in ax.xaxis.get_major_ticks()[: len(positions)]])
+                )
                 ax.tick_params(axis="y", length=0)
-                self.notes.append(self.live.slot(ax.set_title(f"{layer}: {u} units, {u} shown, {u} silent, SI 0.00",
-                                                              loc="left")))
+                self.notes.append(
+                    self.live.slot(ax.set_title(f"{layer}: {u} units, {u} shown, {u} silent, SI 0.00", loc="left"))
+                )
                 ax.set_ylabel(class_axis)
                 self.images.append(im)
-            colorbar(self.live.fig, self.images[0], list(axes), "class mean / the unit's largest class mean",
-                     location="bottom", shrink=0.8, fraction=0.025, aspect=40, ticks=[-1, 0, 1] if signed else [0, 0.5, 1])
+            colorbar(
+                self.live.fig,
+                self.images[0],
+                list(axes),
+                "class mean / the unit's largest class mean",
+                location="bottom",
+                shrink=0.8,
+                fraction=0.025,
+                aspect=40,
+                ticks=[-1, 0, 1] if signed else [0, 0.5, 1],
+            )
             self.layers, self.units = layers, units
             axes[-1].set_xlabel("unit (sorted by preferred class)")
             self.live.title(f"Class selectivity, {samples} samples per class")
@@ -80,8 +113,9 @@ class SelectivityChart:
     def draw(self, means: list[Tensor], shown: list[int], step: int) -> Tensor:
         """``(3, H, W)`` uint8 for each layer's class means ``(K, U)`` over every class: the rows of the ``shown``
         classes, at most ``MAX_UNITS`` units; the notes' unit counts and mean SI cover every unit and class."""
-        for (positions, ticks), im, note, m, layer, u in zip(self.ticks, self.images, self.notes, means, self.layers,
-                                                             self.units):
+        for (positions, ticks), im, note, m, layer, u in zip(
+            self.ticks, self.images, self.notes, means, self.layers, self.units
+        ):
             rows = m[shown]
             cols = shown_units(rows, MAX_UNITS)
             scaled, order = sorted_by_preference(rows[:, cols])
@@ -89,9 +123,12 @@ class SelectivityChart:
             for p, tick in zip(positions, ticks):
                 tick.text = str(int(cols[order[p]]))
             silent = int((m.abs().amax(0) == 0).sum())
-            note.text = (f"{layer}: {m.shape[1]} units" + (f", {u} shown" if u < m.shape[1] else "")
-                         + (f", {silent} silent" if silent else "")
-                         + f", mean SI {float(selectivity_index(m.float().cpu()).mean()):.2f}")
+            note.text = (
+                f"{layer}: {m.shape[1]} units"
+                + (f", {u} shown" if u < m.shape[1] else "")
+                + (f", {silent} silent" if silent else "")
+                + f", mean SI {float(selectivity_index(m.float().cpu()).mean()):.2f}"
+            )
         return self.live.image(step)
 
 
@@ -131,6 +168,9 @@ class SelectivityCallback(FixedSetCallback):
         units = [min(m.shape[1], MAX_UNITS) for m in means]
         key = (tuple(self.layer_names), tuple(units), signed, ctx.classes, tuple(shown), samples)
         if key not in self._charts:
-            self._charts = {key: SelectivityChart(self.layer_names, units, signed, [ctx.classes[c] for c in shown],
-                                                  samples, ctx.class_axis())}
+            self._charts = {
+                key: SelectivityChart(
+                    self.layer_names, units, signed, [ctx.classes[c] for c in shown], samples, ctx.class_axis()
+                )
+            }
         ctx.add_image(self.technique, self._charts[key].draw(means, shown, ctx.step))

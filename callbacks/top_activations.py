@@ -14,19 +14,32 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
+from . import figures
 from .base import FixedSetCallback, RenderContext
+from .hooks import LayerError, check_layers, check_unit_range, layer_shapes
+from .layers import layer_roles
 from .methods.deconv import deconv_blockers
 from .methods.top_activations import (
-    ReceptiveField, TopActivations, patches, projected_patches, receptive_field, rf_box, top_activations,
+    ReceptiveField,
+    TopActivations,
+    patches,
+    projected_patches,
+    receptive_field,
+    rf_box,
+    top_activations,
     top_activations_of,
 )
-from .layers import layer_roles
-from .hooks import LayerError, check_layers, check_unit_range, layer_shapes
-from . import figures
 
 __all__ = [
-    "ReceptiveField", "TopActivations", "receptive_field", "rf_box", "top_activations", "top_activations_of", "patches",
-    "projected_patches", "TopActivationsCallback",
+    "ReceptiveField",
+    "TopActivations",
+    "receptive_field",
+    "rf_box",
+    "top_activations",
+    "top_activations_of",
+    "patches",
+    "projected_patches",
+    "TopActivationsCallback",
 ]
 
 
@@ -113,7 +126,9 @@ class TopActivationsCallback(FixedSetCallback):
         return roles.features or roles.hidden[:1]
 
     def configure(self, net, shapes):
-        self.layer_names = self.thin(self.default_layers(net, shapes)) if self.layers is None else check_layers(net, self.layers)
+        self.layer_names = (
+            self.thin(self.default_layers(net, shapes)) if self.layers is None else check_layers(net, self.layers)
+        )
         if not self.layer_names:
             raise LayerError(
                 f"no default layer (no conv stage, no hidden fully-connected nonlinearity); name some of: "
@@ -141,10 +156,14 @@ class TopActivationsCallback(FixedSetCallback):
             self.projectable[layer] = not blockers
             if blockers:
                 no_projection[layer] = ", ".join(blockers[:3]) + (" ..." if len(blockers) > 3 else "")
-        reasons = [f"{', '.join(no_patches)} shown without patches ({next(iter(no_patches.values()))})"] if no_patches else []
+        reasons = (
+            [f"{', '.join(no_patches)} shown without patches ({next(iter(no_patches.values()))})"] if no_patches else []
+        )
         if no_projection:
-            reasons.append(f"{', '.join(no_projection)} without deconvnet projections (no deconvnet rule for "
-                           f"{next(iter(no_projection.values()))})")
+            reasons.append(
+                f"{', '.join(no_projection)} without deconvnet projections (no deconvnet rule for "
+                f"{next(iter(no_projection.values()))})"
+            )
         message = f"{type(self).__name__}: " + "; ".join(reasons) if reasons else None
         if message is not None and message != self._warned:  # once, not at every setup
             self._warned = message
@@ -192,8 +211,9 @@ class TopActivationsCallback(FixedSetCallback):
         lo, hi = ctx.pixel_range
         if not self.layer_units:  # not set up by the Trainer (a direct call): configure for x's shape
             self.configure_for(ctx.net, tuple(x.shape[1:]))
-        tops = top_activations_of(ctx.net, x, {n: self.layer_units[n] for n in self.layer_names},
-                                  min(self.k, len(x)), self.search_batch(x))  # one pass for every layer
+        tops = top_activations_of(
+            ctx.net, x, {n: self.layer_units[n] for n in self.layer_names}, min(self.k, len(x)), self.search_batch(x)
+        )  # one pass for every layer
         for layer in self.layer_names:
             top, crops, proj = self.compute(ctx.net, x, layer, lo, tops[layer])
             ctx.add_image(f"{self.technique}/{layer}", self.picture(ctx, x, layer, top, crops, proj))
@@ -206,9 +226,17 @@ class TopActivationsCallback(FixedSetCallback):
         indices = top.indices.cpu()
         if crops is not None:  # which patch pixels lie inside the image: pale blue outside
             ones = torch.ones(1, 1, *x.shape[-2:])
-            inside = patches(ones, torch.zeros_like(indices), top.positions.cpu(), self.fields[layer],
-                             self._layer_hw(ctx.net, x, layer), fill=0.0)[:, :, :1].bool()  # (U, k, 1, s, s)
-            shown = figures.input_rgb(crops.flatten(0, 1).cpu(), ctx.pixel_range).view(*crops.shape[:2], 3, *crops.shape[-2:])
+            inside = patches(
+                ones,
+                torch.zeros_like(indices),
+                top.positions.cpu(),
+                self.fields[layer],
+                self._layer_hw(ctx.net, x, layer),
+                fill=0.0,
+            )[:, :, :1].bool()  # (U, k, 1, s, s)
+            shown = figures.input_rgb(crops.flatten(0, 1).cpu(), ctx.pixel_range).view(
+                *crops.shape[:2], 3, *crops.shape[-2:]
+            )
             shown = torch.where(inside, shown, _OUTSIDE.view(1, 1, 3, 1, 1))
         else:
             shown = figures.input_rgb(x[indices.flatten()].cpu(), ctx.pixel_range).view(len(units), k, 3, *x.shape[-2:])
@@ -216,7 +244,11 @@ class TopActivationsCallback(FixedSetCallback):
         if proj is not None:
             q = proj.float().cpu().sum(2)  # (U, k, s, s): colour inputs summed over channels
             q = q / q.abs().flatten(2).amax(2).clamp_min(1e-12)[..., None, None]
-            q = torch.nn.functional.interpolate(q, size=shown.shape[-2:], mode="nearest") if q.shape[-2:] != shown.shape[-2:] else q
+            q = (
+                torch.nn.functional.interpolate(q, size=shown.shape[-2:], mode="nearest")
+                if q.shape[-2:] != shown.shape[-2:]
+                else q
+            )
             tiles.append(figures.to_rgb(q, figures.SIGNED, vmax=1.0).movedim(0, 2))
         tiles = torch.cat(tiles, dim=1)  # (U, k or 2k, 3, s, s)
         if tiles.shape[-1] > MAX_TILE:  # a deep layer's field can be larger than the image: shrink, keep the card size
@@ -226,14 +258,24 @@ class TopActivationsCallback(FixedSetCallback):
         rows = [f"unit {u} (max {float(top.values[r, 0]):.3g})" for r, u in enumerate(units)]
         cols = [str(j + 1) for j in range(k)] * (2 if proj is not None else 1)
         label_w = max(figures.text_width(r) for r in rows) + 8
-        grid = figures.tile_rows(tiles, rows, cols, cell=max(tiles.shape[-1], (self.max_width - label_w) // tiles.shape[1] - 2))
+        grid = figures.tile_rows(
+            tiles, rows, cols, cell=max(tiles.shape[-1], (self.max_width - label_w) // tiles.shape[1] - 2)
+        )
         parts = [grid]
         if proj is not None:
-            parts.append(figures.colorbar_strip(figures.SIGNED, -1.0, 1.0, "projection / its max |value|", min(grid.shape[2], figures.CARD_WIDTH)))
+            parts.append(
+                figures.colorbar_strip(
+                    figures.SIGNED, -1.0, 1.0, "projection / its max |value|", min(grid.shape[2], figures.CARD_WIDTH)
+                )
+            )
         rf = self.fields.get(layer)
-        what = (f"receptive fields ({rf.size} px, stride {rf.stride})" if crops is not None else
-                f"whole images (receptive field {rf.size} px)" if self.covers_image(rf, x) else "images") + \
-            f": top {k} of {len(x)}"
+        what = (
+            f"receptive fields ({rf.size} px, stride {rf.stride})"
+            if crops is not None
+            else f"whole images (receptive field {rf.size} px)"
+            if self.covers_image(rf, x)
+            else "images"
+        ) + f": top {k} of {len(x)}"
         sub = "strongest first" + ("; right: their deconvnet projections" if proj is not None else "")
         body = figures.titled(figures.stack(parts, dim=1, gap=2), what, sub)
         return figures.titled(body, f"{layer} top activations - epoch {ctx.step}")

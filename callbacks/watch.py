@@ -46,8 +46,9 @@ def _load(path: Path) -> Any:
     return torch.load(path, map_location="cpu", weights_only=False)  # written by the run's own training process
 
 
-def watch(run_dir: str | Path, poll: float = 5.0, timeout: float | None = None, threads: int | None = None,
-          log=print) -> list[int]:
+def watch(
+    run_dir: str | Path, poll: float = 5.0, timeout: float | None = None, threads: int | None = None, log=print
+) -> list[int]:
     """Draw every snapshot of the run in ``run_dir`` not drawn yet, in order, until the run's last; returns the
     epochs drawn by this call. ``timeout``: give up (``TimeoutError``) after this many seconds without anything new."""
     if threads is not None:
@@ -65,12 +66,15 @@ def watch(run_dir: str | Path, poll: float = 5.0, timeout: float | None = None, 
     if not (folder / "spec.pt").is_file():
         if not run.is_dir() and timeout is None:
             raise FileNotFoundError(f"convscope.watch: no run folder {run}")
-        log(f"convscope.watch: waiting for {folder / 'spec.pt'}: the run must train with `--drawing watch` "
-            "(Drawing('watch')); it writes it at fit start")
+        log(
+            f"convscope.watch: waiting for {folder / 'spec.pt'}: the run must train with `--drawing watch` "
+            "(Drawing('watch')); it writes it at fit start"
+        )
     while not (folder / "spec.pt").is_file():  # the training may not have started yet
         idle()
-    state = _load(state_path) if state_path.is_file() else {"drawn": [], "states": None, "event": None,
-                                                             "finished": False}
+    state = (
+        _load(state_path) if state_path.is_file() else {"drawn": [], "states": None, "event": None, "finished": False}
+    )
     if state["finished"]:
         log(f"convscope.watch: {run} is drawn to its end (epochs {state['drawn']})")
         return []
@@ -104,8 +108,10 @@ def watch(run_dir: str | Path, poll: float = 5.0, timeout: float | None = None, 
                     record(finished=True)
                     log(f"convscope.watch: the fit ended; drew its evolution pictures at step {end['last_step']}")
                 else:
-                    log("convscope.watch: the fit was interrupted; every snapshot it wrote is drawn. Run the watcher "
-                        "again when training resumes")
+                    log(
+                        "convscope.watch: the fit was interrupted; every snapshot it wrote is drawn. Run the watcher "
+                        "again when training resumes"
+                    )
                 return drawn_now
             idle()
     finally:

@@ -20,9 +20,9 @@ import gzip
 import math
 import os
 import struct
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable, Iterator
 from typing import Literal
 
 import lightning.pytorch as pl
@@ -32,8 +32,17 @@ import torchvision.datasets
 from torch import Tensor
 
 __all__ = [
-    "MNISTDataModule", "TensorBatches", "read_idx", "DatasetSpec", "DATASETS", "IDXError", "DataNotFoundError",
-    "CLASS_TINTS", "tint_per_class", "resize", "hue_classes",
+    "MNISTDataModule",
+    "TensorBatches",
+    "read_idx",
+    "DatasetSpec",
+    "DATASETS",
+    "IDXError",
+    "DataNotFoundError",
+    "CLASS_TINTS",
+    "tint_per_class",
+    "resize",
+    "hue_classes",
 ]
 
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -59,7 +68,18 @@ class DatasetSpec:
     by_hue: bool = False  # coloured by sample (hue = index mod 10), label = 10 * hue + garment: 100 classes
 
 
-FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+FASHION_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 HUE_NAMES = ("red", "orange", "yellow", "green", "teal", "cyan", "azure", "violet", "magenta", "pink")  # CLASS_TINTS
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -393,7 +413,8 @@ class MNISTDataModule(pl.LightningDataModule):
             where = "\n  ".join(str(p / base) for p in self.search_dirs())
             remedies = [
                 "connect to the network so torchvision can download it (about 170 MB) into --data.data_dir"
-                if self.download else "set --data.download true to download it with torchvision",
+                if self.download
+                else "set --data.download true to download it with torchvision",
                 f"or copy an extracted {base}/ folder (torchvision's download, or the python version from "
                 "https://www.cs.toronto.edu/~kriz/cifar.html) into --data.data_dir",
                 "or train offline on a 32 px colour stand-in: --data.dataset fashion_mnist_rgb (Fashion-MNIST "
@@ -414,10 +435,10 @@ class MNISTDataModule(pl.LightningDataModule):
         if self.spec.torchvision_name == "FashionMNIST":
             remedies.append("install Debian's package: apt-get install dataset-fashion-mnist")
         else:
-            remedies.append("or train offline on Fashion-MNIST: --data.dataset fashion_mnist (Debian's dataset-fashion-mnist)")
-        return (
-            f"{self.dataset} data not found; looked in:\n  {where}\n{extra}Remedies:\n  - " + "\n  - ".join(remedies)
-        )
+            remedies.append(
+                "or train offline on Fashion-MNIST: --data.dataset fashion_mnist (Debian's dataset-fashion-mnist)"
+            )
+        return f"{self.dataset} data not found; looked in:\n  {where}\n{extra}Remedies:\n  - " + "\n  - ".join(remedies)
 
     def prepare_data(self) -> None:
         """Download the files when they are missing and ``download`` is on (called on one process only)."""
@@ -511,6 +532,7 @@ class MNISTDataModule(pl.LightningDataModule):
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         bs = self.batch_size if train else self.eval_batch_size
+
         def trained_batches() -> int:  # of this epoch, already trained (non-zero only right after a mid-epoch resume)
             progress = trainer.fit_loop.epoch_loop.batch_progress.current
             return int(progress.ready) if trainer.fit_loop.epoch_loop.restarting else 0

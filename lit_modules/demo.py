@@ -73,8 +73,18 @@ def main(argv: list[str] | None = None) -> None:
     from train import cli_main
 
     cli_main(
-        ["fit", "--config", args.config, "--data.dataset", dataset, "--data.data_dir", args.data_dir,
-         "--trainer.max_epochs", str(args.epochs), *extra]
+        [
+            "fit",
+            "--config",
+            args.config,
+            "--data.dataset",
+            dataset,
+            "--data.data_dir",
+            args.data_dir,
+            "--trainer.max_epochs",
+            str(args.epochs),
+            *extra,
+        ]
     )
 
 

@@ -31,7 +31,9 @@ class MLP(nn.Sequential):
 
     def __init__(self, hidden: int = 128, num_classes: int = 10) -> None:
         if hidden < 1 or num_classes < 2:
-            raise ValueError(f"MLP needs hidden >= 1 and num_classes >= 2, got hidden={hidden}, num_classes={num_classes}")
+            raise ValueError(
+                f"MLP needs hidden >= 1 and num_classes >= 2, got hidden={hidden}, num_classes={num_classes}"
+            )
         super().__init__(
             OrderedDict(
                 flatten=nn.Flatten(),  # (N, 784)
@@ -163,8 +165,10 @@ class ResNet18(ResNet):
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, small_input: bool = True) -> None:
         if in_channels not in (1, 3) or num_classes < 2:
-            raise ValueError(f"ResNet18 needs in_channels 1 or 3 and num_classes >= 2, got in_channels={in_channels}, "
-                             f"num_classes={num_classes}")
+            raise ValueError(
+                f"ResNet18 needs in_channels 1 or 3 and num_classes >= 2, got in_channels={in_channels}, "
+                f"num_classes={num_classes}"
+            )
         super().__init__(BasicBlock, [2, 2, 2, 2], num_classes=num_classes)  # = torchvision's resnet18(weights=None)
         if small_input:
             self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)

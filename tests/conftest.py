@@ -82,7 +82,12 @@ def lenet():
 def fashion_available() -> bool:
     return all(
         (FASHION_DIR / f"{stem}.gz").is_file()
-        for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+        for stem in (
+            "train-images-idx3-ubyte",
+            "train-labels-idx1-ubyte",
+            "t10k-images-idx3-ubyte",
+            "t10k-labels-idx1-ubyte",
+        )
     )
 
 
@@ -112,11 +117,30 @@ def only_epoch_label_differs(a: np.ndarray, b: np.ndarray) -> bool:
 def _fit(idx_dir, root, config="lenet5", extra=()):
     from train import cli_main
 
-    return cli_main(["fit", "--config", str(ROOT / "configs" / f"{config}.yaml"), "--data.data_dir", str(idx_dir),
-                     "--data.val_size", "200", "--data.download", "false", "--trainer.max_epochs", "2",
-                     "--trainer.limit_train_batches", "4", "--trainer.enable_progress_bar", "false",
-                     "--trainer.default_root_dir", str(root), "--actmax.steps", "16",
-                     *extra])
+    return cli_main(
+        [
+            "fit",
+            "--config",
+            str(ROOT / "configs" / f"{config}.yaml"),
+            "--data.data_dir",
+            str(idx_dir),
+            "--data.val_size",
+            "200",
+            "--data.download",
+            "false",
+            "--trainer.max_epochs",
+            "2",
+            "--trainer.limit_train_batches",
+            "4",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.default_root_dir",
+            str(root),
+            "--actmax.steps",
+            "16",
+            *extra,
+        ]
+    )
 
 
 @pytest.fixture(scope="session")
@@ -159,7 +183,9 @@ class RecordingWriter:
     def __init__(self):
         self.images, self.scalars, self.histograms = {}, {}, {}
 
-    def _get_file_writer(self):  # RenderContext.add_image logs encoded PNGs, as a SummaryWriter's file writer takes them
+    def _get_file_writer(
+        self,
+    ):  # RenderContext.add_image logs encoded PNGs, as a SummaryWriter's file writer takes them
         return self
 
     def add_summary(self, summary, step):
@@ -185,8 +211,9 @@ def render_once(cb, net, x, y, classes=tuple("0123456789"), pixel_range=(0.0, 1.
     for c in trainer.callbacks:
         c.register_with(trainer)
     writer = RecordingWriter()
-    ctx = RenderContext(trainer=trainer, net=net, writer=writer, step=step, classes=classes, pixel_range=pixel_range,
-                        callback=cb)
+    ctx = RenderContext(
+        trainer=trainer, net=net, writer=writer, step=step, classes=classes, pixel_range=pixel_range, callback=cb
+    )
     with eval_mode(net), torch.no_grad():
         cb.render(ctx)
     return writer

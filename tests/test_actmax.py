@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from PIL import Image
 import torch
+from PIL import Image
 from torch import nn
 
 from callbacks import actmax, figures
@@ -339,16 +339,20 @@ def test_callback_picture_is_the_documented_call(lenet):
     classes = tuple(f"c{i}" for i in range(10))
     cb = ActMaxCallback()
     cb.setup(None, lenet, "fit")
-    assert cb.layers is None and cb.layer_units == {"conv_1": list(range(6)), "conv_2": list(range(16)),
-                                                    "fc_3": list(range(10))}
+    assert cb.layers is None and cb.layer_units == {
+        "conv_1": list(range(6)),
+        "conv_2": list(range(16)),
+        "fc_3": list(range(10)),
+    }
     assert (cb.steps, cb.warm_steps, cb.options["jitter"], cb.prior_mean) == (48, 0, 0, True)
     w = render_once(cb, lenet, x, y, pixel_range=FASHION_RANGE, classes=classes)
     assert sorted(w.images) == ["actmax/conv_1", "actmax/conv_2", "actmax/fc_3"]
     prior = x[cb.fixed_idx].float().mean(0)  # 20 images: all of them, in the fixed set's order
     ctx = SimpleNamespace(step=3, classes=classes, pixel_range=FASHION_RANGE)
     for layer, units in cb.layer_units.items():
-        expected = maximize_activation(lenet, layer, units, pixel_range=FASHION_RANGE, steps=48, jitter=0,
-                                       prior_mean=prior)
+        expected = maximize_activation(
+            lenet, layer, units, pixel_range=FASHION_RANGE, steps=48, jitter=0, prior_mean=prior
+        )
         img, step = w.images[f"actmax/{layer}"]
         assert torch.equal(img, _decoded(cb.picture(ctx, layer, units, expected))), layer
         assert img.dtype == torch.uint8 and img.shape[0] == 3 and img.shape[2] <= 450 and step == 3, img.shape
@@ -357,8 +361,9 @@ def test_callback_picture_is_the_documented_call(lenet):
     channel = ActMaxCallback(layers={"conv_1": [0, 1]}, objective="channel", steps=16, prior_mean=False)
     channel.setup(None, lenet, "fit")
     w = render_once(channel, lenet, x, y, pixel_range=FASHION_RANGE, classes=classes)
-    expected = maximize_activation(lenet, "conv_1", [0, 1], objective="channel", steps=16, jitter=0,
-                                   pixel_range=FASHION_RANGE)
+    expected = maximize_activation(
+        lenet, "conv_1", [0, 1], objective="channel", steps=16, jitter=0, pixel_range=FASHION_RANGE
+    )
     assert torch.equal(w.images["actmax/conv_1"][0], _decoded(channel.picture(ctx, "conv_1", [0, 1], expected)))
 
 
@@ -413,8 +418,15 @@ def test_callback_draws_mlp_weights_beside_actmax():
     img, _ = w.images["actmax/fc_1/vs_weights"]
     assert img.shape[2] <= 450
     assert has_colour(img, (103, 0, 31)) and has_colour(img, (5, 48, 97))  # the signed weight scale's ends
-    images = maximize_activation(mlp, "fc_1", range(16), pixel_range=FASHION_RANGE, steps=16, jitter=0,
-                                 prior_mean=x[cb.fixed_idx].float().mean(0))
+    images = maximize_activation(
+        mlp,
+        "fc_1",
+        range(16),
+        pixel_range=FASHION_RANGE,
+        steps=16,
+        jitter=0,
+        prior_mean=x[cb.fixed_idx].float().mean(0),
+    )
     r = weight_correlation(mlp.fc_1.weight[:16], images).mean()
     assert w.scalars["actmax/fc_1/vs_weights/mean_r"][0] == pytest.approx(float(r))
 
@@ -444,7 +456,7 @@ def trained():
     with torch.no_grad():
         acc = (net(xv).argmax(1) == yv).float().mean().item()
     class_means = torch.stack([x[y == c].mean(0) for c in range(10)])  # (10, 1, 28, 28)
-    prior = torch.cat([xv[yv == c][:actmax.PRIOR_PER_CLASS] for c in range(10)]).mean(0)  # as the callback's
+    prior = torch.cat([xv[yv == c][: actmax.PRIOR_PER_CLASS] for c in range(10)]).mean(0)  # as the callback's
     return net, dm.pixel_range, class_means, acc, prior
 
 
@@ -456,8 +468,9 @@ def test_trained_actmax_images_show_what_their_units_detect(trained):
     cb.configure(net, layer_shapes(net))
     images = {}
     for layer, units in cb.layer_units.items():  # each unit's own image drives it more than the others' images do
-        images[layer] = maximize_activation(net, layer, units, pixel_range=pixel_range, steps=cb.steps,
-                                            prior_mean=prior, **cb.options)
+        images[layer] = maximize_activation(
+            net, layer, units, pixel_range=pixel_range, steps=cb.steps, prior_mean=prior, **cb.options
+        )
         dominance = diagonal_dominance(cross_activations(net, layer, images[layer], units))
         assert dominance >= 0.8, (layer, dominance)
     with torch.no_grad():

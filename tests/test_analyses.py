@@ -10,18 +10,23 @@ import pytest
 import torch
 import torchvision
 from PIL import Image
-from torch.utils.tensorboard import SummaryWriter
 from torch import nn
+from torch.utils.tensorboard import SummaryWriter
 
 from callbacks.activations import dead_fraction, dead_units
+from callbacks.base import RenderContext
 from callbacks.confusion import ConfusionMatrixCallback, confusion_matrix
 from callbacks.decision import DecisionCallback, decision_pipeline, default_stages, strongest_maps
-from callbacks.base import RenderContext
 from callbacks.embedding import SPRITE_PX, EmbeddingCallback, embedding_features, penultimate_layer
 from callbacks.evolution import DEFAULT_TECHNIQUES, evolution_strip, snapshot_key
 from callbacks.hooks import LayerError, capture_activations, layer_shapes
-from callbacks.layer_responses import (EFFECT_LIMIT, LayerResponsesCallback, class_effect_sizes, layer_class_responses,
-                                       short_number)
+from callbacks.layer_responses import (
+    EFFECT_LIMIT,
+    LayerResponsesCallback,
+    class_effect_sizes,
+    layer_class_responses,
+    short_number,
+)
 from callbacks.samples import class_grid
 from lit_modules.nets import MLP, DeepCNN, LeNet5, SimpleCNN
 from tests.conftest import FakeDataModule, FakeTrainer, _images, has_colour, near, render_once
@@ -47,8 +52,9 @@ def test_class_effect_sizes_known_answer():
     expected = [-2 / math.sqrt(2), 2 / math.sqrt(2), 0.0, 0.0]
     assert d[0].tolist() == pytest.approx(expected) and d[1].tolist() == pytest.approx(expected)
     # no spread within the classes: equal classes give 0, differing ones are infinitely many SDs away
-    flat = class_effect_sizes({"a": torch.full((4, 3), 2.5), "b": torch.tensor([[1.0], [1.0], [3.0], [3.0]])},
-                              torch.tensor([0, 0, 1, 1]), 2)
+    flat = class_effect_sizes(
+        {"a": torch.full((4, 3), 2.5), "b": torch.tensor([[1.0], [1.0], [3.0], [3.0]])}, torch.tensor([0, 0, 1, 1]), 2
+    )
     assert flat[0].tolist() == [0.0, 0.0] and flat[1].tolist() == [-math.inf, math.inf]
     assert class_effect_sizes({"a": torch.rand(3, 2)}, torch.tensor([0, 1, 2]), 3).isnan().all()  # one sample each
 
@@ -91,8 +97,10 @@ def test_confusion_matrix_known_answer():
     assert torch.equal(cm.cpu(), expected)
 
 
-@pytest.mark.parametrize("net, layer, dim", [(LeNet5(), "relu_4", 84), (MLP(), "relu_1", 128), (SimpleCNN(), "relu_3", 64),
-                                              (DeepCNN(), "dropout", 256)])
+@pytest.mark.parametrize(
+    "net, layer, dim",
+    [(LeNet5(), "relu_4", 84), (MLP(), "relu_1", 128), (SimpleCNN(), "relu_3", 64), (DeepCNN(), "dropout", 256)],
+)
 def test_penultimate_layer_feeds_the_last_linear(net, layer, dim):
     assert penultimate_layer(net) == layer
     x = torch.randn(3, 1, 28, 28)
@@ -117,8 +125,9 @@ def test_embedding_of_a_torchvision_resnet_reads_the_shared_features_and_shrinks
     classes = tuple("0123456789")
     trainer = FakeTrainer(FakeDataModule(x, y, classes), [cb])
     writer = SummaryWriter(str(tmp_path))
-    ctx = RenderContext(trainer=trainer, net=net, writer=writer, step=0, classes=classes, pixel_range=(0.0, 1.0),
-                        callback=cb)
+    ctx = RenderContext(
+        trainer=trainer, net=net, writer=writer, step=0, classes=classes, pixel_range=(0.0, 1.0), callback=cb
+    )
     with torch.no_grad():
         cb.render(ctx)
     writer.close()
@@ -159,7 +168,15 @@ def test_strongest_maps_known_answer():
 
 def test_short_number_fits_a_narrow_cell():
     assert [short_number(v) for v in (0.452, -0.452, 0.001, 2.345, -12.4, 123.4, 4567.0, float("nan"))] == [
-        ".45", "-.45", "0", "2.3", "-12", "123", "5e3", "nan"]
+        ".45",
+        "-.45",
+        "0",
+        "2.3",
+        "-12",
+        "123",
+        "5e3",
+        "nan",
+    ]
 
 
 def test_class_grid_has_one_row_per_class_in_order():
@@ -194,9 +211,8 @@ def test_evolution_strip_orientation_and_keys():
 YELLOW, PURPLE, DARK_RED, DARK_BLUE = (253, 231, 37), (68, 1, 84), (103, 0, 31), (5, 48, 97)
 
 
-
 def colour_at(img, live, ax, xy):
-    (cx, cy), = live.to_pixels(ax, [xy]).round().astype(int)
+    ((cx, cy),) = live.to_pixels(ax, [xy]).round().astype(int)
     return tuple(img[:, cy, cx].tolist())
 
 
@@ -284,7 +300,9 @@ def test_layer_responses_picture_on_lenet_changes_with_the_net():
         assert near(colour_at(img, chart.live, chart.ax, (c + 0.42, row + 0.4)), expected), cb.layer_names[row]
     with torch.no_grad():
         net.fc_3.bias.add_(torch.arange(10.0))
-    again = render_once(cb, net, x, y, tuple(str(c) for c in range(10)), step=1, callbacks=[cb]).images["layer_responses"][0]
+    again = render_once(cb, net, x, y, tuple(str(c) for c in range(10)), step=1, callbacks=[cb]).images[
+        "layer_responses"
+    ][0]
     assert again.shape == img.shape and not torch.equal(again, img)
 
 
@@ -303,7 +321,9 @@ def test_decision_one_picture_with_a_row_per_class_or_the_old_per_class_tags():
     assert img.shape[2] <= 720 and has_colour(img, (214, 39, 40))  # the true classes' boxes
     chart = next(iter(cb._charts.values()))
     assert chart.probs.get_array().shape == (10, 10)
-    assert np.allclose(chart.probs.get_array(), torch.softmax(net(x[:10]), 1).detach().numpy(), atol=1e-6)  # the probes' rows
+    assert np.allclose(
+        chart.probs.get_array(), torch.softmax(net(x[:10]), 1).detach().numpy(), atol=1e-6
+    )  # the probes' rows
     with torch.no_grad():
         net.conv_1.weight.mul_(-1)
     again = render_once(cb, net, x, y, classes, step=1, callbacks=[cb]).images["decision"][0]
@@ -321,8 +341,16 @@ def test_decision_one_picture_with_a_row_per_class_or_the_old_per_class_tags():
 def test_analysis_tags_are_logged_every_epoch_and_change(lenet_run):
     _, ea, _ = lenet_run
     tags = set(ea.Tags()["images"])
-    expected = {"layer_responses", "confusion_matrix", "top_activations/relu_1", "top_activations/relu_2",
-                "importance/relu_3", "importance/relu_4", "decision", "occlusion"}
+    expected = {
+        "layer_responses",
+        "confusion_matrix",
+        "top_activations/relu_1",
+        "top_activations/relu_2",
+        "importance/relu_3",
+        "importance/relu_4",
+        "decision",
+        "occlusion",
+    }
     assert expected <= tags
     for tag in ("decision", "occlusion"):
         assert not any(t.startswith(f"{tag}/") and t != f"{tag}/mean_max_drop" for t in tags)  # no per-class cards
@@ -332,7 +360,19 @@ def test_analysis_tags_are_logged_every_epoch_and_change(lenet_run):
         assert not np.array_equal(imgs[0], imgs[1]), f"{tag} did not change between epochs"
         assert imgs[0].shape == imgs[1].shape and imgs[0].shape[1] <= 720, tag
     scalars = set(ea.Tags()["scalars"])
-    layers = ["conv_1", "relu_1", "max_pool_1", "conv_2", "relu_2", "max_pool_2", "fc_1", "relu_3", "fc_2", "relu_4", "fc_3"]
+    layers = [
+        "conv_1",
+        "relu_1",
+        "max_pool_1",
+        "conv_2",
+        "relu_2",
+        "max_pool_2",
+        "fc_1",
+        "relu_3",
+        "fc_2",
+        "relu_4",
+        "fc_3",
+    ]
     assert {f"layer_responses/{n}" for n in layers} <= scalars
     assert {f"activations/relu_{i}/dead_fraction" for i in range(1, 5)} <= scalars
     assert {f"importance/relu_{i}/max_acc_drop" for i in (3, 4)} <= scalars
@@ -363,7 +403,9 @@ def test_confusion_matrix_picture_matches_validation_accuracy(lenet_run):
     cli, ea, _ = lenet_run
     recall = [e.value for e in ea.Scalars("confusion_matrix/worst_class_recall")]
     acc = [e.value for e in ea.Scalars("val/acc")]
-    assert len(recall) == 2 and all(0 <= r <= a + 1e-6 for r, a in zip(recall, acc))  # the worst class is below the mean
+    assert len(recall) == 2 and all(
+        0 <= r <= a + 1e-6 for r, a in zip(recall, acc)
+    )  # the worst class is below the mean
 
 
 def test_samples_grid_and_graph_at_fit_start(lenet_run):
@@ -371,7 +413,9 @@ def test_samples_grid_and_graph_at_fit_start(lenet_run):
     assert sorted(_images(ea, "samples/train")) == [0]  # once
     graph = ea.Graph()
     ops = {node.op for node in graph.node}
-    assert any("conv" in op.lower() for op in ops) and any("linear" in op.lower() or "addmm" in op.lower() for op in ops)
+    assert any("conv" in op.lower() for op in ops) and any(
+        "linear" in op.lower() or "addmm" in op.lower() for op in ops
+    )
 
 
 def test_embedding_projector_files(lenet_run):
@@ -403,7 +447,11 @@ def test_evolution_stacks_the_logged_snapshots_and_saves_pngs(lenet_run):
     # by default only what the representations learn is stacked; the analyses keep their slider
     assert {key.split("/")[0] for key in evo.snapshots} == set(DEFAULT_TECHNIQUES) and "evolution/occlusion" not in tags
     # the snapshots are exactly the pictures logged at those epochs (the first class's, for per-class pictures)
-    for key, tag in (("filters/conv_1", "filters/conv_1"), ("decision", "decision"), ("feature_maps/conv_1", "feature_maps/conv_1")):
+    for key, tag in (
+        ("filters/conv_1", "filters/conv_1"),
+        ("decision", "decision"),
+        ("feature_maps/conv_1", "feature_maps/conv_1"),
+    ):
         logged = _images(ea, tag)
         for epoch, png in evo.snapshots[key].items():
             snap = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))

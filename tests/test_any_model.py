@@ -43,13 +43,30 @@ from lit_modules.datamodule import (
 from lit_modules.nets import ResNet18
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
-HAS_FASHION = all((FASHION / f"{s}-{k}-idx{d}-ubyte.gz").is_file() for s in ("train", "t10k")
-                  for k, d in (("images", 3), ("labels", 1)))
-needs_fashion = pytest.mark.skipif(not HAS_FASHION, reason=f"Fashion-MNIST not in {FASHION} (apt-get install dataset-fashion-mnist)")
+HAS_FASHION = all(
+    (FASHION / f"{s}-{k}-idx{d}-ubyte.gz").is_file()
+    for s in ("train", "t10k")
+    for k, d in (("images", 3), ("labels", 1))
+)
+needs_fashion = pytest.mark.skipif(
+    not HAS_FASHION, reason=f"Fashion-MNIST not in {FASHION} (apt-get install dataset-fashion-mnist)"
+)
 
 # Cheap settings, for the callbacks that have these knobs (each callback gets those its constructor takes).
-CHEAP = {"per_class": 4, "dead_per_class": 10, "steps": 8, "warm_steps": 4, "stride": 4, "max_channels": 4,
-         "max_units": 16, "units": 4, "k": 3, "top": 4, "batch_size": 256, "save_png": False}
+CHEAP = {
+    "per_class": 4,
+    "dead_per_class": 10,
+    "steps": 8,
+    "warm_steps": 4,
+    "stride": 4,
+    "max_channels": 4,
+    "max_units": 16,
+    "units": 4,
+    "k": 3,
+    "top": 4,
+    "batch_size": 256,
+    "save_png": False,
+}
 # Ablation runs the whole net once per unit of its layers: on ResNet-18, a 64-unit stage instead of the default.
 RESNET_CHEAP = {"importance": {"layers": ["layer1"]}}
 DRAWN_ONCE = {"samples", "evolution"}  # the training samples at fit start; the evolution strips at fit end
@@ -105,8 +122,13 @@ class NetIsTheModule(pl.LightningModule):
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),  # (N, 8, 14, 14)
-            nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (N, 16, 7, 7)
+            nn.Conv2d(1, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # (N, 8, 14, 14)
+            nn.Conv2d(8, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # (N, 16, 7, 7)
         )
         self.classifier = nn.Sequential(nn.Flatten(), nn.Dropout(0.2), nn.Linear(16 * 7 * 7, 10))
         self.loss_fn = nn.CrossEntropyLoss()
@@ -143,7 +165,9 @@ def cheap_callbacks(overrides: dict | None = None) -> dict:
     made = {}
     for key, cls in VISUALIZATIONS.items():
         params = inspect.signature(cls.__init__).parameters
-        kwargs = {k: v for k, v in CHEAP.items() if k in params} | {"every_n_epochs": 1} | (overrides or {}).get(key, {})
+        kwargs = (
+            {k: v for k, v in CHEAP.items() if k in params} | {"every_n_epochs": 1} | (overrides or {}).get(key, {})
+        )
         made[key] = cls(strict=True, **kwargs)
     return made
 
@@ -153,10 +177,19 @@ def fit(module: pl.LightningModule, rgb: bool, root: Path, max_epochs: int = 2, 
     train = FashionImages("train", 0, 64, rgb)
     val = FashionImages("t10k", 0, 200, rgb)
     cbs = cheap_callbacks(RESNET_CHEAP if hasattr(module, "net") else None) if callbacks is None else callbacks
-    trainer = pl.Trainer(max_epochs=max_epochs, limit_train_batches=2, limit_val_batches=2, accelerator="cpu",
-                         devices=1, logger=TensorBoardLogger(str(root), name="run"), callbacks=list(cbs.values()),
-                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-                         num_sanity_val_steps=1)
+    trainer = pl.Trainer(
+        max_epochs=max_epochs,
+        limit_train_batches=2,
+        limit_val_batches=2,
+        accelerator="cpu",
+        devices=1,
+        logger=TensorBoardLogger(str(root), name="run"),
+        callbacks=list(cbs.values()),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=1,
+    )
     torch.manual_seed(0)
     trainer.fit(module, DataLoader(train, batch_size=32, shuffle=True), DataLoader(val, batch_size=100))
     return trainer, cbs
@@ -249,8 +282,9 @@ def test_resnet18_on_rgb_32px_every_callback_draws_at_both_epochs_in_colour(rgb_
     grey = read_events(grey_run[0])
     # Where a picture shows input images, they keep their class colours (RGB drawn as RGB, not as a channel mean);
     # the same picture of the grey run has none of them.
-    shown = {tag for tag in ea.Tags()["images"]
-             if tag.split("/")[0] in ("samples", "top_activations", "deconv", "occlusion")}
+    shown = {
+        tag for tag in ea.Tags()["images"] if tag.split("/")[0] in ("samples", "top_activations", "deconv", "occlusion")
+    }
     assert "samples/train" in shown
     for tag in sorted(shown):
         step = 0 if tag.startswith("samples") else 1
@@ -296,7 +330,9 @@ def test_a_module_without_net_is_the_net(tmp_path):
 # ------------------------------------------------- the fixed-set statistics from the validation loop's own passes
 @needs_fashion
 @pytest.mark.parametrize("how", ["in order", "in order, MNISTDataModule", "shuffled", "partly seen"])
-def test_fixed_set_statistics_come_from_the_validation_loop_when_it_sees_the_whole_set(how, tmp_path, monkeypatch, idx_dir):
+def test_fixed_set_statistics_come_from_the_validation_loop_when_it_sees_the_whole_set(
+    how, tmp_path, monkeypatch, idx_dir
+):
     """When validation runs over the samples in order, the per-sample unit means and the class-mean maps of the
     fixed set are gathered from its own forward passes: no pass of their own. They equal a pass of their own
     exactly. A shuffled or partly seen validation set falls back to that pass, with the same result."""
@@ -305,19 +341,38 @@ def test_fixed_set_statistics_come_from_the_validation_loop_when_it_sees_the_who
     monkeypatch.setattr(coordination, "activation_pass", lambda *a, **k: passes.append(1) or real_pass(*a, **k))
     val = FashionImages("t10k", 0, 200, rgb=False)
     # changes draws every 2 epochs: at the first, its layers are in the same pass all the same
-    cbs = [FCActivationsCallback(per_class=4, strict=True), FeatureMapsCallback(per_class=4, strict=True),
-           ChangesCallback(per_class=4, strict=True)]
-    trainer = pl.Trainer(max_epochs=2, limit_train_batches=2, limit_val_batches=1 if how == "partly seen" else 1.0,
-                         accelerator="cpu", devices=1, logger=TensorBoardLogger(str(tmp_path), name="run"),
-                         callbacks=cbs, enable_progress_bar=False, enable_model_summary=False,
-                         enable_checkpointing=False, num_sanity_val_steps=0)
+    cbs = [
+        FCActivationsCallback(per_class=4, strict=True),
+        FeatureMapsCallback(per_class=4, strict=True),
+        ChangesCallback(per_class=4, strict=True),
+    ]
+    trainer = pl.Trainer(
+        max_epochs=2,
+        limit_train_batches=2,
+        limit_val_batches=1 if how == "partly seen" else 1.0,
+        accelerator="cpu",
+        devices=1,
+        logger=TensorBoardLogger(str(tmp_path), name="run"),
+        callbacks=cbs,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+    )
     module = NetIsTheModule()
     if how.endswith("MNISTDataModule"):  # the fast path: batches sliced from the split's tensors
-        trainer.fit(module, datamodule=MNISTDataModule("mnist", data_dir=str(idx_dir), val_size=200,
-                                                       eval_batch_size=64, download=False))
+        trainer.fit(
+            module,
+            datamodule=MNISTDataModule(
+                "mnist", data_dir=str(idx_dir), val_size=200, eval_batch_size=64, download=False
+            ),
+        )
     else:
-        trainer.fit(module, DataLoader(FashionImages("train", 0, 64, rgb=False), batch_size=32),
-                    DataLoader(val, batch_size=50, shuffle=how == "shuffled"))
+        trainer.fit(
+            module,
+            DataLoader(FashionImages("train", 0, 64, rgb=False), batch_size=32),
+            DataLoader(val, batch_size=50, shuffle=how == "shuffled"),
+        )
     assert len(passes) == (0 if how.startswith("in order") else 2)  # one own pass per drawn epoch when it falls back
     cache = coordinator_of(trainer).passes[4]
     x, y = cbs[0].fixed_set(trainer, 4)
@@ -339,14 +394,25 @@ def test_importance_ablates_the_set_capped_by_max_samples(tmp_path):
     gathering the shared activations, so that choice must use the cap too: it once took ``per_class`` of every
     class, and the ablation (a pass of the net's tail per unit) ran over 4 times the samples at 100 classes."""
     cb = ImportanceCallback(max_samples=20, max_units=4, strict=True)
-    trainer = pl.Trainer(max_epochs=1, limit_train_batches=2, accelerator="cpu", devices=1,
-                         logger=TensorBoardLogger(str(tmp_path), name="run"), callbacks=[cb],
-                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-                         num_sanity_val_steps=0)
+    trainer = pl.Trainer(
+        max_epochs=1,
+        limit_train_batches=2,
+        accelerator="cpu",
+        devices=1,
+        logger=TensorBoardLogger(str(tmp_path), name="run"),
+        callbacks=[cb],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+    )
     val = FashionImages("t10k", 0, 200, rgb=False)
     torch.manual_seed(0)
-    trainer.fit(NetIsTheModule(), DataLoader(FashionImages("train", 0, 64, rgb=False), batch_size=32),
-                DataLoader(val, batch_size=50))
+    trainer.fit(
+        NetIsTheModule(),
+        DataLoader(FashionImages("train", 0, 64, rgb=False), batch_size=32),
+        DataLoader(val, batch_size=50),
+    )
     labels = torch.as_tensor(val.targets)[cb.fixed_idx]
     assert cb.samples_per_class(10) == 2 and labels.bincount(minlength=10).tolist() == [2] * 10
     ea = EventAccumulator(str(trainer.logger.log_dir), size_guidance={"images": 0})
@@ -362,8 +428,15 @@ def _state(module: pl.LightningModule) -> dict:
         "grads": {n: None if p.grad is None else p.grad.clone() for n, p in module.named_parameters()},
         "buffers": {n: b.clone() for n, b in module.named_buffers()},
         "training": {n: m.training for n, m in module.named_modules()},
-        "hooks": {n: (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks),
-                      len(getattr(m, "_backward_pre_hooks", {}))) for n, m in module.named_modules()},
+        "hooks": {
+            n: (
+                len(m._forward_hooks),
+                len(m._forward_pre_hooks),
+                len(m._backward_hooks),
+                len(getattr(m, "_backward_pre_hooks", {})),
+            )
+            for n, m in module.named_modules()
+        },
         "torch_rng": torch.get_rng_state(),
         "python_rng": random.getstate(),
         "numpy_rng": np.random.get_state(),
@@ -374,7 +447,9 @@ def _state(module: pl.LightningModule) -> dict:
 def _assert_same(before: dict, after: dict, key: str) -> None:
     for what in ("params", "buffers"):
         for name, t in before[what].items():
-            assert t.dtype == after[what][name].dtype and torch.equal(t, after[what][name]), f"{key} changed {what[:-1]} {name}"
+            assert t.dtype == after[what][name].dtype and torch.equal(t, after[what][name]), (
+                f"{key} changed {what[:-1]} {name}"
+            )
     for name, g in before["grads"].items():
         h = after["grads"][name]
         assert (g is None) == (h is None) and (g is None or torch.equal(g, h)), f"{key} touched {name}.grad"
@@ -420,13 +495,17 @@ def test_drawing_leaves_the_model_and_random_state_bit_for_bit(key, ready_traine
 # ------------------------------------------------------------------------- (d) bad names on a nested net
 BAD = "layer1.0.conv9"
 BAD_ARGS = {
-    "filters": {"layer": BAD}, "embedding": {"layer": BAD}, "actmax": {"layers": {BAD: [0]}},
+    "filters": {"layer": BAD},
+    "embedding": {"layer": BAD},
+    "actmax": {"layers": {BAD: [0]}},
     "decision": {"stages": [BAD]},
 }
 
 
-@pytest.mark.parametrize("key", [k for k, cls in VISUALIZATIONS.items()
-                                 if k in BAD_ARGS or "layers" in inspect.signature(cls.__init__).parameters])
+@pytest.mark.parametrize(
+    "key",
+    [k for k, cls in VISUALIZATIONS.items() if k in BAD_ARGS or "layers" in inspect.signature(cls.__init__).parameters],
+)
 def test_a_bad_layer_name_lists_the_valid_nested_names(key):
     cls = VISUALIZATIONS[key]
     cb = cls(**BAD_ARGS.get(key, {"layers": [BAD]}))
@@ -464,7 +543,10 @@ def test_fashion_mnist_rgb_is_fashion_mnist_resized_and_coloured_by_class(tmp_pa
     assert torch.allclose(raw, expected, atol=1e-5)
     # The stated pixel range covers every channel's black and white, and the data fills it.
     lo, hi = dm.pixel_range
-    assert [pytest.approx(v, abs=1e-4) for v in (lo, hi)] == [min(r[0] for r in dm.channel_ranges), max(r[1] for r in dm.channel_ranges)]
+    assert [pytest.approx(v, abs=1e-4) for v in (lo, hi)] == [
+        min(r[0] for r in dm.channel_ranges),
+        max(r[1] for r in dm.channel_ranges),
+    ]
     assert lo - 1e-4 <= float(x.min()) and float(x.max()) <= hi + 1e-4
     assert float(x.min()) == pytest.approx(lo, abs=0.02)
     # The training set is standardized per channel (the spec's statistics are those of the training images).
@@ -501,8 +583,10 @@ def test_resnet18_example_net_takes_32px_grey_or_rgb_and_keeps_torchvision_names
         net = ResNet18(in_channels=channels).eval()
         assert [n for n, _ in net.named_modules()] == reference
         maps = {}
-        hooks = [net.get_submodule(n).register_forward_hook(lambda m, i, o, n=n: maps.__setitem__(n, o.shape[1:]))
-                 for n in ("conv1", "layer1", "layer4")]
+        hooks = [
+            net.get_submodule(n).register_forward_hook(lambda m, i, o, n=n: maps.__setitem__(n, o.shape[1:]))
+            for n in ("conv1", "layer1", "layer4")
+        ]
         with torch.no_grad():
             out = net(torch.randn(2, channels, 32, 32))
         for h in hooks:

@@ -16,7 +16,12 @@ from callbacks import VISUALIZATIONS
 from callbacks.changes import ChangesCallback, default_change_layers
 from callbacks.hooks import LayerError, collect_activations, layer_shapes
 from callbacks.methods.changes import (
-    compare_snapshots, incoming_weights, profile_change, unit_snapshot, weight_change, weight_layer,
+    compare_snapshots,
+    incoming_weights,
+    profile_change,
+    unit_snapshot,
+    weight_change,
+    weight_layer,
 )
 from lit_modules.nets import MLP, DeepCNN, LeNet5, SimpleCNN
 from tests.conftest import _fit, _images, render_once, synthetic_digits
@@ -89,9 +94,10 @@ def test_preferred_class_switches_counted_for_units_alive_both_times():
 
 
 def test_incoming_weights_are_the_feeding_layer_rows(lenet):
-    assert [weight_layer(lenet, l, n) for l, n in (("relu_1", 6), ("max_pool_1", 6), ("conv_2", 16), ("relu_4", 84),
-                                                   ("fc_3", 10), ("flatten", 400))] == [
-        "conv_1", "conv_1", "conv_2", "fc_2", "fc_3", None]
+    assert [
+        weight_layer(lenet, l, n)
+        for l, n in (("relu_1", 6), ("max_pool_1", 6), ("conv_2", 16), ("relu_4", 84), ("fc_3", 10), ("flatten", 400))
+    ] == ["conv_1", "conv_1", "conv_2", "fc_2", "fc_3", None]
     assert torch.equal(incoming_weights(lenet, "relu_2", 16), lenet.conv_2.weight.detach().flatten(1))
     with pytest.raises(LayerError, match="relu_9"):
         weight_layer(lenet, "relu_9", 3)
@@ -166,8 +172,11 @@ def test_resume_continues_the_series_without_a_gap(idx_dir, tmp_path):
     shutil.copy(run / "checkpoints" / "last.ckpt", first)
     state = next(v for k, v in torch.load(first, weights_only=True)["callbacks"].items() if "ChangesCallback" in k)
     assert state["changes_previous_step"] == 1 and sorted(state["changes_previous"]) == ["relu_2", "relu_4"]
-    cli = _fit(idx_dir, tmp_path, extra=[*only, "--trainer.max_epochs", "3", "--ckpt_path",
-                                         str(run / "checkpoints" / "last.ckpt")])  # epoch 2, in the same run
+    cli = _fit(
+        idx_dir,
+        tmp_path,
+        extra=[*only, "--trainer.max_epochs", "3", "--ckpt_path", str(run / "checkpoints" / "last.ckpt")],
+    )  # epoch 2, in the same run
     ea = EventAccumulator(str(run), size_guidance={"images": 0, "scalars": 0})
     ea.Reload()
     for layer in ("relu_2", "relu_4"):

@@ -16,11 +16,11 @@ from torch import nn
 from callbacks.confusion import ConfusionMatrixCallback
 from callbacks.decision import DecisionCallback
 from callbacks.fc_activations import FCActivationsCallback, FCChart, sparsity
-from callbacks.layers import following_nonlinearity
 from callbacks.figures import MAX_PALETTE_ERROR, colorbar, figure, to_image, to_png, to_rgb, to_uint8
 from callbacks.hooks import layer_shapes
 from callbacks.importance import ImportanceCallback
 from callbacks.layer_responses import LayerResponsesCallback
+from callbacks.layers import following_nonlinearity
 from callbacks.occlusion import OcclusionCallback
 from callbacks.selectivity import SelectivityCallback, class_means, selectivity_index, sorted_by_preference
 from lit_modules.nets import LeNet5
@@ -36,8 +36,9 @@ YELLOW, PURPLE = (253, 231, 37), (68, 1, 84)  # viridis's ends: max, 0
 def histograms(monkeypatch):
     """The recorder of ``render_once`` also keeps histograms (selectivity logs them)."""
     seen: dict = {}
-    monkeypatch.setattr(RecordingWriter, "add_histogram", lambda self, tag, v, step: seen.__setitem__(tag, (v, step)),
-                        raising=False)
+    monkeypatch.setattr(
+        RecordingWriter, "add_histogram", lambda self, tag, v, step: seen.__setitem__(tag, (v, step)), raising=False
+    )
     return seen
 
 
@@ -59,9 +60,8 @@ def one_hot_set(per_class: int = 3):
 
 def pixel(img, chart_live, ax, xy):
     """The colour of ``img`` at data point ``xy`` of ``ax`` (a cell centre)."""
-    (cx, cy), = chart_live.to_pixels(ax, [xy]).round().astype(int)
+    ((cx, cy),) = chart_live.to_pixels(ax, [xy]).round().astype(int)
     return tuple(img[:, cy, cx].tolist())
-
 
 
 def render(cb, net, x, y, classes=CLASSES, step=3, **kw):
@@ -98,9 +98,13 @@ def test_fc_helpers():
 
 
 def test_sorted_by_preference_known_answer():
-    means = torch.tensor([[0.0, 4.0, 0.0, 1.0],   # class 0
-                          [0.0, 2.0, 5.0, 3.0],   # class 1
-                          [0.0, 0.0, 0.0, 1.0]])  # class 2; unit 0 is silent
+    means = torch.tensor(
+        [
+            [0.0, 4.0, 0.0, 1.0],  # class 0
+            [0.0, 2.0, 5.0, 3.0],  # class 1
+            [0.0, 0.0, 0.0, 1.0],
+        ]
+    )  # class 2; unit 0 is silent
     # SI: unit 1 (4 - 1) / (4 + 1) = 0.6, unit 2 1.0, unit 3 (3 - 1) / (3 + 1) = 0.5
     scaled, order = sorted_by_preference(means)
     # preferred class: unit 1 -> 0; units 2 and 3 -> 1 (unit 2 more selective first); unit 0 silent, last
@@ -202,8 +206,15 @@ def test_every_analysis_chart_draws_a_net_with_nan_weights(histograms):
     with torch.no_grad():
         net.conv_1.weight[0] = float("nan")
     classes = tuple(str(c) for c in range(10))
-    callbacks = [FCActivationsCallback(per_class=3), SelectivityCallback(per_class=3), LayerResponsesCallback(per_class=3),
-                 ImportanceCallback(per_class=3), ConfusionMatrixCallback(), DecisionCallback(), OcclusionCallback(stride=4)]
+    callbacks = [
+        FCActivationsCallback(per_class=3),
+        SelectivityCallback(per_class=3),
+        LayerResponsesCallback(per_class=3),
+        ImportanceCallback(per_class=3),
+        ConfusionMatrixCallback(),
+        DecisionCallback(),
+        OcclusionCallback(stride=4),
+    ]
     for cb in callbacks:
         cb.configure(net, layer_shapes(net))
         w = render_once(cb, net, x, y, classes, callbacks=[cb])
@@ -211,7 +222,6 @@ def test_every_analysis_chart_draws_a_net_with_nan_weights(histograms):
         for tag, (img, _) in w.images.items():
             assert img.dtype == torch.uint8 and img.shape[0] == 3 and img.shape[2] <= 720, tag
             assert np.unique(img.numpy()).size > 2, tag  # a picture, not a blank
-
 
 
 def _decoded(png: bytes) -> tuple[str, np.ndarray]:

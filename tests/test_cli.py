@@ -21,8 +21,18 @@ def data_args(idx_dir):
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_each_config_runs_through_the_cli_with_fast_dev_run(name, idx_dir):
-    cli = cli_main(["fit", "--config", str(ROOT / "configs" / f"{name}.yaml"), *data_args(idx_dir),
-                    "--trainer.fast_dev_run", "true", "--trainer.enable_progress_bar", "false"])
+    cli = cli_main(
+        [
+            "fit",
+            "--config",
+            str(ROOT / "configs" / f"{name}.yaml"),
+            *data_args(idx_dir),
+            "--trainer.fast_dev_run",
+            "true",
+            "--trainer.enable_progress_bar",
+            "false",
+        ]
+    )
     assert isinstance(cli.model.net, CONFIGS[name])
     assert cli.trainer.global_step == 1
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss_step"])
@@ -36,7 +46,7 @@ def test_config_hyperparameters_are_the_sources(tmp_path):
     mlp = yaml.safe_load((ROOT / "configs" / "mlp.yaml").read_text())
     gamma = mlp["model"]["lr_scheduler"]["init_args"]["gamma"]
     assert mlp["data"]["batch_size"] == 50 and mlp["trainer"]["max_epochs"] == 10
-    assert 0.01 * gamma ** 9 == pytest.approx(0.001)
+    assert 0.01 * gamma**9 == pytest.approx(0.001)
 
 
 def test_mlp_learning_rate_decays_exponentially_to_a_tenth(idx_dir, tmp_path):
@@ -47,10 +57,26 @@ def test_mlp_learning_rate_decays_exponentially_to_a_tenth(idx_dir, tmp_path):
         def on_train_epoch_start(self, trainer, pl_module):
             lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
 
-    cli = cli_main(["--config", str(ROOT / "configs" / "mlp.yaml"), *data_args(idx_dir),
-                    "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1",
-                    "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
-                    "--trainer.enable_checkpointing", "false", "--trainer.default_root_dir", str(tmp_path)], run=False)
+    cli = cli_main(
+        [
+            "--config",
+            str(ROOT / "configs" / "mlp.yaml"),
+            *data_args(idx_dir),
+            "--trainer.limit_train_batches",
+            "1",
+            "--trainer.limit_val_batches",
+            "1",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.logger",
+            "false",
+            "--trainer.enable_checkpointing",
+            "false",
+            "--trainer.default_root_dir",
+            str(tmp_path),
+        ],
+        run=False,
+    )
     cli.trainer.callbacks.append(Record())
     cli.trainer.fit(cli.model, cli.datamodule)
     assert len(lrs) == 10
@@ -60,9 +86,24 @@ def test_mlp_learning_rate_decays_exponentially_to_a_tenth(idx_dir, tmp_path):
 
 def test_fit_writes_logs_config_and_checkpoint_under_default_root_dir_then_validate(idx_dir, tmp_path):
     root = tmp_path / "runs"
-    cli = cli_main(["fit", "--config", str(ROOT / "configs" / "lenet5.yaml"), *data_args(idx_dir),
-                    "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
-                    "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(root)])
+    cli = cli_main(
+        [
+            "fit",
+            "--config",
+            str(ROOT / "configs" / "lenet5.yaml"),
+            *data_args(idx_dir),
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.limit_train_batches",
+            "2",
+            "--trainer.limit_val_batches",
+            "1",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.default_root_dir",
+            str(root),
+        ]
+    )
     run = root / "lightning_logs" / "version_0"
     assert (run / "config.yaml").is_file()
     assert yaml.safe_load((run / "config.yaml").read_text())["seed_everything"] == 42
@@ -75,9 +116,22 @@ def test_fit_writes_logs_config_and_checkpoint_under_default_root_dir_then_valid
     assert torch.equal(model.net.conv_1.weight, cli.model.net.conv_1.weight)
     # Post-hoc: validate on that checkpoint reproduces the accuracy fit reported for the same weights.
     fit_acc = float(cli.trainer.callback_metrics["val/acc"])
-    val = cli_main(["validate", "--config", str(ROOT / "configs" / "lenet5.yaml"), *data_args(idx_dir),
-                    "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false",
-                    "--trainer.default_root_dir", str(root), "--ckpt_path", str(ckpts[0])])
+    val = cli_main(
+        [
+            "validate",
+            "--config",
+            str(ROOT / "configs" / "lenet5.yaml"),
+            *data_args(idx_dir),
+            "--trainer.limit_val_batches",
+            "1",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.default_root_dir",
+            str(root),
+            "--ckpt_path",
+            str(ckpts[0]),
+        ]
+    )
     assert float(val.trainer.callback_metrics["val/acc"]) == pytest.approx(fit_acc)
 
 
@@ -111,8 +165,15 @@ def test_print_config_through_the_real_entry_point():
     ids=["batch_size", "dataset", "architecture", "class_name", "class_twice"],
 )
 def test_bad_config_values_fail_before_training(args, expected, idx_dir, tmp_path):
-    r = run_cli("fit", "--config", "configs/lenet5.yaml", *data_args(idx_dir), *args,
-                "--trainer.default_root_dir", str(tmp_path))
+    r = run_cli(
+        "fit",
+        "--config",
+        "configs/lenet5.yaml",
+        *data_args(idx_dir),
+        *args,
+        "--trainer.default_root_dir",
+        str(tmp_path),
+    )
     assert r.returncode != 0
     assert expected in r.stderr
     assert "Epoch 0" not in r.stderr + r.stdout
@@ -120,7 +181,16 @@ def test_bad_config_values_fail_before_training(args, expected, idx_dir, tmp_pat
 
 
 def test_missing_data_fails_before_training_with_remedies(tmp_path):
-    r = run_cli("fit", "--config", "configs/lenet5.yaml", "--data.data_dir", str(tmp_path / "empty"),
-                "--data.download", "false", "--trainer.default_root_dir", str(tmp_path))
+    r = run_cli(
+        "fit",
+        "--config",
+        "configs/lenet5.yaml",
+        "--data.data_dir",
+        str(tmp_path / "empty"),
+        "--data.download",
+        "false",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+    )
     assert r.returncode != 0
     assert "mnist data not found" in r.stderr and "Remedies" in r.stderr

@@ -17,8 +17,14 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 
-from callbacks import (EvolutionCallback, FCActivationsCallback, FeatureMapsCallback, FiltersCallback,
-                       LayerResponsesCallback, SelectivityCallback)
+from callbacks import (
+    EvolutionCallback,
+    FCActivationsCallback,
+    FeatureMapsCallback,
+    FiltersCallback,
+    LayerResponsesCallback,
+    SelectivityCallback,
+)
 from callbacks.coordinator import Source, coordinator_of
 from tests.conftest import FakeDataModule, FakeTrainer
 from tests.test_any_model import Classifier, read_events
@@ -30,22 +36,36 @@ FIXED_SET = 10 * PER_CLASS  # images of the fixed set of PER_CLASS (10 classes)
 
 def sharing_callbacks() -> list[pl.Callback]:
     """Four callbacks that read the same fixed set: unit activations (three) and class-mean maps (one)."""
-    return [SelectivityCallback(layers=["relu_2"], per_class=PER_CLASS, strict=True),
-            FCActivationsCallback(per_class=PER_CLASS, strict=True),
-            LayerResponsesCallback(layers=["relu_1", "relu_3"], per_class=PER_CLASS, strict=True),
-            FeatureMapsCallback(layers=["conv_2"], per_class=PER_CLASS, max_channels=4, strict=True)]
+    return [
+        SelectivityCallback(layers=["relu_2"], per_class=PER_CLASS, strict=True),
+        FCActivationsCallback(per_class=PER_CLASS, strict=True),
+        LayerResponsesCallback(layers=["relu_1", "relu_3"], per_class=PER_CLASS, strict=True),
+        FeatureMapsCallback(layers=["conv_2"], per_class=PER_CLASS, max_channels=4, strict=True),
+    ]
 
 
 def trainer_of(root, callbacks: list[pl.Callback], max_epochs: int = 2) -> pl.Trainer:
-    return pl.Trainer(max_epochs=max_epochs, limit_train_batches=2, accelerator="cpu", devices=1,
-                      num_sanity_val_steps=1, logger=TensorBoardLogger(str(root), name="run"), callbacks=callbacks,
-                      enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    return pl.Trainer(
+        max_epochs=max_epochs,
+        limit_train_batches=2,
+        accelerator="cpu",
+        devices=1,
+        num_sanity_val_steps=1,
+        logger=TensorBoardLogger(str(root), name="run"),
+        callbacks=callbacks,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
 
 
 def fit(trainer: pl.Trainer, module: pl.LightningModule, shuffled_val: bool = False) -> None:
     torch.manual_seed(0)
-    trainer.fit(module, DataLoader(Bars(64, 0), batch_size=32, shuffle=True),
-                DataLoader(Bars(200, 1), batch_size=100, shuffle=shuffled_val))
+    trainer.fit(
+        module,
+        DataLoader(Bars(64, 0), batch_size=32, shuffle=True),
+        DataLoader(Bars(200, 1), batch_size=100, shuffle=shuffled_val),
+    )
 
 
 def count_fixed_set_passes(net: torch.nn.Module) -> list[int]:
@@ -167,7 +187,8 @@ def test_the_evolution_callback_gets_its_snapshots_as_a_listener_only(tmp_path):
     assert set(evolution.snapshots["filters/conv_1"]) == {1, 2}
     with pytest.raises(ValueError, match=r"unknown or empty techniques \['actmax'\]; valid .*: filters, all"):
         trainer_of(tmp_path, [EvolutionCallback(techniques=["actmax"]), FiltersCallback(layer="conv_1")]).fit(
-            Classifier(small_cnn()), DataLoader(Bars(64, 0), batch_size=32), DataLoader(Bars(200, 1), batch_size=100))
+            Classifier(small_cnn()), DataLoader(Bars(64, 0), batch_size=32), DataLoader(Bars(200, 1), batch_size=100)
+        )
 
 
 def test_a_finished_trainer_and_its_coordinator_are_freed(tmp_path):

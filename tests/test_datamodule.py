@@ -56,7 +56,9 @@ def test_wrong_magic_and_wrong_kind(tmp_path):
 @pytest.mark.parametrize("gz", [True, False], ids=["gz", "raw"])
 def test_datamodule_splits_normalizes_and_batches(tmp_path, gz):
     write_dataset(tmp_path, gz=gz, n_train=600, n_test=200)
-    dm = MNISTDataModule("mnist", data_dir=str(tmp_path), batch_size=64, eval_batch_size=50, val_size=100, download=False)
+    dm = MNISTDataModule(
+        "mnist", data_dir=str(tmp_path), batch_size=64, eval_batch_size=50, val_size=100, download=False
+    )
     dm.setup("fit")
     dm.setup("test")
     xt, yt = dm.split("train")

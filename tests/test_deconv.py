@@ -10,12 +10,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from callbacks.deconv import (DeconvCallback, deconvnet, deconvnet_from_seed, deconvnet_with_channels,
-                              informative_channels, strongest_channels)
+from callbacks.deconv import (
+    DeconvCallback,
+    deconvnet,
+    deconvnet_from_seed,
+    deconvnet_with_channels,
+    informative_channels,
+    strongest_channels,
+)
 from callbacks.hooks import capture_activations
 from callbacks.methods.deconv import channel_peaks
-from tests.conftest import FakeDataModule, has_colour, render_once
 from lit_modules.nets import MLP, DeepCNN, LeNet5, SimpleCNN
+from tests.conftest import FakeDataModule, has_colour, render_once
 
 ATOL = 1e-5
 

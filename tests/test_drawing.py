@@ -23,10 +23,29 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def fit_args(idx_dir, root, mode, epochs=2, batches=4):
-    return ["fit", "--config", str(ROOT / "configs" / "lenet5.yaml"), "--data.data_dir", str(idx_dir),
-            "--data.val_size", "200", "--data.download", "false", "--trainer.max_epochs", str(epochs),
-            "--trainer.limit_train_batches", str(batches), "--trainer.enable_progress_bar", "false",
-            "--trainer.default_root_dir", str(root), "--actmax.steps", "16", "--drawing", mode]
+    return [
+        "fit",
+        "--config",
+        str(ROOT / "configs" / "lenet5.yaml"),
+        "--data.data_dir",
+        str(idx_dir),
+        "--data.val_size",
+        "200",
+        "--data.download",
+        "false",
+        "--trainer.max_epochs",
+        str(epochs),
+        "--trainer.limit_train_batches",
+        str(batches),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.default_root_dir",
+        str(root),
+        "--actmax.steps",
+        "16",
+        "--drawing",
+        mode,
+    ]
 
 
 def fit(idx_dir, root, mode):
@@ -152,8 +171,13 @@ def _train_process(idx_dir, root, mode, epochs, batches):
 
     every = [a for key in VISUALIZATIONS if key != "evolution" for a in (f"--{key}.every_n_epochs", "1")]
     args = [*fit_args(idx_dir, root, mode, epochs, batches), *every]
-    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args],
-                            cwd=ROOT, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def _wait_for(condition, seconds: float, proc=None) -> None:
@@ -204,8 +228,13 @@ def test_watcher_killed_mid_epoch_and_restarted_draws_each_epoch_once(idx_dir, t
         state = torch.load(state_path, weights_only=False)
         return state["drawn"] == [0] and Path(state["event"][0]).stat().st_size > state["event"][1]
 
-    proc = subprocess.Popen([sys.executable, "-m", "callbacks.watch", str(run), "--poll", "0.2", "--timeout", "60"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "callbacks.watch", str(run), "--poll", "0.2", "--timeout", "60"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         _wait_for(mid_epoch, 300, proc)
         os.killpg(proc.pid, signal.SIGKILL)

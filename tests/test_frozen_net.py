@@ -27,8 +27,19 @@ def frozen_run(idx_dir, tmp_path_factory):
     BatchNorm statistics), every callback drawing at every epoch."""
     root = tmp_path_factory.mktemp("frozen")
     every = [a for key in VISUALIZATIONS if key != "evolution" for a in (f"--{key}.every_n_epochs", "1")]
-    cli = _fit(idx_dir, root, extra=[*every, "--model.optimizer.init_args.lr", "0", "--trainer.max_epochs",
-                                     str(EPOCHS), "--trainer.limit_train_batches", "2"])
+    cli = _fit(
+        idx_dir,
+        root,
+        extra=[
+            *every,
+            "--model.optimizer.init_args.lr",
+            "0",
+            "--trainer.max_epochs",
+            str(EPOCHS),
+            "--trainer.limit_train_batches",
+            "2",
+        ],
+    )
     run = root / "lightning_logs" / "version_0"
     ea = EventAccumulator(str(run), size_guidance={"images": 0, "scalars": 0, "histograms": 0})
     ea.Reload()
@@ -49,8 +60,9 @@ def test_every_picture_is_the_same_at_every_epoch(frozen_run, key):
         imgs = _images(ea, tag)
         assert sorted(imgs) == list(range(EPOCHS)), tag
         for step in range(1, EPOCHS):
-            assert only_epoch_label_differs(imgs[step - 1], imgs[step]), \
+            assert only_epoch_label_differs(imgs[step - 1], imgs[step]), (
                 f"{tag}: epochs {step - 1} and {step} differ at {changed_box(imgs[step - 1], imgs[step])}"
+            )
 
 
 def test_the_weights_really_were_frozen(frozen_run):
@@ -67,8 +79,10 @@ def test_changes_reports_no_change(frozen_run):
     layers = {t.split("/")[1] for t in _tags(ea, "changes")}
     assert layers
     for layer in layers:
-        values = {k: [e.value for e in ea.Scalars(f"changes/{layer}/{k}")]
-                  for k in ("weight_change", "profile_change", "dead_units", "preferred_class_switches")}
+        values = {
+            k: [e.value for e in ea.Scalars(f"changes/{layer}/{k}")]
+            for k in ("weight_change", "profile_change", "dead_units", "preferred_class_switches")
+        }
         assert values["weight_change"] == [0.0] * (EPOCHS - 1)
         assert values["preferred_class_switches"] == [0.0] * (EPOCHS - 1)
         assert max(values["profile_change"]) < 1e-9  # 1 - correlation of identical class means: rounding only
@@ -108,8 +122,15 @@ def test_changed_weights_give_changed_pictures(idx_dir, tmp_path):
     ea = EventAccumulator(str(tmp_path / "lightning_logs" / "version_0"), size_guidance={"images": 0})
     ea.Reload()
     # (not every tag: at this rate a ReLU layer may die, and a dead layer's maps stay zero at both epochs)
-    tags = {"actmax/conv_1", "actmax/conv_2", "actmax/fc_3", "filters/conv_1", "deconv", "feature_maps/conv_1",
-            "feature_maps/conv_1/class_mean"}
+    tags = {
+        "actmax/conv_1",
+        "actmax/conv_2",
+        "actmax/fc_3",
+        "filters/conv_1",
+        "deconv",
+        "feature_maps/conv_1",
+        "feature_maps/conv_1/class_mean",
+    }
     for tag in sorted(tags):
         imgs = _images(ea, tag)
         assert sorted(imgs) == [0, 1], tag

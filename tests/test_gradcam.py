@@ -25,8 +25,14 @@ def one_conv_net() -> nn.Module:
     """conv (1 -> 2 channels, 1x1, weights +1 and -1) -> global average pool -> Linear(2, 2) with weights
     [[2, 1], [0, 3]], no biases. With A = (x, -x) on h x w positions, dy_k / dA_c = W[k, c] / (h w), so Grad-CAM
     of class 0 is ReLU((2 x - x) / hw) ~ ReLU(x) and of class 1 is ReLU(-3 x / hw) ~ ReLU(-x)."""
-    net = nn.Sequential(OrderedDict(conv=nn.Conv2d(1, 2, 1, bias=False), pool=nn.AdaptiveAvgPool2d(1),
-                                    flatten=nn.Flatten(), fc=nn.Linear(2, 2, bias=False)))
+    net = nn.Sequential(
+        OrderedDict(
+            conv=nn.Conv2d(1, 2, 1, bias=False),
+            pool=nn.AdaptiveAvgPool2d(1),
+            flatten=nn.Flatten(),
+            fc=nn.Linear(2, 2, bias=False),
+        )
+    )
     with torch.no_grad():
         net.conv.weight.copy_(torch.tensor([1.0, -1.0]).view(2, 1, 1, 1))
         net.fc.weight.copy_(torch.tensor([[2.0, 1.0], [0.0, 3.0]]))

@@ -63,10 +63,15 @@ def mlp_one_unit() -> nn.Sequential:
 
 def conv_one_channel() -> nn.Sequential:
     """logits = [mean of channel 1 of relu_1, 0.5]: only channel 1 matters, through its whole map."""
-    net = nn.Sequential(OrderedDict(
-        conv_1=nn.Conv2d(1, 3, kernel_size=1), relu_1=nn.ReLU(), pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(),
-        fc_1=nn.Linear(3, 2),
-    ))
+    net = nn.Sequential(
+        OrderedDict(
+            conv_1=nn.Conv2d(1, 3, kernel_size=1),
+            relu_1=nn.ReLU(),
+            pool=nn.AdaptiveAvgPool2d(1),
+            flatten=nn.Flatten(),
+            fc_1=nn.Linear(3, 2),
+        )
+    )
     with torch.no_grad():
         net.conv_1.weight.fill_(1.0)
         net.conv_1.bias.zero_()
@@ -83,8 +88,11 @@ def hooked(net, x, y, layer, units=None, chunk_size=2048) -> Ablation:
 
 def both_paths(net, x, y, layer, **kw) -> tuple[Ablation, Ablation, Ablation]:
     """The same ablation three ways: the torch.fx split of the net and of the net wrapped, and the hook."""
-    return (ablation_importance(net, x, y, layer, **kw), ablation_importance(Wrapper(net), x, y, f"body.{layer}", **kw),
-            hooked(net, x, y, layer, **kw))
+    return (
+        ablation_importance(net, x, y, layer, **kw),
+        ablation_importance(Wrapper(net), x, y, f"body.{layer}", **kw),
+        hooked(net, x, y, layer, **kw),
+    )
 
 
 # ------------------------------------------------------------------------------------------------ known answers
@@ -132,8 +140,9 @@ def test_loss_rise_and_its_standard_error_equal_a_hand_computation():
     x0 = [1.0, 1.25, 1.5, 1.75, 2.0, 0.0, 0.0, 0.0]
     x = torch.stack([torch.tensor(x0), torch.ones(8)], 1)
     y = torch.tensor([0] * 5 + [1] * 3)
-    diffs = [math.log1p(math.exp(0.5)) - math.log1p(math.exp(0.5 - v)) if c == 0 else 0.0
-             for v, c in zip(x0, y.tolist())]
+    diffs = [
+        math.log1p(math.exp(0.5)) - math.log1p(math.exp(0.5 - v)) if c == 0 else 0.0 for v, c in zip(x0, y.tolist())
+    ]
     mean = sum(diffs) / 8
     se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / 7 / 8)  # sample SD (n - 1) / sqrt(n)
     for abl in both_paths(mlp_one_unit(), x, y, "relu_1"):
@@ -168,12 +177,20 @@ def test_dead_units_are_flagged_and_get_exactly_zero():
 def test_batched_traced_and_hook_paths_agree_on_lenet():
     net = lenet(3)
     x, y = data(300, seed=4)
-    for layer, units in (("relu_1", None), ("relu_2", None), ("conv_2", [15, 0, 3]), ("relu_3", [5, 0, 119, 7]),
-                         ("relu_4", [83, 1]), ("fc_3", [9, 2])):
+    for layer, units in (
+        ("relu_1", None),
+        ("relu_2", None),
+        ("conv_2", [15, 0, 3]),
+        ("relu_3", [5, 0, 119, 7]),
+        ("relu_4", [83, 1]),
+        ("fc_3", [9, 2]),
+    ):
         a, *others = both_paths(net, x, y, layer, units=units)
         for b in others:
             assert a.units.tolist() == b.units.tolist() == (units or list(range(len(a.units))))
-            assert a.base_acc == pytest.approx(b.base_acc, abs=1e-9) and a.base_loss == pytest.approx(b.base_loss, abs=1e-6)
+            assert a.base_acc == pytest.approx(b.base_acc, abs=1e-9) and a.base_loss == pytest.approx(
+                b.base_loss, abs=1e-6
+            )
             assert torch.allclose(a.acc_drop, b.acc_drop, atol=1e-6), layer
             assert torch.allclose(a.loss_rise, b.loss_rise, atol=1e-6), layer
             assert torch.allclose(a.loss_rise_se, b.loss_rise_se, atol=1e-6), layer
@@ -185,8 +202,10 @@ def test_batched_path_runs_few_forward_passes():
     net = lenet()
     x, y = data(300)
     calls = {"conv_1": 0, "fc_3": 0}
-    handles = [getattr(net, name).register_forward_pre_hook(lambda m, i, name=name: calls.__setitem__(name, calls[name] + 1))
-               for name in calls]
+    handles = [
+        getattr(net, name).register_forward_pre_hook(lambda m, i, name=name: calls.__setitem__(name, calls[name] + 1))
+        for name in calls
+    ]
     try:
         ablation_importance(net, x, y, "relu_3", chunk_size=4096)  # 120 units x 300 samples = 36000 = 9 passes
     finally:
@@ -284,15 +303,19 @@ def test_variance_importance_known_answers():
 
 def test_rank_correlation_known_answers():
     a = torch.tensor([1.0, 2.0, 3.0, 4.0])
-    assert rank_correlation(a, a ** 3) == pytest.approx(1.0)
+    assert rank_correlation(a, a**3) == pytest.approx(1.0)
     assert rank_correlation(a, -a) == pytest.approx(-1.0)
     # ties share their average rank: ranks [3, 1, 2] and [3, 1.5, 1.5] -> 1.5 / sqrt(2 * 1.5)
-    assert rank_correlation(torch.tensor([1.0, 0.0, 1 / 3]), torch.tensor([0.5, 0.0, 0.0])) == pytest.approx(math.sqrt(3) / 2)
+    assert rank_correlation(torch.tensor([1.0, 0.0, 1 / 3]), torch.tensor([0.5, 0.0, 0.0])) == pytest.approx(
+        math.sqrt(3) / 2
+    )
     # ranks [1.5, 1.5, 3, 4] and [1, 2, 3, 4]: centred [-1, -1, .5, 1.5] and [-1.5, -.5, .5, 1.5] -> 4.5 / sqrt(4.5 * 5)
     assert rank_correlation(torch.tensor([1.0, 1.0, 2.0, 3.0]), a) == pytest.approx(3 / math.sqrt(10))
     assert math.isnan(rank_correlation(a, torch.zeros(4)))  # constant: undefined
     assert math.isnan(rank_correlation(a[:1], a[:1]))
-    assert rank_correlation(torch.tensor([1.0, float("nan"), 2.0, 3.0]), torch.tensor([3.0, 0.0, 2.0, 1.0])) == pytest.approx(-1.0)
+    assert rank_correlation(
+        torch.tensor([1.0, float("nan"), 2.0, 3.0]), torch.tensor([3.0, 0.0, 2.0, 1.0])
+    ) == pytest.approx(-1.0)
 
 
 # -------------------------------------------------------------------------------------------------- errors
@@ -412,7 +435,7 @@ def test_callback_known_scalars_and_picture():
     assert (lo, hi) == pytest.approx((rise - 2 * se, rise + 2 * se), abs=1e-6)  # the whisker: +-2 SE
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "1", "2"]  # unit 0 first, then by index (stable)
     # the bar is drawn filled: a pixel inside it, off the whisker, has the bar colour
-    (cx, cy), = chart.live.to_pixels(ax, [(0.25, rise / 2)]).round().astype(int)
+    ((cx, cy),) = chart.live.to_pixels(ax, [(0.25, rise / 2)]).round().astype(int)
     assert tuple(img[:, cy, cx].tolist()) == rgb(RED)
     assert chart.dead_note.text == "no dead units"
     s = {tag: v for tag, (v, _) in w.scalars.items()}
@@ -444,8 +467,9 @@ def test_callback_skips_undefined_correlations():
     with torch.no_grad():
         net.fc_2.weight.zero_()  # nothing matters: every drop is 0, the correlations are undefined
     w = render(ImportanceCallback(per_class=5), net, x, y, ("a", "b"))
-    assert set(w.scalars) == {f"importance/relu_1/{s}" for s in ("max_acc_drop", "mean_acc_drop", "max_loss_rise",
-                                                                  "mean_loss_rise")}
+    assert set(w.scalars) == {
+        f"importance/relu_1/{s}" for s in ("max_acc_drop", "mean_acc_drop", "max_loss_rise", "mean_loss_rise")
+    }
     assert w.scalars["importance/relu_1/max_acc_drop"][0] == 0.0
     assert w.scalars["importance/relu_1/max_loss_rise"][0] == 0.0
 

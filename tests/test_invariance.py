@@ -13,7 +13,13 @@ from torch import nn
 from callbacks.hooks import LayerError, layer_shapes
 from callbacks.invariance import InvarianceCallback
 from callbacks.methods.invariance import (
-    IDENTITY, TRANSFORMATIONS, background, default_layers, invariance_sweeps, sweep_amounts, transform,
+    IDENTITY,
+    TRANSFORMATIONS,
+    background,
+    default_layers,
+    invariance_sweeps,
+    sweep_amounts,
+    transform,
 )
 from lit_modules.nets import MLP, DeepCNN, LeNet5, SimpleCNN
 from tests.conftest import _images, render_once, synthetic_digits
@@ -74,7 +80,17 @@ def test_sweep_amounts_scale_with_the_image_and_hold_the_identity():
     assert sweep_amounts("translate_x", (28, 28)).tolist() == list(range(-8, 9))
     assert sweep_amounts("translate_y", (56, 20)).tolist()[::8] == [-17, 0, 17]  # 0.3 of the height
     assert sweep_amounts("translate_x", (56, 20)).tolist() == list(range(-6, 7))  # 0.3 of the width
-    assert [round(v, 4) for v in sweep_amounts("scale", (28, 28)).tolist()] == [0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4]
+    assert [round(v, 4) for v in sweep_amounts("scale", (28, 28)).tolist()] == [
+        0.6,
+        0.7,
+        0.8,
+        0.9,
+        1.0,
+        1.1,
+        1.2,
+        1.3,
+        1.4,
+    ]
     assert sweep_amounts("rotate", (28, 28)).tolist() == list(range(-90, 91, 15))
     assert 1.0 in sweep_amounts("scale", (28, 28), scale_range=(0.75, 1.5)).tolist()
     for name in TRANSFORMATIONS:
@@ -183,9 +199,15 @@ def test_callback_arguments_and_layer_names_checked_at_setup(lenet):
 def test_callback_pictures_and_scalars_on_rgb_images_of_another_size():
     torch.manual_seed(0)
     net = nn.Sequential()
-    for name, m in (("conv", nn.Conv2d(3, 4, 3, padding=1)), ("act", nn.ReLU()), ("pool", nn.MaxPool2d(2)),
-                    ("flatten", nn.Flatten()), ("fc", nn.Linear(4 * 10 * 18, 16)), ("act2", nn.ReLU()),
-                    ("out", nn.Linear(16, 3))):
+    for name, m in (
+        ("conv", nn.Conv2d(3, 4, 3, padding=1)),
+        ("act", nn.ReLU()),
+        ("pool", nn.MaxPool2d(2)),
+        ("flatten", nn.Flatten()),
+        ("fc", nn.Linear(4 * 10 * 18, 16)),
+        ("act2", nn.ReLU()),
+        ("out", nn.Linear(16, 3)),
+    ):
         net.add_module(name, m)
     x, y = torch.rand(9, 3, 20, 36), torch.arange(9) % 3
     cb = InvarianceCallback(per_class=3, transformations=["translate_x", "translate_y", "rotate"])
@@ -194,10 +216,15 @@ def test_callback_pictures_and_scalars_on_rgb_images_of_another_size():
     assert sorted(w.images) == ["invariance/rotate", "invariance/translate"]  # x and y shifts share a picture
     for img, step in w.images.values():
         assert step == 4 and img.dtype == torch.uint8 and img.shape[0] == 3 and img.shape[2] <= 400 < img.shape[1]
-    assert {t for t in w.scalars} == {f"invariance/{t}/{l}" for t in ("translate_x", "translate_y", "rotate")
-                                      for l in ("act", "pool", "act2", "p_true")}
+    assert {t for t in w.scalars} == {
+        f"invariance/{t}/{l}"
+        for t in ("translate_x", "translate_y", "rotate")
+        for l in ("act", "pool", "act2", "p_true")
+    }
     res = invariance_sweeps(net, x, y, cb.layer_names, sweeps_of(x, ["rotate"]))["rotate"]
-    assert w.scalars["invariance/rotate/pool"][0] == pytest.approx(float(res.distance["pool"][[0, -1]].mean()), abs=1e-6)
+    assert w.scalars["invariance/rotate/pool"][0] == pytest.approx(
+        float(res.distance["pool"][[0, -1]].mean()), abs=1e-6
+    )
     assert w.scalars["invariance/rotate/p_true"][0] == pytest.approx(float(res.p_true[[0, -1]].mean()), abs=1e-6)
 
 
@@ -206,7 +233,10 @@ def test_fit_logs_the_pictures_and_scalars_read_back(lenet_run):
     cb = next(c for c in cli.trainer.callbacks if isinstance(c, InvarianceCallback))
     tags = ea.Tags()
     assert {t for t in tags["images"] if t.startswith("invariance/")} == {
-        "invariance/translate", "invariance/scale", "invariance/rotate"}
+        "invariance/translate",
+        "invariance/scale",
+        "invariance/rotate",
+    }
     for tag in ("invariance/translate", "invariance/scale", "invariance/rotate"):
         imgs = _images(ea, tag)
         assert sorted(imgs) == [0, 1], tag
@@ -223,5 +253,7 @@ def test_fit_logs_the_pictures_and_scalars_read_back(lenet_run):
             logged = ea.Scalars(f"invariance/{name}/{layer}")
             assert [e.step for e in logged] == [0, 1]
             assert logged[-1].value == pytest.approx(float(d[[0, -1]].double().nanmean()), abs=1e-5), (name, layer)
-        assert ea.Scalars(f"invariance/{name}/p_true")[-1].value == pytest.approx(float(sw.p_true[[0, -1]].mean()), abs=1e-5)
+        assert ea.Scalars(f"invariance/{name}/p_true")[-1].value == pytest.approx(
+            float(sw.p_true[[0, -1]].mean()), abs=1e-5
+        )
     assert len(cb.seconds) == 2

@@ -40,13 +40,21 @@ PER_CLASS = 4  # the cheap callbacks' fixed set (test_any_model.CHEAP)
 def small_cnn() -> nn.Module:
     """A small CNN for RGB 32 px: (N, 3, 32, 32) -> (N, 10) logits, fixed weights (seed 0)."""
     torch.manual_seed(0)
-    return nn.Sequential(OrderedDict(
-        conv_1=nn.Conv2d(3, 8, 3, padding=1), bn_1=nn.BatchNorm2d(8), relu_1=nn.ReLU(),  # (N, 8, 32, 32)
-        pool_1=nn.MaxPool2d(2),  # (N, 8, 16, 16)
-        conv_2=nn.Conv2d(8, 16, 3, padding=1), relu_2=nn.ReLU(), pool_2=nn.MaxPool2d(2),  # (N, 16, 8, 8)
-        flatten=nn.Flatten(), fc_1=nn.Linear(16 * 8 * 8, 32), relu_3=nn.ReLU(),  # (N, 32)
-        fc_2=nn.Linear(32, 10),  # (N, 10)
-    ))
+    return nn.Sequential(
+        OrderedDict(
+            conv_1=nn.Conv2d(3, 8, 3, padding=1),
+            bn_1=nn.BatchNorm2d(8),
+            relu_1=nn.ReLU(),  # (N, 8, 32, 32)
+            pool_1=nn.MaxPool2d(2),  # (N, 8, 16, 16)
+            conv_2=nn.Conv2d(8, 16, 3, padding=1),
+            relu_2=nn.ReLU(),
+            pool_2=nn.MaxPool2d(2),  # (N, 16, 8, 8)
+            flatten=nn.Flatten(),
+            fc_1=nn.Linear(16 * 8 * 8, 32),
+            relu_3=nn.ReLU(),  # (N, 32)
+            fc_2=nn.Linear(32, 10),  # (N, 10)
+        )
+    )
 
 
 def bars(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,12 +83,25 @@ def fit(module: pl.LightningModule, root: Path, callbacks: dict | None = None, n
     """A plain Trainer on plain DataLoaders (``n_train`` training images in batches of 32, 200 validation images in
     order in batches of 100), 2 epochs, every callback strict and cheap unless ``callbacks`` are given."""
     cbs = cheap_callbacks() if callbacks is None else callbacks
-    kwargs = dict(max_epochs=2, limit_train_batches=2, accelerator="cpu", devices=1, num_sanity_val_steps=1,
-                  logger=TensorBoardLogger(str(root), name="run"), enable_progress_bar=False,
-                  enable_model_summary=False, enable_checkpointing=False) | trainer_kwargs
+    kwargs = (
+        dict(
+            max_epochs=2,
+            limit_train_batches=2,
+            accelerator="cpu",
+            devices=1,
+            num_sanity_val_steps=1,
+            logger=TensorBoardLogger(str(root), name="run"),
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=False,
+        )
+        | trainer_kwargs
+    )
     trainer = pl.Trainer(callbacks=list(cbs.values()), **kwargs)
     torch.manual_seed(0)
-    trainer.fit(module, DataLoader(Bars(n_train, 0), batch_size=32, shuffle=True), DataLoader(Bars(200, 1), batch_size=100))
+    trainer.fit(
+        module, DataLoader(Bars(n_train, 0), batch_size=32, shuffle=True), DataLoader(Bars(200, 1), batch_size=100)
+    )
     return trainer, cbs
 
 
@@ -114,8 +135,21 @@ def assert_fixed_set_statistics_are_float32_numbers_of(trainer, net: nn.Module) 
 
 # ------------------------------------------------------------------------------------------------- bf16-mixed
 # Drawn again by hand after the fit; all but actmax (warm-started from its previous drawing) give the fit's last picture.
-REDRAWN = ["filters", "feature_maps", "fc_activations", "actmax", "deconv", "selectivity", "layer_responses",
-           "decision", "top_activations", "importance", "occlusion", "invariance", "confusion_matrix"]
+REDRAWN = [
+    "filters",
+    "feature_maps",
+    "fc_activations",
+    "actmax",
+    "deconv",
+    "selectivity",
+    "layer_responses",
+    "decision",
+    "top_activations",
+    "importance",
+    "occlusion",
+    "invariance",
+    "confusion_matrix",
+]
 
 
 def test_bf16_mixed_every_callback_draws_and_the_pictures_are_float32(tmp_path):
@@ -138,7 +172,10 @@ def test_bf16_mixed_every_callback_draws_and_the_pictures_are_float32(tmp_path):
             for key in REDRAWN:
                 cbs[key].load_state_dict(copy.deepcopy(states[key]))
                 cbs[key].draw(trainer, module, step=1)
-    under_autocast, plain = recorder.pictures[: len(recorder.pictures) // 2], recorder.pictures[len(recorder.pictures) // 2 :]
+    under_autocast, plain = (
+        recorder.pictures[: len(recorder.pictures) // 2],
+        recorder.pictures[len(recorder.pictures) // 2 :],
+    )
     last = pictures(ea, 1)
     assert len(plain) >= 20 and [tag for tag, _ in under_autocast] == [tag for tag, _ in plain]
     for (tag, png), (_, png_autocast) in zip(plain, under_autocast):
@@ -167,8 +204,10 @@ class BarsData(pl.LightningDataModule):
     def __init__(self, channels_last: bool) -> None:
         super().__init__()
         fmt = torch.channels_last if channels_last else torch.contiguous_format
-        self.splits = {name: (x.contiguous(memory_format=fmt), y)
-                       for name, (x, y) in (("train", bars(64, 0)), ("val", bars(200, 1)))}
+        self.splits = {
+            name: (x.contiguous(memory_format=fmt), y)
+            for name, (x, y) in (("train", bars(64, 0)), ("val", bars(200, 1)))
+        }
         self.fmt = fmt
         self.classes = [f"bar{c}" for c in range(10)]
 
@@ -186,8 +225,14 @@ class BarsData(pl.LightningDataModule):
 def validate(net: nn.Module, root: Path, channels_last: bool):
     dm = BarsData(channels_last)
     cbs = cheap_callbacks()
-    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=TensorBoardLogger(str(root), name="run"),
-                         callbacks=list(cbs.values()), enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=TensorBoardLogger(str(root), name="run"),
+        callbacks=list(cbs.values()),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.validate(Classifier(net), datamodule=dm)
     return trainer, dm
 
@@ -233,20 +278,28 @@ def test_compiled_net_every_callback_draws_from_its_eager_module(tmp_path):
     assert [n for n, _ in compiled.named_modules()][1] == "_orig_mod"  # its names carry the prefix
     module = Classifier(compiled)
     # A user's layer names, copied from the compiled net (with the prefix) or from the eager one (without).
-    cbs = cheap_callbacks({
-        "filters": {"layer": "_orig_mod.conv_2"},
-        "feature_maps": {"layers": ["_orig_mod.conv_1", "relu_2"]},
-        "actmax": {"layers": {"_orig_mod.conv_2": [0, 1], "fc_2": [0, 1, 2]}},
-        "top_activations": {"layers": ["_orig_mod.relu_1", "relu_3"]},
-        "selectivity": {"layers": ["_orig_mod.relu_3"]},
-        "decision": {"stages": ["_orig_mod.pool_1", "pool_2"], "fc_layers": ["_orig_mod.relu_3"]},
-    })
+    cbs = cheap_callbacks(
+        {
+            "filters": {"layer": "_orig_mod.conv_2"},
+            "feature_maps": {"layers": ["_orig_mod.conv_1", "relu_2"]},
+            "actmax": {"layers": {"_orig_mod.conv_2": [0, 1], "fc_2": [0, 1, 2]}},
+            "top_activations": {"layers": ["_orig_mod.relu_1", "relu_3"]},
+            "selectivity": {"layers": ["_orig_mod.relu_3"]},
+            "decision": {"stages": ["_orig_mod.pool_1", "pool_2"], "fc_layers": ["_orig_mod.relu_3"]},
+        }
+    )
     trainer, cbs = fit(module, tmp_path, callbacks=cbs)
     ea = assert_every_callback_drew_at_both_epochs(trainer, cbs)
     tags = [*ea.Tags()["images"], *ea.Tags()["scalars"], *ea.Tags()["histograms"]]
     assert not [t for t in tags if "_orig_mod" in t]  # tags name the layers as the eager net does
-    for tag in ("filters/conv_2", "feature_maps/conv_1", "feature_maps/relu_2", "top_activations/relu_1",
-                "top_activations/relu_3", "selectivity/relu_3/mean_index"):
+    for tag in (
+        "filters/conv_2",
+        "feature_maps/conv_1",
+        "feature_maps/relu_2",
+        "top_activations/relu_1",
+        "top_activations/relu_3",
+        "selectivity/relu_3/mean_index",
+    ):
         assert tag in tags, tag
     assert cbs["actmax"].layer_units == {"conv_2": [0, 1], "fc_2": [0, 1, 2]}
     assert ea.Tags()["graph"]  # the samples callback's graph: traced from the eager module
@@ -257,8 +310,11 @@ def test_compiled_net_every_callback_draws_from_its_eager_module(tmp_path):
 
 def test_a_wrong_layer_name_on_a_compiled_net_lists_the_eager_names():
     module = Classifier(torch.compile(small_cnn(), backend=COMPILE_BACKEND))
-    for key, kwargs in (("feature_maps", {"layers": ["_orig_mod.conv_9"]}), ("filters", {"layer": "conv_9"}),
-                        ("actmax", {"layers": {"_orig_mod.conv_9": [0]}})):
+    for key, kwargs in (
+        ("feature_maps", {"layers": ["_orig_mod.conv_9"]}),
+        ("filters", {"layer": "conv_9"}),
+        ("actmax", {"layers": {"_orig_mod.conv_9": [0]}}),
+    ):
         cb = VISUALIZATIONS[key](**kwargs)
         cb.input_shape = (3, 32, 32)
         with pytest.raises(LayerError) as e:

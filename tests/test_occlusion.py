@@ -222,16 +222,25 @@ def test_sensitivity_map_of_one_position_is_that_patch():
     rows = torch.tensor(patch_positions(28, 7, 2))
     drop = torch.zeros(1, 12, 12)
     drop[0, 3, 10] = 0.6  # the patch at rows 6..12, columns 20..26
-    occ = Occlusion(drop, torch.zeros(1, 12, 12, dtype=torch.long), torch.ones(1), torch.zeros(1, dtype=torch.long),
-                    rows, rows.clone(), 7)
+    occ = Occlusion(
+        drop,
+        torch.zeros(1, 12, 12, dtype=torch.long),
+        torch.ones(1),
+        torch.zeros(1, dtype=torch.long),
+        rows,
+        rows.clone(),
+        7,
+    )
     m = sensitivity_map(occ, (28, 28), 7)
     assert m.shape == (1, 28, 28)
     expected_support = torch.zeros(28, 28, dtype=torch.bool)
     expected_support[6:13, 20:27] = True
     assert torch.equal(m[0] != 0, expected_support)
     # each pixel holds 0.6 / (number of positions covering it)
-    cover = [[sum(r <= a < r + 7 for r in rows.tolist()) * sum(c <= b < c + 7 for c in rows.tolist())
-              for b in range(28)] for a in range(28)]
+    cover = [
+        [sum(r <= a < r + 7 for r in rows.tolist()) * sum(c <= b < c + 7 for c in rows.tolist()) for b in range(28)]
+        for a in range(28)
+    ]
     for a, b in [(6, 20), (12, 26), (8, 21), (10, 25)]:
         assert float(m[0, a, b]) == pytest.approx(0.6 / cover[a][b])
     torch.testing.assert_close(sensitivity_map(occ), m)  # the defaults: occ.patch, the image the positions span
@@ -239,13 +248,27 @@ def test_sensitivity_map_of_one_position_is_that_patch():
 
 def test_sensitivity_map_means_and_gaps():
     rows = torch.tensor(patch_positions(28, 7, 2))
-    occ = Occlusion(torch.full((2, 12, 12), 0.25), torch.zeros(2, 12, 12, dtype=torch.long), torch.ones(2),
-                    torch.zeros(2, dtype=torch.long), rows, rows, 7)
+    occ = Occlusion(
+        torch.full((2, 12, 12), 0.25),
+        torch.zeros(2, 12, 12, dtype=torch.long),
+        torch.ones(2),
+        torch.zeros(2, dtype=torch.long),
+        rows,
+        rows,
+        7,
+    )
     torch.testing.assert_close(sensitivity_map(occ, (28, 28), 7), torch.full((2, 28, 28), 0.25))
     # stride > patch: pixels between positions are covered by none (NaN)
     gap_rows = torch.tensor(patch_positions(10, 2, 4))  # 0, 4, 8
-    occ = Occlusion(torch.ones(1, 3, 3), torch.zeros(1, 3, 3, dtype=torch.long), torch.ones(1),
-                    torch.zeros(1, dtype=torch.long), gap_rows, gap_rows, 2)
+    occ = Occlusion(
+        torch.ones(1, 3, 3),
+        torch.zeros(1, 3, 3, dtype=torch.long),
+        torch.ones(1),
+        torch.zeros(1, dtype=torch.long),
+        gap_rows,
+        gap_rows,
+        2,
+    )
     m = sensitivity_map(occ, (10, 10), 2)
     covered = torch.zeros(10, dtype=torch.bool)
     covered[[0, 1, 4, 5, 8, 9]] = True
@@ -370,8 +393,11 @@ def drop_rows(chart, img, rows):
     """The drop-map column of each of ``rows`` rows, cut from ``chart``'s picture ``img`` (3, H, W) uint8 at the
     place where the chart drew its drop map."""
     h = chart.drop.get_array().shape[0]
-    (x0, y0), (x1, y1) = chart.live.to_pixels(chart.drop.axes, [(-0.5, -0.5), (chart.drop.get_array().shape[1] - 0.5,
-                                                                               h - 0.5)]).round().astype(int)
+    (x0, y0), (x1, y1) = (
+        chart.live.to_pixels(chart.drop.axes, [(-0.5, -0.5), (chart.drop.get_array().shape[1] - 0.5, h - 0.5)])
+        .round()
+        .astype(int)
+    )
     edges = np.linspace(y0, y1, rows + 1).round().astype(int)
     return [img[:, edges[i] + 2 : edges[i + 1] - 2, x0 + 2 : x1 - 2] for i in range(rows)]
 
@@ -432,7 +458,9 @@ def test_callback_renders_lenet_on_standardized_data(lenet):
     assert first.shape[2] <= 720 and first.shape[1] > 10 * 28  # ten rows, taller than wide
     with torch.no_grad():
         lenet.fc_3.weight.mul_(-1)  # another net, as after an epoch of training
-    again = render(cb, lenet, x, y, tuple(str(i) for i in range(10)), pixel_range=(lo, hi), step=1).images["occlusion"][0]
+    again = render(cb, lenet, x, y, tuple(str(i) for i in range(10)), pixel_range=(lo, hi), step=1).images["occlusion"][
+        0
+    ]
     assert again.shape == first.shape and not torch.equal(again, first)
     cb = OcclusionCallback(per_class_tags=True)
     writer = render(cb, lenet, x, y, tuple(str(i) for i in range(10)), pixel_range=(lo, hi))

@@ -30,8 +30,9 @@ def test_lenet5_one_epoch_on_fashion_mnist_reaches_85_percent(fashion, tmp_path)
     pl.seed_everything(42)
     dm = MNISTDataModule("fashion_mnist", data_dir=str(tmp_path), batch_size=32, download=False)
     model = LitClassifier(LeNet5())
-    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path
+    )
     trainer.fit(model, dm)
     (result,) = trainer.test(model, dm, verbose=False)
     assert result["test/acc"] >= 0.85

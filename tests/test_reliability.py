@@ -23,8 +23,20 @@ def data(idx_dir):
 
 
 def fit(idx_dir, root, *extra, config="lenet5"):
-    return cli_main(["fit", "--config", str(ROOT / "configs" / f"{config}.yaml"), *data(idx_dir), *FAST,
-                     "--trainer.limit_train_batches", "3", "--trainer.default_root_dir", str(root), *extra])
+    return cli_main(
+        [
+            "fit",
+            "--config",
+            str(ROOT / "configs" / f"{config}.yaml"),
+            *data(idx_dir),
+            *FAST,
+            "--trainer.limit_train_batches",
+            "3",
+            "--trainer.default_root_dir",
+            str(root),
+            *extra,
+        ]
+    )
 
 
 def events(run):
@@ -42,7 +54,9 @@ def test_resume_continues_the_series_in_the_same_run(idx_dir, tmp_path):
     run = tmp_path / "lightning_logs" / "version_0"
     last = run / "checkpoints" / "last.ckpt"
     assert last.is_file()
-    probes = {type(cb).__name__: cb.probe_idx for cb in first.trainer.callbacks if getattr(cb, "probe_idx", None) is not None}
+    probes = {
+        type(cb).__name__: cb.probe_idx for cb in first.trainer.callbacks if getattr(cb, "probe_idx", None) is not None
+    }
     second = fit(idx_dir, tmp_path, "--trainer.max_epochs", "4", "--ckpt_path", str(last))
     assert second.trainer.log_dir == str(run)  # the same run folder, not version_1
     assert not (tmp_path / "lightning_logs" / "version_1").exists()
@@ -69,8 +83,21 @@ def test_an_exception_mid_epoch_leaves_a_checkpoint_and_readable_logs_then_resum
             if trainer.current_epoch == 1 and batch_idx == 1:
                 raise RuntimeError("simulated crash")
 
-    cli = cli_main(["--config", str(ROOT / "configs" / "lenet5.yaml"), *data(idx_dir), *FAST, "--trainer.max_epochs", "3",
-                    "--trainer.limit_train_batches", "3", "--trainer.default_root_dir", str(tmp_path)], run=False)
+    cli = cli_main(
+        [
+            "--config",
+            str(ROOT / "configs" / "lenet5.yaml"),
+            *data(idx_dir),
+            *FAST,
+            "--trainer.max_epochs",
+            "3",
+            "--trainer.limit_train_batches",
+            "3",
+            "--trainer.default_root_dir",
+            str(tmp_path),
+        ],
+        run=False,
+    )
     cli.trainer.callbacks.append(Crash())
     with pytest.raises(RuntimeError, match="simulated crash"):
         cli.trainer.fit(cli.model, cli.datamodule)
@@ -91,11 +118,29 @@ def test_an_exception_mid_epoch_leaves_a_checkpoint_and_readable_logs_then_resum
 
 def test_sigint_mid_epoch_saves_a_checkpoint(idx_dir, tmp_path):
     marker = tmp_path / "second-epoch-started"
-    p = subprocess.Popen([sys.executable, "train.py", "fit", "--config", "configs/lenet5.yaml", *data(idx_dir), *FAST,
-                          "--trainer.max_epochs", "5", "--trainer.limit_train_batches", "4",
-                          "--trainer.default_root_dir", str(tmp_path), "--trainer.callbacks+=tests.slow_callback.SlowDown",
-                          f"--trainer.callbacks.marker={marker}"],
-                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "train.py",
+            "fit",
+            "--config",
+            "configs/lenet5.yaml",
+            *data(idx_dir),
+            *FAST,
+            "--trainer.max_epochs",
+            "5",
+            "--trainer.limit_train_batches",
+            "4",
+            "--trainer.default_root_dir",
+            str(tmp_path),
+            "--trainer.callbacks+=tests.slow_callback.SlowDown",
+            f"--trainer.callbacks.marker={marker}",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     t0 = time.time()
     while not marker.exists() and p.poll() is None and time.time() - t0 < 240:
         time.sleep(0.05)
@@ -120,20 +165,49 @@ def test_same_seed_and_config_give_the_same_metrics_and_images(idx_dir, tmp_path
     for tag in a.Tags()["images"]:
         ia, ib = _images(a, tag), _images(b, tag)
         assert ia.keys() == ib.keys() and all(np.array_equal(ia[s], ib[s]) for s in ia), tag
-    for tag in ("val/acc", "val/loss", "train/loss_epoch", "selectivity/relu_3/mean_index", "importance/relu_3/max_acc_drop"):
+    for tag in (
+        "val/acc",
+        "val/loss",
+        "train/loss_epoch",
+        "selectivity/relu_3/mean_index",
+        "importance/relu_3/max_acc_drop",
+    ):
         assert [e.value for e in a.Scalars(tag)] == [e.value for e in b.Scalars(tag)], tag
 
 
 def test_ddp_on_two_cpu_processes_draws_once_and_matches_one_process(idx_dir, tmp_path):
     """Fit with DDP (gloo, 2 processes): every picture written once per epoch by rank zero. Then validate one
     checkpoint with 1 and with 2 processes: the statistics over validation data are identical."""
-    common = ["--config", "configs/lenet5.yaml", *data(idx_dir), *FAST, "--trainer.accelerator", "cpu",
-              "--trainer.limit_train_batches", "2"]
+    common = [
+        "--config",
+        "configs/lenet5.yaml",
+        *data(idx_dir),
+        *FAST,
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.limit_train_batches",
+        "2",
+    ]
     ddp = ["--trainer.strategy", "ddp", "--trainer.devices", "2"]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    r = subprocess.run([sys.executable, "train.py", "fit", *common, *ddp, "--trainer.max_epochs", "2",
-                        "--trainer.default_root_dir", str(tmp_path / "fit")], cwd=ROOT, capture_output=True, text=True,
-                       timeout=600, env=env)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            "fit",
+            *common,
+            *ddp,
+            "--trainer.max_epochs",
+            "2",
+            "--trainer.default_root_dir",
+            str(tmp_path / "fit"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     run = tmp_path / "fit" / "lightning_logs" / "version_0"
     assert len(list(run.glob("events.out.tfevents.*"))) == 1  # only rank zero writes
@@ -145,9 +219,24 @@ def test_ddp_on_two_cpu_processes_draws_once_and_matches_one_process(idx_dir, tm
     ckpt = run / "checkpoints" / "last.ckpt"
     results = {}
     for name, extra in (("one", ["--trainer.devices", "1"]), ("two", ddp)):
-        r = subprocess.run([sys.executable, "train.py", "validate", *common, *extra, "--ckpt_path", str(ckpt),
-                            "--trainer.default_root_dir", str(tmp_path / name)], cwd=ROOT, capture_output=True,
-                           text=True, timeout=600, env=env)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "train.py",
+                "validate",
+                *common,
+                *extra,
+                "--ckpt_path",
+                str(ckpt),
+                "--trainer.default_root_dir",
+                str(tmp_path / name),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=env,
+        )
         assert r.returncode == 0, r.stderr[-3000:]
         results[name] = events(tmp_path / name / "lightning_logs" / "version_0")
     one, two = results["one"], results["two"]
@@ -168,9 +257,23 @@ def test_ddp_on_two_cpu_processes_draws_once_and_matches_one_process(idx_dir, tm
     ids=["empty-layers", "empty-layers-fixed-set", "evolution-epochs"],
 )
 def test_more_bad_settings_fail_before_training(args, expected, idx_dir, tmp_path):
-    r = subprocess.run([sys.executable, "train.py", "fit", "--config", "configs/lenet5.yaml", *data(idx_dir),
-                        "--trainer.default_root_dir", str(tmp_path), *args], cwd=ROOT, capture_output=True, text=True,
-                       timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            "fit",
+            "--config",
+            "configs/lenet5.yaml",
+            *data(idx_dir),
+            "--trainer.default_root_dir",
+            str(tmp_path),
+            *args,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode != 0 and expected in r.stderr, r.stderr[-2000:]
     assert not list(tmp_path.rglob("*.ckpt")) and "Epoch 0" not in r.stdout + r.stderr
 
@@ -179,12 +282,42 @@ def test_a_checkpoint_of_another_architecture_is_refused_clearly(lenet_run, idx_
     _, _, run = lenet_run
     ckpt = run / "checkpoints" / "last.ckpt"
     for sub in ("validate", "fit"):
-        r = subprocess.run([sys.executable, "train.py", sub, "--config", "configs/mlp.yaml", *data(idx_dir),
-                            "--trainer.default_root_dir", str(tmp_path), "--ckpt_path", str(ckpt)], cwd=ROOT,
-                           capture_output=True, text=True, timeout=300)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "train.py",
+                sub,
+                "--config",
+                "configs/mlp.yaml",
+                *data(idx_dir),
+                "--trainer.default_root_dir",
+                str(tmp_path),
+                "--ckpt_path",
+                str(ckpt),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert r.returncode != 0
         assert "holds a LeNet5 but the config builds a MLP" in r.stderr, r.stderr[-2000:]
-    r = subprocess.run([sys.executable, "train.py", "validate", "--config", "configs/lenet5.yaml", *data(idx_dir),
-                        "--trainer.default_root_dir", str(tmp_path), "--ckpt_path", str(tmp_path / "nope.ckpt")],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            "validate",
+            "--config",
+            "configs/lenet5.yaml",
+            *data(idx_dir),
+            "--trainer.default_root_dir",
+            str(tmp_path),
+            "--ckpt_path",
+            str(tmp_path / "nope.ckpt"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode != 0 and "no such checkpoint file" in r.stderr

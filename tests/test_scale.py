@@ -31,6 +31,7 @@ from callbacks.hooks import activation_pass
 from lit_modules.datamodule import CLASS_TINTS, DATASETS, MNISTDataModule, hue_classes, read_idx, resize
 from tests.test_any_model import FASHION, Classifier, needs_fashion, read_events, steps_of
 
+
 # ------------------------------------------------------------------------------------------ the class choice
 def test_default_shown_classes_spread_over_the_indices_not_the_first_ten():
     assert default_shown(10) == tuple(range(10))
@@ -44,7 +45,9 @@ def test_classes_chosen_by_name_or_index_and_bad_choices_fail_clearly():
     classes = tuple(f"c{i}" for i in range(30))
     assert resolve_classes(["c7", 3, "12"], 10, classes) == (7, 3, 12)  # in the order given
     assert resolve_classes(None, 5, classes) == (0, 7, 14, 22, 29)
-    with pytest.raises(ValueError, match=r"unknown class 'dog'; valid: class names \(c0, c1, .*\(30 in all\)\) or indices 0..29"):
+    with pytest.raises(
+        ValueError, match=r"unknown class 'dog'; valid: class names \(c0, c1, .*\(30 in all\)\) or indices 0..29"
+    ):
         resolve_classes(["dog"], 10, classes)
     with pytest.raises(ValueError, match=r"class index 30 out of range; the data has 30 classes, valid 0..29"):
         resolve_classes([30], 10, classes)
@@ -68,11 +71,7 @@ def test_the_fixed_set_is_capped_at_its_budget_whatever_the_class_count():
 
 def test_confusion_sub_matrix_of_the_shown_classes_equals_a_hand_computation():
     # 5 classes; true -> predicted counts
-    cm = torch.tensor([[5, 1, 0, 2, 0],
-                       [0, 6, 1, 0, 1],
-                       [3, 0, 2, 0, 0],
-                       [0, 0, 0, 7, 3],
-                       [1, 1, 1, 1, 4]])
+    cm = torch.tensor([[5, 1, 0, 2, 0], [0, 6, 1, 0, 1], [3, 0, 2, 0, 0], [0, 0, 0, 7, 3], [1, 1, 1, 1, 4]])
     sub = sub_confusion(cm, [3, 0])
     # rows: true 3, true 0; columns: predicted 3, predicted 0, predicted any other class
     assert sub.tolist() == [[7, 0, 3], [2, 5, 1]]
@@ -135,7 +134,11 @@ class HueFashion(Dataset):
 
 CHEAP = {"steps": 8, "warm_steps": 4, "stride": 4, "max_units": 16, "k": 3, "batch_size": 256, "save_png": False}
 ZOO = {  # timm's names, no pretrained weights: each kind of net users train
-    "resnet18": {}, "convnext_atto": {}, "efficientnet_b0": {}, "mobilenetv3_small_100": {}, "vgg11_bn": {},
+    "resnet18": {},
+    "convnext_atto": {},
+    "efficientnet_b0": {},
+    "mobilenetv3_small_100": {},
+    "vgg11_bn": {},
 }
 
 
@@ -147,12 +150,23 @@ def fit_zoo(name: str, root: Path, shown: ShownClasses | None = None, val: int =
         params = inspect.signature(cls.__init__).parameters
         cbs[key] = cls(strict=True, **{k: v for k, v in CHEAP.items() if k in params})
     extra = [shown] if shown is not None else []
-    trainer = Trainer(max_epochs=1, limit_train_batches=2, accelerator="cpu", devices=1,
-                      logger=TensorBoardLogger(str(root), name=name), callbacks=[*extra, *cbs.values()],
-                      enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-                      num_sanity_val_steps=0)
-    trainer.fit(Classifier(net), DataLoader(HueFashion("train", 0, 64, classes=classes), batch_size=32, shuffle=True),
-                DataLoader(HueFashion("t10k", 0, val, classes=classes), batch_size=100))
+    trainer = Trainer(
+        max_epochs=1,
+        limit_train_batches=2,
+        accelerator="cpu",
+        devices=1,
+        logger=TensorBoardLogger(str(root), name=name),
+        callbacks=[*extra, *cbs.values()],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(
+        Classifier(net),
+        DataLoader(HueFashion("train", 0, 64, classes=classes), batch_size=32, shuffle=True),
+        DataLoader(HueFashion("t10k", 0, val, classes=classes), batch_size=100),
+    )
     return trainer, cbs
 
 
@@ -176,7 +190,9 @@ def test_zoo_model_every_callback_draws_bounded_pictures(name, classes, tmp_path
             continue
         assert steps_of(ea, cb.technique) or key in {"deconv", "changes"}, f"{name}: {key} logged nothing"
     for tag, img in pictures.items():
-        assert img.shape[0] <= MAX_HEIGHT and img.shape[1] <= MAX_WIDTH, f"{name}: {tag} is {img.shape[1]}x{img.shape[0]}"
+        assert img.shape[0] <= MAX_HEIGHT and img.shape[1] <= MAX_WIDTH, (
+            f"{name}: {tag} is {img.shape[1]}x{img.shape[0]}"
+        )
     # The per-class pictures show ten classes: all of 10; of 100 the default spread 0, 11, ..., 99, and the
     # confusion matrix is then 10 x 11 (an "other" column).
     chart = next(iter(cbs["confusion_matrix"]._charts.values()))
@@ -195,8 +211,9 @@ def test_zoo_model_every_callback_draws_bounded_pictures(name, classes, tmp_path
     with torch.no_grad():
         pred = net(val.x).argmax(1)
     y = torch.tensor(val.targets)
-    recall = torch.stack([(pred[y == c] == c).float().mean() if (y == c).any() else torch.tensor(0.0)
-                          for c in range(classes)])
+    recall = torch.stack(
+        [(pred[y == c] == c).float().mean() if (y == c).any() else torch.tensor(0.0) for c in range(classes)]
+    )
     logged = ea.Scalars("confusion_matrix/worst_class_recall")[-1].value
     assert logged == pytest.approx(float(recall.min()), abs=1e-6)
     # ... from the validation loop's own outputs (a forward hook; this module returns no "preds"), no pass of its own

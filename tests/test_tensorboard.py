@@ -32,9 +32,23 @@ def _get(url: str) -> bytes:
 def server(lenet_run):
     _, _, run = lenet_run
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(run.parent), "--host", "127.0.0.1",
-                             "--port", str(port), "--samples_per_plugin", "images=200"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            str(run.parent),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--samples_per_plugin",
+            "images=200",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 120

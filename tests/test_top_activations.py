@@ -23,7 +23,8 @@ from callbacks.top_activations import (
     top_activations_of,
 )
 from lit_modules.nets import MLP, DeepCNN, LeNet5, SimpleCNN
-from tests.conftest import has_colour, render_once as render
+from tests.conftest import has_colour
+from tests.conftest import render_once as render
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
@@ -45,19 +46,23 @@ def positive(net: nn.Module, seed: int = 0) -> nn.Module:
 
 def geometry_net() -> nn.Sequential:
     """Kernel/stride/padding/dilation variety (ints, tuples, 'same', a nested block), gap-free fields."""
-    return nn.Sequential(OrderedDict(
-        conv_1=nn.Conv2d(1, 2, kernel_size=(3, 3), padding=1),
-        relu_1=nn.ReLU(),
-        pool_1=nn.AvgPool2d(3, stride=2, padding=1),
-        block=nn.Sequential(OrderedDict(
-            bn=nn.BatchNorm2d(2),
-            conv=nn.Conv2d(2, 2, kernel_size=3, dilation=2, padding=(2, 2)),
-            drop=nn.Dropout(0.5),
-        )),
-        conv_3=nn.Conv2d(2, 2, kernel_size=4, stride=2, padding=1),
-        conv_4=nn.Conv2d(2, 1, kernel_size=3, padding="same"),
-        pool_2=nn.AvgPool2d(kernel_size=(2, 2), stride=(1, 1)),
-    ))
+    return nn.Sequential(
+        OrderedDict(
+            conv_1=nn.Conv2d(1, 2, kernel_size=(3, 3), padding=1),
+            relu_1=nn.ReLU(),
+            pool_1=nn.AvgPool2d(3, stride=2, padding=1),
+            block=nn.Sequential(
+                OrderedDict(
+                    bn=nn.BatchNorm2d(2),
+                    conv=nn.Conv2d(2, 2, kernel_size=3, dilation=2, padding=(2, 2)),
+                    drop=nn.Dropout(0.5),
+                )
+            ),
+            conv_3=nn.Conv2d(2, 2, kernel_size=4, stride=2, padding=1),
+            conv_4=nn.Conv2d(2, 1, kernel_size=3, padding="same"),
+            pool_2=nn.AvgPool2d(kernel_size=(2, 2), stride=(1, 1)),
+        )
+    )
 
 
 def output_of(net: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
@@ -126,7 +131,12 @@ def test_receptive_field_other_nets_by_hand():
     # pad 2 (13, 2, 0); 4/2 pad 1 (19, 4, 1); 3 'same' (27, 4, 1); 2/1 (31, 4, 3)
     net = geometry_net()
     assert [tuple(receptive_field(net, n)) for n in ("pool_1", "block.conv", "conv_3", "conv_4", "pool_2")] == [
-        (5, 2, 0.0), (13, 2, 0.0), (19, 4, 1.0), (27, 4, 1.0), (31, 4, 3.0)]
+        (5, 2, 0.0),
+        (13, 2, 0.0),
+        (19, 4, 1.0),
+        (27, 4, 1.0),
+        (31, 4, 3.0),
+    ]
     net = nn.Sequential(OrderedDict(pool=nn.MaxPool2d(kernel_size=(3, 3), stride=(2, 2), padding=(1, 1), dilation=2)))
     assert tuple(receptive_field(net, "pool")) == (5, 2, 1.0)  # effective kernel 5, left padding 1
     assert tuple(receptive_field(geometry_net(), "block")) == tuple(receptive_field(geometry_net(), "block.drop"))
@@ -211,8 +221,10 @@ def brute_force(net, images, layer, units, k):
     return values, order, torch.stack([flat // w, flat % w], -1)
 
 
-@pytest.mark.parametrize("layer, units", [("relu_1", [0, 3, 5]), ("max_pool_2", [15, 2]), ("conv_2", [7]),
-                                          ("relu_3", [0, 119, 4]), ("fc_3", [9, 0])])
+@pytest.mark.parametrize(
+    "layer, units",
+    [("relu_1", [0, 3, 5]), ("max_pool_2", [15, 2]), ("conv_2", [7]), ("relu_3", [0, 119, 4]), ("fc_3", [9, 0])],
+)
 def test_top_activations_match_brute_force(layer, units):
     torch.manual_seed(4)
     net = LeNet5().double().eval()
@@ -296,8 +308,11 @@ def test_top_activations_argument_errors(lenet):
         top_activations(lenet, x, "relu_1", [0], k=0)
     with pytest.raises(ValueError, match="k must be an integer"):
         top_activations(lenet, x, "relu_1", [0], k=2.0)
-    with pytest.raises(LayerError, match=r"unit index\(es\) \[6\] out of range for layer 'relu_1': it has 6 units, "
-                                         r"valid 0\.\.5"):
+    with pytest.raises(
+        LayerError,
+        match=r"unit index\(es\) \[6\] out of range for layer 'relu_1': it has 6 units, "
+        r"valid 0\.\.5",
+    ):
         top_activations(lenet, x, "relu_1", [0, 6], k=2)
     with pytest.raises(LayerError, match="empty unit list"):
         top_activations(lenet, x, "relu_1", [], k=2)
@@ -448,7 +463,13 @@ def test_fc_projection_is_the_whole_image(lenet):
 def test_callback_arguments():
     cb = TopActivationsCallback()
     assert (cb.layers, cb.units, cb.k, cb.projection, cb.per_class, cb.technique) == (
-        None, 8, 5, True, 100, "top_activations")
+        None,
+        8,
+        5,
+        True,
+        100,
+        "top_activations",
+    )
     assert TopActivationsCallback(units=[3, 1], every_n_epochs=2).units == [3, 1]
     for kwargs, match in [
         (dict(units=0), "units must be an integer >= 1 or a list of unit indices, got 0"),
@@ -466,8 +487,15 @@ def test_callback_arguments():
             TopActivationsCallback(**kwargs)
 
 
-@pytest.mark.parametrize("net, layers", [(LeNet5, ["relu_1", "relu_2"]), (SimpleCNN, ["relu_1", "relu_2"]),
-                                         (DeepCNN, ["relu_1", "relu_2", "relu_3", "relu_4"]), (MLP, ["relu_1"])])
+@pytest.mark.parametrize(
+    "net, layers",
+    [
+        (LeNet5, ["relu_1", "relu_2"]),
+        (SimpleCNN, ["relu_1", "relu_2"]),
+        (DeepCNN, ["relu_1", "relu_2", "relu_3", "relu_4"]),
+        (MLP, ["relu_1"]),
+    ],
+)
 def test_callback_default_layers(net, layers):
     cb = TopActivationsCallback()
     cb.setup(None, net(), "fit")
@@ -483,8 +511,11 @@ def test_callback_units_resolved_and_checked():
     cb = TopActivationsCallback(layers=["relu_2", "relu_3"], units=[0, 15])
     cb.setup(None, LeNet5(), "fit")
     assert cb.layer_units == {"relu_2": [0, 15], "relu_3": [0, 15]} and cb.fields["relu_3"] is None
-    with pytest.raises(LayerError, match=r"TopActivationsCallback: unit index\(es\) \[6\] out of range for layer "
-                                         r"'relu_1': it has 6 units, valid 0\.\.5"):
+    with pytest.raises(
+        LayerError,
+        match=r"TopActivationsCallback: unit index\(es\) \[6\] out of range for layer "
+        r"'relu_1': it has 6 units, valid 0\.\.5",
+    ):
         TopActivationsCallback(units=[2, 6]).setup(None, LeNet5(), "fit")
     with pytest.raises(LayerError, match=r"unknown layer name\(s\) \['relu_7'\]"):
         TopActivationsCallback(layers=["relu_7"]).setup(None, LeNet5(), "fit")

@@ -10,12 +10,11 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from callbacks import VISUALIZATIONS
-from callbacks.filters import FiltersCallback, filter_tiles, first_layer
-from callbacks.hooks import LayerError, capture_activations, check_units, layer_shapes
-from callbacks import figures
+from callbacks import VISUALIZATIONS, figures
 from callbacks.base import nice_ceil
 from callbacks.feature_maps import FeatureMapsCallback
+from callbacks.filters import FiltersCallback, filter_tiles, first_layer
+from callbacks.hooks import LayerError, capture_activations, check_units, layer_shapes
 from callbacks.methods.feature_maps import class_mean_maps
 from lit_modules.nets import MLP, LeNet5
 from tests.conftest import ROOT, _fit, _images, has_colour, only_epoch_label_differs, render_once
@@ -123,8 +122,12 @@ def test_feature_maps_one_picture_per_layer_with_a_row_per_class():
     cb.setup(None, net, "fit")
     w = render_once(cb, net, x, y)
     layers = ["conv_1", "relu_1", "conv_2", "relu_2"]
-    assert sorted(w.images) == sorted(["feature_maps/conv_1", "feature_maps/conv_2"] + [f"feature_maps/{l}/class_mean" for l in layers])
-    assert cb.layers is None and cb.layer_names == ["conv_1", "conv_2"] and cb.mean_names == layers  # args kept as given
+    assert sorted(w.images) == sorted(
+        ["feature_maps/conv_1", "feature_maps/conv_2"] + [f"feature_maps/{l}/class_mean" for l in layers]
+    )
+    assert (
+        cb.layers is None and cb.layer_names == ["conv_1", "conv_2"] and cb.mean_names == layers
+    )  # args kept as given
     for tag, (img, _) in w.images.items():
         assert img.dtype == torch.uint8 and img.shape[2] <= 450 and img.shape[1] <= 760, (tag, img.shape)
         assert has_colour(img, (103, 0, 31)) or has_colour(img, (5, 48, 97)), tag  # the colour bar's ends
@@ -199,15 +202,35 @@ def test_mlp_gets_weight_comparison_and_fc_pictures(idx_dir, tmp_path):
     ea = EventAccumulator(str(tmp_path / "lightning_logs" / "version_0"), size_guidance={"images": 0, "scalars": 0})
     ea.Reload()
     tags = set(ea.Tags()["images"])
-    assert {"filters/fc_1", "actmax/fc_1", "actmax/fc_1/vs_weights", "actmax/fc_2", "deconv",
-            "feature_maps/relu_1", "feature_maps/fc_1/class_mean", "feature_maps/relu_1/class_mean"} <= tags
+    assert {
+        "filters/fc_1",
+        "actmax/fc_1",
+        "actmax/fc_1/vs_weights",
+        "actmax/fc_2",
+        "deconv",
+        "feature_maps/relu_1",
+        "feature_maps/fc_1/class_mean",
+        "feature_maps/relu_1/class_mean",
+    } <= tags
     r = [e.value for e in ea.Scalars("actmax/fc_1/vs_weights/mean_r")]
     assert len(r) == 2 and all(-1 <= v <= 1 for v in r)
 
 
 def test_turning_one_visualization_off_leaves_the_others(idx_dir, tmp_path):
-    cli = _fit(idx_dir, tmp_path, extra=["--actmax.enabled", "false", "--deconv.layers", "[relu_2]",
-                                   "--feature_maps.layers", "[conv_1]", "--trainer.max_epochs", "1"])
+    cli = _fit(
+        idx_dir,
+        tmp_path,
+        extra=[
+            "--actmax.enabled",
+            "false",
+            "--deconv.layers",
+            "[relu_2]",
+            "--feature_maps.layers",
+            "[conv_1]",
+            "--trainer.max_epochs",
+            "1",
+        ],
+    )
     ea = EventAccumulator(str(tmp_path / "lightning_logs" / "version_0"), size_guidance={"images": 0})
     ea.Reload()
     tags = set(ea.Tags()["images"])
@@ -245,9 +268,28 @@ def test_a_failing_visualization_warns_and_training_goes_on(idx_dir, tmp_path):
     ids=["layer", "unit", "every_n_epochs"],
 )
 def test_bad_visualization_settings_fail_before_training(args, expected, idx_dir, tmp_path):
-    r = subprocess.run([sys.executable, "train.py", "fit", "--config", "configs/lenet5.yaml", "--data.data_dir", str(idx_dir),
-                        "--data.val_size", "200", "--data.download", "false", "--trainer.default_root_dir", str(tmp_path),
-                        *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            "fit",
+            "--config",
+            "configs/lenet5.yaml",
+            "--data.data_dir",
+            str(idx_dir),
+            "--data.val_size",
+            "200",
+            "--data.download",
+            "false",
+            "--trainer.default_root_dir",
+            str(tmp_path),
+            *args,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode != 0
     assert expected in r.stderr
     assert "Epoch 0" not in r.stdout + r.stderr and not list(tmp_path.rglob("*.ckpt"))
@@ -258,9 +300,27 @@ def test_bad_visualization_settings_fail_before_training(args, expected, idx_dir
 def test_validate_on_a_checkpoint_renders_the_same_pictures(lenet_run, idx_dir, tmp_path):
     _, _, run = lenet_run
     ckpt = next((run / "checkpoints").glob("*.ckpt"))
-    cli_main(["validate", "--config", str(ROOT / "configs" / "lenet5.yaml"), "--data.data_dir", str(idx_dir),
-              "--data.val_size", "200", "--data.download", "false", "--trainer.enable_progress_bar", "false",
-              "--trainer.default_root_dir", str(tmp_path), "--ckpt_path", str(ckpt), "--actmax.steps", "16"])
+    cli_main(
+        [
+            "validate",
+            "--config",
+            str(ROOT / "configs" / "lenet5.yaml"),
+            "--data.data_dir",
+            str(idx_dir),
+            "--data.val_size",
+            "200",
+            "--data.download",
+            "false",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.default_root_dir",
+            str(tmp_path),
+            "--ckpt_path",
+            str(ckpt),
+            "--actmax.steps",
+            "16",
+        ]
+    )
     ea = EventAccumulator(str(tmp_path / "lightning_logs" / "version_0"), size_guidance={"images": 0})
     ea.Reload()
     tags = set(ea.Tags()["images"])
@@ -288,25 +348,59 @@ def test_nan_weights_and_dead_layers_draw_without_nan_pixels_or_errors(idx_dir, 
                     pl_module.net.conv_1.weight[0] = float("nan")
 
     strict = [a for key in VISUALIZATIONS for a in (f"--{key}.strict", "true")]
-    cli = cli_main(["--config", str(ROOT / "configs" / "lenet5.yaml"), "--data.data_dir", str(idx_dir),
-                    "--data.val_size", "200", "--data.download", "false", "--trainer.max_epochs", "2",
-                    "--trainer.limit_train_batches", "2", "--trainer.enable_progress_bar", "false",
-                    "--trainer.default_root_dir", str(tmp_path), "--actmax.steps", "8", *strict], run=False)
+    cli = cli_main(
+        [
+            "--config",
+            str(ROOT / "configs" / "lenet5.yaml"),
+            "--data.data_dir",
+            str(idx_dir),
+            "--data.val_size",
+            "200",
+            "--data.download",
+            "false",
+            "--trainer.max_epochs",
+            "2",
+            "--trainer.limit_train_batches",
+            "2",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.default_root_dir",
+            str(tmp_path),
+            "--actmax.steps",
+            "8",
+            *strict,
+        ],
+        run=False,
+    )
     cli.trainer.callbacks.append(Break())
     cli.trainer.fit(cli.model, cli.datamodule)
     assert torch.isnan(cli.trainer.callback_metrics["val/loss"])  # the net really was broken at epoch 1
     ea = EventAccumulator(str(tmp_path / "lightning_logs" / "version_0"), size_guidance={"images": 0})
     ea.Reload()
-    for tag in ("filters/conv_1", "feature_maps/conv_2", "feature_maps/relu_2/class_mean", "deconv",
-                "selectivity", "fc_activations/fc_1", "actmax/conv_2"):
+    for tag in (
+        "filters/conv_1",
+        "feature_maps/conv_2",
+        "feature_maps/relu_2/class_mean",
+        "deconv",
+        "selectivity",
+        "fc_activations/fc_1",
+        "actmax/conv_2",
+    ):
         imgs = _images(ea, tag)
         assert sorted(imgs) == [0, 1], tag  # drawn at the broken epoch too
 
 
 def test_every_n_epochs_draws_after_every_n_epochs_and_at_the_last_one():
     def drawn(cb, max_epochs, fn="fit"):
-        return [e for e in range(max_epochs) if cb.should_render(SimpleNamespace(
-            sanity_checking=False, state=SimpleNamespace(fn=fn), current_epoch=e, max_epochs=max_epochs))]
+        return [
+            e
+            for e in range(max_epochs)
+            if cb.should_render(
+                SimpleNamespace(
+                    sanity_checking=False, state=SimpleNamespace(fn=fn), current_epoch=e, max_epochs=max_epochs
+                )
+            )
+        ]
 
     assert drawn(FiltersCallback(every_n_epochs=3), 8) == [2, 5, 7]  # after epochs 3 and 6 (1-based), and the last
     assert drawn(FiltersCallback(every_n_epochs=5), 3) == [2]  # a short run still gets its one picture

@@ -47,9 +47,14 @@ MODELS = {
     "tv_densenet121": lambda: torchvision.models.densenet121(num_classes=10),
 }
 # Cheaper still than test_any_model's settings, for one epoch of a real ConvNeXt on 2 CPU cores.
-CHEAPER = {"actmax": {"steps": 2, "warm_steps": 1}, "invariance": {"per_class": 1, "transformations": ["rotate"]},
-           "samples": {"graph": False}, "occlusion": {"stride": 8}, "top_activations": {"units": 2},
-           "importance": {"layers": ["stages.3"]}}
+CHEAPER = {
+    "actmax": {"steps": 2, "warm_steps": 1},
+    "invariance": {"per_class": 1, "transformations": ["rotate"]},
+    "samples": {"graph": False},
+    "occlusion": {"stride": 8},
+    "top_activations": {"units": 2},
+    "importance": {"layers": ["stages.3"]},
+}
 RELU_ONLY = {"timm_resnet18", "tv_resnet50", "timm_vgg11_bn", "timm_regnetx_002", "tv_densenet121"}
 SE_BLOCKS = ("SqueezeExcite", "SqueezeExcitation", "SEModule", "EffectiveSEModule")
 
@@ -155,8 +160,18 @@ def test_known_stage_outputs():
     assert roles("tv_resnet50")[0].stages == ["layer1", "layer2", "layer3", "layer4"]
     assert roles("timm_convnext_atto")[0].stages == ["stages.0", "stages.1", "stages.2", "stages.3"]
     assert roles("tv_convnext_tiny")[0].stages == ["features.1", "features.3", "features.5", "features.7"]
-    assert roles("tv_efficientnet_b0")[0].stages == ["features.1", "features.2", "features.3", "features.5", "features.8"]
-    assert roles("tv_densenet121")[0].stages[:3] == ["features.denseblock1", "features.denseblock2", "features.denseblock3"]
+    assert roles("tv_efficientnet_b0")[0].stages == [
+        "features.1",
+        "features.2",
+        "features.3",
+        "features.5",
+        "features.8",
+    ]
+    assert roles("tv_densenet121")[0].stages[:3] == [
+        "features.denseblock1",
+        "features.denseblock2",
+        "features.denseblock3",
+    ]
     # timm's ResNet ends each stage with a ReLU module of its own: the stage's feature layer is that ReLU
     assert roles("timm_resnet18")[0].features[1:] == [f"layer{i}.1.act2" for i in range(1, 5)]
     # on ResNet-50 the defaults are the stages, not the stem, not every conv
@@ -168,12 +183,18 @@ def test_known_stage_outputs():
     assert configured("tv_convnext_tiny")["fc_activations"][0].layer_names == ["classifier.2"]
 
 
-@pytest.mark.parametrize("key, expected", [
-    ("timm_convnext_atto", ["stages.0", "stages.1", "stages.2", "stages.3"]),  # feature_info: the same
-    ("timm_resnet18", ["layer1", "layer2", "layer3", "layer4"]),  # feature_info adds the stem's act1
-    ("timm_regnetx_002", ["stem", "s1", "s2", "s3", "s4"]),  # the same
-    ("timm_efficientnet_b0", ["blocks.0", "blocks.1", "blocks.2", "blocks.4", "bn2"]),  # feature_info: blocks.6 last
-])
+@pytest.mark.parametrize(
+    "key, expected",
+    [
+        ("timm_convnext_atto", ["stages.0", "stages.1", "stages.2", "stages.3"]),  # feature_info: the same
+        ("timm_resnet18", ["layer1", "layer2", "layer3", "layer4"]),  # feature_info adds the stem's act1
+        ("timm_regnetx_002", ["stem", "s1", "s2", "s3", "s4"]),  # the same
+        (
+            "timm_efficientnet_b0",
+            ["blocks.0", "blocks.1", "blocks.2", "blocks.4", "bn2"],
+        ),  # feature_info: blocks.6 last
+    ],
+)
 def test_the_generic_stage_rule_finds_timms_stages_without_feature_info(key, expected):
     net = MODELS[key]()
     net.feature_info = None  # the generic rule: resolution runs over the module tree
@@ -188,6 +209,7 @@ def test_nonlinearities_of_torch_and_timm_and_gates():
     for m in (nn.Sigmoid(), nn.Hardsigmoid(), nn.Tanh(), nn.Conv2d(1, 1, 1), nn.LayerNorm(3)):
         assert not is_nonlinearity(m), m
     from timm.layers import activations
+
     assert is_nonlinearity(activations.GELU()) and is_nonlinearity(activations.Swish())
     assert is_nonlinearity(activations.HardSwish())
     assert not is_nonlinearity(activations.HardSigmoid()) and not is_nonlinearity(activations.Sigmoid())
@@ -283,4 +305,5 @@ def test_on_a_gelu_convnext_every_picture_but_the_deconvnet_is_drawn(tmp_path):
         if key not in ("samples", "evolution"):  # drawn once, at fit start and end
             assert any(0 in steps for steps in tags.values()), f"{key} drew nothing at epoch 0: {tags}"
     assert {t for t in ea.Tags()["images"] if t.startswith("top_activations/")} == {
-        f"top_activations/stages.{i}" for i in range(4)}
+        f"top_activations/stages.{i}" for i in range(4)
+    }

@@ -174,9 +174,7 @@ def layer_units(net: nn.Module, layer: str, input_shape: tuple[int, int, int] = 
         return _units_of(net, layer, tuple(input_shape), device, dtype)
 
 
-def unit_activation(
-    net: nn.Module, layer: str, x: Tensor, units: Sequence[int], objective: str = "neuron"
-) -> Tensor:
+def unit_activation(net: nn.Module, layer: str, x: Tensor, units: Sequence[int], objective: str = "neuron") -> Tensor:
     """Activation of unit ``units[i]`` of ``layer`` on image ``x[i]``, shape ``(len(units),)``, detached.
 
     The number ``maximize_activation`` maximizes with the same ``objective`` (centre neuron or channel mean for
@@ -267,8 +265,9 @@ def _transforms(
     zoom = torch.exp((2 * torch.rand(steps, n, generator=gen, dtype=torch.float64) - 1) * math.log1p(scale))
     angle = (2 * torch.rand(steps, n, generator=gen, dtype=torch.float64) - 1) * math.radians(rotate)
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-    theta = torch.stack([torch.stack([cos, -sin * h / w, shift[..., 0]], -1),
-                         torch.stack([sin * w / h, cos, shift[..., 1]], -1)], -2)
+    theta = torch.stack(
+        [torch.stack([cos, -sin * h / w, shift[..., 0]], -1), torch.stack([sin * w / h, cos, shift[..., 1]], -1)], -2
+    )
     return theta  # (steps, n, 2, 3)
 
 

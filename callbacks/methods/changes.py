@@ -27,8 +27,15 @@ from torch import Tensor, nn
 from ..hooks import check_layers
 from .selectivity import class_means
 
-__all__ = ["UnitChanges", "weight_layer", "incoming_weights", "unit_snapshot", "compare_snapshots", "weight_change",
-           "profile_change"]
+__all__ = [
+    "UnitChanges",
+    "weight_layer",
+    "incoming_weights",
+    "unit_snapshot",
+    "compare_snapshots",
+    "weight_change",
+    "profile_change",
+]
 
 
 class UnitChanges(NamedTuple):

@@ -49,16 +49,34 @@ from torch import Tensor, nn
 
 from ..hooks import LayerError, capture_activations, check_images, check_layers, eval_mode, layer_shapes
 
-__all__ = ["deconvnet", "deconvnet_with_channels", "deconvnet_from_seed", "strongest_channels", "channel_peaks",
-           "informative_channels", "deconv_blockers", "LayerError"]
+__all__ = [
+    "deconvnet",
+    "deconvnet_with_channels",
+    "deconvnet_from_seed",
+    "strongest_channels",
+    "channel_peaks",
+    "informative_channels",
+    "deconv_blockers",
+    "LayerError",
+]
 
 # Modules the deconvnet passes through by plain backprop (linear in eval mode: their backward is their transpose),
 # by switches (max-pool) or by its own rule (ReLU). Subclasses count too (timm's Conv2dSame, BatchNormAct2d ...).
 _SUPPORTED = (
-    nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.modules.pooling._AvgPoolNd,
-    nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._MaxPoolNd, nn.modules.dropout._DropoutNd,
-    nn.Identity, nn.Flatten, nn.Unflatten, nn.modules.padding._ConstantPadNd, nn.modules.padding._ReflectionPadNd,
-    nn.modules.padding._ReplicationPadNd, nn.ReLU,
+    nn.modules.conv._ConvNd,
+    nn.Linear,
+    nn.modules.batchnorm._BatchNorm,
+    nn.modules.pooling._AvgPoolNd,
+    nn.modules.pooling._AdaptiveAvgPoolNd,
+    nn.modules.pooling._MaxPoolNd,
+    nn.modules.dropout._DropoutNd,
+    nn.Identity,
+    nn.Flatten,
+    nn.Unflatten,
+    nn.modules.padding._ConstantPadNd,
+    nn.modules.padding._ReflectionPadNd,
+    nn.modules.padding._ReplicationPadNd,
+    nn.ReLU,
 )
 
 
@@ -99,12 +117,17 @@ def informative_channels(acts: Tensor, reference: Tensor) -> Tensor:
     mean, std = ref.mean(0), ref.std(0, correction=0)
     dev = peaks - mean
     tiny = 1e-9 * (mean.abs() + 1e-30)  # float rounding of a constant channel's mean
-    z = torch.where(std > tiny, dev / std.clamp_min(1e-300),
-                    torch.where(dev.abs() > tiny, dev.sign() * torch.inf, torch.zeros_like(dev)))
+    z = torch.where(
+        std > tiny,
+        dev / std.clamp_min(1e-300),
+        torch.where(dev.abs() > tiny, dev.sign() * torch.inf, torch.zeros_like(dev)),
+    )
     return z.argmax(dim=1)
 
 
-def deconv_blockers(net: nn.Module, layer: str, input_shape: tuple[int, ...], order: list[str] | None = None) -> list[str]:
+def deconv_blockers(
+    net: nn.Module, layer: str, input_shape: tuple[int, ...], order: list[str] | None = None
+) -> list[str]:
     """The modules that run up to ``layer`` (inclusive) in a forward pass of an ``input_shape`` ``(C, H, W)`` image
     and have no deconvnet rule (see the module docstring), as ``"name (Class)"``, in forward order: empty where the
     projection from ``layer`` is the Zeiler & Fergus deconvnet. Containers count only through their children.
@@ -233,8 +256,9 @@ def deconvnet_with_channels(
                 raise ValueError(f"channel holds {len(ch)} channels for {n} images; give one per image")
             bad = ch[(ch < 0) | (ch >= c)]
             if len(bad):
-                raise LayerError(f"channel {bad.tolist()} out of range for layer {layer!r}: it has {c} channels, "
-                                 f"valid 0..{c - 1}")
+                raise LayerError(
+                    f"channel {bad.tolist()} out of range for layer {layer!r}: it has {c} channels, valid 0..{c - 1}"
+                )
             idx = ch.to(act.device)
         else:
             if not 0 <= ch < c:

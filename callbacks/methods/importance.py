@@ -79,7 +79,9 @@ def _scores(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     k = logits.shape[1]
     bad = y[(y < 0) | (y >= k)]
     if len(bad):
-        raise ValueError(f"y must hold class indices in 0..{k - 1} (the net has {k} classes), got {bad.unique().tolist()}")
+        raise ValueError(
+            f"y must hold class indices in 0..{k - 1} (the net has {k} classes), got {bad.unique().tolist()}"
+        )
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     correct = (logits.argmax(1) == y).double()
     loss = F.cross_entropy(logits, y, reduction="none").double()
@@ -193,8 +195,16 @@ def _unit_count(layer: str, out) -> int:
     return out.shape[1]
 
 
-def _result(correct: Tensor, diff_sum: Tensor, diff_sq: Tensor, base_correct: Tensor, base_loss: Tensor, n: int,
-            units: list[int], alive: Tensor) -> Ablation:
+def _result(
+    correct: Tensor,
+    diff_sum: Tensor,
+    diff_sq: Tensor,
+    base_correct: Tensor,
+    base_loss: Tensor,
+    n: int,
+    units: list[int],
+    alive: Tensor,
+) -> Ablation:
     """The ``Ablation`` from per-unit sums over samples: correct predictions, loss differences (ablated - intact)
     and their squares; ``base_*`` per sample; ``alive`` ``(U,)``: the unit is non-zero somewhere."""
     base_acc, base_l = float(base_correct.sum()) / n, float(base_loss.sum()) / n
@@ -230,8 +240,10 @@ def _ablate_split(head, tail, x: Tensor, y: Tensor, layer: str, units, chunk_siz
     acts, others = live[0], live[1:]
     units = _units(layer, units, _unit_count(layer, acts))
     dev = acts.device
-    base = [_scores(tail(acts[s : s + chunk_size], *(o[s : s + chunk_size] for o in others)), y[s : s + chunk_size])
-            for s in range(0, n, chunk_size)]
+    base = [
+        _scores(tail(acts[s : s + chunk_size], *(o[s : s + chunk_size] for o in others)), y[s : s + chunk_size])
+        for s in range(0, n, chunk_size)
+    ]
     base_correct, base_loss = torch.cat([c for c, _ in base]), torch.cat([l for _, l in base])  # (N,) each
     u_t = torch.tensor(units, dtype=torch.long, device=dev)
     correct, diff_sum, diff_sq = (torch.zeros(len(units), dtype=torch.float64, device=dev) for _ in range(3))

@@ -32,7 +32,13 @@ from torch import Tensor, nn
 from ..hooks import check_images, check_layers, eval_mode, forward_with_activations
 
 __all__ = [
-    "TRANSFORMATIONS", "IDENTITY", "Sweep", "background", "sweep_amounts", "transform", "invariance_sweeps",
+    "TRANSFORMATIONS",
+    "IDENTITY",
+    "Sweep",
+    "background",
+    "sweep_amounts",
+    "transform",
+    "invariance_sweeps",
     "default_layers",
 ]
 
@@ -56,8 +62,13 @@ def background(x: Tensor) -> Tensor:
     return border.median(dim=-1).values[..., None, None]
 
 
-def sweep_amounts(name: str, size: Sequence[int], max_shift: float = 0.3, scale_range: Sequence[float] = (0.6, 1.4),
-                  max_angle: float = 90.0) -> Tensor:
+def sweep_amounts(
+    name: str,
+    size: Sequence[int],
+    max_shift: float = 0.3,
+    scale_range: Sequence[float] = (0.6, 1.4),
+    max_angle: float = 90.0,
+) -> Tensor:
     """The default amounts of one transformation for images of ``size`` ``(H, W)``, ascending, with the identity.
 
     Shifts: whole pixels up to ``max_shift`` of the side (8 px at 28 px), at most 17 steps; scale: 9 factors over
@@ -120,7 +131,8 @@ def transform(x: Tensor, name: str, amounts: Tensor | Sequence[float], fill: Ten
         raise ValueError(f"unknown transformation {name!r}; valid: {', '.join(TRANSFORMATIONS)}")
     amounts = torch.as_tensor(amounts, dtype=torch.float64).flatten().cpu()
     bg = (background(x) if fill is None else torch.as_tensor(fill, dtype=x.dtype, device=x.device)).expand(
-        len(x), x.shape[1], 1, 1)
+        len(x), x.shape[1], 1, 1
+    )
     out = torch.empty(len(amounts), *x.shape, dtype=x.dtype, device=x.device)
     identity = amounts == IDENTITY[name]
     out[identity] = x
@@ -142,7 +154,11 @@ def transform(x: Tensor, name: str, amounts: Tensor | Sequence[float], fill: Ten
 
 @torch.no_grad()
 def invariance_sweeps(
-    net: nn.Module, x: Tensor, y: Tensor, layers: Sequence[str], sweeps: dict[str, tuple[Tensor, Tensor]],
+    net: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    layers: Sequence[str],
+    sweeps: dict[str, tuple[Tensor, Tensor]],
     chunk_size: int = 1024,
 ) -> dict[str, Sweep]:
     """For each sweep ``name: (images (K, N, C, H, W), amounts (K,))`` of the originals ``x`` ``(N, C, H, W)``
@@ -159,8 +175,10 @@ def invariance_sweeps(
         raise ValueError(f"y must hold one class per image: {n} images, {len(y)} labels")
     for name, (images, amounts) in sweeps.items():
         if images.dim() != 5 or tuple(images.shape[1:]) != tuple(x.shape) or len(images) != len(amounts):
-            raise ValueError(f"sweep {name!r}: images must be (K, {', '.join(map(str, x.shape))}) with one amount "
-                             f"per k, got {tuple(images.shape)} and {len(amounts)} amounts")
+            raise ValueError(
+                f"sweep {name!r}: images must be (K, {', '.join(map(str, x.shape))}) with one amount "
+                f"per k, got {tuple(images.shape)} and {len(amounts)} amounts"
+            )
     batch = torch.cat([x] + [images.flatten(0, 1) for images, _ in sweeps.values()])  # (N + sum K*N, C, H, W)
     chunk_size = max(int(chunk_size), n)  # the originals are in the first chunk
     dist = {layer: [] for layer in layers}
@@ -196,7 +214,9 @@ def invariance_sweeps(
 
 
 def _is_activation(m: nn.Module) -> bool:
-    return type(m).__module__ == "torch.nn.modules.activation" and not isinstance(m, (nn.Softmax, nn.LogSoftmax, nn.MultiheadAttention))
+    return type(m).__module__ == "torch.nn.modules.activation" and not isinstance(
+        m, (nn.Softmax, nn.LogSoftmax, nn.MultiheadAttention)
+    )
 
 
 def _is_pool(m: nn.Module) -> bool:
@@ -218,6 +238,7 @@ def default_layers(net: nn.Module, x: Tensor) -> list[str]:
     linear_in: dict[str, Tensor] = {}
     handles = []
     for name, m in leaves:
+
         def record(mod, inputs, output, name=name):
             if isinstance(output, Tensor):
                 order.append(name)
@@ -225,7 +246,11 @@ def default_layers(net: nn.Module, x: Tensor) -> list[str]:
 
         handles.append(m.register_forward_hook(record))
         if isinstance(m, nn.Linear):
-            handles.append(m.register_forward_pre_hook(lambda mod, inputs, name=name: linear_in.__setitem__(name, inputs[0].detach())))
+            handles.append(
+                m.register_forward_pre_hook(
+                    lambda mod, inputs, name=name: linear_in.__setitem__(name, inputs[0].detach())
+                )
+            )
     try:
         with eval_mode(net):
             net(x)
@@ -251,7 +276,11 @@ def default_layers(net: nn.Module, x: Tensor) -> list[str]:
         i, penultimate = at - 1, None
         while i >= 0:  # walk back while the output is still the same values (Flatten, Dropout, Identity ...)
             out = outputs[i]
-            if out.shape[0] != target.shape[0] or out[0].numel() != target.shape[1] or not torch.equal(out.flatten(1), target):
+            if (
+                out.shape[0] != target.shape[0]
+                or out[0].numel() != target.shape[1]
+                or not torch.equal(out.flatten(1), target)
+            ):
                 break
             penultimate, i = order[i], i - 1
         if penultimate is None and at > 0:  # its input was computed by a function, not a module
@@ -262,4 +291,3 @@ def default_layers(net: nn.Module, x: Tensor) -> list[str]:
     if not picked:
         raise ValueError(f"{type(net).__name__} has neither a Conv2d nor a Linear layer: name the layers to follow")
     return picked
-

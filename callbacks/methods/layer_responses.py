@@ -23,8 +23,12 @@ __all__ = ["layer_class_responses", "class_effect_sizes"]
 def layer_class_responses(acts: dict[str, Tensor], labels: Tensor, num_classes: int) -> Tensor:
     """``(L, K)``: the mean activation of each layer for each class, from ``{layer: (N, U) or (N, C, H, W)}`` (conv
     maps spatially averaged first, so every unit counts once). Layers in the order of ``acts``."""
-    return torch.stack([class_means(a.flatten(2).mean(2) if a.dim() > 2 else a.flatten(1), labels, num_classes).mean(1)
-                        for a in acts.values()])
+    return torch.stack(
+        [
+            class_means(a.flatten(2).mean(2) if a.dim() > 2 else a.flatten(1), labels, num_classes).mean(1)
+            for a in acts.values()
+        ]
+    )
 
 
 def _layer_means(a: Tensor) -> Tensor:
@@ -54,6 +58,9 @@ def class_effect_sizes(acts: dict[str, Tensor], labels: Tensor, num_classes: int
         if sd > tiny:
             rows.append(dev / sd)
         else:  # nan (undefined) stays nan; no spread: any real difference is infinitely many SDs
-            rows.append(torch.where(dev.abs() > tiny, dev.sign() * math.inf, torch.zeros_like(dev)) if sd == sd
-                        else torch.full_like(dev, math.nan))
+            rows.append(
+                torch.where(dev.abs() > tiny, dev.sign() * math.inf, torch.zeros_like(dev))
+                if sd == sd
+                else torch.full_like(dev, math.nan)
+            )
     return torch.stack(rows).float()

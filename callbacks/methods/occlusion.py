@@ -153,12 +153,21 @@ def occlusion_sensitivity(
         base = torch.cat([_probs(net, x[s : s + batch_size]) for s in range(0, n, batch_size)]) if n else None
         if base is None:
             empty = torch.zeros(0, r, c, device=device)
-            return Occlusion(empty, empty.long(), torch.zeros(0, device=device), torch.zeros(0, dtype=torch.long,
-                             device=device), rows, cols, patch)
+            return Occlusion(
+                empty,
+                empty.long(),
+                torch.zeros(0, device=device),
+                torch.zeros(0, dtype=torch.long, device=device),
+                rows,
+                cols,
+                patch,
+            )
         k = base.shape[1]
         bad = targets[(targets < 0) | (targets >= k)]
         if len(bad):
-            raise ValueError(f"targets must be class indices in 0..{k - 1} (the net has {k} classes), got {bad.tolist()}")
+            raise ValueError(
+                f"targets must be class indices in 0..{k - 1} (the net has {k} classes), got {bad.tolist()}"
+            )
         base_prob = base[torch.arange(n, device=device), targets]
         base_pred = base.argmax(dim=1)
         # copies whose patch covers only pixels already equal to `fill` are the image itself: not run

@@ -36,10 +36,28 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ..hooks import LayerError, LayerProbe, as_int, capture_activations, check_images, check_layers, check_unit_range, eval_mode
+from ..hooks import (
+    LayerError,
+    LayerProbe,
+    as_int,
+    capture_activations,
+    check_images,
+    check_layers,
+    check_unit_range,
+    eval_mode,
+)
 from .deconv import deconvnet_from_seed
 
-__all__ = ["ReceptiveField", "TopActivations", "receptive_field", "rf_box", "top_activations", "top_activations_of", "patches", "projected_patches"]
+__all__ = [
+    "ReceptiveField",
+    "TopActivations",
+    "receptive_field",
+    "rf_box",
+    "top_activations",
+    "top_activations_of",
+    "patches",
+    "projected_patches",
+]
 
 
 class ReceptiveField(NamedTuple):
@@ -70,10 +88,33 @@ class TopActivations(NamedTuple):
 
 # Modules that act on each position separately (or not at all): they keep the receptive field as it is.
 _POINTWISE = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Tanh,
-    nn.Sigmoid, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Softplus, nn.Identity, nn.Dropout, nn.Dropout1d,
-    nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout, nn.modules.batchnorm._BatchNorm,
-    nn.GroupNorm, nn.modules.instancenorm._InstanceNorm, nn.LocalResponseNorm,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.Hardtanh,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Softplus,
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.FeatureAlphaDropout,
+    nn.modules.batchnorm._BatchNorm,
+    nn.GroupNorm,
+    nn.modules.instancenorm._InstanceNorm,
+    nn.LocalResponseNorm,
 )
 # Modules of torchvision and timm (by class name, so neither is imported) that keep every position's field:
 # stochastic depth and drop-path are the identity in eval mode; Permute moves channels last.
@@ -164,7 +205,9 @@ def _step(name: str, m: nn.Module, rf: ReceptiveField, ndim: int) -> ReceptiveFi
     """The field after module ``m`` whose input (of ``ndim`` dimensions) has field ``rf``."""
     if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
         eff, s, p = _geometry(name, m)
-        return ReceptiveField(rf.size + (eff - 1) * rf.stride, rf.stride * s, rf.start + ((eff - 1) / 2 - p) * rf.stride)
+        return ReceptiveField(
+            rf.size + (eff - 1) * rf.stride, rf.stride * s, rf.start + ((eff - 1) / 2 - p) * rf.stride
+        )
     if type(m).__name__ in _KEEPS_POSITIONS:
         return rf
     per_position = isinstance(m, nn.Linear) or (isinstance(m, nn.LayerNorm) and len(m.normalized_shape) == 1)
@@ -172,8 +215,10 @@ def _step(name: str, m: nn.Module, rf: ReceptiveField, ndim: int) -> ReceptiveFi
         return rf
     if isinstance(m, _FLAT):
         raise LayerError(f"{name!r} ({type(m).__name__}) mixes all positions")
-    raise LayerError(f"the geometry of {name!r} ({type(m).__name__}) is unknown (known: Conv2d, MaxPool2d, "
-                     "AvgPool2d and pointwise modules)")
+    raise LayerError(
+        f"the geometry of {name!r} ({type(m).__name__}) is unknown (known: Conv2d, MaxPool2d, "
+        "AvgPool2d and pointwise modules)"
+    )
 
 
 @torch.no_grad()
@@ -215,13 +260,18 @@ def _traced_field(net: nn.Module, layer: str, input_shape: tuple[int, ...]) -> R
             if name == layer:
                 result.append(f)
                 raise LayerProbe.Stop
+
         return fn
 
     modules = {n: m for n, m in net.named_modules() if n}
     watched = [(n, m) for n, m in modules.items() if n == layer or not any(True for _ in m.children())]
     param = next(net.parameters(), None)
-    x = torch.zeros(1, *input_shape, device=param.device if param is not None else None,
-                    dtype=param.dtype if param is not None else None)
+    x = torch.zeros(
+        1,
+        *input_shape,
+        device=param.device if param is not None else None,
+        dtype=param.dtype if param is not None else None,
+    )
     record(x, ReceptiveField(1, 1, 0.0))
     handles = [m.register_forward_hook(hook(n)) for n, m in watched]
     try:
