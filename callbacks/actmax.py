@@ -97,6 +97,7 @@ class ActMaxCallback(VisualizationCallback):
     """
 
     technique = "actmax"
+    layer_example = "'{{{}: [0, 1, 2, 3]}}'"
 
     def __init__(
         self,

@@ -33,7 +33,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from tensorboard.compat.proto.summary_pb2 import Summary
 from torch import Tensor, nn
 from typing_extensions import override
@@ -42,6 +42,7 @@ from .coordinator import SharedPass, Source, coordinator_of
 from .data import FIXED_SET_MAX, DataFacts, choose_per_class, data_facts, default_shown, set_budget
 from .figures import bounded, to_png, to_uint8
 from .hooks import LayerError, eval_mode, layer_shapes, no_autocast, spread
+from .layers import layer_roles
 
 MAX_DEFAULT_LAYERS = 4  # default layers of a callback on a deep net: this many, spread over its depth
 DEFAULT_INPUT_SHAPE = (1, 28, 28)  # only for direct calls without a Trainer; with one, the data's shape
@@ -124,6 +125,14 @@ class RenderContext:
             self.logged.append(tag)
 
 
+def once_called_shapes(net: nn.Module, input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    """``{name: output shape}`` of the modules called once per forward pass, in the order they finished: what
+    defaults and unit checks see (a reused module, such as torchvision ResNet's ``relu``, has no single output)."""
+    calls: dict[str, int] = {}
+    shapes = layer_shapes(net, tuple(input_shape), calls)
+    return {name: shape for name, shape in shapes.items() if calls[name] == 1}
+
+
 class VisualizationCallback(Callback):
     """Base class: subclasses set ``technique`` and implement ``configure`` and ``render``.
 
@@ -139,6 +148,8 @@ class VisualizationCallback(Callback):
     evolves: bool = True  # drawn at several epochs, so the evolution callback may stack its snapshots
     max_default_layers: int = MAX_DEFAULT_LAYERS  # default layers (``layers.layer_roles``) beyond this many are thinned
     at_validation: bool = True  # draws at validation ends (so a ``Drawing`` process may draw it); False: at fit start
+    layer_args: tuple[str, ...] = ("layers",)  # the arguments that name layers; all None: the defaults are used
+    layer_example: str = "'[{}]'"  # how the first of them is written on the command line, for one layer
 
     def __init__(self, enabled: bool = True, every_n_epochs: int = 1, strict: bool = False) -> None:
         if not isinstance(every_n_epochs, int) or every_n_epochs < 1:
@@ -159,6 +170,8 @@ class VisualizationCallback(Callback):
         self._warned_no_writer = False
         self._state_key: str | None = None
         self.deferred = False  # set by ``Drawing`` in the training process: another process draws these pictures
+        self.off_reason: str | None = None  # why no default layer fits this net: then nothing is drawn this fit
+        self.unsuited: str | None = None  # set by ``configure``: why no default layer suits the technique
         self.drawing_due: bool | None = None  # set by ``Drawer`` in the drawing process: draw at this validation
 
     def __getstate__(self) -> dict[str, Any]:
@@ -177,6 +190,19 @@ class VisualizationCallback(Callback):
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         pass
+
+    def drawn_layers(self) -> list[str] | None:
+        """The layers this callback draws, as ``configure`` resolved them (``layer_names``, or ``layer_name``); None
+        for a callback that draws the net as a whole (occlusion, the confusion matrix)."""
+        if "layer_names" in self.__dict__:
+            return list(self.layer_names)
+        if "layer_name" in self.__dict__:
+            return [self.layer_name] if self.layer_name else []
+        return None
+
+    def uses_default_layers(self) -> bool:
+        """Whether no layer was named (every argument of ``layer_args`` is None), so ``configure`` chose them."""
+        return bool(self.layer_args) and all(getattr(self, a, None) is None for a in self.layer_args)
 
     # -------------------------------------------------------------------------------------------------- helpers
     def thin(self, names: list[str]) -> list[str]:
@@ -325,26 +351,62 @@ class VisualizationCallback(Callback):
         if trainer is not None:
             self.input_shape = self.facts(trainer).input_shape
         self.configure_for(self.net_of(pl_module), self.input_shape)
-        if trainer is not None:
+        if trainer is not None and self.off_reason is None:
             self.register_with(trainer)
+        if stage == "fit" and self.uses_default_layers() and self.off_reason is None and self.drawn_layers():
+            rank_zero_info(
+                f"convscope: {self.technique} draws {', '.join(self.drawn_layers())} (chosen by default; name others "
+                f"with --{self.technique}.{self.layer_args[0]})"
+            )
 
-    def configure_for(self, net: nn.Module, input_shape: tuple[int, ...]) -> None:
-        """Find every layer's output shape for inputs of ``input_shape`` (C, H, W) and ``configure``."""
+    def configure_for(
+        self, net: nn.Module, input_shape: tuple[int, ...], shapes: dict[str, tuple[int, ...]] | None = None
+    ) -> None:
+        """Find every layer's output shape for inputs of ``input_shape`` (C, H, W) and ``configure`` (``shapes``:
+        ``once_called_shapes(net, input_shape)`` when already known)."""
         self.input_shape = tuple(input_shape)
-        calls: dict[str, int] = {}
-        shapes = layer_shapes(net, self.input_shape, calls)
-        # Defaults and unit checks see only modules called once per forward pass: a reused module has no single output.
-        self.shapes = {name: shape for name, shape in shapes.items() if calls[name] == 1}
+        self.shapes = once_called_shapes(net, self.input_shape) if shapes is None else dict(shapes)
         self.shared_layers, self.shared_maps = None, []  # ``configure`` declares them again
         if getattr(self, "layers", None) is not None and len(self.layers) == 0:
             raise LayerError(
                 f"{type(self).__name__}: empty layer list; leave `layers` unset for the defaults, or name some of: "
                 f"{', '.join(self.shapes)}"
             )
+        self.off_reason = self.unsuited = None
         try:
             self.configure(net, self.shapes)
-        except LayerError as e:
-            raise LayerError(f"{type(self).__name__}: {e}") from None
+        except LayerError as e:  # the default-layer search gave up: a warning (an error if strict)
+            if not self.uses_default_layers():
+                raise LayerError(f"{type(self).__name__}: {e}") from None
+            reason = f"{e}. {self._no_default_help(net)}"
+            if self.strict:
+                raise LayerError(f"{type(self).__name__}: {reason}") from None
+            self._turn_off(reason)
+            return
+        if self.uses_default_layers() and self.drawn_layers() == []:  # the technique does not apply to this net
+            self._turn_off(f"{self.unsuited or 'no layer of this net suits it'}. {self._no_default_help(net)}")
+
+    def _no_default_help(self, net: nn.Module) -> str:
+        """What the default-layer search saw (``layers.layer_roles``), and the option that names layers instead."""
+        roles = layer_roles(net, self.shapes)
+        saw = f"stages {', '.join(roles.stages)}" if roles.stages else "no conv stage"
+        saw += f"; hidden fully-connected layers {', '.join(roles.hidden)}" if roles.hidden else ""
+        spatial = ", ".join(roles.body[:12]) + (" ..." if len(roles.body) > 12 else "")
+        arg = self.layer_args[0] if self.layer_args else "layers"
+        others = [n for n in roles.order if n != roles.logits]
+        example = roles.features[-1:] or roles.body[-1:] or roles.hidden[-1:] or others[-1:] or ["<layer>"]
+        return (
+            f"The default-layer search saw {saw}"
+            + (f" (spatial layers: {spatial})" if roles.body else "")
+            + f". Name layers with --{self.technique}.{arg} {self.layer_example.format(example[0])}"
+        )
+
+    def _turn_off(self, reason: str) -> None:
+        """No default layer fits: this callback draws nothing this fit, with one warning (not one per setup)."""
+        if reason != getattr(self, "_off_warned", None):
+            self._off_warned = reason
+            rank_zero_warn(f"{type(self).__name__} is off for this net: {reason}")
+        self.off_reason = reason
 
     def _writer(self, trainer: pl.Trainer):
         for logger in trainer.loggers:
@@ -373,7 +435,7 @@ class VisualizationCallback(Callback):
         """Whether this validation draws: never in the sanity check, nor where another process draws
         (``deferred``); in the drawing process when the training process said so (``drawing_due``); else
         ``due``."""
-        if not self.enabled or trainer.sanity_checking or self.deferred:
+        if not self.enabled or self.off_reason is not None or trainer.sanity_checking or self.deferred:
             return False
         if trainer.state.fn != "fit":
             # a drawing process (``Drawer``) says which epochs; `train.py validate --ckpt_path ...`: the user asked
@@ -382,7 +444,7 @@ class VisualizationCallback(Callback):
 
     def due(self, trainer: pl.Trainer) -> bool:
         """Whether the fit's current epoch is one to draw: every ``every_n_epochs``-th, and the last."""
-        if not self.enabled:
+        if not self.enabled or self.off_reason is not None:
             return False
         epoch = trainer.current_epoch
         last = trainer.state.fn == "fit" and trainer.max_epochs is not None and epoch == trainer.max_epochs - 1

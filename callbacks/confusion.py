@@ -95,6 +95,7 @@ class ConfusionMatrixCallback(VisualizationCallback):
     """
 
     technique = "confusion_matrix"
+    layer_args = ()  # names no layer
 
     def __init__(self, batch_size: int = 1000, **kwargs) -> None:
         super().__init__(**kwargs)

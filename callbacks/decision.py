@@ -190,6 +190,7 @@ class DecisionCallback(VisualizationCallback):
     """
 
     technique = "decision"
+    layer_args = ("stages", "fc_layers")
     class_tags = True
 
     def __init__(
@@ -218,6 +219,9 @@ class DecisionCallback(VisualizationCallback):
         stages, fc = default_stages(net, shapes)
         self.stage_names = self.thin(stages) if self.stages is None else check_layers(net, self.stages)
         self.fc_names = fc if self.fc_layers is None else check_layers(net, self.fc_layers)
+
+    def drawn_layers(self) -> list[str]:
+        return [*self.stage_names, *self.fc_names]
 
     def _chart(self, key, images, rows, true, classes, stage_acts, fc_acts) -> DecisionChart:
         if key not in self._charts:

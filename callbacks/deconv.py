@@ -81,15 +81,15 @@ class DeconvCallback(VisualizationCallback):
         blocked = {n: b for n, b in blocked.items() if b}
         if blocked:
             first = next(iter(blocked.values()))
-            message = (
-                f"{type(self).__name__}: the deconvnet (Zeiler & Fergus) has a rule for nn.ReLU, max-pooling and "
-                f"linear layers only; {', '.join(blocked)} depend(s) on {', '.join(first[:3])}"
-                f"{' ...' if len(first) > 3 else ''}, so "
-                + (
-                    f"only {', '.join(self.layer_names)} are drawn"
-                    if self.layer_names
-                    else "no deconv picture is drawn"
-                )
+            why = (
+                f"the deconvnet (Zeiler & Fergus) has a rule for nn.ReLU, max-pooling and linear layers only; "
+                f"{', '.join(blocked)} depend(s) on {', '.join(first[:3])}{' and more' if len(first) > 3 else ''}"
+            )
+            if not self.layer_names and self.layers is None:
+                self.unsuited = why  # the base turns this callback off, with one warning that says why
+                return
+            message = f"{type(self).__name__}: {why}, so " + (
+                f"only {', '.join(self.layer_names)} are drawn" if self.layer_names else "no deconv picture is drawn"
             )
             if message != self._warned:
                 self._warned = message

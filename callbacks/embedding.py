@@ -18,6 +18,7 @@ from torchvision.transforms.v2.functional import resize
 
 from .base import FixedSetCallback, RenderContext
 from .hooks import LayerError, capture_activations, check_layers
+from .layers import layer_roles
 
 __all__ = ["penultimate_layer", "embedding_features", "EmbeddingCallback"]
 
@@ -61,6 +62,8 @@ class EmbeddingCallback(FixedSetCallback):
     """
 
     technique = "embedding"
+    layer_args = ("layer",)
+    layer_example = "{}"
 
     def __init__(self, layer: str | None = None, per_class: int = 50, every_n_epochs: int = 5, **kwargs) -> None:
         super().__init__(per_class=per_class, every_n_epochs=every_n_epochs, **kwargs)
@@ -70,7 +73,10 @@ class EmbeddingCallback(FixedSetCallback):
         return {"layer": self.layer}
 
     def configure(self, net, shapes):
-        self.layer_name = penultimate_layer(net) if self.layer is None else check_layers(net, [self.layer])[0]
+        if self.layer is None:  # what enters the logits, wherever the net sits (``layers.layer_roles``)
+            self.layer_name = (layer_roles(net, shapes).penultimate(net, shapes) or [penultimate_layer(net)])[0]
+        else:
+            self.layer_name = check_layers(net, [self.layer])[0]
         # A vector per sample (the usual input of a classifier head): the per-sample unit activations that the
         # validation loop gathers for every fixed-set callback are these features, so no pass of its own.
         self.flat = math.prod(shapes.get(self.layer_name, (0, 0))[1:]) == 1

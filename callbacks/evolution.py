@@ -94,6 +94,7 @@ class EvolutionCallback(VisualizationCallback):
     """
 
     technique = "evolution"
+    layer_args = ()  # names no layer
 
     def __init__(
         self, epochs: list[int] | None = None, techniques: list[str] | None = None, save_png: bool = True, **kwargs

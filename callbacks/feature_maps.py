@@ -62,6 +62,7 @@ class FeatureMapsCallback(VisualizationCallback):
     """
 
     technique = "feature_maps"
+    layer_args = ("layers", "mean_layers")
 
     def __init__(
         self,
@@ -102,6 +103,9 @@ class FeatureMapsCallback(VisualizationCallback):
         self.mean_names = names if given is None else check_layers(net, given)
         if self.class_mean:
             self.share_layers([], self.per_class, class_maps=self.mean_names)
+
+    def drawn_layers(self) -> list[str]:
+        return list(dict.fromkeys([*getattr(self, "layer_names", []), *getattr(self, "mean_names", [])]))
 
     def render(self, ctx: RenderContext) -> None:
         x, y = self.probe_images(ctx.trainer)

@@ -28,6 +28,8 @@ class FiltersCallback(VisualizationCallback):
     """
 
     technique = "filters"
+    layer_args = ("layer",)
+    layer_example = "{}"
 
     def __init__(self, layer: str | None = None, vmax: float | None = None, max_units: int = 64, **kwargs) -> None:
         super().__init__(**kwargs)

@@ -66,6 +66,8 @@ class GradCAMCallback(VisualizationCallback):
     """
 
     technique = "gradcam"
+    layer_args = ("layer",)
+    layer_example = "{}"
 
     def __init__(self, layer: str | None = None, **kwargs) -> None:
         super().__init__(**kwargs)

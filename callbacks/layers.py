@@ -130,19 +130,23 @@ class LayerRoles:
 
     def penultimate(self, net: nn.Module, shapes: dict[str, tuple[int, ...]]) -> list[str]:
         """``[the layer whose output enters the logits]``: the last one before them with as many values as the
-        logits' ``in_features`` (reshapes, dropout and identities skipped); ``[]`` if none."""
+        logits' ``in_features`` (reshapes, dropout, identities and containers of only those skipped, and a container
+        whose own layer of that width is taken instead: the same values wherever the classifier was cut off); ``[]``
+        if none."""
         if self.logits is None:
             return []
         modules = dict(net.named_modules())
         width = modules[self.logits].in_features
         skip = (nn.Flatten, nn.Unflatten, nn.Identity, nn.modules.dropout._DropoutNd)
         before = self.order[: self.order.index(self.logits)]
+        inside = lambda n: [b for b in before if b.startswith(n + ".")]  # noqa: E731
+        passive = {n for n in before if isinstance(modules[n], skip)}
+        passive |= {n for n in before if inside(n) and set(inside(n)) <= passive}  # a Sequential(Dropout, Identity)
+        fits = [n for n in before if n not in passive and math.prod(shapes[n]) == width]
         found = [
             n
-            for n in reversed(before)
-            if not isinstance(modules[n], skip)
-            and math.prod(shapes[n]) == width
-            and not self.logits.startswith(n + ".")
+            for n in reversed(fits)
+            if not self.logits.startswith(n + ".") and not any(f.startswith(n + ".") for f in fits)
         ]
         return found[:1]
 
@@ -172,9 +176,12 @@ def layer_roles(net: nn.Module, shapes: dict[str, tuple[int, ...]]) -> LayerRole
     forward pass, in the order they finished, as ``VisualizationCallback.configure_for`` finds them)."""
     modules = dict(net.named_modules())
     order = [n for n in shapes if n in modules and n and not in_gate_block(n, modules)]
-    start = next((i for i, n in enumerate(order) if _is_global_pool(modules[n])), None)
-    if start is None:
-        start = next((i for i, n in enumerate(order) if len(shapes[n]) != 3), len(order))
+    start = _head_start(order, modules, shapes)
+    # Wrappers (``self.model``, a backbone that pools, a Sequential of body and head) hold the first layer and a
+    # head layer: they are not layers of the net, and without them its roles are the bare net's, prefixed.
+    wrappers = {n for n in order if order[0].startswith(n + ".") and any(h.startswith(n + ".") for h in order[start:])}
+    order = [n for n in order if n not in wrappers]
+    start = _head_start(order, modules, shapes)
     roles = LayerRoles(order=order)
     roles.body = [n for n in order[:start] if len(shapes[n]) == 3]
     roles.head = order[start:]
@@ -189,14 +196,24 @@ def layer_roles(net: nn.Module, shapes: dict[str, tuple[int, ...]]) -> LayerRole
     return roles
 
 
+def _head_start(order: list[str], modules: dict[str, nn.Module], shapes: dict[str, tuple[int, ...]]) -> int:
+    """The index in ``order`` where the head begins: the global pool, else the first layer with a flat output."""
+    start = next((i for i, n in enumerate(order) if _is_global_pool(modules[n])), None)
+    return start if start is not None else next((i for i, n in enumerate(order) if len(shapes[n]) != 3), len(order))
+
+
 def _timm_stages(net: nn.Module, body: list[str]) -> list[str]:
-    """The module names of timm's ``feature_info`` that are body layers, in forward order."""
-    info = getattr(net, "feature_info", None)
-    try:
-        names = [d["module"] for d in info] if isinstance(info, list) else []
-    except (TypeError, KeyError):
-        return []
-    return [n for n in body if n in set(names)]
+    """The module names of timm's ``feature_info`` that are body layers, in forward order. The timm model may sit
+    anywhere in ``net`` (``self.model``, a backbone, a ``Sequential``): its names get its own prefix."""
+    names: set[str] = set()
+    for prefix, module in net.named_modules():
+        info = getattr(module, "feature_info", None)
+        try:
+            modules = [d["module"] for d in info] if isinstance(info, list) else []
+        except (TypeError, KeyError):
+            continue
+        names |= {f"{prefix}.{m}" if prefix else m for m in modules}
+    return [n for n in body if n in names]
 
 
 class _Stages:
@@ -207,15 +224,14 @@ class _Stages:
         self.rank = {n: i for i, n in enumerate(body)}  # forward (completion) order of the body layers
 
     def kids(self, name: str) -> list[str]:
-        """The body layers directly below ``name``, in forward order (containers never called, such as a
-        ``ModuleList``, are looked through)."""
+        """The body layers directly below ``name``, in forward order. A child that is not itself a body layer is
+        looked through: a container never called (a ``ModuleList``), and a wrapper whose output is not a body
+        output (``self.model`` holding the whole net, a backbone that pools, a ``Sequential`` of body and head),
+        so that wrapping a net does not change its stages."""
         out = []
         for child, _ in self.modules[name].named_children():
             full = f"{name}.{child}" if name else child
-            if full in self.rank:
-                out.append(full)
-            elif full not in self.shapes:
-                out += self.kids(full)
+            out += [full] if full in self.rank else self.kids(full)
         return sorted(out, key=self.rank.__getitem__)
 
     def has_conv(self, name: str) -> bool:

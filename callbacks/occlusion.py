@@ -160,6 +160,7 @@ class OcclusionCallback(VisualizationCallback):
     """
 
     technique = "occlusion"
+    layer_args = ()  # names no layer
     class_tags = True
 
     def __init__(

@@ -52,6 +52,7 @@ class SamplesCallback(VisualizationCallback):
     """
 
     technique = "samples"
+    layer_args = ()  # names no layer
     evolves = False
     at_validation = False  # drawn once, at fit start, in the training process whatever the ``Drawing`` mode
 

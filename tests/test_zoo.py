@@ -152,8 +152,10 @@ def test_every_callback_configures_strictly_with_sensible_defaults(key):
     if key in RELU_ONLY:
         assert dc.layer_names and set(dc.layer_names) <= set(r.stages) and not said, said
     else:
-        assert dc.layer_names == [] and len(said) == 1 and said[0].startswith("DeconvCallback: "), said
-        assert "no deconv picture is drawn" in said[0]
+        assert dc.layer_names == [] and len(said) == 1 and said[0].startswith("DeconvCallback is off for this net: "), (
+            said
+        )
+        assert "the deconvnet (Zeiler & Fergus) has a rule for nn.ReLU" in said[0] and dc.off_reason
 
 
 def test_known_stage_outputs():
@@ -293,7 +295,7 @@ def test_on_a_gelu_convnext_every_picture_but_the_deconvnet_is_drawn(tmp_path):
     torch.manual_seed(0)
     net = timm.create_model("convnext_atto", pretrained=False, num_classes=10)
     cbs = cheap_callbacks(CHEAPER)
-    with pytest.warns(UserWarning, match="DeconvCallback: .*no deconv picture is drawn"):
+    with pytest.warns(UserWarning, match="DeconvCallback is off for this net: the deconvnet"):
         trainer, cbs = fit(Classifier(net), rgb=True, root=tmp_path, max_epochs=1, callbacks=cbs)
     ea = read_events(trainer)
     assert not steps_of(ea, "deconv")
