@@ -23,7 +23,9 @@ $(STAMP): requirements.txt
 demo: venv
 	$(PY) -m lit_modules.demo
 
-test: venv
+test: venv    # lint and format check first (a finding fails), then the tests
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q -rs tests
 
 pictures: venv    # the manual's docs/images/ from the newest run (make demo first), TensorBoard screenshots, extra runs
