@@ -35,6 +35,7 @@ KINDS = ("top", "actmax", "filters")
 STAT_KEYS = ("mean", "selectivity", "preferred_class", "dead_fraction", "importance", "change")
 _STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 _MIME = {".js": "text/javascript", ".css": "text/css", ".html": "text/html", ".png": "image/png"}
+_HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_END = b"IEND\xaeB`\x82"
 SCAN_TTL_S = 2.0  # a run still being written shows new epochs on the next request after this
@@ -287,7 +288,7 @@ class ConvscopePlugin(base_plugin.TBPlugin):
         row.frombytes(raw)
         if sys.byteorder != "little":
             row.byteswap()
-        return [round(v, 6) for v in row]
+        return [float(f"{v:.7g}") for v in row]  # float32 precision, short JSON
 
     # --- routes --------------------------------------------------------------------------------------------------
     def runs(self) -> dict:
@@ -418,7 +419,7 @@ class ConvscopePlugin(base_plugin.TBPlugin):
             return _json_response({"error": str(e)}, e.code)
         except OSError as e:
             return _json_response({"error": f"cannot read the sprite: {e.strerror}"}, 500)
-        return wrappers.Response(data, content_type="image/png", headers={"Cache-Control": "no-cache"})
+        return wrappers.Response(data, content_type="image/png", headers=_HEADERS)
 
     @wrappers.Request.application
     def _serve_static(self, request):
@@ -428,7 +429,7 @@ class ConvscopePlugin(base_plugin.TBPlugin):
         with open(os.path.join(_STATIC, name), "rb") as f:
             data = f.read()
         mime = _MIME.get(os.path.splitext(name)[1], "application/octet-stream")
-        return wrappers.Response(data, content_type=mime, headers={"Cache-Control": "no-cache"})
+        return wrappers.Response(data, content_type=mime, headers=_HEADERS)
 
     @staticmethod
     def _respond(compute):
@@ -488,4 +489,4 @@ def _short(path: str, root: str) -> str:
 
 def _json_response(obj, code: int):
     body = json.dumps(_finite(obj), allow_nan=False)
-    return wrappers.Response(body, status=code, content_type="application/json", headers={"Cache-Control": "no-cache"})
+    return wrappers.Response(body, status=code, content_type="application/json", headers=_HEADERS)
