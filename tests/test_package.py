@@ -1,5 +1,5 @@
 """`pip install .` gives one package, `convscope`, with every callback and the methods; a method alone does not
-import Lightning."""
+import Lightning; TensorBoard finds the unit browser plugin through its entry point, with its frontend."""
 
 import os
 import subprocess
@@ -43,6 +43,11 @@ def test_pip_install_gives_one_convscope_package_and_methods_without_lightning(t
         "from convscope import Drawing\n"
         "import convscope.watch\n"
         "assert Drawing('background').mode == 'background' and convscope.watch.__file__.startswith(sys.argv[1])\n"
+        "from importlib.metadata import entry_points\n"
+        "ep = [e for e in entry_points(group='tensorboard_plugins') if e.name == 'convscope']\n"
+        "assert len(ep) == 1 and ep[0].load().plugin_name == 'convscope', ep  # TensorBoard's dynamic plugin\n"
+        "import os, convscope.tb_plugin.plugin as p\n"
+        "assert os.path.isfile(os.path.join(p._STATIC, 'index.js')), 'the frontend is not shipped'\n"
         "print('ok')\n"
     )
     env = {**os.environ, "PYTHONPATH": str(site)}
