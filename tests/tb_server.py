@@ -20,7 +20,14 @@ from tests.conftest import ROOT
 
 
 def plugin_installed() -> bool:
-    return any(ep.name == "convscope" for ep in entry_points(group="tensorboard_plugins"))
+    """Whether TensorBoard's own main will find and load the plugin (an installed, importable entry point)."""
+    for ep in entry_points(group="tensorboard_plugins"):
+        if ep.name == "convscope":
+            try:
+                return ep.load().plugin_name == "convscope"
+            except ImportError:
+                return False
+    return False
 
 
 def free_port() -> int:
@@ -77,6 +84,6 @@ if __name__ == "__main__":
 
     from callbacks.tb_plugin import ConvscopePlugin
 
-    tb = program.TensorBoard(plugins=[*default.get_plugins(), ConvscopePlugin])
+    tb = program.TensorBoard(plugins=[*default.get_static_plugins(), ConvscopePlugin])
     tb.configure(argv=[None, *sys.argv[1:]])
     sys.exit(tb.main())
