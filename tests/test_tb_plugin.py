@@ -66,7 +66,7 @@ def test_grid_has_every_unit_with_the_stored_numbers(logdir):
     for key in ("selectivity", "preferred_class", "dead_fraction", "importance", "change", "mean"):
         assert g["stats"][key] == [stat(key, 3, u) for u in range(300)], key
     assert g["sprites"]["actmax"] is None  # epoch 3 has no actmax
-    assert g["sprites"]["top"] == {"cell": 8, "cells": K, "chunks": 2, "scale": "each patch min..max"}
+    assert g["sprites"]["top"] == {"cell": 8, "cells": K, "chunks": 2, "units": 300, "scale": "each patch min..max"}
     code, g0 = get(client, "/grid", run="version_0", layer="relu_2", epoch="0")
     assert g0["stats"]["change"] is None and g0["sprites"]["actmax"]["cell"] == 12
     assert g0["meta"]["classes"] == CLASSES

@@ -442,7 +442,8 @@ class ConvscopePlugin(base_plugin.TBPlugin):
 
 
 def _sprites(meta: dict, epoch_dir: str) -> dict:
-    """Sprite layout per kind present at this epoch: cell px, cells per row, chunk count (None when not drawn)."""
+    """Sprite layout per kind present at this epoch: cell px, cells per row, chunk count, how many units (the
+    first ones) it holds, and the writer's notes on its scale (None when not drawn)."""
     out = {}
     for kind in KINDS:
         info = meta.get(kind)
@@ -451,7 +452,9 @@ def _sprites(meta: dict, epoch_dir: str) -> dict:
             continue
         cells = int(info.get("k", 1)) if kind == "top" else 1
         chunks = int(info.get("chunks", (meta["units"] + CHUNK - 1) // CHUNK))
-        out[kind] = {"cell": int(info["cell"]), "cells": cells, "chunks": chunks, "scale": info.get("scale")}
+        units = min(int(info.get("units", meta["units"])), meta["units"])  # actmax may cover the first units only
+        out[kind] = {"cell": int(info["cell"]), "cells": cells, "chunks": chunks, "units": units}
+        out[kind].update({k: info[k] for k in ("scale", "patch", "objective") if k in info})
     return out
 
 

@@ -26,6 +26,8 @@ const STYLE = `
   .cell { width: ${THUMB + 8}px; text-align: center; cursor: pointer; font-size: 11px; background: #fff;
           border: 1px solid #ddd; border-radius: 3px; padding: 3px 0 2px; }
   .cell:hover { border-color: #ff7043; } .cell.dead { background: #eceff1; opacity: .6; }
+  .thumb[data-kind=top] { outline: 2px dashed #ffb74d; outline-offset: -2px; }
+  .dead .val::after { content: " · dead"; color: #b71c1c; }
   .thumb { width: ${THUMB}px; height: ${THUMB}px; margin: 0 auto; background-repeat: no-repeat;
            image-rendering: pixelated; background-color: #000; }
   .num { font-weight: 500; } .val { color: #555; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
@@ -34,8 +36,8 @@ const STYLE = `
   .panel { background: #fff; border: 1px solid #ddd; border-radius: 4px; padding: 8px 10px; }
   .panel h3 { font-size: 13px; margin: 0 0 6px; font-weight: 500; } .panel h3 .ep { color: #777; font-weight: 400; }
   .missing { color: #888; font-style: italic; max-width: 220px; }
-  .patches { display: grid; grid-template-columns: repeat(3, 88px); gap: 6px; }
-  .patch { font-size: 11px; text-align: center; } .patch .img { width: 72px; height: 72px; margin: 0 auto; }
+  .patches { display: grid; grid-template-columns: repeat(3, 104px); gap: 6px; }
+  .patch { font-size: 11px; text-align: center; white-space: nowrap; } .patch .img { width: 72px; height: 72px; margin: 0 auto; }
   .big { width: 144px; height: 144px; }
   .img { background-repeat: no-repeat; image-rendering: pixelated; background-color: #000; }
   table.nums td { padding: 1px 8px 1px 0; } table.nums td:first-child { color: #555; }
@@ -123,9 +125,12 @@ function spriteURL(run, layer, epoch, kind, chunk) {
 }
 
 // A div showing cell `col` of unit `u`'s row in a sprite, scaled to `size` px (CSS background-position).
+// Null when the sprite does not hold unit u (actmax may be drawn for the first units only).
 function spriteCell(info, units, run, layer, epoch, kind, u, col, size, cls = "img") {
+  const held = Math.min(units, info.units ?? units);
+  if (u >= held) return null;
   const chunk = Math.floor(u / 256);
-  const rows = Math.min(256, units - 256 * chunk);
+  const rows = Math.min(256, held - 256 * chunk);
   const s = size / info.cell;
   const url = spriteURL(run, layer, epoch, kind, chunk);
   const d = el("div", { class: cls });
@@ -138,6 +143,14 @@ function spriteCell(info, units, run, layer, epoch, kind, u, col, size, cls = "i
   d.dataset.epoch = epoch;
   d.dataset.unit = u;
   return d;
+}
+
+// A unit's thumbnail at one epoch: its actmax image where drawn for it, else its strongest top patch.
+function thumbOf(sprites, units, epoch, u, size, cls = "img") {
+  const a = sprites.actmax && spriteCell(sprites.actmax, units, state.run, state.layer, epoch, "actmax", u, 0, size, cls);
+  if (a) return a;
+  const t = sprites.top && spriteCell(sprites.top, units, state.run, state.layer, epoch, "top", u, 0, size, cls);
+  return t || el("div", { class: cls });
 }
 
 function fmt(v, digits = 3) {
@@ -271,11 +284,12 @@ async function showLayer(body) {
   });
   clsSel.value = cls === null ? "" : String(cls);
 
-  const thumbKind = sprites.actmax ? "actmax" : "top";
-  const thumbNote = sprites.actmax
-    ? `Thumbnails: each unit's actmax image at epoch ${g.epoch}.`
-    : `Thumbnails: each unit's strongest top patch at epoch ${g.epoch} (actmax not drawn at this epoch` +
-      (meta.actmax_epochs && meta.actmax_epochs.length ? `; drawn at ${meta.actmax_epochs.join(", ")}).` : ")." );
+  const am = sprites.actmax;
+  const thumbNote = am
+    ? `Thumbnails: each unit's actmax image at epoch ${g.epoch}` +
+      (am.units < meta.units ? ` (drawn for units 0–${am.units - 1}; the others show their strongest top patch, dashed).` : ".")
+    : `Thumbnails (dashed): each unit's strongest top patch at epoch ${g.epoch} (actmax not drawn at this epoch` +
+      (meta.actmax_epochs && meta.actmax_epochs.length ? `; drawn at ${meta.actmax_epochs.join(", ")}).` : ").");
 
   const controls = el(
     "div",
@@ -286,10 +300,9 @@ async function showLayer(body) {
   );
   const title = el("h2", { text: `${state.layer}: ${order.length} of ${meta.units} units · epoch ${g.epoch}` });
   const grid = el("div", { class: "grid", id: "grid" });
-  const info = sprites[thumbKind];
   for (const u of order.slice(page * PAGE, (page + 1) * PAGE)) {
     const dead = stats.dead_fraction[u] !== null && stats.dead_fraction[u] >= 0.99;
-    const thumb = info ? spriteCell(info, meta.units, state.run, state.layer, g.epoch, thumbKind, u, 0, THUMB, "thumb") : el("div", { class: "thumb" });
+    const thumb = thumbOf(sprites, meta.units, g.epoch, u, THUMB, "thumb");
     const shown = sort === "unit" || sort === "preferred_class" ? className(classes, stats.preferred_class[u]) : fmt(stats[sort] && stats[sort][u]);
     const tip =
       `unit ${u}\nprefers ${className(classes, stats.preferred_class[u])}\nselectivity ${fmt(stats.selectivity[u])}` +
@@ -350,14 +363,14 @@ async function showUnit(body) {
 
   const history = el("div", { class: "history", id: "history" });
   for (const row of d.history) {
-    const kind = row.sprites.actmax ? "actmax" : "top";
-    const info = row.sprites[kind];
+    const thumb = thumbOf(row.sprites, d.units, row.epoch, u, 48);
+    const what = thumb.dataset.kind === "actmax" ? "actmax" : "top patch (no actmax drawn)";
     history.append(
       el(
         "div",
-        { class: "col" + (row.epoch === epoch ? " on" : ""), onclick: () => go({ epoch: row.epoch }), title: `epoch ${row.epoch}: ${kind === "actmax" ? "actmax" : "top patch (no actmax drawn)"}` },
+        { class: "col" + (row.epoch === epoch ? " on" : ""), onclick: () => go({ epoch: row.epoch }), title: `epoch ${row.epoch}: ${what}` },
         el("div", { text: `ep ${row.epoch}` }),
-        info ? spriteCell(info, d.units, state.run, state.layer, row.epoch, kind, u, 0, 48) : el("div", { class: "img" }),
+        thumb,
         el("div", { text: className(classes, row.preferred_class) }),
         el("div", { text: `SI ${fmt(row.selectivity, 2)}` }),
       ),
@@ -368,50 +381,55 @@ async function showUnit(body) {
   const ep = (e) => el("span", { class: "ep", text: `· epoch ${e}` });
   const missing = (what) => el("div", { class: "missing", text: `${what} not drawn at epoch ${epoch}.` });
   const panel = (name, id, ...content) => el("div", { class: "panel", id }, el("h3", {}, name + " ", ep(epoch)), ...content);
+  const note = (text) => el("div", { class: "hint", style: "max-width: 260px; margin-top: 4px", text });
 
   if (d.history.some((r) => r.sprites.filters)) {
     const f = h.sprites.filters;
-    panels.append(panel("Filter", "p-filter", f ? spriteCell(f, d.units, state.run, state.layer, epoch, "filters", u, 0, 144, "img big") : missing("The filter")));
+    panels.append(panel("Filter", "p-filter", (f && spriteCell(f, d.units, state.run, state.layer, epoch, "filters", u, 0, 144, "img big")) || missing("The filter")));
   }
   const am = h.sprites.actmax;
-  const drawnAm = d.history.filter((r) => r.sprites.actmax).map((r) => r.epoch);
+  const drawnAm = d.history.filter((r) => r.sprites.actmax && u < r.sprites.actmax.units).map((r) => r.epoch);
+  const amCell = am && spriteCell(am, d.units, state.run, state.layer, epoch, "actmax", u, 0, 144, "img big");
+  let amText;
+  if (am && !amCell) amText = `Actmax at epoch ${epoch} was drawn for units 0–${am.units - 1} only.`;
+  else amText = `Actmax not drawn at epoch ${epoch}` + (drawnAm.length ? `; drawn at epochs ${drawnAm.join(", ")}.` : "; never drawn for this unit.");
   panels.append(
     panel(
       "Actmax (the input that excites it most)",
       "p-actmax",
-      am
-        ? spriteCell(am, d.units, state.run, state.layer, epoch, "actmax", u, 0, 144, "img big")
-        : el("div", { class: "missing", text: `Actmax not drawn at epoch ${epoch}` + (drawnAm.length ? `; drawn at epochs ${drawnAm.join(", ")}.` : "; never drawn for this layer.") }),
+      amCell || el("div", { class: "missing", text: amText }),
+      am && am.scale ? el("div", { class: "hint", style: "max-width: 160px", text: am.scale }) : null,
     ),
   );
   const top = h.sprites.top;
   const grid = el("div", { class: "patches" });
   (h.top || []).forEach((t, i) => {
-    const box = t.box ? `rows ${t.box[0]}–${t.box[2]}, cols ${t.box[1]}–${t.box[3]}` : "whole image";
+    const box = t.box ? `y ${t.box[0]}:${t.box[2]} x ${t.box[1]}:${t.box[3]}` : "whole image";
     grid.append(
       el(
         "div",
         { class: "patch", title: `fixed-set image ${t.sample}, true class ${className(classes, t.label)}, response ${fmt(t.value)}, receptive field ${box}` },
         top ? spriteCell(top, d.units, state.run, state.layer, epoch, "top", u, i, 72) : el("div", { class: "img" }),
         el("div", { text: className(classes, t.label) }),
-        el("div", { class: "hint", text: `${fmt(t.value)} · ${box}` }),
+        el("div", { class: "hint", text: `response ${fmt(t.value)}` }),
+        el("div", { class: "hint", text: box }),
       ),
     );
   });
-  panels.append(panel(`Top ${(h.top || []).length} patches of the fixed set (true class, response, box in input px)`, "p-top", top ? grid : missing("Top patches")));
+  panels.append(panel(`Top ${(h.top || []).length} patches of the fixed set (true class, response, receptive field in input px)`, "p-top", top ? grid : missing("Top patches")));
   panels.append(panel("Mean response per class", "p-classes", h.class_means ? barChart(h.class_means, h.class_index, classes, h.preferred_class) : missing("Class means")));
   const imp = h.importance;
   const nums = el(
     "table",
     { class: "nums" },
-    row("selectivity index", fmt(h.selectivity), "(max class mean − mean of others) / their sum, 0..1"),
+    row("selectivity index", fmt(h.selectivity), "(largest class mean − mean of the others) / their sum, 0..1"),
     row("preferred class", className(classes, h.preferred_class)),
     row("importance", imp === null || imp === undefined ? `not measured at epoch ${epoch}` : fmt(imp), "accuracy drop when ablated"),
     row("dead fraction", fmt(h.dead_fraction), "share of fixed-set images where it never fires"),
     row("change", h.change === null || h.change === undefined ? (epoch === epochs[0] ? "first drawing" : `not measured at epoch ${epoch}`) : fmt(h.change), "since the previous drawn epoch"),
     row("mean response", fmt(h.mean)),
   );
-  panels.append(panel("Numbers", "p-numbers", nums));
+  panels.append(panel("Numbers", "p-numbers", nums, note("Hover a row for its definition. Importance: the accuracy drop when the unit is ablated (where the importance callback measured it).")));
 
   body.replaceChildren(
     el("div", { class: "bar" }, back, prev, next, other),
@@ -425,7 +443,7 @@ async function showUnit(body) {
 }
 
 function row(name, value, hint) {
-  return el("tr", {}, el("td", { text: name }), el("td", { text: value }), el("td", { class: "hint", text: hint || "" }));
+  return el("tr", { title: hint || "" }, el("td", { text: name }), el("td", { text: value }));
 }
 
 function lifeText(life, classes, epochs) {
