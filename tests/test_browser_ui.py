@@ -101,3 +101,70 @@ def test_a_logdir_without_convscope_data_shows_the_empty_state(tmp_path):
             assert "No convscope unit data" in text and "version_0" in text
         finally:
             browser.close()
+
+
+def painted_patches(page) -> np.ndarray:
+    """The nine top patches as painted, side by side (text excluded)."""
+    imgs = page.locator("#p-top .patch .img")
+    return np.concatenate([np.asarray(Image.open(io.BytesIO(imgs.nth(j).screenshot())).convert("L")) for j in range(9)])
+
+
+def painted_is_logged(page, selector: str, sprite: np.ndarray, row: int, col: int, cell: int) -> bool:
+    """Whether the element shows cell ``col`` of row ``row`` of a logged sprite: at sample points, the painted grey
+    is the sprite's grey there (nearest-neighbour scaling: within one source pixel)."""
+    shot = np.asarray(Image.open(io.BytesIO(page.locator(selector).first.screenshot())).convert("L")).astype(int)
+    s = shot.shape[0] / cell
+    src = sprite[row * cell : (row + 1) * cell, col * cell : (col + 1) * cell].astype(int)
+    for sy, sx in ((cell // 4, cell // 4), (cell // 2, cell // 2), (3 * cell // 4, cell // 3)):
+        got = shot[int((sy + 0.5) * s), int((sx + 0.5) * s)]
+        near = src[max(0, sy - 1) : sy + 2, max(0, sx - 1) : sx + 2]
+        if np.abs(near - got).min() > 1:
+            return False
+    return True
+
+
+def test_on_a_real_fit_the_unit_view_paints_the_logged_sprites_of_each_epoch(tmp_path):
+    sync_playwright = _browser_or_skip()
+    from callbacks.units import UnitsCallback
+    from tests.test_units import CHEAP, HAS_FASHION, fit
+
+    if not HAS_FASHION:
+        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    trainer, _, _ = fit(tmp_path, [UnitsCallback(actmax_every=2, **CHEAP)])
+    run = os.path.relpath(trainer.logger.log_dir, tmp_path)
+    layer_dir = tmp_path / run / "convscope_units" / "relu_4"
+    metas = {e: json.loads((layer_dir / f"epoch_{e:04d}" / "meta.json").read_text()) for e in (0, 1)}
+
+    def sprite(e, kind):
+        return np.asarray(Image.open(layer_dir / f"epoch_{e:04d}" / f"{kind}_000.png").convert("L"))
+
+    u = 3
+    with tensorboard(tmp_path) as base, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            page.goto(base + "/data/plugin_entry.html?name=convscope", timeout=60_000)
+            page.wait_for_selector("#grid .cell", timeout=30_000)
+            page.select_option("#layer", "relu_4")
+            page.wait_for_selector("#grid .cell[data-unit='83']", state="attached", timeout=30_000)
+            page.click(f"#grid .cell[data-unit='{u}']")
+            page.wait_for_selector("#p-top .img[data-epoch='1']", timeout=30_000)
+            cell = metas[1]["top"]["cell"]
+            for j in range(3):
+                sel = f"#p-top .patch:nth-child({j + 1}) .img"
+                assert painted_is_logged(page, sel, sprite(1, "top"), u, j, cell)
+            assert painted_is_logged(page, "#p-actmax .img", sprite(1, "actmax"), u, 0, metas[1]["actmax"]["cell"])
+            at_1 = painted_patches(page)
+
+            page.focus("#epoch")
+            page.keyboard.press("ArrowLeft")  # epoch 1 -> 0: no actmax then, other top patches
+            page.wait_for_selector("#p-top .img[data-epoch='0']", timeout=30_000)
+            assert "Actmax not drawn at epoch 0" in page.inner_text("#p-actmax")
+            for j in range(3):
+                sel = f"#p-top .patch:nth-child({j + 1}) .img"
+                assert painted_is_logged(page, sel, sprite(0, "top"), u, j, metas[0]["top"]["cell"])
+            rows = [sprite(e, "top")[u * cell : (u + 1) * cell] for e in (0, 1)]
+            # the screen changes with the epoch exactly when the logged patches do
+            assert np.array_equal(painted_patches(page), at_1) == np.array_equal(*rows)
+        finally:
+            browser.close()

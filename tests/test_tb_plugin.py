@@ -266,3 +266,63 @@ def test_real_tensorboard_serves_the_plugin_in_both_load_fast_modes(logdir, load
         assert code == 200 and [r["run"] for r in runs["runs"]] == ["version_0", "version_1"]
         code, body = get_json(base + PREFIX + "/grid?run=..%2Fversion_0&layer=relu_2")
         assert code == 404 and "error" in body
+
+
+# --- against a real fit (LeNet-5 on Fashion-MNIST, 2 epochs, UnitsCallback writing the folders) -------------------
+@pytest.fixture(scope="module")
+def real_fit(tmp_path_factory):
+    from tests.test_units import CHEAP, HAS_FASHION, fit
+
+    if not HAS_FASHION:
+        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    from callbacks.units import UnitsCallback
+
+    root = tmp_path_factory.mktemp("real")
+    units = UnitsCallback(actmax_every=2, **CHEAP)
+    trainer, module, val = fit(root, [units])
+    return root, trainer, module, val, units
+
+
+def test_real_fit_routes_answer_the_files_and_the_methods_tensors(real_fit):
+    import torch
+
+    from callbacks.hooks import capture_activations
+    from callbacks.methods.selectivity import class_means as method_class_means
+    from callbacks.methods.top_activations import top_activations
+
+    root, trainer, module, val, units = real_fit
+    run = os.path.relpath(trainer.logger.log_dir, root)
+    _, client = make(root)
+    code, body = get(client, "/runs")
+    assert code == 200 and [r["run"] for r in body["runs"]] == [run]
+    layers = {la["layer"]: la for la in body["runs"][0]["layers"]}
+    assert sorted(layers) == ["relu_1", "relu_2", "relu_3", "relu_4"]
+    assert all(la["epochs"] == [0, 1] and la["actmax_epochs"] == [1] for la in layers.values())
+
+    x, y = val.x[units.fixed_idx], torch.tensor(val.targets)[units.fixed_idx]
+    folder = root / run / "convscope_units"
+    for layer in ("relu_2", "relu_4"):
+        files = folder / layer / "epoch_0001"
+        code, g = get(client, "/grid", run=run, layer=layer, epoch="1")
+        assert code == 200 and g["meta"] == json.loads((files / "meta.json").read_text())
+        stats = json.loads((files / "stats.json").read_text())
+        assert g["stats"] == {k: stats[k] for k in g["stats"]}
+        n = g["meta"]["units"]
+        top = top_activations(module.net, x, layer, list(range(n)), 9)  # the method, on the fit's net
+        with torch.no_grad():
+            a = capture_activations(module.net.eval(), x, [layer])[layer]
+        means = method_class_means(a.flatten(2).mean(2) if a.dim() == 4 else a, y, 10)
+        for u in (0, n // 2, n - 1):
+            code, d = get(client, "/unit", run=run, layer=layer, unit=str(u))
+            last = d["history"][-1]
+            assert code == 200 and [h["epoch"] for h in d["history"]] == [0, 1]
+            assert [t["sample"] for t in last["top"]] == top.indices[u].tolist()  # unit u's top-k is channel u's
+            np.testing.assert_allclose([t["value"] for t in last["top"]], top.values[u].numpy(), rtol=1e-3, atol=1e-6)
+            np.testing.assert_allclose(last["class_means"], means[:, u].numpy(), rtol=1e-4, atol=1e-6)
+            classes = [h["preferred_class"] for h in d["history"]]
+            assert d["life"]["settled"] == (0 if classes[0] == classes[1] else 1)
+        for kind in ("top", "actmax"):
+            code, data = get(client, "/sprite", run=run, layer=layer, epoch="1", kind=kind, chunk="0")
+            assert code == 200 and data == (files / f"{kind}_000.png").read_bytes()
+    code, data = get(client, "/sprite", run=run, layer="relu_1", epoch="0", kind="filters", chunk="0")
+    assert code == 200 and data == (folder / "relu_1" / "epoch_0000" / "filters_000.png").read_bytes()
