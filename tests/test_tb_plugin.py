@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -216,6 +217,15 @@ def test_a_hundred_runs_are_all_listed(tmp_path):
     _, client = make(tmp_path)
     code, body = get(client, "/runs")
     assert code == 200 and sorted(r["run"] for r in body["runs"]) == sorted(f"version_{i}" for i in range(100))
+
+
+def test_logdir_spec_names_runs_as_tensorboard_does(logdir):
+    spec = f"healthy:{logdir / 'version_0'},other:{logdir / 'version_1'}"
+    plugin = ConvscopePlugin(base_plugin.TBContext(logdir="", flags=SimpleNamespace(logdir_spec=spec)))
+    plugin.scan()
+    client = Client(application.TensorBoardWSGI([plugin]))
+    assert [r["run"] for r in get(client, "/runs")[1]["runs"]] == ["healthy", "other"]
+    assert get(client, "/grid", run="other", layer="relu_2")[1]["epochs"] == [0, 1]
 
 
 def test_an_empty_logdir_answers_with_no_runs(tmp_path):

@@ -130,7 +130,8 @@ class ConvscopePlugin(base_plugin.TBPlugin):
     plugin_name = PLUGIN_NAME
 
     def __init__(self, context):
-        self._roots = _roots(getattr(context, "logdir", None))
+        flags = getattr(context, "flags", None)
+        self._roots = _roots(getattr(context, "logdir", None) or getattr(flags, "logdir_spec", None))
         self._lock = threading.Lock()
         self._runs: dict[str, str] | None = None  # run name -> real path of its folder
         self._without: list[str] = []

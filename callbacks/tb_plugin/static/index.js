@@ -36,8 +36,8 @@ const STYLE = `
   .panel { background: #fff; border: 1px solid #ddd; border-radius: 4px; padding: 8px 10px; }
   .panel h3 { font-size: 13px; margin: 0 0 6px; font-weight: 500; } .panel h3 .ep { color: #777; font-weight: 400; }
   .missing { color: #888; font-style: italic; max-width: 220px; }
-  .patches { display: grid; grid-template-columns: repeat(3, 104px); gap: 6px; }
-  .patch { font-size: 11px; text-align: center; white-space: nowrap; } .patch .img { width: 72px; height: 72px; margin: 0 auto; }
+  .patches { display: grid; grid-template-columns: repeat(3, 92px); gap: 4px; }
+  .patch { font-size: 11px; text-align: center; white-space: nowrap; } .patch .img { margin: 0 auto; }
   .big { width: 144px; height: 144px; }
   .img { background-repeat: no-repeat; image-rendering: pixelated; background-color: #000; }
   table.nums td { padding: 1px 8px 1px 0; } table.nums td:first-child { color: #555; }
@@ -409,14 +409,14 @@ async function showUnit(body) {
       el(
         "div",
         { class: "patch", title: `fixed-set image ${t.sample}, true class ${className(classes, t.label)}, response ${fmt(t.value)}, receptive field ${box}` },
-        top ? spriteCell(top, d.units, state.run, state.layer, epoch, "top", u, i, 72) : el("div", { class: "img" }),
+        top ? spriteCell(top, d.units, state.run, state.layer, epoch, "top", u, i, 64) : el("div", { class: "img" }),
         el("div", { text: className(classes, t.label) }),
         el("div", { class: "hint", text: `response ${fmt(t.value)}` }),
         el("div", { class: "hint", text: box }),
       ),
     );
   });
-  panels.append(panel(`Top ${(h.top || []).length} patches of the fixed set (true class, response, receptive field in input px)`, "p-top", top ? grid : missing("Top patches")));
+  panels.append(panel(`Top ${(h.top || []).length} patches (true class, response, box in input px)`, "p-top", top ? grid : missing("Top patches")));
   panels.append(panel("Mean response per class", "p-classes", h.class_means ? barChart(h.class_means, h.class_index, classes, h.preferred_class) : missing("Class means")));
   const imp = h.importance;
   const nums = el(
