@@ -140,6 +140,7 @@ class ConvscopePlugin(base_plugin.TBPlugin):
         self._active_at = 0.0
         self._scanning = False
         self._json_cache: OrderedDict = OrderedDict()  # (path, mtime_ns, size) -> parsed JSON
+        self._summaries: dict[str, tuple[int, dict | None]] = {}  # layer folder -> (its mtime, its summary)
         self._start_scan()
 
     # --- TensorBoard's API ---------------------------------------------------------------------------------------
@@ -295,34 +296,39 @@ class ConvscopePlugin(base_plugin.TBPlugin):
     def runs(self) -> dict:
         runs = []
         for name, folder in sorted(self._run_folders().items()):
-            layers = []
             units_dir = os.path.join(folder, UNITS_DIR)
+            layers = []
             for layer in _listdir(units_dir):
-                layer_dir = os.path.join(units_dir, layer)
-                if layer.startswith(".") or not os.path.isdir(layer_dir):
-                    continue
-                epochs = self._epochs(layer_dir)
-                if not epochs:
-                    continue
-                root = next(r for _, r in self._roots if _inside(folder, r))
-                try:
-                    meta = self._json(os.path.join(layer_dir, f"epoch_{epochs[-1]:04d}", "meta.json"), root)
-                except DataError:
-                    meta = {}
-                actmax = [
-                    e for e in epochs if os.path.isfile(os.path.join(layer_dir, f"epoch_{e:04d}", "actmax_000.png"))
-                ]
-                layers.append(
-                    {
-                        "layer": layer,
-                        "epochs": epochs,
-                        "actmax_epochs": actmax,
-                        "units": meta.get("units"),
-                        "kind": meta.get("kind"),
-                    }
-                )
+                if not layer.startswith("."):
+                    summary = self._layer_summary(os.path.join(units_dir, layer), folder)
+                    if summary is not None:
+                        layers.append({"layer": layer, **summary})
             runs.append({"run": name, "layers": layers})
         return {"runs": runs, "without_data": list(self._without), "logdir": [r for _, r in self._roots]}
+
+    def _layer_summary(self, layer_dir: str, folder: str) -> dict | None:
+        """A layer's complete epochs, epochs with actmax, unit count and kind; cached until the layer folder changes
+        (the writer renames each finished epoch folder into it, which changes the folder's mtime): a listing of
+        100 runs costs one stat per layer."""
+        try:
+            st = os.stat(layer_dir)
+        except OSError:
+            return None
+        cached = self._summaries.get(layer_dir)
+        if cached is not None and cached[0] == st.st_mtime_ns:
+            return cached[1]
+        epochs = self._epochs(layer_dir)
+        summary = None
+        if epochs:
+            root = next(r for _, r in self._roots if _inside(folder, r))
+            try:
+                meta = self._json(os.path.join(layer_dir, f"epoch_{epochs[-1]:04d}", "meta.json"), root)
+            except DataError:
+                meta = {}
+            has = [e for e in epochs if os.path.isfile(os.path.join(layer_dir, f"epoch_{e:04d}", "actmax_000.png"))]
+            summary = {"epochs": epochs, "actmax_epochs": has, "units": meta.get("units"), "kind": meta.get("kind")}
+        self._summaries[layer_dir] = (st.st_mtime_ns, summary)
+        return summary
 
     def grid(self, run, layer, epoch) -> dict:
         layer_dir, root = self._layer_dir(run, layer)
