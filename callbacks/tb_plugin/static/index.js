@@ -26,7 +26,8 @@ const STYLE = `
   .cell { width: ${THUMB + 8}px; text-align: center; cursor: pointer; font-size: 11px; background: #fff;
           border: 1px solid #ddd; border-radius: 3px; padding: 3px 0 2px; }
   .cell:hover { border-color: #ff7043; } .cell.dead { background: #eceff1; opacity: .6; }
-  .thumb[data-kind=top] { outline: 2px dashed #ffb74d; outline-offset: -2px; }
+  .img { outline: 1px solid #ccc; }
+  .thumb[data-kind=top], .col .img[data-kind=top] { outline: 2px dashed #ffb74d; outline-offset: -2px; }
   .dead .val::after { content: " · dead"; color: #b71c1c; }
   .thumb { width: ${THUMB}px; height: ${THUMB}px; margin: 0 auto; background-repeat: no-repeat;
            image-rendering: pixelated; background-color: #000; }
@@ -381,11 +382,12 @@ async function showUnit(body) {
   const ep = (e) => el("span", { class: "ep", text: `· epoch ${e}` });
   const missing = (what) => el("div", { class: "missing", text: `${what} not drawn at epoch ${epoch}.` });
   const panel = (name, id, ...content) => el("div", { class: "panel", id }, el("h3", {}, name + " ", ep(epoch)), ...content);
-  const note = (text) => el("div", { class: "hint", style: "max-width: 260px; margin-top: 4px", text });
+  const note = (text) => el("div", { class: "hint", style: "max-width: 200px; margin-top: 4px", text });
 
   if (d.history.some((r) => r.sprites.filters)) {
     const f = h.sprites.filters;
-    panels.append(panel("Filter", "p-filter", (f && spriteCell(f, d.units, state.run, state.layer, epoch, "filters", u, 0, 144, "img big")) || missing("The filter")));
+    panels.append(panel("Filter", "p-filter", (f && spriteCell(f, d.units, state.run, state.layer, epoch, "filters", u, 0, 144, "img big")) || missing("The filter"),
+        f && f.scale ? note(f.scale) : null));
   }
   const am = h.sprites.actmax;
   const drawnAm = d.history.filter((r) => r.sprites.actmax && u < r.sprites.actmax.units).map((r) => r.epoch);
@@ -398,7 +400,7 @@ async function showUnit(body) {
       "Actmax (the input that excites it most)",
       "p-actmax",
       amCell || el("div", { class: "missing", text: amText }),
-      am && am.scale ? el("div", { class: "hint", style: "max-width: 160px", text: am.scale }) : null,
+      am && am.scale ? note(am.scale) : null,
     ),
   );
   const top = h.sprites.top;
@@ -416,6 +418,7 @@ async function showUnit(body) {
       ),
     );
   });
+  if (top && top.scale) grid.title = top.scale;
   panels.append(panel(`Top ${(h.top || []).length} patches (true class, response, box in input px)`, "p-top", top ? grid : missing("Top patches")));
   panels.append(panel("Mean response per class", "p-classes", h.class_means ? barChart(h.class_means, h.class_index, classes, h.preferred_class) : missing("Class means")));
   const imp = h.importance;
@@ -436,7 +439,7 @@ async function showUnit(body) {
     title,
     life,
     el("div", { class: "bar" }, epochSlider(epochs, epoch, (e) => go({ epoch: e }))),
-    el("div", { class: "hint", text: "History: one column per drawn epoch (actmax where drawn, else the top patch); click one or move the slider." }),
+    el("div", { class: "hint", text: "History: one column per drawn epoch (its actmax image where drawn, else its strongest top patch, dashed); click one or move the slider." }),
     history,
     panels,
   );
