@@ -41,6 +41,7 @@ _PNG_END = b"IEND\xaeB`\x82"
 SCAN_TTL_S = 2.0  # a run still being written shows new epochs on the next request after this
 ACTIVE_TTL_S = 30.0  # how old is_active's cached answer may get before a background rescan is started
 
+CACHE_BYTES = 64 << 20  # parsed JSON kept, counted in file bytes (a 2,048-unit stats.json is about 1.5 MB)
 SELECTIVE = 0.5  # life line: selectivity index from which a unit counts as selective
 DEAD = 0.99  # life line: dead fraction from which a unit counts as dead
 
@@ -139,7 +140,8 @@ class ConvscopePlugin(base_plugin.TBPlugin):
         self._active = False
         self._active_at = 0.0
         self._scanning = False
-        self._json_cache: OrderedDict = OrderedDict()  # (path, mtime_ns, size) -> parsed JSON
+        self._json_cache: OrderedDict = OrderedDict()  # (path, mtime_ns, size) -> parsed JSON, least recent first
+        self._cached_bytes = 0  # file bytes behind the parsed JSON kept
         self._summaries: dict[str, tuple[int, dict | None]] = {}  # layer folder -> (its mtime, its summary)
         self._start_scan()
 
@@ -256,8 +258,10 @@ class ConvscopePlugin(base_plugin.TBPlugin):
             raise DataError(f"unreadable or truncated file {_short(path, root)}: {e}", 500) from None
         with self._lock:
             self._json_cache[key] = value
-            while len(self._json_cache) > 256:
-                self._json_cache.popitem(last=False)
+            self._cached_bytes += st.st_size
+            while len(self._json_cache) > 1 and self._cached_bytes > CACHE_BYTES:
+                old, _ = self._json_cache.popitem(last=False)
+                self._cached_bytes -= old[2]
         return value
 
     def _epoch_files(self, layer_dir: str, root: str, epoch: int) -> tuple[str, dict, dict]:
