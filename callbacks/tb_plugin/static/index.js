@@ -420,7 +420,7 @@ async function showUnit(body) {
   });
   if (top && top.scale) grid.title = top.scale;
   panels.append(panel(`Top ${(h.top || []).length} patches (true class, response, box in input px)`, "p-top", top ? grid : missing("Top patches")));
-  panels.append(panel("Mean response per class", "p-classes", h.class_means ? barChart(h.class_means, h.class_index, classes, h.preferred_class) : missing("Class means")));
+  panels.append(panel("Mean response per class", "p-classes", h.class_means ? classChart(h.class_means, h.class_index, classes, h.preferred_class) : missing("Class means")));
   const imp = h.importance;
   const nums = el(
     "table",
@@ -457,6 +457,20 @@ function lifeText(life, classes, epochs) {
   parts.push(life.selective === null ? `not selective at the last drawing (SI < ${life.thresholds.selective})` : `selective (SI ≥ ${life.thresholds.selective}) since epoch ${life.selective}`);
   parts.push(life.died === null ? "alive" : `dead (fires on < ${Math.round((1 - life.thresholds.dead) * 100)}% of images) since epoch ${life.died}`);
   return "Life: " + parts.join(" · ") + ".";
+}
+
+const MAX_BARS = 20; // above this many classes, the chart shows the classes with the largest means
+
+function classChart(values, index, classes, preferred) {
+  if (values.length <= MAX_BARS) return barChart(values, index, classes, preferred);
+  const order = values.map((v, i) => i).sort((a, b) => values[b] - values[a]).slice(0, MAX_BARS);
+  const ids = order.map((i) => (index ? index[i] : i));
+  return el(
+    "div",
+    {},
+    barChart(order.map((i) => values[i]), ids, classes, preferred),
+    el("div", { class: "hint", text: `The ${MAX_BARS} of ${values.length} classes with the largest mean response.` }),
+  );
 }
 
 function barChart(values, index, classes, preferred) {
