@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.synthetic_units import pixel, write_run
+from tests.synthetic_units import pixel, write_epoch, write_run
 from tests.tb_server import tensorboard
 
 CHROMIUM = "/usr/bin/chromium"
@@ -82,6 +82,13 @@ def test_layer_grid_sort_unit_view_and_epoch_slider_show_the_logged_images(tmp_p
             page.reload()  # the URL alone brings the same view back
             page.wait_for_selector(f"{patch}[data-epoch='2']", timeout=30_000)
             assert shown_grey(page, patch) == pixel(2, u, 0)
+
+            write_epoch(run, "relu_2", 4, 300, actmax=True, actmax_epochs=[0, 2, 4])  # training goes on
+            page.click("text=reload")
+            page.wait_for_selector("#history .col:nth-child(5)", timeout=30_000)
+            page.click("#history .col:nth-child(5)")  # the new epoch's column
+            page.wait_for_selector(f"{patch}[data-epoch='4']", timeout=30_000)
+            assert shown_grey(page, patch) == pixel(4, u, 0)
             assert not errors, errors
         finally:
             browser.close()

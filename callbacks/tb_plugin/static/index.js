@@ -5,6 +5,7 @@
 
 const PAGE = 256; // units per page of the grid (one sprite chunk when unsorted)
 const THUMB = 64; // px of a grid thumbnail
+const POLL_MS = 30000; // how often the page looks for new epochs of runs being written
 const SORTS = {
   unit: "unit number",
   selectivity: "selectivity",
@@ -48,6 +49,7 @@ const STYLE = `
   .col.on { border-color: #ff7043; } .col .img { width: 48px; height: 48px; margin: 0 auto; }
   a { color: #e65100; } input[type=range] { width: 260px; vertical-align: middle; }
   .pager button { margin: 0 2px; }
+  #new-data { background: #fff3e0; border: 1px solid #ff9800; border-radius: 3px; }
 `;
 
 let runsInfo = null;
@@ -68,6 +70,21 @@ export async function render() {
   state = readHash();
   await loadRuns();
   show();
+  setInterval(checkForNewData, POLL_MS);
+}
+
+// A run still being written: look for new runs and epochs now and then, and offer them (never re-render by itself,
+// which would move what the user is looking at).
+async function checkForNewData() {
+  try {
+    const now = await getJSON("runs");
+    if (JSON.stringify(now.runs) !== JSON.stringify(runsInfo.runs) && !document.getElementById("new-data")) {
+      const bar = root.querySelector(".bar");
+      if (bar) bar.append(el("button", { id: "new-data", onclick: reload, text: "new epochs written: show them" }));
+    }
+  } catch (e) {
+    // TensorBoard restarting: try again next time
+  }
 }
 
 function readHash() {
