@@ -25,7 +25,7 @@ $(STAMP): requirements.txt
 # convscope itself, editable, so TensorBoard finds its plugin (the `tensorboard_plugins` entry point in pyproject)
 # and `make tensorboard` shows the "convscope units" tab; redone when pyproject.toml changes.
 $(EDITABLE): pyproject.toml $(STAMP)
-	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	@touch $@
 
 demo: venv
