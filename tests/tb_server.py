@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from importlib.metadata import entry_points
 
+from benchmarks.export_images import free_port
 from tests.conftest import ROOT
 
 
@@ -28,12 +28,6 @@ def plugin_installed() -> bool:
             except ImportError:
                 return False
     return False
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
