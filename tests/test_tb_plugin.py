@@ -55,7 +55,8 @@ def test_runs_lists_layers_epochs_and_actmax_epochs(logdir):
     assert set(runs) == {"version_0", "version_1"} and body["without_data"] == ["version_2"]
     assert runs["version_0"]["relu_2"]["epochs"] == [0, 1, 2, 3]
     assert runs["version_0"]["relu_2"]["actmax_epochs"] == [0, 2]
-    assert runs["version_0"]["relu_2"]["units"] == 300 and runs["version_0"]["conv_1"]["kind"] == "conv"
+    assert runs["version_0"]["relu_2"]["units"] == runs["version_0"]["relu_2"]["of"] == 300
+    assert runs["version_0"]["conv_1"]["kind"] == "conv"
     assert runs["version_1"]["relu_2"]["epochs"] == [0, 1]
     assert plugin.is_active()
 

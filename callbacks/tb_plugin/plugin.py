@@ -331,6 +331,7 @@ class ConvscopePlugin(base_plugin.TBPlugin):
                 meta = {}
             has = [e for e in epochs if os.path.isfile(os.path.join(layer_dir, f"epoch_{e:04d}", "actmax_000.png"))]
             summary = {"epochs": epochs, "actmax_epochs": has, "units": meta.get("units"), "kind": meta.get("kind")}
+            summary["of"] = meta.get("of", meta.get("units"))  # the layer's units; "units" of them are browsed
         self._summaries[layer_dir] = (st.st_mtime_ns, summary)
         return summary
 

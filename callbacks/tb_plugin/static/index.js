@@ -241,7 +241,7 @@ function header() {
   runSel.value = state.run;
   const layerSel = el("select", { id: "layer", onchange: (e) => go({ layer: e.target.value, view: "layer", unit: "", epoch: "", page: "" }) });
   for (const l of runEntry(state.run).layers)
-    layerSel.append(el("option", { value: l.layer, text: `${l.layer} (${l.units} ${l.kind === "fc" ? "features" : "channels"})` }));
+    layerSel.append(el("option", { value: l.layer, text: `${l.layer} (${l.of && l.of > l.units ? `${l.units} of ${l.of}` : l.units} ${l.kind === "fc" ? "features" : "channels"})` }));
   layerSel.value = state.layer;
   const share = el("a", { href: location.href.split("#")[0] + hashOf(state), target: "_blank", id: "share", text: "link to this view" });
   return el(
@@ -316,7 +316,8 @@ async function showLayer(body) {
     el("label", {}, "Sort by ", sortSel, " ", dirSel),
     el("label", {}, "Filter ", clsSel),
   );
-  const title = el("h2", { text: `${state.layer}: ${order.length} of ${meta.units} units · epoch ${g.epoch}` });
+  const partial = meta.of && meta.of > meta.units ? ` (browsed: ${meta.units} of the layer's ${meta.of})` : "";
+  const title = el("h2", { text: `${state.layer}: ${order.length} of ${meta.units} units${partial} · epoch ${g.epoch}` });
   const grid = el("div", { class: "grid", id: "grid" });
   for (const u of order.slice(page * PAGE, (page + 1) * PAGE)) {
     const dead = stats.dead_fraction[u] !== null && stats.dead_fraction[u] >= 0.99;
