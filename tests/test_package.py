@@ -38,7 +38,7 @@ def test_pip_install_gives_one_convscope_package_and_methods_without_lightning(t
         "assert not any(m.split('.')[0] in ('lightning', 'pytorch_lightning') for m in sys.modules), 'Lightning imported'\n"
         "import convscope\n"
         "from convscope import VISUALIZATIONS, FeatureMapsCallback\n"
-        "assert VISUALIZATIONS['feature_maps'] is FeatureMapsCallback and len(VISUALIZATIONS) == 19\n"
+        "assert VISUALIZATIONS['feature_maps'] is FeatureMapsCallback and len(VISUALIZATIONS) == 20\n"
         "assert convscope.__file__.startswith(sys.argv[1])\n"
         "from convscope import Drawing\n"
         "import convscope.watch\n"

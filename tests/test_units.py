@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-
 from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image
 from torch import nn
