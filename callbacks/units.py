@@ -18,6 +18,7 @@ import math
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -181,7 +182,8 @@ class UnitsCallback(FixedSetCallback):
         self.fields: dict[str, ReceptiveField | None] = {}
         self.filters_of: dict[str, str] = {}  # browsed layer -> the first conv that feeds it
         self.fit_last_epoch: int | None = None  # set by a ``Drawer``: the fit's last epoch (actmax is drawn there)
-        self.actmax_seconds: list[float] = []  # of the drawings with actmax (for benchmarks/browser_cost.py)
+        self.actmax_seconds: list[float] = []  # actmax's share of each drawing with it (benchmarks/browser_cost.py)
+        self._actmax_time = 0.0
         self._warned = False
 
     def configure(self, net, shapes):
@@ -252,9 +254,12 @@ class UnitsCallback(FixedSetCallback):
         )  # one pass for every layer
         with_actmax = self.actmax_due(ctx.trainer, ctx.step)
         prior = x.float().mean(0) if with_actmax else None  # the mean image: actmax's prior, as the actmax callback's
+        self._actmax_time = 0.0
         for layer in self.layer_names:
             files = self.layer_files(ctx, Path(run), layer, x, y, acts[layer], tops[layer], prior)
             write_epoch(Path(run) / FOLDER / layer, ctx.step, files)
+        if with_actmax:
+            self.actmax_seconds.append(self._actmax_time)
 
     def layer_files(
         self, ctx: RenderContext, run: Path, layer: str, x: Tensor, y: Tensor, a: Tensor, top, prior: Tensor | None
@@ -310,6 +315,7 @@ class UnitsCallback(FixedSetCallback):
         actmax_meta = None
         if prior is not None:
             n_act = min(n_units, self.actmax_units)
+            t0 = time.perf_counter()
             imgs = maximize_activation(
                 ctx.net,
                 layer,
@@ -321,6 +327,7 @@ class UnitsCallback(FixedSetCallback):
                 jitter=0,
                 seed=0,
             )
+            self._actmax_time += time.perf_counter() - t0
             acell = cell_side(max(imgs.shape[-2:]), n_act, ACTMAX_PIXELS)
             pngs = sprite_pngs(_display(imgs, lo, hi, acell).unsqueeze(1))
             files.update({f"actmax_{c:03d}.png": png for c, png in enumerate(pngs)})
