@@ -11,13 +11,21 @@ RUN    ?=
 
 .PHONY: demo test venv tensorboard pictures benchmark accuracy clean
 
-venv: $(STAMP)
+EDITABLE := $(VENV)/.convscope-editable
+
+venv: $(STAMP) $(EDITABLE)
 
 $(STAMP): requirements.txt
 	@rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -r requirements.txt
+	@touch $@
+
+# convscope itself, editable, so TensorBoard finds its plugin (the `tensorboard_plugins` entry point in pyproject)
+# and `make tensorboard` shows the "convscope units" tab; redone when pyproject.toml changes.
+$(EDITABLE): pyproject.toml $(STAMP)
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	@touch $@
 
 demo: venv

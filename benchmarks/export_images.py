@@ -6,7 +6,10 @@
 RUN defaults to the newest ``lightning_logs/version_*``. Pictures are read from its event file with TensorBoard's
 own reader; without TAGs, one picture per visualization and analysis is exported, plus the run's evolution PNGs.
 ``--screenshot`` also serves the run with TensorBoard on 127.0.0.1 (a free port) and photographs its Images and
-Time Series dashboards at 1440x900 with headless Chromium (Debian's ``chromium``), as a user would see them.
+Time Series dashboards at 1440x900 with headless Chromium (Debian's ``chromium``), as a user would see them; where
+the run has unit-browser data (``convscope_units/``), also the convscope tab's layer view (its largest layer, sorted
+by selectivity) and unit view (the most selective live unit of its second layer that has an actmax image), as
+``browser_layer.png`` and ``browser_unit.png`` (Playwright driving the same Chromium).
 ``--extra`` also trains the runs of EXTRA_RUNS (a broken run, a ResNet-18) and exports their pictures, named with
 their prefix. ``pictures()`` is every file name this writes: tests/test_docs.py checks the manual shows no other.
 """
@@ -14,11 +17,13 @@ their prefix. ``pictures()`` is every file name this writes: tests/test_docs.py 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -51,6 +56,7 @@ DEFAULT_TAGS = [
 ]
 EVOLUTION = ["filters/conv_1", "feature_maps/conv_1", "confusion_matrix", "actmax/fc_3"]
 SCREENSHOTS = {"tensorboard_images.png": "#images", "tensorboard_timeseries.png": "#timeseries"}
+BROWSER_SHOTS = ("browser_layer.png", "browser_unit.png")  # the convscope tab, where the run has unit data
 # Pictures of runs of their own, shown beside the demo run's: file prefix -> (train.py fit arguments, tags).
 EXTRA_RUNS = {
     # docs/reading-the-pictures.md: a too-high learning rate (Adam at 50 times the config's 0.001)
@@ -84,7 +90,7 @@ def pictures() -> set[str]:
     """Every file name ``make pictures`` (no TAGs, ``--screenshot --extra``) writes into the output folder."""
     names = {image_name(tag) for tag in DEFAULT_TAGS} | {image_name(key, "evolution") for key in EVOLUTION}
     names |= {image_name(tag, prefix) for prefix, (_, tags) in EXTRA_RUNS.items() for tag in tags}
-    return names | set(SCREENSHOTS)
+    return names | set(SCREENSHOTS) | set(BROWSER_SHOTS)
 
 
 def newest_run(root: Path = Path("lightning_logs")) -> Path:
@@ -129,6 +135,10 @@ def screenshot(run: Path, out: Path) -> list[Path]:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/images/tags", timeout=2) as r:
                     if run.name.encode() in r.read():
                         break
+                if (run / "convscope_units").is_dir():  # a run with unit data only: the plugin lists it
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/convscope/runs", timeout=2) as r:
+                        if run.name.encode() in r.read():
+                            break
             except OSError:
                 pass
             time.sleep(0.5)
@@ -153,10 +163,72 @@ def screenshot(run: Path, out: Path) -> list[Path]:
                 timeout=180,
             )
             shots.append(path)
+        if (run / "convscope_units").is_dir():
+            shots += browser_screenshots(f"http://127.0.0.1:{port}", run.name, out, chromium)
         return shots
     finally:
         tb.terminate()
         tb.wait(timeout=30)
+
+
+def _get(url: str):
+    with urllib.request.urlopen(url, timeout=60) as r:
+        return json.load(r)
+
+
+def browser_screenshots(base: str, run_name: str, out: Path, chromium: str) -> list[Path]:
+    """The convscope tab (the unit browser) inside TensorBoard at 1440x900: its layer view and its unit view."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        print("skip browser_*.png: playwright is not installed (pip install -r requirements.txt)")
+        return []
+    try:
+        runs = _get(f"{base}/data/plugin/convscope/runs")["runs"]
+    except OSError as e:
+        print(f"skip browser_*.png: TensorBoard has no convscope plugin ({e}); pip install -e . first")
+        return []
+    run = next((r for r in runs if r["run"] == run_name and r["layers"]), None)
+    if run is None:
+        print(f"skip browser_*.png: no unit data for {run_name}")
+        return []
+    layers = run["layers"]
+    big = max(layers, key=lambda la: la["units"] or 0)
+    small = layers[1] if len(layers) > 1 else layers[0]
+    epoch = small["actmax_epochs"][-1] if small["actmax_epochs"] else small["epochs"][-1]
+    q = urllib.parse.urlencode({"run": run_name, "layer": small["layer"], "epoch": epoch})
+    grid = _get(f"{base}/data/plugin/convscope/grid?{q}")
+    stats, held = grid["stats"], (grid["sprites"]["actmax"] or {}).get("units", grid["meta"]["units"])
+    alive = [u for u in range(held) if (stats["dead_fraction"][u] or 0) < 0.5] or list(range(held))
+    unit = max(alive, key=lambda u: stats["selectivity"][u] or 0)
+    views = {
+        BROWSER_SHOTS[0]: {"run": run_name, "layer": big["layer"], "sort": "selectivity"},
+        BROWSER_SHOTS[1]: {"run": run_name, "layer": small["layer"], "view": "unit", "unit": unit, "epoch": epoch},
+    }
+    shots = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            page.goto(f"{base}/?darkMode=false#convscope", timeout=120_000)
+            page.wait_for_selector("iframe", timeout=120_000)
+            for name, view in views.items():
+                frame = None
+                for _ in range(240):
+                    frame = next((f for f in page.frames if "plugin_entry.html" in f.url), None)
+                    if frame is not None:
+                        break
+                    page.wait_for_timeout(250)
+                frame.evaluate("h => { location.hash = h; }", urllib.parse.urlencode(view))
+                frame.wait_for_selector("#grid .cell" if "view" not in view else "#p-top .img", timeout=60_000)
+                page.wait_for_load_state("networkidle")
+                page.wait_for_timeout(1000)
+                path = out / name
+                page.screenshot(path=str(path))
+                shots.append(path)
+        finally:
+            browser.close()
+    return shots
 
 
 def main() -> None:

@@ -42,6 +42,8 @@ _CALLBACKS = {
     # Zeiler & Fergus invariance and what changed since the last drawn epoch
     "invariance": ("invariance", "InvarianceCallback"),
     "changes": ("changes", "ChangesCallback"),
+    # the unit browser's data (files beside the event file, no pictures in it)
+    "units": ("units", "UnitsCallback"),
     # last: it stacks what the others drew
     "evolution": ("evolution", "EvolutionCallback"),
 }

@@ -15,7 +15,9 @@ It owns:
 - the shared pass: per fixed set (``per_class``) and epoch, the per-sample unit activations and class-mean maps of
   every registered layer, gathered by an ``EpochCapture`` from the validation loop's own forward passes where it
   can, else by one ``activation_pass``: one pass serves every callback;
-- the snapshot listeners: every logged picture is published to them (the evolution callback is one).
+- the snapshot listeners: every logged picture is published to them (the evolution callback is one);
+- the measurements: a callback may ``post`` what it measured at an epoch (the importance callback's ablation per
+  layer) for a later callback of the same drawing to reuse (``result``; the unit browser's data).
 
 Colour scales stay with each callback (``VisualizationCallback.scale``): no two callbacks share a picture's scale,
 and they are part of the callback's checkpoint state, which a resumed fit and the drawing process's reports carry.
@@ -187,6 +189,7 @@ class Coordinator:
         self._listeners: list[Callable[[], Listener | None]] = []
         self._feeders: weakref.WeakKeyDictionary[Any, EpochCapture] = weakref.WeakKeyDictionary()
         self.passes: dict[int, SharedPass] = {}  # per_class -> the latest epoch's statistics of that fixed set
+        self._results: dict[tuple[str, str], tuple[int, Any]] = {}  # (technique, key) -> (step, value): the latest
 
     # ------------------------------------------------------------------------------------------ registrations
     def register(
@@ -292,6 +295,16 @@ class Coordinator:
             shared.acts.update(acts)
             shared.maps.update(means)
         return shared
+
+    # ------------------------------------------------------------------------------------------- measurements
+    def post(self, technique: str, key: str, step: int, value: Any) -> None:
+        """Keep what ``technique`` measured of ``key`` (a layer) at image step ``step``, replacing an earlier step's."""
+        self._results[(technique, key)] = (step, value)
+
+    def result(self, technique: str, key: str, step: int) -> Any:
+        """What ``technique`` posted of ``key`` at ``step``, or None (not measured at that step)."""
+        found = self._results.get((technique, key))
+        return found[1] if found is not None and found[0] == step else None
 
     # ------------------------------------------------------------------------------------- snapshot listeners
     def add_listener(self, listener: Listener) -> None:

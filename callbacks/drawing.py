@@ -186,6 +186,7 @@ class Drawer:
         self.visuals = [cb for cb in self.callbacks if isinstance(cb, VisualizationCallback)]
         for cb in self.visuals:
             cb.deferred = False
+            cb.fit_last_epoch = spec["last_epoch"]  # the fit's last epoch, which some schedules draw (units' actmax)
             if isinstance(cb, EvolutionCallback):
                 cb._fit_last = spec["last_epoch"]  # as its on_fit_start does in the training process
         self.logger = PictureLogger(run_dir)

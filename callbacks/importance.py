@@ -15,6 +15,7 @@ from torch import Tensor
 from typing_extensions import override
 
 from .base import FixedSetCallback, RenderContext
+from .coordinator import coordinator_of
 from .data import FIXED_SET_MAX, set_budget
 from .figures import CARD_WIDTH
 from .hooks import LayerError, check_layers, spread
@@ -263,6 +264,9 @@ class ImportanceCallback(FixedSetCallback):
             var = variance_importance(a).cpu()[abl.units]
             si = selectivity_index(class_means(a, y.to(a.device), len(ctx.classes))).cpu()[abl.units]
             drop, rise = abl.acc_drop.cpu(), abl.loss_rise.cpu()
+            coordinator_of(ctx.trainer).post(
+                self.technique, layer, ctx.step, (abl.units.tolist(), drop)
+            )  # the browser's
             key = (layer, len(drop), len(x))
             if key not in self._charts:
                 self._charts[key] = ImportanceChart(layer, len(drop), self.top, len(x), of=a.shape[1])

@@ -31,6 +31,8 @@ from callbacks import VISUALIZATIONS, ChangesCallback, FCActivationsCallback, Fe
 from callbacks import coordinator as coordination
 from callbacks.coordinator import coordinator_of
 from callbacks.hooks import LayerError
+from callbacks.units import FOLDER as UNITS_FOLDER
+from callbacks.units import drawn_epochs
 from lit_modules.datamodule import (
     CLASS_TINTS,
     DATASETS,
@@ -219,6 +221,10 @@ def assert_every_callback_drew_at_both_epochs(trainer, cbs: dict) -> EventAccumu
             for step in (0, 1):
                 assert list(run.glob(f"{step:05d}/*/tensors.tsv")), f"embedding: no projector data at step {step}"
             assert (run / "projector_config.pbtxt").is_file()
+            continue
+        if key == "units":  # the unit browser's files, one folder per layer and step
+            for layer in cb.layer_names:
+                assert drawn_epochs(run / UNITS_FOLDER / layer) == [0, 1], f"units: {layer}"
             continue
         tags = steps_of(ea, cb.technique)
         assert tags, f"{key} logged nothing (tags: {sorted(ea.Tags()['images'])})"

@@ -4,6 +4,8 @@ epoch, read back from the TensorBoard event file); and the converse, weights tha
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -18,6 +20,7 @@ NOT_PER_EPOCH = {
     "embedding": "writes projector files, not images: test_embedding_files_are_byte_identical",
     "activations": "logs histograms and scalars, not images: test_histograms_and_scalars_are_identical",
     "changes": "compares each epoch with the previous one and names both: test_changes_reports_no_change",
+    "units": "writes the unit browser's files, not images: test_unit_browser_files_are_the_same_at_every_epoch",
 }
 
 
@@ -87,6 +90,23 @@ def test_changes_reports_no_change(frozen_run):
         assert values["preferred_class_switches"] == [0.0] * (EPOCHS - 1)
         assert max(values["profile_change"]) < 1e-9  # 1 - correlation of identical class means: rounding only
         assert len(set(values["dead_units"])) == 1
+
+
+def test_unit_browser_files_are_the_same_at_every_epoch(frozen_run):
+    """The unit browser's data of a frozen net: the same sprites and class means at every epoch, the same statistics,
+    and no change since the previous drawing (0, or null for a flat profile)."""
+    _, _, run = frozen_run
+    layers = sorted((run / "convscope_units").iterdir())
+    assert [p.name for p in layers] == ["relu_1", "relu_2", "relu_3", "relu_4"]
+    for layer in layers:
+        folders = [layer / f"epoch_{e:04d}" for e in range(EPOCHS)]
+        for name in ("top_000.png", "class_means.f32"):
+            assert len({(f / name).read_bytes() for f in folders}) == 1, (layer.name, name)
+        stats = [json.loads((f / "stats.json").read_text()) for f in folders]
+        assert stats[0]["change"] is None
+        for s in stats[1:]:
+            assert all(v in (0, None) for v in s["change"]) and any(v == 0 for v in s["change"]), layer.name
+            assert {**s, "change": None} == stats[0], layer.name
 
 
 def test_embedding_files_are_byte_identical(frozen_run):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from pathlib import Path
 
 import pytest
 import timm
@@ -31,6 +32,7 @@ from callbacks.hooks import layer_shapes
 from callbacks.layers import is_nonlinearity, layer_roles
 from callbacks.methods.deconv import deconv_blockers, deconvnet_with_channels
 from callbacks.top_activations import receptive_field
+from callbacks.units import FOLDER as UNITS_FOLDER
 from tests.test_any_model import Classifier, cheap_callbacks, fit, needs_fashion, read_events, steps_of
 
 SHAPE = (3, 32, 32)
@@ -301,6 +303,9 @@ def test_on_a_gelu_convnext_every_picture_but_the_deconvnet_is_drawn(tmp_path):
     assert not steps_of(ea, "deconv")
     for key, cb in cbs.items():
         if key in ("deconv", "changes", "embedding"):  # changes compares two drawings; embedding: projector files
+            continue
+        if key == "units":  # the unit browser's files, not pictures
+            assert list(Path(trainer.logger.log_dir, UNITS_FOLDER).glob("*/epoch_0000/meta.json"))
             continue
         tags = steps_of(ea, cb.technique)
         assert tags, f"{key} drew nothing"
