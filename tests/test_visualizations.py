@@ -123,7 +123,7 @@ def test_feature_maps_one_picture_per_layer_with_a_row_per_class():
     w = render_once(cb, net, x, y)
     layers = ["conv_1", "relu_1", "conv_2", "relu_2"]
     assert sorted(w.images) == sorted(
-        ["feature_maps/conv_1", "feature_maps/conv_2"] + [f"feature_maps/{l}/class_mean" for l in layers]
+        ["feature_maps/conv_1", "feature_maps/conv_2"] + [f"feature_maps/{name}/class_mean" for name in layers]
     )
     assert (
         cb.layers is None and cb.layer_names == ["conv_1", "conv_2"] and cb.mean_names == layers
