@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import torchvision
-from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
 
@@ -38,29 +38,11 @@ sys.path.insert(0, str(ROOT))
 
 from callbacks import VISUALIZATIONS  # noqa: E402
 from callbacks.drawing import Drawing  # noqa: E402
+from lit_modules.classifier import LitClassifier  # noqa: E402
 from lit_modules.datamodule import DEBIAN_FASHION_DIR, read_idx  # noqa: E402
 from lit_modules.nets import LeNet5  # noqa: E402
 
 WAYS = ("none", "inline", "background")
-
-
-class Plain(LightningModule):
-    """A user's plain classifier around a net (``self.net``), Adam, cross-entropy."""
-
-    def __init__(self, net: torch.nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        return F.cross_entropy(self.net(x), y)
-
-    def validation_step(self, batch, batch_idx):
-        x, y = batch
-        self.log("val/loss", F.cross_entropy(self.net(x), y))
-
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=1e-3)
 
 
 def on_device(x: torch.Tensor, y: torch.Tensor, classes: list[str]) -> TensorDataset:
@@ -145,7 +127,7 @@ def fit(
         num_sanity_val_steps=0,
         limit_train_batches=args.steps,
     )
-    module = Plain(net_fn())
+    module = LitClassifier(net_fn(), num_classes=len(train.classes))  # the project's own: Adam, cross-entropy
     reset_peak(device)
     t0 = time.perf_counter()
     trainer.fit(module, loader(train, args.batch, True), loader(val, args.batch * 2, False))

@@ -82,6 +82,6 @@ class ActivationsCallback(FixedSetCallback):
                 flat = acts[layer].detach().flatten()
                 per_image = flat.numel() // len(acts[layer])
                 step = max(1, -(-n * per_image // HISTOGRAM_VALUES))  # as add_histogram thins the whole
-                kept[layer].append(flat[(-start * per_image) % step :: step].cpu())
+                kept[layer].append(flat[(-start * per_image) % step :: step].to("cpu", copy=True))  # not a view
             del acts
         return {layer: torch.cat(values) for layer, values in kept.items()}
