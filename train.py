@@ -42,6 +42,12 @@ class ConvscopeCLI(LightningCLI):
             default="auto",
             help=f"where pictures are drawn: {', '.join(MODES)} (callbacks.drawing)",
         )
+        parser.add_argument(
+            "--drawing_device",
+            type=str | None,
+            default=None,
+            help="where the background process draws: cpu, cuda:N (default: the trainer's device)",
+        )
         for key, cls in VISUALIZATIONS.items():
             parser.add_lightning_class_args(cls, key)
 
@@ -56,9 +62,9 @@ class ConvscopeCLI(LightningCLI):
         mode = self._get(self.config_init, "drawing", "auto")
         if mode not in MODES:
             raise ValueError(f"drawing: unknown mode {mode!r}; valid: {', '.join(MODES)}")
-        trainer.callbacks.append(
-            Drawing(mode)
-        )  # before InterruptCheckpoint: an interrupted fit's epochs are drawn first
+        device = self._get(self.config_init, "drawing_device", None)
+        # before InterruptCheckpoint: an interrupted fit's epochs are drawn first
+        trainer.callbacks.append(Drawing(mode, device=device))
         ckpt = trainer.checkpoint_callback
         if ckpt is not None:
             if ckpt.save_last is None and not trainer.fast_dev_run:

@@ -8,6 +8,12 @@ Every callback on, at its defaults, through the real CLI on Fashion-MNIST. Train
 drawn), validation is the full 5,000-image split. Prints, per config, the event-file size per epoch (images,
 scalars, histograms; the projector files are counted apart) and, for the RSS run, the process's resident memory
 after each epoch and its growth from the second epoch to the last.
+
+    python benchmarks/resources.py --histograms resnet50 --size 224 --images 200
+
+The activation histograms' peak memory on a torchvision net at ``--size`` px: the process's peak resident memory
+above its start while the ``activations`` callback gathers its values pass by pass within ``capture_bytes`` (as it
+does), then while one pass captures every default layer of every image (as it did), in this one process.
 """
 
 from __future__ import annotations
@@ -21,8 +27,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import torch  # noqa: E402
+import torchvision  # noqa: E402
 from lightning.pytorch.callbacks import Callback  # noqa: E402
 
+from callbacks.activations import HISTOGRAM_MAX, ActivationsCallback  # noqa: E402
+from callbacks.hooks import capture_activations  # noqa: E402
 from train import cli_main  # noqa: E402
 
 
@@ -31,6 +41,29 @@ def rss_mb() -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def peak_above(fn) -> float:
+    """MB of resident memory above the current at the peak while ``fn`` runs (Linux: the peak is reset first)."""
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the peak resident size
+    start = rss_mb()
+    fn()
+    hwm = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM:"))
+    return int(hwm.split()[1]) / 1024 - start
+
+
+def histogram_peaks(model: str, size: int, images: int) -> tuple[int, float, float]:
+    """(layers, MB pass by pass, MB in one capture) of the activations callback's histograms on ``model``."""
+    torch.manual_seed(0)
+    net = getattr(torchvision.models, model)(num_classes=1000).eval()
+    cb = ActivationsCallback()
+    cb.configure_for(net, (3, size, size))
+    x = torch.rand(images, 3, size, size)
+    with torch.no_grad():
+        bounded = peak_above(lambda: cb.histogram_values(net, x))  # first: freed memory may stay mapped
+        whole = peak_above(lambda: capture_activations(net, x, cb.layer_names, stop_after_last=True))
+    return len(cb.layer_names), bounded, whole
 
 
 class RSS(Callback):
@@ -76,8 +109,19 @@ def main() -> None:
     parser.add_argument("--rss-epochs", type=int, default=10)
     parser.add_argument("--rss-config", default="lenet5")
     parser.add_argument("--train-batches", type=int, default=20)
+    parser.add_argument(
+        "--histograms", metavar="MODEL", help="only the histograms' peak memory on this torchvision net"
+    )
+    parser.add_argument("--size", type=int, default=224, help="(--histograms) image size")
+    parser.add_argument("--images", type=int, default=HISTOGRAM_MAX, help="(--histograms) images")
     args = parser.parse_args()
     sys.argv = sys.argv[:1]
+    if args.histograms:
+        layers, bounded, whole = histogram_peaks(args.histograms, args.size, args.images)
+        print(f"\n{args.histograms} at {args.size} px, {args.images} images, {layers} layers: peak resident memory")
+        print("| pass by pass within capture_bytes | one capture of every image |\n|---|---|")
+        print(f"| {bounded:+.0f} MB | {whole:+.0f} MB |")
+        return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for config in args.configs:

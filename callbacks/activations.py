@@ -9,9 +9,10 @@ per class) at every position. A dead unit gets no gradient and will not recover 
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
-from .base import FixedSetCallback, RenderContext
+from .base import HISTOGRAM_VALUES, FixedSetCallback, RenderContext
 from .hooks import capture_activations, check_layers
 from .layers import is_nonlinearity, layer_roles
 from .methods.activations import dead_fraction, dead_units
@@ -58,12 +59,29 @@ class ActivationsCallback(FixedSetCallback):
 
     def render(self, ctx: RenderContext) -> None:
         x, _ = self._fixed(ctx.trainer, "histogram_idx", self.per_class, HISTOGRAM_MAX)  # the first per_class of each
-        acts = capture_activations(ctx.net, x, self.layer_names, stop_after_last=True)
-        for layer in self.layer_names:
-            ctx.add_histogram(f"{self.technique}/{layer}", acts[layer])
+        for layer, values in self.histogram_values(ctx.net, x).items():
+            ctx.add_histogram(f"{self.technique}/{layer}", values)
         if self.relus:
             # A post-ReLU unit is dead iff its spatial mean is zero for every sample (all values are >= 0), so the
             # per-sample means shared with the other fixed-set callbacks are enough.
             means, _ = self.fixed_set_activations(ctx, self.relus, self.dead_per_class)
             for layer in self.relus:
                 ctx.add_scalar(f"{self.technique}/{layer}/dead_fraction", dead_fraction(means[layer]))
+
+    def histogram_values(self, net: nn.Module, x: Tensor) -> dict[str, Tensor]:
+        """Each layer's values over ``x`` as its histogram takes them: every ``s``-th of the flattened activations
+        (``s`` makes at most ``HISTOGRAM_VALUES``), gathered pass by pass, each pass's maps within
+        ``capture_bytes``, so 16 full-resolution layers of 200 images are never held at once (18 GB on a
+        ResNet-50 at 224 px). The values thinning the whole capture gives, in the same order (to float rounding where
+        a pass holds fewer images; where one pass holds them all, as on LeNet-5, the very same)."""
+        n, batch = len(x), self.capture_batch(x, self.layer_names, len(x))
+        kept: dict[str, list[Tensor]] = {layer: [] for layer in self.layer_names}
+        for start in range(0, n, batch):
+            acts = capture_activations(net, x[start : start + batch], self.layer_names, stop_after_last=True)
+            for layer in self.layer_names:
+                flat = acts[layer].detach().flatten()
+                per_image = flat.numel() // len(acts[layer])
+                step = max(1, -(-n * per_image // HISTOGRAM_VALUES))  # as add_histogram thins the whole
+                kept[layer].append(flat[(-start * per_image) % step :: step].to("cpu", copy=True))  # not a view
+            del acts
+        return {layer: torch.cat(values) for layer, values in kept.items()}

@@ -45,6 +45,7 @@ from .hooks import LayerError, eval_mode, layer_shapes, no_autocast, spread
 from .layers import layer_roles
 
 MAX_DEFAULT_LAYERS = 4  # default layers of a callback on a deep net: this many, spread over its depth
+HISTOGRAM_VALUES = 16384  # values a histogram is made of, at most (``RenderContext.add_histogram``)
 DEFAULT_INPUT_SHAPE = (1, 28, 28)  # only for direct calls without a Trainer; with one, the data's shape
 
 __all__ = ["VisualizationCallback", "FixedSetCallback", "RenderContext", "tag_part", "nice_ceil", "LayerError"]
@@ -112,7 +113,7 @@ class RenderContext:
         self.writer.add_scalar(tag, float(value), self.step)
         self.logged.append(tag)
 
-    def add_histogram(self, tag: str, values: Tensor, max_values: int = 16384) -> None:
+    def add_histogram(self, tag: str, values: Tensor, max_values: int = HISTOGRAM_VALUES) -> None:
         """Log a histogram of the finite ``values``; more than ``max_values`` are thinned to an evenly spaced
         subset first (the shape of the distribution is kept, and binning millions of values costs seconds)."""
         values = values.detach().flatten()
@@ -147,6 +148,7 @@ class VisualizationCallback(Callback):
     class_tags: bool = False  # tags are <technique>/<class>, one picture per class (no layer part)
     evolves: bool = True  # drawn at several epochs, so the evolution callback may stack its snapshots
     max_default_layers: int = MAX_DEFAULT_LAYERS  # default layers (``layers.layer_roles``) beyond this many are thinned
+    capture_bytes: int = 2**29  # the captured maps of one pass, every layer together, at most about this many bytes
     at_validation: bool = True  # draws at validation ends (so a ``Drawing`` process may draw it); False: at fit start
     layer_args: tuple[str, ...] = ("layers",)  # the arguments that name layers; all None: the defaults are used
     layer_example: str = "'[{}]'"  # how the first of them is written on the command line, for one layer
@@ -205,6 +207,13 @@ class VisualizationCallback(Callback):
         return bool(self.layer_args) and all(getattr(self, a, None) is None for a in self.layer_args)
 
     # -------------------------------------------------------------------------------------------------- helpers
+    def capture_batch(self, x: Tensor, layers: list[str], most: int) -> int:
+        """Images per pass where a pass keeps every map of ``layers``: at most ``most``, fewer where those maps of
+        one batch would pass ``capture_bytes`` (a 224 px ResNet-50's first stages hold megabytes per image)."""
+        per_image = sum(math.prod(self.shapes.get(n, (1,))) for n in layers) * x.element_size()
+        scale = math.prod(x.shape[-2:]) / math.prod(self.input_shape[-2:])  # shapes are for input_shape's size
+        return max(1, min(most, int(self.capture_bytes // max(1.0, per_image * scale))))
+
     def thin(self, names: list[str]) -> list[str]:
         """Default layers: all of ``names`` on a small net, ``max_default_layers`` spread over a deep net's depth
         (the first and the last included), not every layer of a ResNet."""

@@ -150,7 +150,9 @@ class EpochCapture:
         y = y.detach().cpu().long()[mask]
         if not torch.equal(y, self.labels[pos]) or self.stats.seen[pos].any():
             return self.close(failed=True)  # the batches are not the samples we take them for
-        self.stats.add({name: a[mask.to(a.device)] for name, a in acts.items()}, y, pos)
+        if not bool(mask.all()):  # (a fixed set of the whole split takes every sample: no copy of every map)
+            acts = {name: a[mask.to(a.device)] for name, a in acts.items()}
+        self.stats.add(acts, y, pos)
 
     def complete(self) -> bool:
         return not self.failed and bool(self.stats.seen.all())

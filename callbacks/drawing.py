@@ -10,13 +10,23 @@ Modes (``train.py``: ``drawing: background``):
 - ``background``: at each validation end the training process pays only for a CPU copy of the weights. A spawned
   process (``threads`` threads) loads it into its own copy of the module and draws every picture there: a
   ``Drawer`` runs copies of the visualization callbacks over the same validation data (``Trainer.validate``) and
-  writes an event file of its own into the run folder (TensorBoard merges a folder's event files). At most
-  ``queue`` snapshots wait; when the queue is full, training waits, so nothing is dropped. Fit end, an exception,
-  Ctrl-C and SIGTERM wait until every submitted epoch is drawn. Rank zero only under DDP.
+  writes an event file of its own into the run folder (TensorBoard merges a folder's event files). The drawer
+  draws on the trainer's device: on a GPU trainer, its own CUDA context on the trainer's GPU, its memory capped at
+  ``memory_fraction`` of the GPU's; on a CPU trainer, the CPU. A CPU drawer beside a GPU trainer only when asked
+  (``device="cpu"``). At most ``queue`` snapshots wait; when the queue is full, training waits, so nothing is
+  dropped. Checkpoints do not wait for the drawer: they hold the callbacks' states after its last drawn epoch and
+  the epochs submitted since (with their weights); a fit resumed from one draws those first. Fit end, an
+  exception, Ctrl-C and SIGTERM wait until every submitted epoch is drawn. Rank zero only under DDP.
 - ``watch``: the training process writes the snapshots to ``<run>/drawing/`` and draws nothing; ``convscope.watch``
   draws them (see ``watch.py``).
-- ``auto`` (the default): ``background`` with 4 or more CPU cores, or with 2 or more when training on an
-  accelerator; else ``inline``. On a 2-core CPU machine no core is spare: a drawing process would slow training.
+- ``auto`` (the default): ``background`` only where the drawer gets resources of its own, so that it is never slower
+  than ``inline`` for the trainer (``auto_mode``): a GPU (any accelerator) trainer with 4 or more CPU cores (a core
+  for the drawer's Python, pictures and data beside the trainer's process and loader workers; its GPU work fills
+  the gaps a launch-bound trainer leaves), or a CPU trainer with 8 or more cores (the drawer's one thread takes at
+  most an eighth of the cores); else ``inline``. Under ``auto`` a run a drawing process cannot load (something
+  that cannot be pickled, such as a ``torch.compile``d module or a local class; classes of the script run as
+  ``__main__``) draws inline; only an explicit ``background`` is an error. Fit start prints the choice in one line:
+  ``drawing: background on cuda:0 (auto: ...)``.
 
 The drawing process runs the same callbacks, in the same order, on the same weights and validation data as inline
 drawing would, so on the same device its pictures are the inline ones, byte for byte. The pictures drawn at fit
@@ -29,6 +39,7 @@ import copy
 import io
 import os
 import queue as queues
+import re
 import signal
 import sys
 import time
@@ -41,10 +52,9 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 import torch.multiprocessing as mp
-from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
 from .base import VisualizationCallback
@@ -52,24 +62,84 @@ from .classes import ShownClasses
 from .data import val_loader
 from .evolution import EvolutionCallback
 
-__all__ = ["Drawing", "Drawer", "PictureLogger", "MODES", "SNAPSHOT_DIR", "resolve_mode", "write_atomic", "cut_back"]
+__all__ = [
+    "Drawing",
+    "Drawer",
+    "PictureLogger",
+    "MODES",
+    "SNAPSHOT_DIR",
+    "auto_mode",
+    "resolve_mode",
+    "write_atomic",
+    "cut_back",
+]
 
 MODES = ("auto", "inline", "background", "watch")
 SNAPSHOT_DIR = "drawing"  # <run>/drawing/: spec.pt, epoch_00000.pt, ..., end.pt (watch mode)
 POLL = 0.5  # s between checks that the other process is still alive
+ACCELERATOR_CORES = 4  # auto: background beside an accelerator trainer from this many CPU cores
+CPU_CORES = 8  # auto: background beside a CPU trainer from this many cores
 
 
 def cpu_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def auto_mode(device: str, cores: int, unloadable: str | None = None) -> tuple[str, str]:
+    """The rule ``auto`` follows, as ``(mode, why)``: ``background`` only where the drawer gets resources of its own,
+    so that it never costs the trainer more than drawing inline would; else ``inline``.
+
+    Args:
+        device: the trainer's device type (``"cpu"``, ``"cuda"``, ``"mps"``, ...).
+        cores: the CPU cores this process may run on.
+        unloadable: why a drawing process could not load the run (``None``: it can).
+    """
+    if unloadable:
+        return "inline", f"a drawing process cannot load this run: {unloadable}"
+    if device == "cpu":
+        if cores >= CPU_CORES:
+            return "background", (
+                f"a CPU trainer with {cores} cores, {CPU_CORES} or more: the drawer's thread takes at most "
+                f"1/{CPU_CORES} of them"
+            )
+        return "inline", (
+            f"a CPU trainer with {cores} cores, fewer than {CPU_CORES}: a drawing process would take cores "
+            "training uses"
+        )
+    if cores >= ACCELERATOR_CORES:
+        return "background", (
+            f"a {device} trainer with {cores} CPU cores, {ACCELERATOR_CORES} or more: the drawer has cores of its "
+            "own and draws on the trainer's device"
+        )
+    return "inline", (
+        f"a {device} trainer with {cores} CPU cores, fewer than {ACCELERATOR_CORES}: no core is spare for a drawer"
+    )
+
+
 def resolve_mode(mode: str, trainer: pl.Trainer | None = None) -> str:
-    """``mode``, ``auto`` made ``background`` where a core is spare (see the module's docstring), else ``inline``."""
+    """``mode``, with ``auto`` decided by ``auto_mode`` for ``trainer``'s device (none: the CPU) and this machine."""
     if mode != "auto":
         return mode
-    on_accelerator = trainer is not None and not isinstance(trainer.accelerator, CPUAccelerator)
-    cores = cpu_cores()
-    return "background" if cores >= 4 or (on_accelerator and cores >= 2) else "inline"
+    return auto_mode(trainer_device(trainer).type if trainer is not None else "cpu", cpu_cores())[0]
+
+
+def trainer_device(trainer: pl.Trainer) -> torch.device:
+    """The device the trainer (its rank zero, under DDP) trains on."""
+    return trainer.strategy.root_device
+
+
+def main_names(spec: bytes) -> list[str]:
+    """The names a pickled spec takes from the script run as ``__main__`` (a spawned process must run that script
+    again to load them)."""
+    return sorted({m.decode() for m in re.findall(rb"c__main__\n(\w+)\n", spec)}) or (
+        ["(something)"] if b"__main__" in spec else []
+    )
+
+
+def fit_start_line(mode: str, device: str | None, why: str) -> str:
+    """The line fit start prints: where the pictures are drawn, and why."""
+    where = f" on {device}" if mode == "background" else ""
+    return f"drawing: {mode}{where} ({why})"
 
 
 def write_atomic(obj: Any, path: Path) -> None:
@@ -176,9 +246,9 @@ def _main_hidden(hide: bool):
 class Drawer:
     """Draws a run's pictures in this process, from its weights at chosen epochs: copies of the run's callbacks
     in a ``Trainer`` of their own, one ``validate`` per epoch on a copy of the module, logged into the run folder
-    by a ``PictureLogger``. Used by the background process and by ``convscope.watch``."""
+    by a ``PictureLogger``, on ``device``. Used by the background process and by ``convscope.watch``."""
 
-    def __init__(self, spec: dict[str, Any], run_dir: str | Path) -> None:
+    def __init__(self, spec: dict[str, Any], run_dir: str | Path, device: str = "cpu") -> None:
         self.module: pl.LightningModule = spec["module"]
         self.datamodule = spec["datamodule"]
         self.loaders = spec["val_dataloaders"]
@@ -190,9 +260,10 @@ class Drawer:
             if isinstance(cb, EvolutionCallback):
                 cb._fit_last = spec["last_epoch"]  # as its on_fit_start does in the training process
         self.logger = PictureLogger(run_dir)
+        where = torch.device(device)
         self.trainer = pl.Trainer(
-            accelerator="cpu",
-            devices=1,
+            accelerator=where.type,
+            devices=[where.index or 0] if where.type == "cuda" else 1,
             logger=self.logger,
             callbacks=self.callbacks,
             default_root_dir=str(run_dir),
@@ -241,19 +312,26 @@ class Drawer:
         self.logger.experiment.close()
 
 
-def _serve(spec: bytes, run_dir: str, threads: int, jobs, results) -> None:
-    """The background process: draw each job of ``jobs`` in order and report to ``results``. Ctrl-C and SIGTERM
-    reach the training process, which then waits for the epochs it submitted; this process ends on ``stop`` or
-    when the training process is gone."""
+def _serve(spec: bytes, run_dir: str, threads: int, device: str, memory_fraction: float, jobs, results) -> None:
+    """The background process: draw each job of ``jobs`` in order, on ``device``, and report to ``results``. On a
+    GPU it takes at most ``memory_fraction`` of the GPU's memory (the trainer's share stays the trainer's). Ctrl-C and
+    SIGTERM reach the training process, which then waits for the epochs it submitted; this process ends on ``stop``
+    or when the training process is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     torch.set_num_threads(threads)
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     try:
-        drawer = Drawer(torch.load(io.BytesIO(spec), weights_only=False), run_dir)
+        where = torch.device(device)
+        if where.type == "cuda":
+            torch.cuda.set_per_process_memory_fraction(memory_fraction, where)
+        elif where.type == "mps":
+            torch.mps.set_per_process_memory_fraction(memory_fraction)
+        drawer = Drawer(torch.load(io.BytesIO(spec), map_location="cpu", weights_only=False), run_dir, device)
     except BaseException:
         results.put(("error", None, traceback.format_exc(), 0.0))
         return
+    results.put(("ready", None, None, 0.0))
     parent = mp.parent_process()
     try:
         while True:
@@ -288,20 +366,43 @@ class Drawing(Callback):
         mode: one of ``MODES``.
         threads: the background process's threads (default: 1 when training on the CPU, else half the cores).
         queue: snapshots that may wait for the background process before training waits for it.
+        device: where the background process draws (``"cpu"``, ``"cuda:1"``, ...); default: the trainer's device.
+        memory_fraction: the most of a GPU's memory the background process may take there (0 to 1).
     """
 
-    def __init__(self, mode: str = "auto", threads: int | None = None, queue: int = 2) -> None:
+    def __init__(
+        self,
+        mode: str = "auto",
+        threads: int | None = None,
+        queue: int = 2,
+        device: str | None = None,
+        memory_fraction: float = 0.25,
+    ) -> None:
         if mode not in MODES:
             raise ValueError(f"Drawing: unknown mode {mode!r}; valid: {', '.join(MODES)}")
         if threads is not None and (not isinstance(threads, int) or threads < 1):
             raise ValueError(f"Drawing: threads must be an integer >= 1, got {threads!r}")
         if not isinstance(queue, int) or queue < 1:
             raise ValueError(f"Drawing: queue must be an integer >= 1, got {queue!r}")
+        if device is not None:
+            try:
+                torch.device(device)
+            except (RuntimeError, TypeError) as e:
+                raise ValueError(
+                    f"Drawing: device {device!r} is not a device; valid: 'cpu', 'cuda', 'cuda:N', 'mps', or none "
+                    "(the trainer's)"
+                ) from e
+        if not 0 < memory_fraction <= 1:
+            raise ValueError(f"Drawing: memory_fraction must be in (0, 1], got {memory_fraction!r}")
         self.mode, self.threads, self.queue = mode, threads, queue
+        self.device, self.memory_fraction = device, memory_fraction
         self.resolved = "inline"  # the mode of the fit under way
+        self.why = ""  # why (the line fit start prints)
+        self.drawer_device: str | None = None  # where the background process draws
         self.deferred: list[VisualizationCallback] = []
         self.drawn: list[int] = []  # epochs the other process has drawn (background), in order
         self.pending: list[tuple[int, list[int]]] = []  # (epoch, due) submitted and not yet drawn
+        self.weights: dict[int, dict[str, torch.Tensor]] = {}  # the pending epochs' weights (a checkpoint keeps them)
         self._process = self._jobs = self._results = None
         self.event: tuple[str, int] | None = (
             None  # the drawing process's event file and its length after its last epoch
@@ -314,29 +415,76 @@ class Drawing(Callback):
     # ------------------------------------------------------------------------------------------------- state
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {"pending": list(self.pending), "event": self.event}
+        """What a resumed fit needs to lose no picture and draw none twice: the last epoch the drawer finished (the
+        callbacks' states in the checkpoint are those it reached then), how long its event file was then, and the
+        epochs submitted since, with their weights (none for the checkpoint's own epoch: its weights are the
+        checkpoint's)."""
+        return {
+            "pending": list(self.pending),
+            "weights": dict(self.weights),
+            "drawn": self.drawn[-1] if self.drawn else None,
+            "event": self.event,
+        }
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.pending = [(int(e), list(d)) for e, d in state_dict.get("pending", [])]
+        self.weights = dict(state_dict.get("weights", {}))
+        self.drawn = [] if state_dict.get("drawn") is None else [int(state_dict["drawn"])]
         self.event = state_dict.get("event")
 
     # ------------------------------------------------------------------------------------------------- hooks
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self.resolved = resolve_mode(self.mode, trainer) if stage == "fit" else "inline"
+        self.drawer_device = self.device or str(trainer_device(trainer))
+        if stage != "fit":
+            self.resolved, self.why = "inline", stage
+        elif self.mode == "auto":
+            self.resolved, self.why = auto_mode(trainer_device(trainer).type, cpu_cores())
+            self.why = f"auto: {self.why}"
+        else:
+            self.resolved, self.why = self.mode, "asked for"
         if self.resolved != "inline" and VisualizationCallback.run_dir(trainer) is None:
             rank_zero_warn(f"Drawing: mode {self.mode!r} needs a logger with a run folder; drawing inline")
             self.resolved = "inline"
         self.deferred = [cb for cb in trainer.callbacks if isinstance(cb, VisualizationCallback) and cb.at_validation]
+        self._defer(self.resolved != "inline")
+
+    def _defer(self, deferred: bool) -> None:
         for cb in self.deferred:
-            cb.deferred = self.resolved != "inline"
+            cb.deferred = deferred
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.resolved == "inline" or not trainer.is_global_zero:
+        if not trainer.is_global_zero:
             return
-        spec = spec_bytes(trainer, pl_module)
+        spec = None
+        if self.resolved != "inline":
+            try:
+                spec = spec_bytes(trainer, pl_module)
+                names = main_names(spec) if self.mode == "auto" and self.resolved == "background" else []
+                if names:
+                    raise RuntimeError(
+                        f"it uses {', '.join(names)} of the script run as __main__, which a drawing process would "
+                        "have to run again"
+                    )
+            except RuntimeError as e:
+                if self.mode != "auto":
+                    raise
+                cause = e.__cause__ or e
+                self._inline_after_all(trainer, f"{type(cause).__name__}: {cause}" if e.__cause__ is not None else e)
+        if spec is not None:
+            self._start(trainer, pl_module, spec)
+        rank_zero_info(fit_start_line(self.resolved, self.drawer_device, self.why))
+
+    def _inline_after_all(self, trainer: pl.Trainer, reason: Any) -> None:
+        """``auto`` chose another process, which cannot load this run: draw inline, saying why."""
+        _, why = auto_mode(trainer_device(trainer).type, cpu_cores(), str(reason))
+        self.resolved, self.why = "inline", f"auto: {why}"
+        self._defer(False)
+
+    def _start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, spec: bytes) -> None:
+        """Hand ``spec`` to the sidecar (watch) or start the drawing process (background)."""
         self._order = self._visuals(trainer)
         run_dir = VisualizationCallback.run_dir(trainer)
         if self.resolved == "watch":
@@ -345,22 +493,31 @@ class Drawing(Callback):
             (self._folder / "end.pt").unlink(missing_ok=True)  # a resumed fit goes on
             write_atomic(spec, self._folder / "spec.pt")
             return
-        threads = self.threads or (1 if isinstance(trainer.accelerator, CPUAccelerator) else max(1, cpu_cores() // 2))
+        threads = self.threads or (1 if trainer_device(trainer).type == "cpu" else max(1, cpu_cores() // 2))
         self._threads, self._trainer_last = threads, False
         ctx = mp.get_context("spawn")
         self._jobs, self._results = ctx.Queue(maxsize=self.queue), ctx.Queue()
         process = ctx.Process(
-            target=_serve, args=(spec, run_dir, threads, self._jobs, self._results), name="convscope-drawing"
+            target=_serve,
+            args=(spec, run_dir, threads, self.drawer_device, self.memory_fraction, self._jobs, self._results),
+            name="convscope-drawing",
         )
         with _main_hidden(b"__main__" not in spec):
             process.start()
         self._process = process
+        if self.mode == "auto":  # the process must load the run before it is trusted with the pictures
+            failed = self._ready()
+            if failed:
+                self._stop()
+                self._inline_after_all(trainer, failed.strip().splitlines()[-1])
+                return
         if self.event is not None and Path(self.event[0]).parent.resolve() == Path(run_dir).resolve():
             cut_back(self.event)  # resumed in the same run: a half-drawn epoch, epochs after the checkpoint
-        if self.pending:  # resumed from a checkpoint whose last epoch was not drawn yet: its weights are these
+        if self.pending:  # resumed from a checkpoint with epochs not drawn yet: drawn first, from their weights
             pending, self.pending = self.pending, []
+            weights, self.weights = self.weights, {}
             for epoch, due in pending:
-                self._submit(epoch, due, pl_module)
+                self._submit(epoch, due, pl_module, weights.get(epoch))
 
     @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -386,26 +543,26 @@ class Drawing(Callback):
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        """The callbacks' states in a checkpoint are those the drawing process reached: every epoch before this one
-        is waited for (it had a whole epoch to finish), and this one too at the fit's last epoch. Otherwise this
-        epoch, if not drawn yet, is kept as pending: a fit resumed from this checkpoint draws it first, from the
-        checkpoint's weights, which are this epoch's."""
+        """The callbacks' states in a checkpoint are those the drawing process reached after its last drawn epoch;
+        the epochs submitted since stay pending, with their weights (the checkpoint's own epoch's weights are the
+        checkpoint's): a fit resumed from it draws them first. Training does not wait for the drawer here, except
+        at the fit's last epoch and after Ctrl-C or an error, where every submitted epoch is drawn first."""
         if self._process is None:
             return
-        # after Ctrl-C or an error, and at the fit's last epoch, every submitted epoch is waited for
         last = trainer.should_stop or (
             trainer.max_epochs is not None and trainer.current_epoch >= trainer.max_epochs - 1
         )
-        keep = -1 if trainer.interrupted or last else VisualizationCallback.step_of(trainer, pl_module)
         t0 = time.perf_counter()
-        while any(epoch != keep for epoch, _ in self.pending):
+        while (trainer.interrupted or last) and self.pending:
             self._collect(block=True)
         self.waited["checkpoint"] += time.perf_counter() - t0
         self._collect(block=False)
         states = checkpoint.setdefault("callbacks", {})
         for cb in self.deferred:
             states[cb.state_key] = cb.state_dict()
-        states[self.state_key] = self.state_dict()
+        state = self.state_dict()
+        state["weights"].pop(VisualizationCallback.step_of(trainer, pl_module), None)
+        states[self.state_key] = state
 
     @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -449,10 +606,12 @@ class Drawing(Callback):
         """The visualizations in the order the ``Drawer``'s copies have them."""
         return [cb for cb in drawn_callbacks(trainer) if isinstance(cb, VisualizationCallback)]
 
-    def _submit(self, epoch: int, due: list[int], pl_module: pl.LightningModule) -> None:
+    def _submit(
+        self, epoch: int, due: list[int], pl_module: pl.LightningModule, weights: dict[str, torch.Tensor] | None = None
+    ) -> None:
         t0 = time.perf_counter()
         self._collect(block=False)
-        weights = cpu_weights(pl_module)
+        weights = cpu_weights(pl_module) if weights is None else weights
         t1 = time.perf_counter()
         # the fit's last epoch: training only waits for this drawing now, so it may take every core
         last = self._trainer_last
@@ -460,6 +619,17 @@ class Drawing(Callback):
         self.waited["snapshot"] += t1 - t0
         self.waited["queue"] += time.perf_counter() - t1
         self.pending.append((epoch, due))
+        self.weights[epoch] = weights
+
+    def _ready(self) -> str | None:
+        """Wait until the drawing process has loaded the run; its traceback where it could not."""
+        while True:
+            try:
+                kind, _, payload, _ = self._results.get(timeout=POLL)
+                return payload if kind == "error" else None
+            except queues.Empty:
+                if not self._process.is_alive():
+                    return f"the drawing process ended (exit code {self._process.exitcode})"
 
     def _put(self, job: tuple) -> None:
         """Queue ``job``; while the queue is full, training waits (and stops waiting if the process died)."""
@@ -482,6 +652,8 @@ class Drawing(Callback):
                     continue
                 return
             kind, epoch, payload, seconds = report
+            if kind == "ready":  # (``auto`` waited for it at fit start)
+                continue
             self.seconds.append(seconds)
             if kind == "error":
                 message = f"Drawing: the drawing process failed at epoch {epoch}:\n{payload}"
@@ -496,6 +668,8 @@ class Drawing(Callback):
                         cb.load_state_dict(state)
                 if kind == "drawn":
                     self.drawn.append(epoch)
+            if self.pending:
+                self.weights.pop(self.pending[0][0], None)
             self.pending = self.pending[1:]
             block = False  # one report was awaited; take the others that are there
 

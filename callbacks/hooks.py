@@ -291,11 +291,12 @@ class ActivationStats:
             return
         rows = self.row[labels.long().cpu()]
         keep = rows >= 0
+        every = bool(keep.all())  # every sample's class has a mean: no copy of the maps
         for name in self.map_layers:
             a = acts[name].float()
             if name not in self.sums:
                 self.sums[name] = torch.zeros(len(self.map_classes), *a.shape[1:], device=a.device)
-            self.sums[name].index_add_(0, rows[keep].to(a.device), a[keep.to(a.device)])
+            self.sums[name].index_add_(0, rows[keep].to(a.device), a if every else a[keep.to(a.device)])
         self.counts += torch.bincount(rows[keep], minlength=len(self.map_classes)).float()
         self.seen[positions.cpu()] = True
 

@@ -8,8 +8,6 @@ results: a row per unit, its top images' receptive-field windows, then their pro
 
 from __future__ import annotations
 
-import math
-
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
@@ -72,7 +70,6 @@ class TopActivationsCallback(FixedSetCallback):
 
     technique = "top_activations"
     batch_size = 1000  # images per forward pass of the search, at most (fewer where the maps are large)
-    capture_bytes = 2**29  # the captured maps of one batch, every layer together, at most about this many bytes
     max_width = figures.CARD_WIDTH * 11 // 10  # about this wide at most: tiles grow by whole factors, as feature maps'
 
     def __init__(
@@ -189,10 +186,8 @@ class TopActivationsCallback(FixedSetCallback):
 
     def search_batch(self, x: Tensor) -> int:
         """Images per pass of the search: ``batch_size``, fewer where the layers' maps of one batch would pass
-        ``capture_bytes`` (a 224 px ResNet-50's first stages hold megabytes per image)."""
-        per_image = sum(math.prod(self.shapes.get(n, (1,))) for n in self.layer_names) * x.element_size()
-        scale = math.prod(x.shape[-2:]) / math.prod(self.input_shape[-2:])  # shapes are for input_shape's size
-        return max(1, min(self.batch_size, int(self.capture_bytes // max(1.0, per_image * scale))))
+        ``capture_bytes`` (``capture_batch``)."""
+        return self.capture_batch(x, self.layer_names, self.batch_size)
 
     @staticmethod
     def covers_image(rf: ReceptiveField | None, x: Tensor) -> bool:

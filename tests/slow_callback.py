@@ -1,10 +1,13 @@
 """A callback the interrupt test passes to ``train.py`` on the command line: it slows training down and marks when
-the second epoch is under way, so SIGINT can be sent mid-epoch at a known point."""
+the second epoch is under way, so SIGINT can be sent mid-epoch at a known point; ``SlowDrawing`` keeps a drawing
+process behind training."""
 
 import time
 from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
+
+from callbacks.base import VisualizationCallback
 
 
 class SlowDown(Callback):
@@ -16,3 +19,16 @@ class SlowDown(Callback):
         if trainer.current_epoch >= 1 and batch_idx >= 1:
             Path(self.marker).touch()
         time.sleep(self.seconds)
+
+
+class SlowDrawing(VisualizationCallback):
+    """A picture that takes ``seconds`` to draw: a drawing process that lags behind training."""
+
+    technique = "slow"
+
+    def __init__(self, seconds: float = 3.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.seconds_each = seconds
+
+    def render(self, ctx) -> None:
+        time.sleep(self.seconds_each)

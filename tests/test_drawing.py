@@ -5,21 +5,38 @@ Lightning CLI on small IDX files, real event files read back."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from callbacks.drawing import SNAPSHOT_DIR, Drawing, resolve_mode
+import callbacks.drawing as drawing_module
+from callbacks.drawing import SNAPSHOT_DIR, Drawing, auto_mode, fit_start_line, resolve_mode
 from callbacks.watch import STATE, watch
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def lightning_lines():
+    """The lines Lightning's logger (``rank_zero_info``) prints meanwhile."""
+    lines: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger = logging.getLogger("lightning.pytorch")
+    logger.addHandler(handler)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
 
 
 def fit_args(idx_dir, root, mode, epochs=2, batches=4):
@@ -48,10 +65,10 @@ def fit_args(idx_dir, root, mode, epochs=2, batches=4):
     ]
 
 
-def fit(idx_dir, root, mode):
+def fit(idx_dir, root, mode, extra=()):
     from train import cli_main
 
-    cli_main(fit_args(idx_dir, root, mode))
+    cli_main([*fit_args(idx_dir, root, mode), *extra])
     return root / "lightning_logs" / "version_0"
 
 
@@ -78,15 +95,18 @@ def three_runs(idx_dir, tmp_path_factory):
     """The same 2-epoch fit, drawn inline, in the background, and by the watcher after training."""
     root = tmp_path_factory.mktemp("drawing")
     inline = fit(idx_dir, root / "inline", "inline")
-    background = fit(idx_dir, root / "background", "background")
+    with lightning_lines() as said:
+        background = fit(idx_dir, root / "background", "background", ["--drawing_device", "cpu"])
     watched = fit(idx_dir, root / "watch", "watch")
     before = images(watched)
     drawn = watch(watched, poll=0.2, timeout=120, log=lambda *a: None)
-    return inline, background, watched, before, drawn
+    return inline, background, watched, before, drawn, said
 
 
 def test_background_and_watch_pictures_equal_inline_byte_for_byte(three_runs):
-    inline, background, watched, before, drawn = three_runs
+    """A drawer on ``cpu`` (asked for by name) and the watcher draw the inline pictures, byte for byte."""
+    inline, background, watched, before, drawn, said = three_runs
+    assert [line for line in said if line.startswith("drawing:")] == ["drawing: background on cpu (asked for)"]
     expected = images(inline)
     assert ("actmax/fc_3", 1) in expected and ("evolution/actmax/fc_3", 1) in expected
     for run in (background, watched):
@@ -102,7 +122,7 @@ def test_background_and_watch_pictures_equal_inline_byte_for_byte(three_runs):
 def test_background_pictures_come_from_another_process(three_runs):
     """The training process's event file holds its metrics and the fit-start samples only; every other picture is
     in the drawing process's event file, beside it in the run folder."""
-    _, background, _, _, _ = three_runs
+    _, background, _, _, _, _ = three_runs
     files = sorted(background.glob("events.out.tfevents.*"))
     assert len(files) == 2
     tags = {f: file_tags(f) for f in files}
@@ -116,7 +136,7 @@ def test_background_pictures_come_from_another_process(three_runs):
 def test_background_checkpoint_holds_the_drawing_state_of_inline(three_runs):
     """The callbacks' states (fixed sets, colour scales, evolution snapshots) in the last checkpoint are those of
     inline drawing: a fit resumed from it goes on with the same pictures."""
-    inline, background, _, _, _ = three_runs
+    inline, background, _, _, _, _ = three_runs
 
     def states(run):
         ckpt = torch.load(next((run / "checkpoints").glob("epoch=*.ckpt")), map_location="cpu", weights_only=False)
@@ -140,7 +160,7 @@ def same(a, b) -> bool:
 
 
 def test_watcher_state_records_each_epoch(three_runs):
-    _, _, watched, _, _ = three_runs
+    _, _, watched, _, _, _ = three_runs
     state = torch.load(watched / SNAPSHOT_DIR / STATE, weights_only=False)
     assert state["drawn"] == [0, 1] and state["finished"]
     assert watch(watched, poll=0.2, timeout=5, log=lambda *a: None) == []  # a finished run: nothing more to draw
@@ -151,9 +171,72 @@ def test_drawing_modes_and_bad_mode():
         Drawing("sideways")
     with pytest.raises(ValueError, match="threads must be an integer >= 1"):
         Drawing("background", threads=0)
+    with pytest.raises(ValueError, match="device 'gpu0' is not a device"):
+        Drawing("background", device="gpu0")
+    with pytest.raises(ValueError, match="memory_fraction must be in"):
+        Drawing("background", memory_fraction=0)
     cores = len(os.sched_getaffinity(0))
-    assert resolve_mode("auto") == ("background" if cores >= 4 else "inline")
+    assert resolve_mode("auto") == ("background" if cores >= 8 else "inline")  # no trainer: a CPU one
     assert resolve_mode("watch") == "watch"
+
+
+def test_auto_rule_background_only_where_the_drawer_has_resources_of_its_own():
+    """A GPU trainer: background from 4 CPU cores (a core for the drawer beside the trainer and its loader); a CPU
+    trainer: from 8 (the drawer's thread takes at most an eighth); a run a drawing process cannot load: inline."""
+    assert [auto_mode("cuda", n)[0] for n in (1, 2, 3, 4, 16)] == ["inline"] * 3 + ["background"] * 2
+    assert [auto_mode("cpu", n)[0] for n in (2, 4, 7, 8, 64)] == ["inline"] * 3 + ["background"] * 2
+    assert auto_mode("mps", 8)[0] == "background"
+    mode, why = auto_mode("cuda", 16, "PicklingError: Can't pickle <function <lambda>>")
+    assert (
+        mode == "inline"
+        and why == "a drawing process cannot load this run: PicklingError: Can't pickle <function <lambda>>"
+    )
+    assert auto_mode("cuda", 16)[1] == (
+        "a cuda trainer with 16 CPU cores, 4 or more: the drawer has cores of its own and draws on the trainer's device"
+    )
+    assert "2 cores, fewer than 8" in auto_mode("cpu", 2)[1]
+    line = fit_start_line("background", "cuda:0", "auto: " + auto_mode("cuda", 16)[1])
+    assert line.startswith("drawing: background on cuda:0 (auto: a cuda trainer with 16 CPU cores")
+    assert fit_start_line("inline", "cpu", "auto: x") == "drawing: inline (auto: x)"
+
+
+def test_auto_on_this_machine_says_what_it_chose(idx_dir, tmp_path):
+    from train import cli_main
+
+    with lightning_lines() as said:
+        cli_main(fit_args(idx_dir, tmp_path, "auto", epochs=1, batches=2))
+    cores = len(os.sched_getaffinity(0))
+    mode = auto_mode("cpu", cores)[0]
+    where = " on cpu" if mode == "background" else ""
+    assert [line for line in said if line.startswith("drawing:")] == [
+        f"drawing: {mode}{where} (auto: {auto_mode('cpu', cores)[1]})"
+    ]
+
+
+def _unpicklable_fit(idx_dir, root, mode):
+    """A fit whose module holds a lambda (as a script's quick hack would): it cannot be pickled for a drawer."""
+    from train import cli_main
+
+    cli = cli_main(fit_args(idx_dir, root, mode, epochs=1, batches=2)[1:], run=False)  # (no subcommand)
+    cli.model.transform = lambda x: x
+    cli.trainer.fit(cli.model, cli.datamodule)
+    return root / "lightning_logs" / "version_0"
+
+
+def test_auto_draws_inline_a_run_a_drawer_cannot_load_and_only_background_fails(idx_dir, tmp_path, monkeypatch):
+    """Where ``auto`` would choose background (16 cores here, as on a GPU machine), a run that cannot be pickled
+    draws inline, saying why, every picture in the training process's own event file; an explicit ``background``
+    stops at fit start, before any training."""
+    monkeypatch.setattr(drawing_module, "cpu_cores", lambda: 16)
+    with lightning_lines() as said:
+        run = _unpicklable_fit(idx_dir, tmp_path / "auto", "auto")
+    line = next(line for line in said if line.startswith("drawing:"))
+    assert line.startswith("drawing: inline (auto: a drawing process cannot load this run: ") and "lambda" in line
+    files = list(run.glob("events.out.tfevents.*"))
+    assert len(files) == 1 and {"actmax/fc_3", "filters/conv_1"} <= file_tags(files[0])[0]
+    with pytest.raises(RuntimeError, match="cannot be pickled.*use drawing mode 'inline'"):
+        _unpicklable_fit(idx_dir, tmp_path / "background", "background")
+    assert not list((tmp_path / "background").glob("**/*.ckpt"))
 
 
 def test_cli_bad_drawing_mode_fails_before_training(idx_dir, tmp_path):
@@ -272,7 +355,8 @@ def test_background_fit_killed_and_resumed_draws_each_epoch_once(idx_dir, tmp_pa
     last = run / "checkpoints" / "last.ckpt"
     state = torch.load(last, map_location="cpu", weights_only=False)
     drawing = next(v for k, v in state["callbacks"].items() if k.startswith("Drawing"))
-    assert state["epoch"] == 1 and drawing["event"] is not None  # epoch 0 drawn; epoch 1 drawn or pending
+    # epoch 0 drawn, or pending with its weights (checkpoints do not wait); epoch 1 drawn or pending
+    assert state["epoch"] == 1 and (drawing["event"] is not None or 0 in drawing["weights"])
     from callbacks import VISUALIZATIONS
     from train import cli_main
 
@@ -290,3 +374,35 @@ def test_watcher_on_a_run_without_snapshots_says_what_is_missing(tmp_path):
     with pytest.raises(TimeoutError, match="nothing new"):
         watch(tmp_path, poll=0.05, timeout=0.2, log=said.append)
     assert said and "--drawing watch" in said[0] and str(tmp_path / SNAPSHOT_DIR / "spec.pt") in said[0]
+
+
+def test_checkpoints_do_not_wait_for_a_lagging_drawer_and_a_resumed_fit_draws_what_it_lagged(idx_dir, tmp_path):
+    """A drawer that lags (4 s a drawing) behind a fast fit: epoch 1's checkpoint is written without waiting, with
+    epoch 0 still pending and its weights kept (epoch 1's are the checkpoint's). A fit resumed from it draws
+    epochs 0 and 1 first, from their weights: their pictures are the uninterrupted fit's, byte for byte; every
+    picture of every epoch is there once."""
+    from tests.slow_callback import SlowDrawing
+    from train import cli_main
+
+    def run(root, ckpt_path=None):
+        cli = cli_main(fit_args(idx_dir, root, "background", epochs=3, batches=2)[1:], run=False)
+        cli.trainer.callbacks.insert(0, SlowDrawing(seconds=4.0))
+        cli.trainer.checkpoint_callback.save_top_k = -1  # every epoch's checkpoint
+        cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=ckpt_path)
+        return root / "lightning_logs" / "version_0"
+
+    whole = run(tmp_path / "whole")
+    ckpts = {int(p.name[6]): p for p in (whole / "checkpoints").glob("epoch=*.ckpt")}
+    assert sorted(ckpts) == [0, 1, 2]
+    first, second = (torch.load(ckpts[e], map_location="cpu", weights_only=False) for e in (0, 1))
+    state = next(v for k, v in second["callbacks"].items() if k.startswith("Drawing"))
+    assert [e for e, _ in state["pending"]][:1] == [0] and 1 in [e for e, _ in state["pending"]]
+    assert set(state["weights"]) == {e for e, _ in state["pending"]} - {1}
+    assert same(state["weights"][0], first["state_dict"])  # epoch 0's weights, kept for the resumed fit
+    resumed = run(tmp_path / "resumed", ckpts[1])
+    expected = {k: v for k, v in images(whole).items() if not k[0].startswith("samples")}
+    got = {k: v for k, v in images(resumed).items() if not k[0].startswith("samples")}
+    assert set(got) == set(expected) and all(len(v) == 1 for v in got.values())
+    # (epoch 2 trains on from the checkpoint, which Lightning does not make bit-identical to training straight on)
+    lagged = [k for k in expected if k[1] <= 1]
+    assert len(lagged) > 30 and [k for k in lagged if got[k] != expected[k]] == []
