@@ -40,6 +40,7 @@ __all__ = [
     "RC",
     "SIGNED",
     "SEQUENTIAL",
+    "POSITIVE",
     "GREY",
     "figure",
     "to_image",
@@ -90,6 +91,7 @@ RC = {
 }
 SIGNED = "RdBu_r"  # diverging: blue negative, white zero, red positive
 SEQUENTIAL = "viridis"
+POSITIVE = "Reds"  # sequential from white at 0: non-negative values (after a ReLU), matching SIGNED's red half
 GREY = "gray"
 
 
@@ -278,12 +280,14 @@ def text_width(s: str, size: int = 13, bold: bool = False) -> int:
 
 
 @functools.lru_cache(maxsize=256)
-def colorbar_strip(cmap: str, vmin: float, vmax: float, label: str, width: int) -> Tensor:
+def colorbar_strip(cmap: str, vmin: float, vmax: float, label: str, width: int, extend: str = "neither") -> Tensor:
     """A horizontal matplotlib colour bar ``(3, h, width)`` uint8 with its numbers and ``label`` (cached per scale,
-    so a scale kept across epochs is drawn once)."""
+    so a scale kept across epochs is drawn once). ``extend`` (``"min"``, ``"max"``, ``"both"``): a pointed end
+    where values beyond the scale were clipped to its end colour."""
     with figure(width, 62, layout=None) as fig:
         cax = fig.add_axes((0.05, 0.68, 0.90, 0.24))
-        cb = fig.colorbar(ScalarMappable(Normalize(vmin, vmax), colormaps[cmap]), cax=cax, orientation="horizontal")
+        mappable = ScalarMappable(Normalize(vmin, vmax), colormaps[cmap])
+        cb = fig.colorbar(mappable, cax=cax, orientation="horizontal", extend=extend)
         cb.ax.tick_params(labelsize=RC["xtick.labelsize"], length=3, pad=1)
         cb.set_label(label, labelpad=2)
         return to_image(fig)
