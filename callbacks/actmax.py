@@ -33,7 +33,7 @@ __all__ = ["ActMaxCallback", *methods_actmax.__all__]  # the callback, and the m
 
 WIDTH = figures.CARD_WIDTH  # px: a TensorBoard card
 GAP = 4  # px between tiles
-PIXEL_LABEL = "pixel, 0 black .. 1 white (the data's range, not normalised)"
+PIXEL_LABEL = "pixel: 0 black .. 1 white (before normalising)"
 
 
 def tile_picture(
@@ -234,13 +234,9 @@ class ActMaxCallback(VisualizationCallback):
         title = f"actmax {layer} ({what}) - epoch {ctx.step}"
         bar = (figures.GREY, 0.0, 1.0, PIXEL_LABEL)
         img = tile_picture(figures.input_rgb(imgs, ctx.pixel_range), labels, ncols, title, [bar])
-        if self.prior_mean:  # say what the surround is: the start image, which pixels outside the field keep
-            note = "grey surround: the data's mean image, the start; pixels"
-            note2 = (
-                "that do not reach the unit keep it"
-                if what != "centre neuron"
-                else "outside the neuron's field keep it"
-            )
+        if self.prior_mean and what == "centre neuron":  # the surround: the start image, outside the neuron's field
+            note = "grey surround: the data's mean image, the start;"
+            note2 = "pixels outside the neuron's field keep it"
             lines = [figures.text(t, img.shape[2], 12) for t in (note, note2)]
             img = figures.stack([img, *lines], dim=1)
         return img

@@ -135,7 +135,7 @@ class InvarianceChart:
                     Patch(color="k", alpha=0.2, linewidth=0),
                     Line2D([], [], linestyle=":", color="C3", linewidth=2.2),
                 ],
-                ["mean of probes", "middle half", "lowest class's mean"],
+                ["mean", "middle half", "lowest class"],
                 loc="lower center",
                 bbox_to_anchor=(0.585, 0.0),
                 ncols=3,

@@ -93,17 +93,21 @@ class LiveFigure:
             self.fig.text(0.99, 0.995, "epoch 0000", ha="right", va="top", size=RC["figure.titlesize"])
         )
         renderer = self.fig.canvas.get_renderer()
-        room = self.fig.bbox.width * 0.98 - self._epoch.artist.get_window_extent(renderer).width - 8  # px
+        full = self.fig.bbox.width * 0.98  # px
+        room = full - self._epoch.artist.get_window_extent(renderer).width - 8  # the first line: beside the epoch
         sup = self.fig.suptitle(text, x=0.01, ha="left")
-        lines, line = [], ""
-        for word in text.split(" "):
-            sup.set_text(f"{line} {word}".strip())
-            if line and sup.get_window_extent(renderer).width > room:
-                lines.append(line)
-                line = word
-            else:
-                line = f"{line} {word}".strip()
-        sup.set_text("\n".join([*lines, line]))
+        lines = []
+        for given in text.split("\n"):
+            line = ""
+            for word in given.split(" "):
+                sup.set_text(f"{line} {word}".strip())
+                if line and sup.get_window_extent(renderer).width > (room if not lines else full):
+                    lines.append(line)
+                    line = word
+                else:
+                    line = f"{line} {word}".strip()
+            lines.append(line)
+        sup.set_text("\n".join(lines))
 
     def refresh(self) -> None:
         """Redraw the cached (static) part at the next ``image()``."""
