@@ -23,11 +23,13 @@ $(STAMP): requirements.txt
 demo: venv
 	$(PY) -m lit_modules.demo
 
-test: venv
+test: venv    # lint and format check first (a finding fails), then the tests
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q -rs tests
 
-pictures: venv    # README's docs/images/ from the newest run (make demo first), with a TensorBoard screenshot
-	$(PY) benchmarks/export_images.py $(RUN) --screenshot
+pictures: venv    # the manual's docs/images/ from the newest run (make demo first), TensorBoard screenshots, extra runs
+	$(PY) benchmarks/export_images.py $(RUN) --screenshot --extra
 
 tensorboard: venv
 	$(VENV)/bin/tensorboard --logdir $(LOGDIR) --host 127.0.0.1 --port $(PORT) --samples_per_plugin images=200

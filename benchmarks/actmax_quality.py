@@ -30,15 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from callbacks.actmax import (
-    PRIOR_PER_CLASS,
-    ActMaxCallback,
-    cross_activations,
-    diagonal_dominance,
-    maximize_activation,
-    weight_correlation,
-)
+from callbacks.actmax import PRIOR_PER_CLASS, ActMaxCallback
 from callbacks.hooks import layer_shapes
+from callbacks.methods.actmax import cross_activations, diagonal_dominance, maximize_activation, weight_correlation
 from lit_modules.datamodule import MNISTDataModule
 from lit_modules.nets import LeNet5, SimpleCNN
 

@@ -86,7 +86,7 @@ def main() -> None:
             for way in args.ways:
                 seconds, run = fit(Path(tmp) / f"{way}{r}", way, args.epochs)
                 times[way].append(seconds)
-                extra = "" if way == "none" else "  image tags %d, images %d, duplicates %d" % pictures(run)
+                extra = "" if way == "none" else "  image tags {}, images {}, duplicates {}".format(*pictures(run))
                 print(f"[{r}] {way:10s} {seconds:7.1f} s{extra}", flush=True)
     base = min(times["none"]) if "none" in times else None
     print(f"\nLeNet-5, Fashion-MNIST, {args.epochs} epochs, training on 1 thread (best of {args.repeat}):")

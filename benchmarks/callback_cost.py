@@ -80,9 +80,8 @@ def main() -> None:
         own = sum(sum(cb.seconds) for cb in group) / args.epochs
         print(f"| {name}: own time per epoch, averaged | {own:.3f} s ({own / plain * 100:.1f}% of a plain epoch) |")
     print(f"| event file per epoch | {events / args.epochs / 1e6:.2f} MB |")
-    print(
-        "\n| callback | every n epochs | drawings | seconds per drawing | seconds per epoch, averaged |\n|---|---|---|---|---|"
-    )
+    print("\n| callback | every n epochs | drawings | seconds per drawing | seconds per epoch, averaged |")
+    print("|---|---|---|---|---|")
     for cb in cbs:
         n = len(cb.seconds)
         print(

@@ -172,7 +172,8 @@ def main() -> None:
             rows.append((bs, ours, plain, raw))
             print(f"batch {bs}: convscope {ours:.2f} s, plain {plain:.2f} s, raw {raw:.2f} s", flush=True)
     print(
-        f"\n| device | batch | plain script (workers={args.num_workers}) | convscope | raw loop | convscope / plain | convscope / raw |"
+        f"\n| device | batch | plain script (workers={args.num_workers}) | convscope | raw loop"
+        " | convscope / plain | convscope / raw |"
     )
     print("|---|---|---|---|---|---|---|")
     for bs, ours, plain, raw in rows:

@@ -1,12 +1,14 @@
-"""The README's pictures (docs/images/) from a real run, so they can be regenerated after any change.
+"""The manual's pictures (docs/images/) from real runs, so they can be regenerated after any change.
 
-    python benchmarks/export_images.py [RUN] [TAG ...] [--out docs/images] [--step -1] [--screenshot]
-    make pictures          # the newest run under lightning_logs/ (make demo makes one), with the screenshot
+    python benchmarks/export_images.py [RUN] [TAG ...] [--out docs/images] [--step -1] [--screenshot] [--extra]
+    make pictures          # the newest run under lightning_logs/ (make demo makes one), the screenshots, the extras
 
 RUN defaults to the newest ``lightning_logs/version_*``. Pictures are read from its event file with TensorBoard's
 own reader; without TAGs, one picture per visualization and analysis is exported, plus the run's evolution PNGs.
 ``--screenshot`` also serves the run with TensorBoard on 127.0.0.1 (a free port) and photographs its Images and
 Time Series dashboards at 1440x900 with headless Chromium (Debian's ``chromium``), as a user would see them.
+``--extra`` also trains the runs of EXTRA_RUNS (a broken run, a ResNet-18) and exports their pictures, named with
+their prefix. ``pictures()`` is every file name this writes: tests/test_docs.py checks the manual shows no other.
 """
 
 from __future__ import annotations
@@ -48,6 +50,41 @@ DEFAULT_TAGS = [
     "changes/relu_4",
 ]
 EVOLUTION = ["filters/conv_1", "feature_maps/conv_1", "confusion_matrix", "actmax/fc_3"]
+SCREENSHOTS = {"tensorboard_images.png": "#images", "tensorboard_timeseries.png": "#timeseries"}
+# Pictures of runs of their own, shown beside the demo run's: file prefix -> (train.py fit arguments, tags).
+EXTRA_RUNS = {
+    # docs/reading-the-pictures.md: a too-high learning rate (Adam at 50 times the config's 0.001)
+    "broken": (
+        ["--config", "configs/lenet5.yaml", "--data.dataset", "fashion_mnist", "--trainer.max_epochs", "3"]
+        + ["--model.optimizer.init_args.lr", "0.05"],
+        ["confusion_matrix", "layer_responses"],
+    ),
+    # docs/your-own-model.md: ResNet-18 on the colour stand-in after 40 training steps
+    "resnet18": (
+        ["--config", "configs/resnet18_cifar10.yaml", "--data.dataset", "fashion_mnist_rgb", "--data.val_size", "1000"]
+        + [
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.limit_train_batches",
+            "40",
+            "--feature_maps.mean_layers",
+            "[layer1]",
+        ],
+        ["feature_maps/layer1/class_mean"],
+    ),
+}
+
+
+def image_name(tag: str, prefix: str = "") -> str:
+    """The file a picture's tag is exported to (``feature_maps/conv_1`` -> ``feature_maps__conv_1.png``)."""
+    return (f"{prefix}__" if prefix else "") + tag.replace("/", "__") + ".png"
+
+
+def pictures() -> set[str]:
+    """Every file name ``make pictures`` (no TAGs, ``--screenshot --extra``) writes into the output folder."""
+    names = {image_name(tag) for tag in DEFAULT_TAGS} | {image_name(key, "evolution") for key in EVOLUTION}
+    names |= {image_name(tag, prefix) for prefix, (_, tags) in EXTRA_RUNS.items() for tag in tags}
+    return names | set(SCREENSHOTS)
 
 
 def newest_run(root: Path = Path("lightning_logs")) -> Path:
@@ -96,7 +133,7 @@ def screenshot(run: Path, out: Path) -> list[Path]:
                 pass
             time.sleep(0.5)
         shots = []
-        for name, fragment in (("tensorboard_images.png", "#images"), ("tensorboard_timeseries.png", "#timeseries")):
+        for name, fragment in SCREENSHOTS.items():
             path = out / name
             url = f"http://127.0.0.1:{port}/?darkMode=false{fragment}"
             subprocess.run(
@@ -129,32 +166,45 @@ def main() -> None:
     parser.add_argument("--out", default="docs/images")
     parser.add_argument("--step", type=int, default=-1, help="epoch to export (-1: the last)")
     parser.add_argument("--screenshot", action="store_true", help="also photograph TensorBoard's Images dashboard")
+    parser.add_argument("--extra", action="store_true", help="also train EXTRA_RUNS and export their pictures")
     args = parser.parse_args()
     run = Path(args.run) if args.run else newest_run()
-    ea = EventAccumulator(str(run), size_guidance={"images": 0})
-    ea.Reload()
-    available = set(ea.Tags()["images"])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for tag in args.tags or DEFAULT_TAGS:
-        if tag not in available:
-            print(f"skip {tag}: not in {run}")
-            continue
-        events = ea.Images(tag)
-        event = events[-1] if args.step < 0 else next(e for e in events if e.step == args.step)
-        path = out / (tag.replace("/", "__") + ".png")
-        path.write_bytes(event.encoded_image_string)
-        print(f"{path} (epoch {event.step})")
+    export(run, args.tags or DEFAULT_TAGS, out, args.step)
     if not args.tags:
         for key in EVOLUTION:
             src = run / "evolution" / f"{key}.png"
             if src.is_file():
-                dst = out / ("evolution__" + key.replace("/", "__") + ".png")
+                dst = out / image_name(key, "evolution")
                 shutil.copyfile(src, dst)
                 print(dst)
     if args.screenshot:
         for path in screenshot(run, out):
             print(path)
+    if args.extra:
+        for prefix, (fit_args, tags) in EXTRA_RUNS.items():
+            root = Path("lightning_logs") / "pictures" / prefix
+            cmd = [sys.executable, "train.py", "fit", *fit_args, "--trainer.default_root_dir", str(root)]
+            print(" ".join(cmd), flush=True)
+            subprocess.run(cmd, check=True)
+            export(newest_run(root / "lightning_logs"), tags, out, -1, prefix)
+
+
+def export(run: Path, tags: list[str], out: Path, step: int, prefix: str = "") -> None:
+    """Write each tag's picture at ``step`` (-1: the last) from the run's event file into ``out``."""
+    ea = EventAccumulator(str(run), size_guidance={"images": 0})
+    ea.Reload()
+    available = set(ea.Tags()["images"])
+    for tag in tags:
+        if tag not in available:
+            print(f"skip {tag}: not in {run}")
+            continue
+        events = ea.Images(tag)
+        event = events[-1] if step < 0 else next(e for e in events if e.step == step)
+        path = out / image_name(tag, prefix)
+        path.write_bytes(event.encoded_image_string)
+        print(f"{path} (epoch {event.step})")
 
 
 if __name__ == "__main__":

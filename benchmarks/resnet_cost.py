@@ -89,9 +89,8 @@ def main() -> None:
     own = sum(sum(cb.seconds) for cb in cbs) / args.epochs
     print(f"| callbacks' own time per epoch, averaged | {own:.1f} s |")
     print(f"| event file per epoch | {events / args.epochs / 1e6:.2f} MB |")
-    print(
-        "\n| callback | every n epochs | drawings | seconds per drawing | seconds per epoch, averaged |\n|---|---|---|---|---|"
-    )
+    print("\n| callback | every n epochs | drawings | seconds per drawing | seconds per epoch, averaged |")
+    print("|---|---|---|---|---|")
     for cb in sorted(cbs, key=lambda cb: -sum(cb.seconds)):
         n = len(cb.seconds)
         print(

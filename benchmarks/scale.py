@@ -22,7 +22,6 @@ Run it from the repository root (``-m``); compare numbers of one run only (the m
 from __future__ import annotations
 
 import argparse
-import inspect
 import io
 import statistics
 import sys

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import importlib
 
+# The package's version (pyproject.toml reads it from here; CHANGELOG.md says what each one changed).
+__version__ = "0.1.0"
+
 # Config key -> (module, callback class), in drawing order; each is a key of the CLI (turn one off with
 # --<key>.enabled false).
 _CALLBACKS = {
@@ -86,7 +89,7 @@ _OTHER = {
     "Drawer": "drawing",
 }
 
-__all__ = ["VISUALIZATIONS", *(cls for _, cls in _CALLBACKS.values()), *_METHODS, *_OTHER]
+__all__ = ["__version__", "VISUALIZATIONS", *(cls for _, cls in _CALLBACKS.values()), *_METHODS, *_OTHER]
 
 
 def _visualizations() -> dict:

@@ -14,22 +14,17 @@ from . import figures
 from .base import LayerError, RenderContext, VisualizationCallback
 from .hooks import check_layers, check_units
 from .layers import layer_roles
-from .methods import actmax as methods_actmax
 from .methods.actmax import (
     DEFAULT_L2,
     DEFAULT_ROTATE,
     DEFAULT_SCALE,
     DEFAULT_TV,
     OBJECTIVES,
-    cross_activations,
-    diagonal_dominance,
-    layer_units,
     maximize_activation,
-    unit_activation,
     weight_correlation,
 )
 
-__all__ = ["ActMaxCallback", *methods_actmax.__all__]  # the callback, and the method's public names again
+__all__ = ["ActMaxCallback"]  # the method's names are imported from convscope.methods.actmax (or convscope)
 
 WIDTH = figures.CARD_WIDTH  # px: a TensorBoard card
 GAP = 4  # px between tiles
@@ -74,8 +69,8 @@ class ActMaxCallback(VisualizationCallback):
     (``seed``) and runs ``steps`` steps, so the picture is a function of the epoch's weights alone: unchanged
     weights give the same picture (but for the title's epoch number), and the slider shows what training changed.
     (``warm_steps > 0`` opts in to the old behaviour: later drawings continue from the previous drawing's images
-    for ``warm_steps`` steps, cheaper but dependent on their own history.) Images are drawn in grey over the data's pixel range (black to
-    white), RGB for three-channel inputs.
+    for ``warm_steps`` steps, cheaper but dependent on their own history.) Images are drawn in grey over the data's
+    pixel range (black to white), RGB for three-channel inputs.
 
     Args:
         layers: ``{layer: [unit, ...]}``; default: the first ``max_channels`` channels of every conv layer and the

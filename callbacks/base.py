@@ -73,7 +73,7 @@ class RenderContext:
     step: int
     classes: tuple[str, ...]
     pixel_range: tuple[float, float]
-    callback: "VisualizationCallback"
+    callback: VisualizationCallback
     input_shape: tuple[int, ...] = (1, 28, 28)  # (C, H, W) of the validation images
     shown: tuple[int, ...] | None = None  # the classes per-class pictures show (``ShownClasses``; default spread)
     logged: list[str] = field(default_factory=list)

@@ -78,8 +78,8 @@ def _footer(ch: UnitChanges, since: int) -> str:
 class ChangesChart:
     """The picture of one layer: the ``top`` units whose incoming weights moved most and those whose class profile
     changed most (bars, unit indices on the axis, the preferred class at each profile bar), then the dead, newly
-    dead and newly alive units named. Built once (fixed layout, ``CARD_WIDTH`` px wide); ``draw`` redraws the bars and the
-    x axes over a cached picture of the rest and writes the texts that change with Pillow (much cheaper)."""
+    dead and newly alive units named. Built once (fixed layout, ``CARD_WIDTH`` px wide); ``draw`` redraws the bars and
+    the x axes over a cached picture of the rest and writes the texts that change with Pillow (much cheaper)."""
 
     def __init__(self, layer: str, units: int, top: int) -> None:
         self.k = k = min(top, units)

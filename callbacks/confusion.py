@@ -10,9 +10,9 @@ rank saw a share, rank zero recomputes them over the full validation split, whic
 is the single-process answer. Scalar ``confusion_matrix/worst_class_recall`` (over every class).
 
 With more classes than the pictures show (``ShownClasses``), the picture is the shown classes' sub-matrix
-(``sub_confusion``, in ``callbacks.methods.confusion``): their rows, their columns and one column "other" for predictions of any class not shown, so
-every row still sums to its class's count; the title gives the accuracy and the median and worst recall over every
-class.
+(``sub_confusion``, in ``callbacks.methods.confusion``): their rows, their columns and one column "other" for
+predictions of any class not shown, so every row still sums to its class's count; the title gives the accuracy and the
+median and worst recall over every class.
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ class Source:
     class_tags: bool = False  # tags are <technique>/<class>, one picture per class
 
     @classmethod
-    def of(cls, callback: Any) -> "Source":
+    def of(cls, callback: Any) -> Source:
         return cls(
             str(callback.technique),
             bool(getattr(callback, "evolves", True)),
@@ -312,7 +312,7 @@ class Coordinator:
                 listener(tag, step, png, source)
 
 
-_COORDINATORS: "weakref.WeakKeyDictionary[Any, Coordinator]" = weakref.WeakKeyDictionary()
+_COORDINATORS: weakref.WeakKeyDictionary[Any, Coordinator] = weakref.WeakKeyDictionary()
 
 
 def coordinator_of(trainer: pl.Trainer) -> Coordinator:

@@ -163,7 +163,7 @@ class DataFacts:
         return _stack([self.dataset[int(i)] for i in indices], "validation")
 
 
-_FACTS: "weakref.WeakKeyDictionary[Any, DataFacts]" = weakref.WeakKeyDictionary()
+_FACTS: weakref.WeakKeyDictionary[Any, DataFacts] = weakref.WeakKeyDictionary()
 
 
 def data_facts(trainer: pl.Trainer, pl_module: pl.LightningModule | None = None) -> DataFacts:

@@ -145,7 +145,7 @@ class DecisionChart:
         return out.reshape(n * (rows + 1), u)[:-1]
 
     def _clim(self, im, v: float) -> None:
-        """The colour scale of ``im`` up to ``v`` (from ``-v`` on a signed map); its colour bar redrawn if it changed."""
+        """The colour scale of ``im`` up to ``v`` (from ``-v`` if signed); its colour bar redrawn if it changed."""
         clim = (-v if im.get_cmap().name.startswith(SIGNED) else 0.0, v)
         if im.get_clim() != clim:
             im.set_clim(*clim)

@@ -64,7 +64,7 @@ def cpu_cores() -> int:
 
 
 def resolve_mode(mode: str, trainer: pl.Trainer | None = None) -> str:
-    """``mode``, with ``auto`` made ``background`` where a core is spare (see the module's docstring), else ``inline``."""
+    """``mode``, ``auto`` made ``background`` where a core is spare (see the module's docstring), else ``inline``."""
     if mode != "auto":
         return mode
     on_accelerator = trainer is not None and not isinstance(trainer.accelerator, CPUAccelerator)

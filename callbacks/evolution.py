@@ -2,12 +2,13 @@
 
 While the other callbacks log, this one keeps (PNG-compressed, in memory and in the checkpoint, so a resumed fit
 keeps them) the snapshots of chosen epochs: by default epochs 1, 2, 5, 10, 20, 40, 80 (1-based, as in Zeiler &
-Fergus's figure 4), plus the last; for a callback that draws every n epochs, the first picture at or after each. At the end of fit it stacks, for each ``<technique>/<layer>``, the snapshots
-in the grid that shows them largest within 720 x 1,600 pixels (scaled down where they must be), each labelled with its epoch, logs the result at
-the last epoch's step and saves it as ``<run>/evolution/<technique>/<layer>.png``, for a report, without the
-slider. For per-class pictures (``feature_maps/<layer>/<class>``, ``occlusion/<class>`` ...) the first class's is
-used. The ``epochs`` argument takes the 1-based numbers people say ("after 5 epochs"); the pictures label each
-snapshot with the 0-based epoch, as TensorBoard's step slider and every picture's title do.
+Fergus's figure 4), plus the last; for a callback that draws every n epochs, the first picture at or after each. At the
+end of fit it stacks, for each ``<technique>/<layer>``, the snapshots in the grid that shows them largest within 720 x
+1,600 pixels (scaled down where they must be), each labelled with its epoch, logs the result at the last epoch's step
+and saves it as ``<run>/evolution/<technique>/<layer>.png``, for a report, without the slider. For per-class pictures
+(``feature_maps/<layer>/<class>``, ``occlusion/<class>`` ...) the first class's is used. The ``epochs`` argument takes
+the 1-based numbers people say ("after 5 epochs"); the pictures label each snapshot with the 0-based epoch, as
+TensorBoard's step slider and every picture's title do.
 
 The snapshots arrive through the Trainer's coordinator (``callbacks.coordinator``): at ``setup`` the callback adds
 ``record_snapshot`` as a listener, and every picture logged by ``RenderContext.add_image`` is published to it with

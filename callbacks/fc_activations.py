@@ -3,17 +3,17 @@
 Class-wise average activations over a fixed, class-balanced validation set (default 500 samples per class, as the
 source project used): for each ``Linear`` layer one picture, a classes x units heatmap of its output (pre-ReLU, on a
 diverging scale centred on zero) above the same for the ReLU that follows it (post-ReLU, from zero up). Each scale
-is kept across epochs (raised, never lowered, when the values outgrow it), so the step slider compares like with like. Scalar
-``sparsity/<post layer>``: the fraction of zero post-ReLU activations over the set. Default: every ``Linear`` layer
-(the last one is the logits, without ReLU: its picture is the mean logit of every shown class for every shown class).
-Rows are the shown classes (``ShownClasses``); a layer wider than ``MAX_UNITS`` shows its ``MAX_UNITS`` units whose
-class means vary most across those classes, sorted by the class they prefer.
+is kept across epochs (raised, never lowered, when the values outgrow it), so the step slider compares like with like.
+Scalar ``sparsity/<post layer>``: the fraction of zero post-ReLU activations over the set. Default: every ``Linear``
+layer (the last one is the logits, without ReLU: its picture is the mean logit of every shown class for every shown
+class). Rows are the shown classes (``ShownClasses``); a layer wider than ``MAX_UNITS`` shows its ``MAX_UNITS`` units
+whose class means vary most across those classes, sorted by the class they prefer.
 """
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from .base import FixedSetCallback, RenderContext
 from .figures import CARD_WIDTH, SEQUENTIAL, SIGNED, abs_max, colorbar

@@ -407,8 +407,9 @@ def to_png(img: Tensor) -> bytes:
     hundred to a few thousand: its colour maps' colours and the anti-aliasing blends of its lines and text. Its
     colours are grouped into cubes of the colour space, as small as leave at most 256 groups (side 3, 5, 9 or 17
     levels), and each group is drawn in its most frequent colour: the background and the commonest colours stay
-    exact, and every other colour moves by less than the cube's side. Where even that fails, the 256 most frequent colours and
-    then Pillow's maximum-coverage quantizer are tried; a photograph that would band with either stays RGB."""
+    exact, and every other colour moves by less than the cube's side. Where even that fails, the 256 most frequent
+    colours and then Pillow's maximum-coverage quantizer are tried; a photograph that would band with either stays
+    RGB."""
     rgb = np.ascontiguousarray(img.detach().cpu().permute(1, 2, 0).numpy())
     pil = Image.fromarray(rgb)
     counts = pil.getcolors(MANY_COLOURS)  # [(count, (r, g, b))], every colour present; None if more

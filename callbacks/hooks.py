@@ -134,7 +134,7 @@ class LayerProbe:
             h.remove()
         self._handles = []
 
-    def __enter__(self) -> "LayerProbe":
+    def __enter__(self) -> LayerProbe:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -11,7 +11,7 @@ import torch
 from matplotlib.collections import LineCollection
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from torch import Tensor, nn
+from torch import Tensor
 from typing_extensions import override
 
 from .base import FixedSetCallback, RenderContext

@@ -66,8 +66,8 @@ class InvarianceChart:
     the original's (top) and the probability of the true class, with the class whose probability falls most named
     (bottom), against the amount. Mean over the probes as a line, the middle half of the probes as a band.
 
-    Built once for fixed amounts, layers and distance axis limit ``top`` (``CARD_WIDTH`` x 550 px); ``draw`` updates only the
-    curves, bands and names over a cached picture of the rest."""
+    Built once for fixed amounts, layers and distance axis limit ``top`` (``CARD_WIDTH`` x 550 px); ``draw`` updates
+    only the curves, bands and names over a cached picture of the rest."""
 
     def __init__(self, amounts: dict[str, Tensor], layers: Sequence[str], probes: int, title: str, top: float) -> None:
         names = list(amounts)

@@ -1,14 +1,14 @@
 """Layer responses: ``layer_responses`` (layers x classes heatmap) and ``layer_responses/<layer>`` scalars.
 
 Over the fixed, class-balanced validation set: the mean activation of every layer (the mean over its units, conv
-units being the mean of their maps) for every class (the shown classes' columns, ``ShownClasses``). The heatmap has one row per layer, in forward order; the
-numbers are the means; the colour is an effect size (``class_effect_sizes``, in ``callbacks.methods.layer_responses``): how far each class's mean sits above
-(red) or below (blue) the layer's mean over classes, in units of the layer's pooled within-class standard deviation
-of the per-sample layer mean, on one fixed scale for every row and epoch (-2..2, clipped). Layers live on very
-different scales, and a difference means something only against the spread of single samples: a pale row says the
-layer's class means differ by less than its sample-to-sample noise (the layer treats classes alike), a dark cell that
-the class is told apart from the others by the layer's mean alone. One scalar per layer: the mean activation over
-the whole set.
+units being the mean of their maps) for every class (the shown classes' columns, ``ShownClasses``). The heatmap has one
+row per layer, in forward order; the numbers are the means; the colour is an effect size (``class_effect_sizes``, in
+``callbacks.methods.layer_responses``): how far each class's mean sits above (red) or below (blue) the layer's mean over
+classes, in units of the layer's pooled within-class standard deviation of the per-sample layer mean, on one fixed scale
+for every row and epoch (-2..2, clipped). Layers live on very different scales, and a difference means something only
+against the spread of single samples: a pale row says the layer's class means differ by less than its sample-to-sample
+noise (the layer treats classes alike), a dark cell that the class is told apart from the others by the layer's mean
+alone. One scalar per layer: the mean activation over the whole set.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ __all__ = ["LitClassifier"]
 
 
 class LitClassifier(pl.LightningModule):
-    """Wraps a plain network as ``self.net``; logs ``train/loss``, ``val/loss``, ``val/acc``, ``test/loss``, ``test/acc``.
+    """Wraps a plain network as ``self.net``; logs ``train/loss``, ``val/loss``, ``val/acc``, ``test/{loss,acc}``.
 
     Args:
         net: the architecture (``model.net.class_path`` in YAML), input ``(N, 1, 28, 28)``, output logits.

@@ -13,10 +13,14 @@ from PIL import Image
 from torch import nn
 
 from callbacks import actmax, figures
-from callbacks.actmax import (
+from callbacks.actmax import ActMaxCallback
+from callbacks.hooks import layer_shapes
+from callbacks.methods import actmax as method
+from callbacks.methods.actmax import (
     DEFAULT_L2,
     DEFAULT_TV,
-    ActMaxCallback,
+    _penalty_grad,
+    _RedirectedReLU,
     cross_activations,
     diagonal_dominance,
     layer_units,
@@ -24,9 +28,6 @@ from callbacks.actmax import (
     unit_activation,
     weight_correlation,
 )
-from callbacks.hooks import layer_shapes
-from callbacks.methods import actmax as method
-from callbacks.methods.actmax import _penalty_grad, _RedirectedReLU
 from lit_modules.nets import MLP, LeNet5
 from tests.conftest import FASHION_DIR, has_colour, render_once
 

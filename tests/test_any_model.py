@@ -202,7 +202,7 @@ def read_events(trainer) -> EventAccumulator:
 
 
 def steps_of(ea: EventAccumulator, technique: str) -> dict[str, list[int]]:
-    """``{tag: steps}`` of every image, scalar and histogram tag of a technique (``<technique>`` or ``<technique>/...``)."""
+    """``{tag: steps}`` of every image, scalar and histogram tag of a technique (``<technique>[/...]``)."""
     out = {}
     for kind, read in (("images", ea.Images), ("scalars", ea.Scalars), ("histograms", ea.Histograms)):
         for tag in ea.Tags()[kind]:
@@ -584,7 +584,7 @@ def test_resnet18_example_net_takes_32px_grey_or_rgb_and_keeps_torchvision_names
         assert [n for n, _ in net.named_modules()] == reference
         maps = {}
         hooks = [
-            net.get_submodule(n).register_forward_hook(lambda m, i, o, n=n: maps.__setitem__(n, o.shape[1:]))
+            net.get_submodule(n).register_forward_hook(lambda m, i, o, n=n, maps=maps: maps.__setitem__(n, o.shape[1:]))
             for n in ("conv1", "layer1", "layer4")
         ]
         with torch.no_grad():

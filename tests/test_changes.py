@@ -95,8 +95,15 @@ def test_preferred_class_switches_counted_for_units_alive_both_times():
 
 def test_incoming_weights_are_the_feeding_layer_rows(lenet):
     assert [
-        weight_layer(lenet, l, n)
-        for l, n in (("relu_1", 6), ("max_pool_1", 6), ("conv_2", 16), ("relu_4", 84), ("fc_3", 10), ("flatten", 400))
+        weight_layer(lenet, layer, n)
+        for layer, n in (
+            ("relu_1", 6),
+            ("max_pool_1", 6),
+            ("conv_2", 16),
+            ("relu_4", 84),
+            ("fc_3", 10),
+            ("flatten", 400),
+        )
     ] == ["conv_1", "conv_1", "conv_2", "fc_2", "fc_3", None]
     assert torch.equal(incoming_weights(lenet, "relu_2", 16), lenet.conv_2.weight.detach().flatten(1))
     with pytest.raises(LayerError, match="relu_9"):

@@ -217,9 +217,9 @@ def test_callback_pictures_and_scalars_on_rgb_images_of_another_size():
     for img, step in w.images.values():
         assert step == 4 and img.dtype == torch.uint8 and img.shape[0] == 3 and img.shape[2] <= 400 < img.shape[1]
     assert {t for t in w.scalars} == {
-        f"invariance/{t}/{l}"
+        f"invariance/{t}/{name}"
         for t in ("translate_x", "translate_y", "rotate")
-        for l in ("act", "pool", "act2", "p_true")
+        for name in ("act", "pool", "act2", "p_true")
     }
     res = invariance_sweeps(net, x, y, cb.layer_names, sweeps_of(x, ["rotate"]))["rotate"]
     assert w.scalars["invariance/rotate/pool"][0] == pytest.approx(

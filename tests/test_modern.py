@@ -134,7 +134,7 @@ def assert_fixed_set_statistics_are_float32_numbers_of(trainer, net: nn.Module) 
 
 
 # ------------------------------------------------------------------------------------------------- bf16-mixed
-# Drawn again by hand after the fit; all but actmax (warm-started from its previous drawing) give the fit's last picture.
+# Drawn again by hand after the fit; all but actmax (warm-started from its last drawing) give the fit's last picture.
 REDRAWN = [
     "filters",
     "feature_maps",

@@ -66,7 +66,7 @@ def test_every_layer_is_named_and_has_the_documented_shape(cls):
     assert out.shape == (3, 10)
     assert list(shapes.items()) == EXPECTED[cls]
     # The shapes are documented in the class docstring, and ReLUs are modules without in-place.
-    for name, shape in EXPECTED[cls]:
+    for name, _shape in EXPECTED[cls]:
         assert name in cls.__doc__
     assert all(not m.inplace for m in net.modules() if isinstance(m, nn.ReLU))
     assert not any(isinstance(m, nn.Sequential) and m is not net for m in net.modules())

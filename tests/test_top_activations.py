@@ -187,9 +187,9 @@ def test_max_pool_gradient_support_lies_inside_the_box(lenet):
     out = output_of(lenet, x, "max_pool_2")
     for r, c in [(0, 0), (2, 3), (4, 4)]:
         (g,) = torch.autograd.grad(out[0, :, r, c].sum(), x, retain_graph=True)
-        t, l, b, rt = rf_box(rf, r, c, (28, 28))
-        assert g[0, 0, t:b, l:rt].abs().sum() > 0
-        assert g[0, 0].abs().sum() == pytest.approx(float(g[0, 0, t:b, l:rt].abs().sum()))
+        t, left, b, rt = rf_box(rf, r, c, (28, 28))
+        assert g[0, 0, t:b, left:rt].abs().sum() > 0
+        assert g[0, 0].abs().sum() == pytest.approx(float(g[0, 0, t:b, left:rt].abs().sum()))
 
 
 def test_receptive_field_errors():
@@ -381,11 +381,11 @@ def test_patches_equal_the_clipped_box_and_fill_elsewhere():
     for u in range(2):
         for j in range(2):
             r, c = pos[u, j].tolist()
-            t, l, b, rt = rf_box(rf, r, c, (28, 28))
-            pt, pl = t - (rf.offset + r * rf.stride), l - (rf.offset + c * rf.stride)
-            inside = p[u, j, :, pt : pt + b - t, pl : pl + rt - l]
-            assert torch.equal(inside, x[idx[u, j], :, t:b, l:rt])
-            assert float(p[u, j].sum() - inside.sum()) == pytest.approx(7.0 * 2 * (14 * 14 - (b - t) * (rt - l)))
+            t, left, b, rt = rf_box(rf, r, c, (28, 28))
+            pt, pl = t - (rf.offset + r * rf.stride), left - (rf.offset + c * rf.stride)
+            inside = p[u, j, :, pt : pt + b - t, pl : pl + rt - left]
+            assert torch.equal(inside, x[idx[u, j], :, t:b, left:rt])
+            assert float(p[u, j].sum() - inside.sum()) == pytest.approx(7.0 * 2 * (14 * 14 - (b - t) * (rt - left)))
     with pytest.raises(ValueError, match=r"positions must lie in the layer's 10x10 map"):
         patches(x, idx, pos + 1, rf, (10, 10), fill=0.0)
     with pytest.raises(ValueError, match="a \\(N, U\\) layer has none"):
@@ -439,8 +439,8 @@ def test_projected_patches_hold_the_whole_projection(lenet):
             full = deconvnet_from_seed(lenet, x[i : i + 1], "max_pool_2", seed)[0, 0]
             assert full.abs().sum() > 0
             assert float(proj[u, j].abs().sum()) == pytest.approx(float(full.abs().sum()), rel=1e-5)
-            t, l, b, rt = rf_box(rf, r, c, (28, 28))
-            assert torch.allclose(full[t:b, l:rt].abs().sum(), full.abs().sum())  # nothing outside the box
+            t, left, b, rt = rf_box(rf, r, c, (28, 28))
+            assert torch.allclose(full[t:b, left:rt].abs().sum(), full.abs().sum())  # nothing outside the box
 
 
 def test_fc_projection_is_the_whole_image(lenet):

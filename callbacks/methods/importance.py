@@ -244,7 +244,7 @@ def _ablate_split(head, tail, x: Tensor, y: Tensor, layer: str, units, chunk_siz
         _scores(tail(acts[s : s + chunk_size], *(o[s : s + chunk_size] for o in others)), y[s : s + chunk_size])
         for s in range(0, n, chunk_size)
     ]
-    base_correct, base_loss = torch.cat([c for c, _ in base]), torch.cat([l for _, l in base])  # (N,) each
+    base_correct, base_loss = torch.cat([c for c, _ in base]), torch.cat([loss for _, loss in base])  # (N,) each
     u_t = torch.tensor(units, dtype=torch.long, device=dev)
     correct, diff_sum, diff_sq = (torch.zeros(len(units), dtype=torch.float64, device=dev) for _ in range(3))
     # the flat index j over (unit entry, sample), unit-major: entry j // n, sample j % n
@@ -253,8 +253,8 @@ def _ablate_split(head, tail, x: Tensor, y: Tensor, layer: str, units, chunk_siz
         entry, sample = j // n, j % n
         batch = acts[sample]  # a fresh copy
         batch[torch.arange(len(j), device=dev), u_t[entry]] = 0  # conv: the whole (H, W) map of the channel
-        c, l = _scores(tail(batch, *(o[sample] for o in others)), y[sample])
-        diff = l - base_loss[sample]  # this sample's loss rise
+        c, loss = _scores(tail(batch, *(o[sample] for o in others)), y[sample])
+        diff = loss - base_loss[sample]  # this sample's loss rise
         correct.index_add_(0, entry, c)
         diff_sum.index_add_(0, entry, diff)
         diff_sq.index_add_(0, entry, diff * diff)
@@ -278,7 +278,7 @@ def _ablate_hooked(net: nn.Module, x: Tensor, y: Tensor, layer: str, units, chun
     def run() -> tuple[Tensor, Tensor]:
         """Per-sample ``(correct, loss)``, each ``(N,)``."""
         scores = [_scores(net(x[s : s + chunk_size]), y[s : s + chunk_size]) for s in range(0, n, chunk_size)]
-        return torch.cat([c for c, _ in scores]), torch.cat([l for _, l in scores])
+        return torch.cat([c for c, _ in scores]), torch.cat([loss for _, loss in scores])
 
     handle = module.register_forward_hook(hook)
     try:
@@ -289,8 +289,8 @@ def _ablate_hooked(net: nn.Module, x: Tensor, y: Tensor, layer: str, units, chun
         correct, diff_sum, diff_sq = (torch.zeros(len(units), dtype=torch.float64, device=x.device) for _ in range(3))
         for k, u in enumerate(units):
             state["unit"] = u
-            c, l = run()
-            diff = l - base_loss
+            c, loss = run()
+            diff = loss - base_loss
             correct[k], diff_sum[k], diff_sq[k] = c.sum(), diff.sum(), (diff * diff).sum()
     finally:
         handle.remove()
