@@ -280,14 +280,13 @@ def text_width(s: str, size: int = 13, bold: bool = False) -> int:
 
 
 @functools.lru_cache(maxsize=256)
-def colorbar_strip(cmap: str, vmin: float, vmax: float, label: str, width: int, extend: str = "neither") -> Tensor:
+def colorbar_strip(cmap: str, vmin: float, vmax: float, label: str, width: int) -> Tensor:
     """A horizontal matplotlib colour bar ``(3, h, width)`` uint8 with its numbers and ``label`` (cached per scale,
-    so a scale kept across epochs is drawn once). ``extend`` (``"min"``, ``"max"``, ``"both"``): a pointed end
-    where values beyond the scale were clipped to its end colour."""
+    so a scale kept across epochs is drawn once)."""
     with figure(width, 62, layout=None) as fig:
         cax = fig.add_axes((0.05, 0.68, 0.90, 0.24))
         mappable = ScalarMappable(Normalize(vmin, vmax), colormaps[cmap])
-        cb = fig.colorbar(mappable, cax=cax, orientation="horizontal", extend=extend)
+        cb = fig.colorbar(mappable, cax=cax, orientation="horizontal")
         cb.ax.tick_params(labelsize=RC["xtick.labelsize"], length=3, pad=1)
         cb.set_label(label, labelpad=2)
         return to_image(fig)

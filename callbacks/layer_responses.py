@@ -90,6 +90,7 @@ class LayerResponsesChart:
                 f"clipped at \u00b1{EFFECT_LIMIT:g}; pale: alike within noise",
                 location="bottom",
                 pad=0.12,
+                extend="both",  # pointed ends: effects beyond the scale are clipped to its end colours
                 ticks=np.linspace(-EFFECT_LIMIT, EFFECT_LIMIT, 5),
             )
             self.live.title(f"Class means per layer ({samples} images each)")
