@@ -28,6 +28,7 @@ __all__ = ["ActMaxCallback"]  # the method's names are imported from convscope.m
 
 WIDTH = figures.CARD_WIDTH  # px: a TensorBoard card
 GAP = 4  # px between tiles
+PIXEL_LABEL = "pixel: 0 black .. 1 white (before normalising)"
 
 
 def tile_picture(
@@ -227,10 +228,14 @@ class ActMaxCallback(VisualizationCallback):
         while ncols > 2 and widest > (WIDTH - GAP * (ncols - 1)) // ncols:  # long class names: fewer columns
             ncols -= 1
         title = f"actmax {layer} ({what}) - epoch {ctx.step}"
-        lo, hi = ctx.pixel_range
-        return tile_picture(
-            figures.input_rgb(imgs, ctx.pixel_range), labels, ncols, title, [(figures.GREY, lo, hi, "pixel value")]
-        )
+        bar = (figures.GREY, 0.0, 1.0, PIXEL_LABEL)
+        img = tile_picture(figures.input_rgb(imgs, ctx.pixel_range), labels, ncols, title, [bar])
+        if self.prior_mean and what == "centre neuron":  # the surround: the start image, outside the neuron's field
+            note = "grey surround: the data's mean image, the start;"
+            note2 = "pixels outside the neuron's field keep it"
+            lines = [figures.text(t, img.shape[2], 12) for t in (note, note2)]
+            img = figures.stack([img, *lines], dim=1)
+        return img
 
     def _vs_weights(self, ctx: RenderContext, layer: str, mod: nn.Linear, units: list[int], imgs: Tensor) -> None:
         """Each hidden unit's weight image beside its actmax image, with their correlation r (the MLP check)."""
@@ -241,8 +246,7 @@ class ActMaxCallback(VisualizationCallback):
         at = figures.input_rgb(imgs, ctx.pixel_range)
         tiles = torch.stack([wt, at], 1).flatten(0, 1)  # weight, actmax, weight, actmax, ...
         labels = [s for i, u in enumerate(units) for s in (f"unit {u}", f"r={float(r[i]):+.2f}")]
-        lo, hi = ctx.pixel_range
-        bars = [(figures.SIGNED, -vmax, vmax, "weight (left tiles)"), (figures.GREY, lo, hi, "pixel value (actmax)")]
+        bars = [(figures.SIGNED, -vmax, vmax, "weight (left tiles)"), (figures.GREY, 0.0, 1.0, PIXEL_LABEL)]
         title = f"{layer}: weights | actmax, mean r={float(r.mean()):+.2f} - epoch {ctx.step}"
         ctx.add_image(f"{self.technique}/{layer}/vs_weights", tile_picture(tiles, labels, 6, title, bars))
         ctx.add_scalar(f"{self.technique}/{layer}/vs_weights/mean_r", float(r.mean()))

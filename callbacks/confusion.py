@@ -1,7 +1,8 @@
 """Confusion matrix on the whole validation split: ``confusion_matrix``.
 
 Rows are true classes, columns predicted ones; each cell prints the count and is coloured by the fraction of its
-row (so a perfect classifier is a bright diagonal on a dark field, whatever the class sizes). Off-diagonal bright
+row on a square-root scale (so a perfect classifier is a bright diagonal on a dark field, whatever the class sizes,
+and a confusion of a few percent already shows). Off-diagonal lighter
 cells name the pairs the net confuses (on Fashion-MNIST: shirt / T-shirt / pullover / coat). Computed with
 torchmetrics from the predictions the validation loop already made (returned as ``preds``, or else read from the
 net's output by a forward hook during the loop; no extra forward pass); under DDP, where each
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from matplotlib.colors import PowerNorm
 from torch import Tensor
 from typing_extensions import override
 
@@ -31,8 +33,9 @@ __all__ = ["predictions", "confusion_matrix", "sub_confusion", "ConfusionChart",
 
 class ConfusionChart:
     """The confusion matrix of the shown classes: counts in the cells, colour = fraction of the true class (fixed
-    0..1 scale), a last column "other" when classes are left out; built once, redrawn by ``draw`` (the counts are
-    Pillow text, see ``callbacks.live_figure``)."""
+    0..1 scale, square-root: a confusion of 5% already shows, one of 15% stands out), a last column "other" when
+    classes are left out; built once, redrawn by ``draw`` (the counts are Pillow text, see
+    ``callbacks.live_figure``)."""
 
     def __init__(self, classes: tuple[str, ...], shown: list[int]) -> None:
         k = len(shown)
@@ -43,7 +46,7 @@ class ConfusionChart:
         with self.live.rc():
             self.ax = ax = self.live.fig.add_subplot()
             self.im = self.live.animate(
-                ax.imshow(np.zeros((k, cols)), cmap=SEQUENTIAL, vmin=0, vmax=1, interpolation="nearest")
+                ax.imshow(np.zeros((k, cols)), cmap=SEQUENTIAL, norm=PowerNorm(0.5, 0, 1), interpolation="nearest")
             )
             ax.set_xticks(
                 range(cols),
@@ -56,7 +59,11 @@ class ConfusionChart:
             ax.tick_params(length=0)
             ax.set_xlabel("predicted class")
             ax.set_ylabel("true class")
-            colorbar(self.live.fig, self.im, ax, "fraction of the true class")
+            bar = colorbar(self.live.fig, self.im, ax, "fraction of the true class (square-root scale)")
+            bar.set_ticks(
+                [0, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1],
+                labels=["0", ".02", ".05", ".1", ".2", ".4", ".6", ".8", "1"],
+            )
             note = (
                 "00000 samples, accuracy 00.0%" if not other else "acc. 00.0% of 00000; recall median 00.0%, min 00.0%"
             )

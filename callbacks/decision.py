@@ -58,7 +58,8 @@ class DecisionChart:
         n, k, t = len(rows), len(columns), self.TILE
         ks = [min(maps, shape[0]) for _, shape, _ in stages]
         widths = [t] + [t * c for c in ks] + [50] * len(fcs) + [12 * k]  # px of each column
-        self.live = LiveFigure(min(720, 110 + sum(widths) + 12 * len(widths)), 185 + max(t * n, 60))
+        tall = max(len(c) for c in columns) * 7  # px: the rotated class names under the probabilities
+        self.live = LiveFigure(min(720, 110 + sum(widths) + 12 * len(widths)), 185 + tall + max(t * n, 60))
         with self.live.rc():
             fig = self.live.fig
             grid = fig.add_gridspec(1, len(widths), width_ratios=widths)
@@ -127,7 +128,7 @@ class DecisionChart:
                     ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="#d62728", linewidth=1.2))
                 )
             ax.set_yticks([])
-            ax.set_xticks(range(k), [c.split(" ")[0] for c in columns], rotation=90 if columns[-1] == "other" else 0)
+            ax.set_xticks(range(k), columns, rotation=90)  # "<index> <name>": the class, not a bare index
             ax.set_xlabel("class")
             ax.set_title("probability\n(red box: true)")
             colorbar(

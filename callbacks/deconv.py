@@ -3,12 +3,16 @@
 A row per class: the class's probe image, then, for each chosen layer, the projection to pixel space of that
 layer's most informative channel for the image: the one whose peak is most unusually strong for this image, as a
 z-score against the channel's peaks over the fixed validation set (``informative_channels``; the plainly strongest
-channel is, on dark-background data, usually one that fires on every image's background). Every other activation of
-the layer is zeroed (see ``callbacks.methods.deconv``, which also says what the deconvnet supports). A layer that
-depends on a module the deconvnet has no rule for (GELU, SiLU, LayerNorm, a squeeze-excitation gate ...) is not
-drawn, with one warning naming the callback, the layers and the modules; with no layer left, nothing is drawn and
-every other picture is. Each projection is divided by its own largest ``|value|``, so the colour bar runs from -1
-to 1 (blue: pixels that would lower the channel, red: raise it); the row label names the channels.
+channel is, on dark-background data, usually one that fires on every image's background). Channels that fire on a
+plain image of the background (``flat_background``) at half their usual peak or more (``background_channels``) are
+never chosen: their peak barely varies, so a tiny difference would give them the largest z-score, and their
+projection draws the background around the garment. Every other activation of the layer is zeroed (see
+``callbacks.methods.deconv``, which also says what the deconvnet supports). A layer that depends on a module the
+deconvnet has no rule for (GELU, SiLU, LayerNorm, a squeeze-excitation gate ...) is not drawn, with one warning
+naming the callback, the layers and the modules; with no layer left, nothing is drawn and every other picture is.
+Each projection is divided by its own largest ``|value|``, so the colour bar runs from -1 to 1. The projection is a
+direction in pixel space: red where a brighter pixel would drive the channel, blue where a darker one would (on
+normalised data the black background is already the darkest value, so blue there means the channel wants it dark).
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ from .base import RenderContext, VisualizationCallback
 from .hooks import capture_activations, check_layers, layer_shapes
 from .layers import layer_roles
 from .methods.deconv import (
+    background_channels,
     channel_peaks,
     deconv_blockers,
     deconvnet,
     deconvnet_from_seed,
     deconvnet_with_channels,
+    flat_background,
     informative_channels,
     strongest_channels,
 )
@@ -100,10 +106,13 @@ class DeconvCallback(VisualizationCallback):
             return
         x, y = self.probe_images(ctx.trainer)
         ref = self.reference_peaks(ctx)  # {layer: (M, C)}
-        acts = capture_activations(ctx.net, x, self.layer_names, stop_after_last=True)
+        blank = flat_background(self.fixed_set(ctx.trainer, self.per_class, REFERENCE_MAX)[0])  # (1, C, H, W)
+        acts = capture_activations(ctx.net, torch.cat([x, blank]), self.layer_names, stop_after_last=True)
         columns, channels = [figures.input_rgb(x, ctx.pixel_range)], []
         for layer in self.layer_names:
-            chosen = informative_channels(acts[layer], ref[layer])  # (N,)
+            peaks = channel_peaks(acts[layer]).float()  # (N + 1, C): the probes, then the plain background
+            background = background_channels(peaks[-1], ref[layer])  # (C,)
+            chosen = informative_channels(acts[layer][:-1], ref[layer], exclude=background)  # (N,)
             proj, ch = deconvnet_with_channels(ctx.net, x, layer, chosen)  # (N, C, H, W), (N,)
             proj = proj.float().cpu().sum(1)  # colour inputs: the channels' sum, one signed map per image
             proj = proj / proj.abs().flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)
@@ -118,7 +127,13 @@ class DeconvCallback(VisualizationCallback):
             figures.SIGNED, -1.0, 1.0, "projection / its max |value|", min(grid.shape[2], figures.CARD_WIDTH)
         )
         m = len(next(iter(ref.values())))
-        rule = ["channel: the most unusually strong for this image", f"(z-score over {m} validation images)"]
+        rule = [
+            "channel: the most unusually strong for this image",
+            f"(z-score over {m} validation images), skipping channels",
+            "that fire on a plain background as on a garment",
+            "red: a brighter pixel there drives the channel,",
+            "blue: a darker one does (blue on black: wants it dark)",
+        ]
         rule = figures.stack([figures.text(line, max(figures.text_width(r, 13) for r in rule), 13) for line in rule])
         body = figures.titled(
             figures.stack([rule, grid, bar], dim=1, gap=2), "each layer's channel (ch) projected back to pixels"

@@ -7,9 +7,12 @@ averaged over the fixed set (``per_class`` validation images of each class; the 
 single-image maps are drawn for the pre-ReLU layers (their post-ReLU maps are the same with the blue removed) and
 the class means for both: averaging does not commute with the ReLU.
 
-All maps of a picture share one diverging colour scale (blue negative, white zero, red positive), labelled by its
-colour bar and kept across epochs (``VisualizationCallback.scale``): pre-ReLU conv outputs show both signs,
-post-ReLU and pooled maps red only. Defaults: every conv (pre-ReLU) and ReLU (post-ReLU) layer with a spatial
+Each channel (column) has its own colour scale, so a channel that responds weakly is not washed out by a strong one
+(often the background detector): its limit is written under the grid and kept across epochs, raised only when the
+channel outgrows it (``VisualizationCallback.scale``, kept in the checkpoint), so the step slider compares like with
+like. Maps with negative values (pre-ReLU conv outputs) are drawn diverging (blue negative, white zero, red
+positive, -1..1 times the channel's limit); maps without (after a ReLU, pooled ReLU outputs) sequential, white at 0
+to dark red at the limit. Defaults: every conv (pre-ReLU) and ReLU (post-ReLU) layer with a spatial
 output; for a net without one, its hidden fully-connected layers (each vector drawn as a square map).
 """
 
@@ -94,7 +97,7 @@ class FeatureMapsCallback(VisualizationCallback):
         # a small net: every conv, and the nonlinearity after each; a deep one: a few stage features over its depth
         levels = roles.levels(self.max_default_layers)
         after = [following_nonlinearity(net, n, roles.order) if n in roles.convs else None for n in levels]
-        names = [m for n, a in zip(levels, after) for m in (n, a) if m]
+        names = [m for n, a in zip(levels, after, strict=True) for m in (n, a) if m]
         if not levels:  # an MLP: its hidden fully-connected layers
             mods = dict(net.named_modules())
             levels = names = [n for n in roles.order if isinstance(mods[n], nn.Linear) or is_nonlinearity(mods[n])][:-1]
@@ -155,8 +158,16 @@ class FeatureMapsCallback(VisualizationCallback):
     ) -> Tensor:
         """Rows of ``[input, channel 0, channel 1, ...]`` tiles with a colour bar; ``maps`` ``(R, C, h, w)``."""
         shown = maps[:, : self.max_channels]
-        vmax = self.scale(key or layer, figures.abs_max(shown))
-        tiles = figures.to_rgb(shown, figures.SIGNED, vmax=vmax).movedim(0, 2)  # (R, C, 3, h, w)
+        base = key or layer
+        peaks = torch.nan_to_num(shown.float(), nan=0.0).abs().amax(dim=(0, 2, 3))  # (C,) each channel's max |value|
+        limits = torch.tensor([self.scale(f"{base}#{c}", float(v)) for c, v in enumerate(peaks.tolist())])
+        signed = bool((shown < 0).any())  # after a ReLU no value is negative: one-sided colours
+        norm = shown / limits.view(1, -1, 1, 1)
+        if signed:
+            tiles = figures.to_rgb(norm, figures.SIGNED, vmax=1.0)
+        else:
+            tiles = figures.to_rgb(norm, figures.POSITIVE, 0.0, 1.0)
+        tiles = tiles.movedim(0, 2)  # (R, C, 3, h, w)
         h, w = tiles.shape[-2:]
         inp = (
             torch.nn.functional.interpolate(inputs, size=(h, w), mode="nearest")
@@ -168,9 +179,25 @@ class FeatureMapsCallback(VisualizationCallback):
         cell = max(h, min(64, (MAPS_WIDTH - label_w) // tiles.shape[1] - 2))
         cols = [""] + [str(c) for c in range(shown.shape[1])]
         grid = figures.tile_rows(tiles, rows, cols, cell=cell)
-        bar = figures.colorbar_strip(
-            figures.SIGNED, -vmax, vmax, "activation (blue < 0 < red)", min(grid.shape[2], figures.CARD_WIDTH)
-        )
+        width = min(grid.shape[2], figures.CARD_WIDTH)
+        if signed:
+            bar = figures.colorbar_strip(
+                figures.SIGNED, -1.0, 1.0, "activation / its channel's limit, kept over epochs", width
+            )
+        else:
+            bar = figures.colorbar_strip(
+                figures.POSITIVE, 0.0, 1.0, "activation (≥ 0) / its channel's limit, kept over epochs", width
+            )
+        sign = " (±)" if signed else ""
+        lines, line = [], f"limits{sign} of channels 0, 1, ...:"
+        for item in (f"{v:g}" for v in limits.tolist()):
+            if figures.text_width(f"{line} {item}", 12) > width:
+                lines.append(line)
+                line = item
+            else:
+                line = f"{line} {item}"
+        key_lines = [figures.text(t, width, 12) for t in [*lines, line]]
         more = f" (first {shown.shape[1]} of {maps.shape[1]})" if maps.shape[1] > shown.shape[1] else ""
-        title = figures.titled(figures.stack([grid, bar], dim=1, gap=2), what, f"left: {first}; then channels{more}")
+        body = figures.stack([grid, *key_lines, bar], dim=1, gap=2)
+        title = figures.titled(body, what, f"left: {first}; then channels{more}, each on its own scale")
         return figures.titled(title, f"{layer} feature maps - epoch {step}")

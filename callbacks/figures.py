@@ -40,6 +40,7 @@ __all__ = [
     "RC",
     "SIGNED",
     "SEQUENTIAL",
+    "POSITIVE",
     "GREY",
     "figure",
     "to_image",
@@ -90,6 +91,7 @@ RC = {
 }
 SIGNED = "RdBu_r"  # diverging: blue negative, white zero, red positive
 SEQUENTIAL = "viridis"
+POSITIVE = "Reds"  # sequential from white at 0: non-negative values (after a ReLU), matching SIGNED's red half
 GREY = "gray"
 
 
@@ -283,7 +285,8 @@ def colorbar_strip(cmap: str, vmin: float, vmax: float, label: str, width: int) 
     so a scale kept across epochs is drawn once)."""
     with figure(width, 62, layout=None) as fig:
         cax = fig.add_axes((0.05, 0.68, 0.90, 0.24))
-        cb = fig.colorbar(ScalarMappable(Normalize(vmin, vmax), colormaps[cmap]), cax=cax, orientation="horizontal")
+        mappable = ScalarMappable(Normalize(vmin, vmax), colormaps[cmap])
+        cb = fig.colorbar(mappable, cax=cax, orientation="horizontal")
         cb.ax.tick_params(labelsize=RC["xtick.labelsize"], length=3, pad=1)
         cb.set_label(label, labelpad=2)
         return to_image(fig)
@@ -342,7 +345,7 @@ def tile_rows(
     """``(R, C, 3, h, w)`` float RGB tiles in [0, 1] -> one uint8 grid: each tile enlarged (nearest neighbour) to
     about ``cell`` px (more where a column label needs it), a label left of every row and above every column;
     tiles too large for ``max_width`` are shrunk first."""
-    lw = max(text_width(str(s), label_size) for s in row_labels) + 4 if row_labels is not None else 0
+    lw = max(text_width(ln, label_size) for s in row_labels for ln in str(s).split("\n")) + 4 if row_labels else 0
     tiles = shrink(tiles, max(8, (max_width - lw) // tiles.shape[1] - gap))
     r, c, _, h, w = tiles.shape
     fits = max(1, (max_width - lw) // (c * (w + gap)))  # the largest enlargement within max_width
@@ -360,9 +363,9 @@ def tile_rows(
     if col_labels is not None:
         header = stack([text(str(s), tw + gap, label_size - 1, "center") for s in col_labels], dim=2)
         grid = stack([header[:, :, : grid.shape[2]], grid], dim=1)
-    if row_labels is not None:
-        lw = max(text_width(str(s), label_size) for s in row_labels) + 4
-        rows = [text(str(s), lw, label_size, "right") for s in row_labels]
+    if row_labels is not None:  # a label may hold several lines ("\n")
+        lw = max(text_width(line, label_size) for s in row_labels for line in str(s).split("\n")) + 4
+        rows = [stack([text(line, lw, label_size, "right") for line in str(s).split("\n")]) for s in row_labels]
         hdr = label_size + label_size // 2 + 2 if col_labels is not None else 0
         col = torch.full((3, grid.shape[1], lw), 255, dtype=torch.uint8)
         for i, lab in enumerate(rows):

@@ -61,8 +61,11 @@ class FiltersCallback(VisualizationCallback):
             per_row = 8 if u > 8 else u
             pad = -u % per_row
             tiles = torch.cat([tiles, torch.ones(pad, *tiles.shape[1:])]).view(-1, per_row, *tiles.shape[1:])
-            rows = [f"{i}-{min(i + per_row, u) - 1}" for i in range(0, u, per_row)]
-            cols, what = [f"+{j}" for j in range(per_row)], "unit = row start + column"
+            if u <= per_row:  # one row: each column is a unit
+                rows, cols, what = [""], [str(j) for j in range(u)], "one filter per unit (column)"
+            else:
+                rows = [f"{i}-{min(i + per_row, u) - 1}" for i in range(0, u, per_row)]
+                cols, what = [f"+{j}" for j in range(per_row)], "unit = row's first + column"
         else:  # a row per unit, a column per input channel (at most 8)
             tiles = tiles.view(u, cin, *tiles.shape[1:])[:, :8]
             rows, cols, what = (

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from torch import Tensor
 
 from .base import RenderContext, VisualizationCallback
@@ -65,15 +66,15 @@ class InvarianceChart:
     the original's (top) and the probability of the true class, with the class whose probability falls most named
     (bottom), against the amount. Mean over the probes as a line, the middle half of the probes as a band.
 
-    Built once for fixed amounts, layers and distance axis limit ``top`` (``CARD_WIDTH`` x 520 px); ``draw`` updates
+    Built once for fixed amounts, layers and distance axis limit ``top`` (``CARD_WIDTH`` x 550 px); ``draw`` updates
     only the curves, bands and names over a cached picture of the rest."""
 
     def __init__(self, amounts: dict[str, Tensor], layers: Sequence[str], probes: int, title: str, top: float) -> None:
         names = list(amounts)
-        self.live = LiveFigure(CARD_WIDTH, 520, layout=None)
+        self.live = LiveFigure(CARD_WIDTH, 550, layout=None)
         with self.live.rc():
             fig = self.live.fig
-            fig.subplots_adjust(left=0.2, right=0.97, top=0.8, bottom=0.1, hspace=0.38, wspace=0.08)
+            fig.subplots_adjust(left=0.2, right=0.97, top=0.81, bottom=0.16, hspace=0.4, wspace=0.08)
             axes = fig.subplots(2, len(names), sharey="row", squeeze=False)
             self.columns = []
             for col, name in enumerate(names):
@@ -122,11 +123,25 @@ class InvarianceChart:
                 keys,
                 list(layers),
                 loc="upper center",
-                bbox_to_anchor=(0.585, 0.905),
+                bbox_to_anchor=(0.585, 0.91),
                 ncols=min(3, len(layers)),
                 frameon=False,
                 handlelength=1.5,
                 columnspacing=1.0,
+            )
+            fig.legend(  # what the lower panels draw
+                [
+                    Line2D([], [], color="k", linewidth=1.8),
+                    Patch(color="k", alpha=0.2, linewidth=0),
+                    Line2D([], [], linestyle=":", color="C3", linewidth=2.2),
+                ],
+                ["mean", "middle half", "lowest class"],
+                loc="lower center",
+                bbox_to_anchor=(0.585, 0.0),
+                ncols=3,
+                frameon=False,
+                handlelength=1.5,
+                columnspacing=0.8,
             )
             self.live.title(f"{title}\nmean of {probes} probe images, band: middle half")
 

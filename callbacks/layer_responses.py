@@ -37,18 +37,22 @@ EFFECT_LIMIT = 2.0  # the colour scale's ends, in within-class standard deviatio
 
 
 def short_number(v: float) -> str:
-    """``v`` in at most 4 characters where possible (a number in a narrow cell): ``.45``, ``-.45``, ``2.3``, ``12``,
-    ``1e3``."""
+    """``v`` in at most 4 characters where possible (a number in a narrow cell), two significant digits below 10:
+    ``.45``, ``-.45``, ``.004``, ``2.3``, ``12``, ``1e3``; ``0`` only for exactly zero (a dead layer)."""
     if not np.isfinite(v):
         return "nan" if np.isnan(v) else ("inf" if v > 0 else "-inf")
     a = abs(v)
-    if a < 0.005:
+    if a == 0:
         return "0"
-    if a < 1:
+    if a < 0.001:
+        return f"{v:.0e}".replace("e-0", "e-")
+    if a < 0.00995:
+        return f"{v:.3f}".replace("0.", ".", 1)
+    if a < 0.995:
         return f"{v:.2f}".replace("0.", ".", 1)
-    if a < 10:
+    if a < 9.95:
         return f"{v:.1f}"
-    if a < 1000:
+    if a < 999.5:
         return f"{v:.0f}"
     return f"{v:.0e}".replace("e+0", "e").replace("e+", "e")
 
@@ -82,8 +86,11 @@ class LayerResponsesChart:
                 self.live.fig,
                 self.im,
                 ax,
-                f"(class mean - mean) / within-class SD\nclipped at \u00b1{EFFECT_LIMIT:g}; pale: alike within noise",
+                "colour: (class mean - mean) / within-class SD\n"
+                f"clipped at \u00b1{EFFECT_LIMIT:g}; pale: alike within noise",
                 location="bottom",
+                pad=0.12,
+                extend="both",  # pointed ends: effects beyond the scale are clipped to its end colours
                 ticks=np.linspace(-EFFECT_LIMIT, EFFECT_LIMIT, 5),
             )
             self.live.title(f"Class means per layer ({samples} images each)")

@@ -87,11 +87,27 @@ class LiveFigure:
         return slot
 
     def title(self, text: str) -> None:
-        """A static title, left, and the epoch, right (written by ``image(step)``); call while building."""
-        self.fig.suptitle(text, x=0.01, ha="left")
+        """A static title, left, and the epoch, right (written by ``image(step)``); call while building. A title
+        that would run into the epoch is wrapped at a space onto more lines."""
         self._epoch = self.slot(
             self.fig.text(0.99, 0.995, "epoch 0000", ha="right", va="top", size=RC["figure.titlesize"])
         )
+        renderer = self.fig.canvas.get_renderer()
+        full = self.fig.bbox.width * 0.98  # px
+        room = full - self._epoch.artist.get_window_extent(renderer).width - 8  # the first line: beside the epoch
+        sup = self.fig.suptitle(text, x=0.01, ha="left")
+        lines = []
+        for given in text.split("\n"):
+            line = ""
+            for word in given.split(" "):
+                sup.set_text(f"{line} {word}".strip())
+                if line and sup.get_window_extent(renderer).width > (room if not lines else full):
+                    lines.append(line)
+                    line = word
+                else:
+                    line = f"{line} {word}".strip()
+            lines.append(line)
+        sup.set_text("\n".join(lines))
 
     def refresh(self) -> None:
         """Redraw the cached (static) part at the next ``image()``."""

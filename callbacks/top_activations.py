@@ -257,6 +257,11 @@ class TopActivationsCallback(FixedSetCallback):
             tiles, rows, cols, cell=max(tiles.shape[-1], (self.max_width - label_w) // tiles.shape[1] - 2)
         )
         parts = [grid]
+        if crops is not None:  # a key to the fill of the windows' parts beyond the image
+            line = figures.text("beyond the image border (the window reaches past it)", min(grid.shape[2], 380))
+            swatch = torch.full((3, line.shape[1], 18), 255, dtype=torch.uint8)
+            swatch[:, 3:-3, 4:] = (_OUTSIDE * 255).round().to(torch.uint8).view(3, 1, 1)
+            parts.append(figures.stack([swatch, line], dim=2))
         if proj is not None:
             parts.append(
                 figures.colorbar_strip(

@@ -167,9 +167,10 @@ def test_strongest_maps_known_answer():
 
 
 def test_short_number_fits_a_narrow_cell():
-    assert [short_number(v) for v in (0.452, -0.452, 0.001, 2.345, -12.4, 123.4, 4567.0, float("nan"))] == [
+    assert [short_number(v) for v in (0.452, -0.452, 0.004, 0.0, 2.345, -12.4, 123.4, 4567.0, float("nan"))] == [
         ".45",
         "-.45",
+        ".004",
         "0",
         "2.3",
         "-12",

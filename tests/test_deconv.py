@@ -19,7 +19,7 @@ from callbacks.deconv import (
     strongest_channels,
 )
 from callbacks.hooks import capture_activations
-from callbacks.methods.deconv import channel_peaks
+from callbacks.methods.deconv import background_channels, channel_peaks, flat_background
 from lit_modules.nets import MLP, DeepCNN, LeNet5, SimpleCNN
 from tests.conftest import FakeDataModule, has_colour, render_once
 
@@ -516,3 +516,51 @@ def test_callback_projects_the_most_unusual_channel_not_the_background():
     torch.testing.assert_close(peaks, reference[cb.fixed_idx])
     with pytest.raises(ValueError, match="DeconvCallback: per_class must be an integer >= 1"):
         DeconvCallback(per_class=0)
+
+
+def garment_images(n: int, background: float, brightness: torch.Tensor, noise: float = 1e-3, seed: int = 0):
+    """``(n, 1, 28, 28)`` normalised images: a bright square (rows 8-19, columns 6-17; ``brightness`` ``(n,)``) on a
+    dark background at ``background`` with a little noise, as Fashion-MNIST is after normalisation."""
+    g = torch.Generator().manual_seed(seed)
+    x = background + noise * torch.randn(n, 1, 28, 28, generator=g)
+    x[:, :, 8:20, 6:18] = brightness.view(-1, 1, 1, 1)
+    return x
+
+
+def background_net() -> nn.Sequential:
+    """max_pool_1 channel 0 = ReLU(-x): it fires on the dark background (about 0.8 everywhere off the garment);
+    channel 1 = ReLU(x): it fires on the garment."""
+    net = nn.Sequential(
+        OrderedDict(
+            conv_1=nn.Conv2d(1, 2, 1, bias=False),
+            relu_1=nn.ReLU(),
+            max_pool_1=nn.MaxPool2d(2),
+            flatten=nn.Flatten(),
+            fc=nn.Linear(2 * 14 * 14, 2),
+        )
+    )
+    with torch.no_grad():
+        net.conv_1.weight.copy_(torch.tensor([-1.0, 1.0]).view(2, 1, 1, 1))
+    return net.eval()
+
+
+def test_background_channel_of_a_known_net_is_never_chosen_though_its_z_score_is_the_largest():
+    net = background_net()
+    ref_x = garment_images(40, -0.8, torch.linspace(1.0, 2.0, 40))  # garments of every brightness
+    probe = garment_images(2, -0.805, torch.tensor([1.5, 1.5]), seed=1)  # a usual garment, the background darker
+    ref = channel_peaks(capture_activations(net, ref_x, ["max_pool_1"])["max_pool_1"])  # (40, 2)
+    acts = capture_activations(net, probe, ["max_pool_1"])["max_pool_1"]
+    assert informative_channels(acts, ref).tolist() == [0, 0]  # z-score alone: the background's tiny shift wins
+    blank = flat_background(ref_x)
+    assert blank.shape == (1, 1, 28, 28) and abs(blank.mean().item() + 0.8) < 1e-3  # the border's median
+    flat = channel_peaks(capture_activations(net, blank, ["max_pool_1"])["max_pool_1"])[0]
+    assert background_channels(flat, ref).tolist() == [True, False]  # channel 0 fires on a plain background
+    assert informative_channels(acts, ref, exclude=background_channels(flat, ref)).tolist() == [1, 1]
+    assert informative_channels(acts, ref, exclude=torch.tensor([True, True])).tolist() == [0, 0]  # none left: all
+    # the picture projects channel 1 (red on the garment only), not channel 0 (dark blue on the whole background)
+    x, y = torch.cat([probe, ref_x]), torch.cat([torch.tensor([0, 1]), torch.arange(40) % 2])
+    cb = DeconvCallback(layers=["max_pool_1"], per_class=20)
+    cb.configure_for(net, (1, 28, 28))
+    img = render_once(cb, net, x, y, ("a", "b"), pixel_range=(-0.8, 2.0), callbacks=[cb]).images["deconv"][0]
+    grid = img[:, :-64]  # above the colour bar
+    assert has_colour(grid, (103, 0, 31)) and not has_colour(grid, (5, 48, 97))  # +1 drawn, -1 nowhere

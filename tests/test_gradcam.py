@@ -16,7 +16,8 @@ from callbacks import VISUALIZATIONS
 from callbacks.figures import CARD_WIDTH
 from callbacks.gradcam import GradCAMCallback
 from callbacks.hooks import LayerError
-from callbacks.methods.gradcam import grad_cam
+from callbacks.methods.gradcam import grad_cam, place_at_field
+from callbacks.methods.top_activations import receptive_field
 from lit_modules.nets import MLP, LeNet5
 from tests.conftest import FASHION_DIR, _fit, _images
 
@@ -131,3 +132,53 @@ def test_fashion_mnist_fit_logs_a_card_wide_gradcam_picture_every_epoch(tmp_path
         hsv_saturated = (img.max(2).astype(int) - img.min(2).astype(int)) > 80  # the heat colours over grey images
         assert hsv_saturated.mean() > 0.02
     assert not (imgs[0] == imgs[1]).all()  # the maps moved with one epoch of training
+
+
+def blob_net() -> nn.Sequential:
+    """LeNet-5's geometry with one channel of centre-tap kernels: relu_2 cell (r, c) is the max of pixels
+    rows 2r+4..2r+5, columns 2c+4..2c+5, so a 2 x 2 blob there lights exactly that cell, whose receptive field is
+    centred at (2r+4.5, 2c+4.5). The class-0 logit sums relu_2, so Grad-CAM of class 0 is relu_2 itself."""
+    net = nn.Sequential(
+        OrderedDict(
+            conv_1=nn.Conv2d(1, 1, 5, padding=2, bias=False),
+            relu_1=nn.ReLU(),
+            max_pool_1=nn.MaxPool2d(2),
+            conv_2=nn.Conv2d(1, 1, 5, bias=False),
+            relu_2=nn.ReLU(),
+            flatten=nn.Flatten(),
+            fc=nn.Linear(100, 2, bias=False),
+        )
+    )
+    with torch.no_grad():
+        for conv in (net.conv_1, net.conv_2):
+            conv.weight.zero_()[0, 0, 2, 2] = 1.0
+        net.fc.weight.fill_(0.0)[0] = 1.0
+    return net.eval()
+
+
+def test_off_centre_blob_lands_on_the_blob_at_receptive_field_centres_not_with_the_plain_stretch():
+    net, x = blob_net(), torch.zeros(1, 1, 28, 28)
+    x[0, 0, 8:10, 20:22] = 1.0  # off-centre object: rows 8-9, columns 20-21, centre (8.5, 20.5)
+    rf = receptive_field(net, "relu_2", (1, 28, 28))
+    assert rf == (14, 2, 4.5)
+    grid = torch.stack(torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij"))  # (2, 28, 28)
+
+    def centre(m):  # the map's centre of mass (row, col)
+        return (m * grid).sum((1, 2)) / m.sum()
+
+    placed = grad_cam(net, "relu_2", x, torch.tensor([0]), field=rf)[0]
+    assert torch.allclose(centre(placed), torch.tensor([8.5, 20.5]), atol=1e-4)
+    assert placed[8:10, 20:22].min() == placed.max()  # the peak is on the blob's four pixels
+    assert placed[x[0, 0] == 0].sum() < placed.sum()  # and fades off it within one stride
+    stretched = grad_cam(net, "relu_2", x, torch.tensor([0]))[0]  # the standard resize: cell 8 of 10 -> px 22.9
+    assert torch.allclose(stretched, reference(net, "relu_2", x, torch.tensor([0])), atol=1e-6)
+    assert (centre(stretched) - torch.tensor([8.5, 20.5])).abs().max() > 2  # pushed off the object, outwards
+    assert stretched[8:10, 20:22].max() < stretched.max()
+
+
+def test_place_at_field_keeps_a_uniform_map_uniform_inside_the_cell_centres():
+    rf = receptive_field(LeNet5(), "relu_2", (1, 28, 28))
+    m = place_at_field(torch.ones(1, 10, 10), rf, (28, 28))[0]
+    inside = slice(5, 23)  # pixels 4.5 .. 22.5: between the outermost centres
+    assert torch.allclose(m[inside, inside], torch.ones(18, 18))
+    assert m[:2].abs().max() == 0 and m[:, 25:].abs().max() == 0  # beyond one stride outside: nothing

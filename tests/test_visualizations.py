@@ -93,6 +93,38 @@ def test_nice_scale_is_kept_across_epochs_and_only_grows():
     assert other.scale("a", 0.1) == 1.5  # a resumed run keeps the scale
 
 
+def test_feature_maps_scale_each_channel_on_its_own_kept_across_epochs_and_raised_only_when_outgrown():
+    cb = FeatureMapsCallback()
+    inputs = torch.zeros(2, 3, 4, 4)
+
+    def draw(peaks, signed=True):  # (2 rows, C channels, 4 x 4) maps whose channel c peaks at peaks[c]
+        maps = torch.zeros(2, len(peaks), 4, 4)
+        for c, p in enumerate(peaks):
+            maps[0, c, 1, 1] = p
+            maps[1, c, 2, 2] = -p / 2 if signed else p / 2
+        return cb.picture(maps, inputs, ["a", "b"], "conv_1", "what", 0)
+
+    draw([8.0, 0.5])  # a background channel 16 times stronger than the other
+    assert cb.scales == {"conv_1#0": 8.0, "conv_1#1": 0.5}
+    img = draw([6.0, 0.4])  # the next epoch: both fit, both limits kept
+    assert cb.scales == {"conv_1#0": 8.0, "conv_1#1": 0.5}
+    # the weak channel is not washed out: its 0.4 of 0.5 is as dark a red as the strong channel's 6 of 8
+    red = tuple(int(v * 255 + 0.5) for v in figures.to_rgb(torch.tensor([0.8]), vmax=1.0)[:, 0])
+    white_then = figures.to_rgb(torch.tensor([0.4 / 8.0]), vmax=1.0)[:, 0]  # one shared scale: nearly white
+    assert has_colour(img, red) and white_then.min() > 0.85
+    draw([7.0, 1.3])  # channel 1 outgrows its limit: raised (to a round number), channel 0 kept
+    assert cb.scales == {"conv_1#0": 8.0, "conv_1#1": 1.5}
+    post_relu = draw([1.0, 1.0], signed=False)  # no negative value: white (0) to dark red (the limit)
+    assert has_colour(
+        post_relu, tuple(int(v * 255 + 0.5) for v in figures.to_rgb(torch.tensor([1.0]), "Reds", 0, 1)[:, 0])
+    )
+    assert not has_colour(post_relu, (5, 48, 97))  # no blue: the diverging scale's dark end is not used
+    resumed = FeatureMapsCallback()
+    resumed.load_state_dict({**cb.state_dict(), "scales": {"conv_1": 8.0, **cb.scales}})  # an old per-picture key too
+    resumed.picture(torch.full((1, 2, 4, 4), 0.1), inputs[:1], ["a"], "conv_1", "what", 3)
+    assert resumed.scales["conv_1#1"] == 1.5  # a resumed run keeps the per-channel limits
+
+
 def test_text_uses_a_truetype_font_of_at_least_12_px():
     strip = figures.text("Ankle boot", 120)
     dark = (strip.float().mean(0) < 128).nonzero()

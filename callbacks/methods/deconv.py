@@ -4,6 +4,8 @@
     proj, channels = deconvnet_with_channels(net, images, "conv_2", 3)    # channel 3 for every image
     ch = strongest_channels(acts)                                         # (N,) from (N, C, H, W) or (N, U)
     ch = informative_channels(acts, channel_peaks(reference_acts))        # (N,) most unusually strong for each image
+    bg = background_channels(channel_peaks(flat_acts), channel_peaks(reference_acts))   # (C,) fire on plain background
+    ch = informative_channels(acts, channel_peaks(reference_acts), exclude=bg)          # ... never a background one
     proj, _ = deconvnet_with_channels(net, images, "max_pool_2", ch)      # one given channel per image
 
 For each image the chosen channel of ``layer``'s output is kept whole (its entire feature map; for a 2-D
@@ -56,6 +58,8 @@ __all__ = [
     "strongest_channels",
     "channel_peaks",
     "informative_channels",
+    "flat_background",
+    "background_channels",
     "deconv_blockers",
     "LayerError",
 ]
@@ -98,7 +102,25 @@ def strongest_channels(acts: Tensor) -> Tensor:
     return channel_peaks(acts).argmax(dim=1)
 
 
-def informative_channels(acts: Tensor, reference: Tensor) -> Tensor:
+def flat_background(images: Tensor) -> Tensor:
+    """``(1, C, H, W)``: a plain image of the background of ``images`` ``(N, C, H, W)``, each channel at the median of
+    the images' border pixels (black for Fashion-MNIST; for photographs, their usual edge colour)."""
+    border = torch.cat([images[..., 0, :], images[..., -1, :], images[..., :, 0], images[..., :, -1]], dim=-1)
+    level = border.movedim(1, 0).flatten(1).median(dim=1).values  # (C,)
+    return level.view(1, -1, 1, 1).expand(1, -1, *images.shape[-2:]).clone()
+
+
+def background_channels(flat: Tensor, reference: Tensor, share: float = 0.5) -> Tensor:
+    """``(C,)`` bool: the channels whose peak on a plain background image (``flat``, ``(C,)`` or ``(1, C)``: the
+    ``channel_peaks`` of ``flat_background``) reaches ``share`` of their mean peak over the reference images
+    (``reference`` ``(M, C)``). Such a channel fires on the background about as much as on any object, so its
+    response says little about the image, and its projection draws the background around the object."""
+    flat = flat.detach().double().flatten()
+    usual = reference.detach().double().to(flat.device).mean(0)
+    return flat >= share * usual
+
+
+def informative_channels(acts: Tensor, reference: Tensor, exclude: Tensor | None = None) -> Tensor:
     """Index of each sample's most unusually strong channel, shape ``(N,)`` (long): the largest z-score of the
     channel's peak (``channel_peaks`` of ``acts``) against the same channel's peaks over a reference set of images,
     ``(peak - mean) / std`` with ``reference`` ``(M, C)`` (``channel_peaks`` of the reference images' activations).
@@ -106,7 +128,8 @@ def informative_channels(acts: Tensor, reference: Tensor) -> Tensor:
     Why: the strongest channel (``strongest_channels``) is often one that fires as strongly on every image, such as
     a detector of the dark background; relative to its usual level it says nothing about this image. A channel
     constant over the reference scores 0 where the image matches it and +-inf where it does not. Ties go to the
-    lowest index.
+    lowest index. ``exclude`` ``(C,)`` bool (``background_channels``): channels never chosen, unless that leaves
+    none. A background channel's peak varies very little, so a tiny difference can give it the largest z-score.
     """
     peaks = channel_peaks(acts).double()
     c = peaks.shape[1]
@@ -122,6 +145,8 @@ def informative_channels(acts: Tensor, reference: Tensor) -> Tensor:
         dev / std.clamp_min(1e-300),
         torch.where(dev.abs() > tiny, dev.sign() * torch.inf, torch.zeros_like(dev)),
     )
+    if exclude is not None and not bool(exclude.all()):
+        z = z.masked_fill(exclude.to(z.device).bool()[None], -torch.inf)
     return z.argmax(dim=1)
 
 
