@@ -57,7 +57,8 @@ DEFAULT_TAGS = [
 EVOLUTION = ["filters/conv_1", "feature_maps/conv_1", "confusion_matrix", "actmax/fc_3"]
 SCREENSHOTS = {"tensorboard_images.png": "#images", "tensorboard_timeseries.png": "#timeseries"}
 BROWSER_SHOTS = ("browser_layer.png", "browser_unit.png")  # the convscope tab, where the run has unit data
-# Pictures of runs of their own, shown beside the demo run's: file prefix -> (train.py fit arguments, tags).
+# Pictures of runs of their own, shown beside the demo run's: file prefix -> (train.py fit arguments, tags); the
+# runs in BROWSED_RUNS also get the convscope tab's screenshots (``<prefix>__browser_layer.png`` ...).
 EXTRA_RUNS = {
     # docs/reading-the-pictures.md: a too-high learning rate (Adam at 50 times the config's 0.001)
     "broken": (
@@ -78,7 +79,15 @@ EXTRA_RUNS = {
         ],
         ["feature_maps/layer1/class_mean"],
     ),
+    # docs/browser.md: the unit browser on a ResNet-18 at 100 classes (hue x garment), after 2 short epochs
+    "resnet18_100": (
+        ["--config", "configs/resnet18_cifar10.yaml", "--data.dataset", "fashion_mnist_100", "--model.num_classes"]
+        + ["100", "--model.net.init_args.num_classes", "100", "--data.val_size", "1000", "--data.batch_size", "64"]
+        + ["--trainer.max_epochs", "2", "--trainer.limit_train_batches", "30"],
+        [],
+    ),
 }
+BROWSED_RUNS = ("resnet18_100",)
 
 
 def image_name(tag: str, prefix: str = "") -> str:
@@ -90,6 +99,7 @@ def pictures() -> set[str]:
     """Every file name ``make pictures`` (no TAGs, ``--screenshot --extra``) writes into the output folder."""
     names = {image_name(tag) for tag in DEFAULT_TAGS} | {image_name(key, "evolution") for key in EVOLUTION}
     names |= {image_name(tag, prefix) for prefix, (_, tags) in EXTRA_RUNS.items() for tag in tags}
+    names |= {f"{prefix}__{shot}" for prefix in BROWSED_RUNS for shot in BROWSER_SHOTS}
     return names | set(SCREENSHOTS) | set(BROWSER_SHOTS)
 
 
@@ -106,8 +116,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def screenshot(run: Path, out: Path) -> list[Path]:
-    """Photograph TensorBoard's Images and Time Series dashboards at 1440x900, as a user first sees them."""
+def screenshot(run: Path, out: Path, dashboards: bool = True, prefix: str = "") -> list[Path]:
+    """Photograph TensorBoard's Images and Time Series dashboards at 1440x900, as a user first sees them, and the
+    convscope tab where the run has unit data (``dashboards=False``: the tab only; ``prefix``: of its files)."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         sys.exit("--screenshot needs Chromium: apt-get install chromium")
@@ -143,7 +154,7 @@ def screenshot(run: Path, out: Path) -> list[Path]:
                 pass
             time.sleep(0.5)
         shots = []
-        for name, fragment in SCREENSHOTS.items():
+        for name, fragment in SCREENSHOTS.items() if dashboards else ():
             path = out / name
             url = f"http://127.0.0.1:{port}/?darkMode=false{fragment}"
             subprocess.run(
@@ -164,7 +175,7 @@ def screenshot(run: Path, out: Path) -> list[Path]:
             )
             shots.append(path)
         if (run / "convscope_units").is_dir():
-            shots += browser_screenshots(f"http://127.0.0.1:{port}", run.name, out, chromium)
+            shots += browser_screenshots(f"http://127.0.0.1:{port}", run.name, out, chromium, prefix)
         return shots
     finally:
         tb.terminate()
@@ -176,7 +187,7 @@ def _get(url: str):
         return json.load(r)
 
 
-def browser_screenshots(base: str, run_name: str, out: Path, chromium: str) -> list[Path]:
+def browser_screenshots(base: str, run_name: str, out: Path, chromium: str, prefix: str = "") -> list[Path]:
     """The convscope tab (the unit browser) inside TensorBoard at 1440x900: its layer view and its unit view."""
     try:
         from playwright.sync_api import sync_playwright
@@ -223,7 +234,7 @@ def browser_screenshots(base: str, run_name: str, out: Path, chromium: str) -> l
                 frame.wait_for_selector("#grid .cell" if "view" not in view else "#p-top .img", timeout=60_000)
                 page.wait_for_load_state("networkidle")
                 page.wait_for_timeout(1000)
-                path = out / name
+                path = out / (f"{prefix}__{name}" if prefix else name)
                 page.screenshot(path=str(path))
                 shots.append(path)
         finally:
@@ -261,6 +272,9 @@ def main() -> None:
             print(" ".join(cmd), flush=True)
             subprocess.run(cmd, check=True)
             export(newest_run(root / "lightning_logs"), tags, out, -1, prefix)
+            if prefix in BROWSED_RUNS:
+                for path in screenshot(newest_run(root / "lightning_logs"), out, dashboards=False, prefix=prefix):
+                    print(path)
 
 
 def export(run: Path, tags: list[str], out: Path, step: int, prefix: str = "") -> None:

@@ -275,7 +275,9 @@ class MNISTDataModule(pl.LightningDataModule):
 
     Args:
         dataset: ``"mnist"``, ``"fashion_mnist"`` or ``"kmnist"`` (1x28x28); ``"cifar10"`` or
-            ``"fashion_mnist_rgb"`` (3x32x32; Fashion-MNIST resized and coloured by class, for offline use).
+            ``"fashion_mnist_rgb"`` (3x32x32; Fashion-MNIST resized and coloured by class, for offline use);
+            ``"fashion_mnist_100"`` (3x32x32, 100 classes offline: each image coloured by one of ten hues, the class
+            is hue and garment; set the net's ``num_classes`` to 100).
         data_dir: folder with the IDX files (``train-images-idx3-ubyte[.gz]`` etc.), or torchvision's
             ``<data_dir>/<Name>/raw`` layout, or for CIFAR-10 torchvision's ``<data_dir>/cifar-10-batches-py``;
             downloads go there.
@@ -290,7 +292,9 @@ class MNISTDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        dataset: Literal["mnist", "fashion_mnist", "kmnist", "cifar10", "fashion_mnist_rgb"] = "mnist",
+        dataset: Literal[
+            "mnist", "fashion_mnist", "kmnist", "cifar10", "fashion_mnist_rgb", "fashion_mnist_100"
+        ] = "mnist",
         data_dir: str = "data",
         batch_size: int = 128,
         eval_batch_size: int = 1000,
