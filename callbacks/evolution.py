@@ -4,7 +4,8 @@ While the other callbacks log, this one keeps (PNG-compressed, in memory and in 
 keeps them) the snapshots of chosen epochs: by default epochs 1, 2, 5, 10, 20, 40, 80 (1-based, as in Zeiler &
 Fergus's figure 4), plus the last; for a callback that draws every n epochs, the first picture at or after each. At the
 end of fit it stacks, for each ``<technique>/<layer>``, the snapshots in the grid that shows them largest within 720 x
-1,600 pixels (scaled down where they must be), each labelled with its epoch, logs the result at the last epoch's step
+1,600 pixels (scaled down where they must be; each snapshot's own title names its epoch, and what all show alike,
+such as a colour bar, is shown once), logs the result at the last epoch's step
 and saves it as ``<run>/evolution/<technique>/<layer>.png``, for a report, without the slider. For per-class pictures
 (``feature_maps/<layer>/<class>``, ``occlusion/<class>`` ...) the first class's is used. The ``epochs`` argument takes
 the 1-based numbers people say ("after 5 epochs"); the pictures label each snapshot with the 0-based epoch, as
@@ -49,31 +50,44 @@ def snapshot_key(tag: str, class_tags: bool = False) -> str | None:
     return parts[0] if class_tags else "/".join(parts[:2])
 
 
+def _shared_bands(images: list[Tensor]) -> tuple[int, int]:
+    """``(top, bottom)``: how many leading and trailing pixel rows every image has in common (0 unless all are the
+    same size): a header or a colour bar that need be shown once, not per snapshot."""
+    if len(images) < 2 or any(im.shape != images[0].shape for im in images):
+        return 0, 0
+    same = torch.stack([(im == images[0]).all(0).all(1) for im in images[1:]]).all(0)  # (H,) rows alike in all
+    blank = (images[0] == 255).all(0).all(1)  # (H,) white rows: a band is cut there, not through a label
+    h = len(same)
+    top = int(same.long().cumprod(0).sum())
+    top = max((r for r in range(top + 1) if r == 0 or blank[r - 1]), default=0)
+    bottom = int(same.flip(0).long().cumprod(0).sum())
+    bottom = max((b for b in range(bottom + 1) if b == 0 or blank[h - b]), default=0)
+    return (top, bottom) if top + bottom < h else (0, 0)
+
+
 def evolution_strip(
     snapshots: dict[int, Tensor], max_width: int = figures.MAX_WIDTH, max_height: int = figures.MAX_HEIGHT - 60
 ) -> Tensor:
-    """Stack ``{epoch (1-based): (3, H, W) uint8 image}`` in epoch order, each under an ``epoch N`` line with N the
-    0-based epoch (the step of TensorBoard's slider and of every picture's title), in
-    the grid of columns that shows them largest within ``max_width`` x ``max_height`` pixels (each snapshot scaled
-    down as little as that needs, never up). uint8."""
+    """Stack ``{epoch (1-based): (3, H, W) uint8 image}`` in epoch order, in the grid of columns that shows them
+    largest within ``max_width`` x ``max_height`` pixels (each scaled down as little as that needs, never up). Each
+    snapshot keeps its own title, which names its epoch; what every snapshot shows alike at its top or bottom (a
+    subtitle, a colour bar) is shown once: above the first and below the last. uint8."""
     if not snapshots:
         raise ValueError("evolution_strip needs at least one snapshot")
     images = [img for _, img in sorted(snapshots.items())]
-    n, h, w = len(images), max(im.shape[1] for im in images), max(im.shape[2] for im in images)
-    label = figures.titled(images[0][:, :1, :1], "epoch 1").shape[1] - 1  # px of one label line
+    top, bottom = _shared_bands(images)
+    n = len(images)
+    images = [im[:, (top if i else 0) : im.shape[1] - (bottom if i < n - 1 else 0)] for i, im in enumerate(images)]
+    w = max(im.shape[2] for im in images)
 
     def scale(ncol: int) -> float:
-        nrow = -(-n // ncol)
-        return min(
-            1.0, (max_width - 8 * (ncol - 1)) / (ncol * w), (max_height - 12 * (nrow - 1) - label * nrow) / (nrow * h)
-        )
+        rows = [images[i : i + ncol] for i in range(0, n, ncol)]
+        height = sum(max(im.shape[1] for im in row) for row in rows) + 12 * (len(rows) - 1)
+        return min(1.0, (max_width - 8 * (ncol - 1)) / (ncol * w), max_height / height)
 
     ncol = max(range(1, n + 1), key=lambda c: (scale(c), c))  # the largest snapshots; then the most columns
     f = scale(ncol)
-    items = [
-        figures.titled(figures.bounded(img, int(img.shape[2] * f), int(img.shape[1] * f)), f"epoch {e - 1}")
-        for e, img in zip(sorted(snapshots), images)
-    ]
+    items = [figures.bounded(img, int(img.shape[2] * f), int(img.shape[1] * f)) for img in images]
     rows = [figures.stack(items[i : i + ncol], dim=2, gap=8) for i in range(0, n, ncol)]
     return figures.stack(rows, dim=1, gap=12)
 
