@@ -80,6 +80,7 @@ def main() -> None:
                 for layer in sorted(run.iterdir())
             }
             rows.append((name, others, own, actmax, len(units.seconds), len(units.actmax_seconds), units, sizes))
+            print(f"{name}: callbacks {others:.1f} s, units {own:.1f} s (actmax {actmax:.1f} s)", flush=True)
     print(
         f"\n{args.epochs} epochs x {args.train_batches} steps, validation {args.val_size} images, inline drawing, "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"

@@ -31,30 +31,18 @@ from callbacks.methods.top_activations import receptive_field, top_activations
 from callbacks.units import FOLDER, UnitsCallback, drawn_epochs, write_epoch
 from lit_modules.nets import LeNet5
 from tests.test_any_model import HAS_FASHION, Classifier, FashionImages, needs_fashion
+from tests.test_any_model import fit as fit_any
 
-N_VAL = 120  # validation images: the fixed set is all of them (12 per class at most)
+N_VAL = 200  # validation images (test_any_model.fit): the fixed set is 12 per class of them at most
 CHEAP = {"per_class": 12, "steps": 4}
 
 
 def fit(root: Path, callbacks: list, epochs: int = 2, net: nn.Module | None = None, rgb: bool = False):
+    """``test_any_model.fit``: a plain Trainer and DataLoaders, 64 training and ``N_VAL`` validation images."""
     torch.manual_seed(0)
     module = Classifier(net if net is not None else LeNet5())
-    trainer = pl.Trainer(
-        max_epochs=epochs,
-        limit_train_batches=2,
-        accelerator="cpu",
-        devices=1,
-        logger=TensorBoardLogger(str(root), name="run"),
-        callbacks=callbacks,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        num_sanity_val_steps=0,
-    )
-    train = FashionImages("train", 0, 64, rgb)
-    val = FashionImages("t10k", 0, N_VAL, rgb)
-    trainer.fit(module, DataLoader(train, batch_size=32, shuffle=True), DataLoader(val, batch_size=60))
-    return trainer, module, val
+    trainer, _ = fit_any(module, rgb, root, epochs, dict(enumerate(callbacks)))
+    return trainer, module, FashionImages("t10k", 0, N_VAL, rgb)
 
 
 def folder(trainer, layer: str, epoch: int) -> Path:
@@ -275,3 +263,38 @@ def test_the_coordinator_hands_a_measurement_to_the_same_drawing_only():
     hub.post("importance", "relu_3", 4, ([0, 2], torch.tensor([0.1, 0.2])))
     assert hub.result("importance", "relu_3", 4)[0] == [0, 2]
     assert hub.result("importance", "relu_3", 5) is None and hub.result("importance", "relu_4", 4) is None
+
+
+@needs_fashion
+def test_a_resumed_fit_goes_on_from_the_folders_on_disk(tmp_path):
+    """A fit stopped after epoch 0 and resumed from its checkpoint by a new Trainer and new callbacks: epoch 1's
+    change is against epoch 0's class means, read from disk, and its actmax epochs include epoch 0's."""
+
+    def trainer(epochs: int, cb: UnitsCallback) -> pl.Trainer:
+        return pl.Trainer(
+            max_epochs=epochs,
+            limit_train_batches=2,
+            accelerator="cpu",
+            devices=1,
+            logger=TensorBoardLogger(str(tmp_path), name="run", version=0),
+            callbacks=[cb],
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+        )
+
+    train = DataLoader(FashionImages("train", 0, 64, False), batch_size=32)
+    val = DataLoader(FashionImages("t10k", 0, N_VAL, False), batch_size=60)
+    torch.manual_seed(0)
+    first = trainer(1, UnitsCallback(layers=["relu_2"], actmax_every=1, **CHEAP))
+    first.fit(Classifier(LeNet5()), train, val)
+    ckpt = next(Path(tmp_path, "run", "version_0", "checkpoints").glob("*.ckpt"))
+    second = trainer(2, UnitsCallback(layers=["relu_2"], actmax_every=1, **CHEAP))
+    second.fit(Classifier(LeNet5()), train, val, ckpt_path=str(ckpt))
+    meta0, _, then = read(folder(second, "relu_2", 0))
+    meta1, stats1, now = read(folder(second, "relu_2", 1))
+    assert meta0["actmax_epochs"] == [0] and meta1["actmax_epochs"] == [0, 1]
+    want = profile_change(torch.from_numpy(then.T.copy()), torch.from_numpy(now.T.copy())).numpy()
+    got = np.array([np.nan if v is None else v for v in stats1["change"]], dtype=float)
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-6, equal_nan=True)
+    assert (got > 0).any()
