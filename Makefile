@@ -34,7 +34,7 @@ demo: venv
 test: venv    # lint and format check first (a finding fails), then the tests
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest -q -rs tests
+	$(PY) -m pytest -q -rs --durations=15 tests
 
 pictures: venv    # the manual's docs/images/ from the newest run (make demo first), TensorBoard screenshots, extra runs
 	$(PY) benchmarks/export_images.py $(RUN) --screenshot --extra
