@@ -11,8 +11,8 @@ import torch
 from torch import Tensor, nn
 
 from . import figures
-from .base import LayerError, RenderContext, VisualizationCallback
-from .hooks import check_layers, check_units
+from .base import RenderContext, VisualizationCallback
+from .hooks import NoDefaultLayer, check_layers, check_units
 from .layers import layer_roles
 from .methods.actmax import (
     DEFAULT_L2,
@@ -145,7 +145,7 @@ class ActMaxCallback(VisualizationCallback):
             if linears:
                 layers[linears[-1]] = list(range(shapes[linears[-1]][0]))
         if not layers:
-            raise LayerError("actmax: empty layer list; give {layer: [units]}")
+            raise NoDefaultLayer("no default layer (no conv stage, no Linear layer); give {layer: [units]}")
         names = check_layers(net, list(layers))  # the net's own names (a compiled net's `_orig_mod.` dropped)
         self.layer_units = {name: check_units(net, name, units, shapes) for name, units in zip(names, layers.values())}
         self.layer_names = list(self.layer_units)

@@ -41,7 +41,7 @@ from typing_extensions import override
 from .coordinator import SharedPass, Source, coordinator_of
 from .data import FIXED_SET_MAX, DataFacts, choose_per_class, data_facts, default_shown, set_budget
 from .figures import bounded, to_png, to_uint8
-from .hooks import LayerError, eval_mode, layer_shapes, no_autocast, spread
+from .hooks import LayerError, NoDefaultLayer, eval_mode, layer_shapes, no_autocast, spread
 from .layers import layer_roles
 
 MAX_DEFAULT_LAYERS = 4  # default layers of a callback on a deep net: this many, spread over its depth
@@ -384,8 +384,8 @@ class VisualizationCallback(Callback):
         self.off_reason = self.unsuited = None
         try:
             self.configure(net, self.shapes)
-        except LayerError as e:  # the default-layer search gave up: a warning (an error if strict)
-            if not self.uses_default_layers():
+        except LayerError as e:  # the default-layer search gave up (NoDefaultLayer): a warning (an error if strict)
+            if not (self.uses_default_layers() and isinstance(e, NoDefaultLayer)):
                 raise LayerError(f"{type(self).__name__}: {e}") from None
             reason = f"{e}. {self._no_default_help(net)}"
             if self.strict:

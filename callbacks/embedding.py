@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torchvision.transforms.v2.functional import resize
 
 from .base import FixedSetCallback, RenderContext
-from .hooks import LayerError, capture_activations, check_layers
+from .hooks import NoDefaultLayer, capture_activations, check_layers
 from .layers import layer_roles
 
 __all__ = ["penultimate_layer", "embedding_features", "EmbeddingCallback"]
@@ -33,7 +33,7 @@ def penultimate_layer(net: nn.Module) -> str:
     mods = dict(net.named_modules())
     linear = [i for i, n in enumerate(names) if isinstance(mods[n], nn.Linear)]
     if not linear or linear[-1] == 0:
-        raise LayerError(f"{type(net).__name__} has no layer before a final Linear; name one with `layer`")
+        raise NoDefaultLayer(f"{type(net).__name__} has no layer before a final Linear; name one with `layer`")
     return names[linear[-1] - 1]
 
 

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
+    "NoDefaultLayer",
     "COMPILED_PREFIX",
     "layer_name",
     "LayerProbe",
@@ -39,6 +40,11 @@ COMPILED_PREFIX = "_orig_mod."  # what a torch.compile'd net's named_modules() p
 
 class LayerError(ValueError):
     """A layer name or unit index that the net does not have."""
+
+
+class NoDefaultLayer(LayerError):
+    """No layer named, and the default-layer search found none for the technique: the callback is off for this net
+    (an error only when strict), where a wrong name or unit is always an error."""
 
 
 def layer_name(name: str) -> str:

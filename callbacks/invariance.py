@@ -29,7 +29,7 @@ from torch import Tensor
 
 from .base import RenderContext, VisualizationCallback
 from .figures import CARD_WIDTH, RC
-from .hooks import LayerError, check_layers
+from .hooks import NoDefaultLayer, check_layers
 from .layers import layer_roles
 from .live_figure import LiveFigure
 from .methods.invariance import TRANSFORMATIONS, Sweep, default_layers, invariance_sweeps, sweep_amounts, transform
@@ -235,7 +235,7 @@ class InvarianceCallback(VisualizationCallback):
             # (a stage output that the feature layer ends, as timm's ``bn1`` and ``bn1.act``, is the same tensor)
             self.layer_names = list(dict.fromkeys(early + roles.penultimate(net, shapes)))
             if not self.layer_names:
-                raise LayerError(
+                raise NoDefaultLayer(
                     f"{type(net).__name__} has neither a conv stage nor a Linear layer: name the layers to follow"
                 )
 

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from . import figures
 from .base import FixedSetCallback, RenderContext
-from .hooks import LayerError, check_layers, check_unit_range, layer_shapes
+from .hooks import LayerError, NoDefaultLayer, check_layers, check_unit_range, layer_shapes
 from .layers import layer_roles
 from .methods.deconv import deconv_blockers
 from .methods.top_activations import (
@@ -127,7 +127,7 @@ class TopActivationsCallback(FixedSetCallback):
             self.thin(self.default_layers(net, shapes)) if self.layers is None else check_layers(net, self.layers)
         )
         if not self.layer_names:
-            raise LayerError(
+            raise NoDefaultLayer(
                 f"no default layer (no conv stage, no hidden fully-connected nonlinearity); name some of: "
                 f"{', '.join(shapes)}"
             )

@@ -32,7 +32,7 @@ from . import figures
 from .actmax import STEPS
 from .base import FixedSetCallback, RenderContext
 from .coordinator import coordinator_of
-from .hooks import LayerError, check_layers
+from .hooks import LayerError, NoDefaultLayer, check_layers
 from .layers import layer_roles
 from .methods.activations import silent_fraction
 from .methods.actmax import maximize_activation
@@ -191,7 +191,7 @@ class UnitsCallback(FixedSetCallback):
             roles = layer_roles(net, shapes)
             names = list(dict.fromkeys(roles.features + roles.hidden))
             if not names:
-                raise LayerError(
+                raise NoDefaultLayer(
                     f"no default layer (no conv stage, no hidden fully-connected nonlinearity); name some of: "
                     f"{', '.join(shapes)}"
                 )
