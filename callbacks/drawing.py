@@ -157,12 +157,17 @@ def cut_back(event: tuple[str, int] | None) -> None:
             f.truncate(min(event[1], Path(event[0]).stat().st_size))
 
 
+DRAWER_SUFFIX = ".convscope-drawer"  # ends a drawing process's event file names: told apart from training's
+
+
 class PictureLogger(TensorBoardLogger):
-    """The drawing process's logger: pictures go into the run folder, in an event file of this process's own;
-    metrics, hyperparameters and ``hparams.yaml`` stay the training process's."""
+    """The drawing process's logger: pictures go into the run folder, in an event file of this process's own (its
+    name ends with ``DRAWER_SUFFIX``); metrics, hyperparameters and ``hparams.yaml`` stay the training process's."""
 
     def __init__(self, run_dir: str | Path) -> None:
-        super().__init__(save_dir=str(run_dir), name="", version="", default_hp_metric=False)
+        super().__init__(
+            save_dir=str(run_dir), name="", version="", default_hp_metric=False, filename_suffix=DRAWER_SUFFIX
+        )
 
     @override
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
@@ -493,6 +498,11 @@ class Drawing(Callback):
             (self._folder / "end.pt").unlink(missing_ok=True)  # a resumed fit goes on
             write_atomic(spec, self._folder / "spec.pt")
             return
+        if self.event is not None and Path(self.event[0]).parent.resolve() == Path(run_dir).resolve():
+            cut_back(self.event)  # resumed in the same run: a half-drawn epoch, epochs after the checkpoint
+        elif self.event is None:  # no drawer of this run finished an epoch: what one wrote is drawn again
+            for path in Path(run_dir).glob(f"*tfevents*{DRAWER_SUFFIX}"):
+                path.unlink()
         threads = self.threads or (1 if trainer_device(trainer).type == "cpu" else max(1, cpu_cores() // 2))
         self._threads, self._trainer_last = threads, False
         ctx = mp.get_context("spawn")
@@ -511,8 +521,6 @@ class Drawing(Callback):
                 self._stop()
                 self._inline_after_all(trainer, failed.strip().splitlines()[-1])
                 return
-        if self.event is not None and Path(self.event[0]).parent.resolve() == Path(run_dir).resolve():
-            cut_back(self.event)  # resumed in the same run: a half-drawn epoch, epochs after the checkpoint
         if self.pending:  # resumed from a checkpoint with epochs not drawn yet: drawn first, from their weights
             pending, self.pending = self.pending, []
             weights, self.weights = self.weights, {}
