@@ -1,10 +1,10 @@
 """Write the pictures and checkpoint that ``tests/test_golden.py`` compares against.
 
-Made once, at commit b695fd1 (before the single ``Convscope`` owner), with
-``python tests/golden/make_golden.py``: a 2-epoch LeNet-5 fit on the tests' synthetic digits with every
-technique drawing at both epochs, inline. It keeps every picture's SHA-256 (and the unit browser's files'), the last epoch's PNGs and the fit's
-``last.ckpt`` (an old-format checkpoint a fit must still resume from). Run again, it would overwrite them with the
-pictures of the code it runs on, so only do that on purpose.
+Made once, at commit b695fd1 (before the single ``Convscope`` owner), with ``python tests/golden/make_golden.py``:
+a 2-epoch LeNet-5 fit on the tests' synthetic digits with every technique drawing at both epochs, inline. It keeps
+every picture's SHA-256 and the unit browser's files', the last epoch's PNGs and the fit's ``last.ckpt`` (an
+old-format checkpoint a fit must still resume from). Run again, it would overwrite them with what the code it runs
+on draws, so only do that on purpose.
 """
 
 from __future__ import annotations
