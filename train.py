@@ -18,10 +18,11 @@ import torch
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from callbacks import VISUALIZATIONS
+from callbacks import TECHNIQUES
 from callbacks.checkpointing import InterruptCheckpoint
 from callbacks.classes import ShownClasses, resolve_classes
-from callbacks.drawing import MODES, Drawing
+from callbacks.drawing import MODES
+from callbacks.scope import Convscope
 from lit_modules.classifier import LitClassifier
 from lit_modules.datamodule import MNISTDataModule
 
@@ -30,9 +31,9 @@ LIGHTNING_CKPT_NAMES = ("last", "best", "hpc", "registry")  # --ckpt_path values
 
 class ConvscopeCLI(LightningCLI):
     """LightningCLI with the project's defaults (seed 42, config saved with every run), ``classes`` (the classes
-    per-class pictures show), ``drawing`` (where pictures are drawn: ``callbacks.drawing``) and the visualization
-    callbacks, each under its own top-level key (``filters``, ``actmax``, ...), so one can be changed without
-    repeating the others."""
+    per-class pictures show), ``drawing`` (where pictures are drawn: ``callbacks.drawing``) and the techniques,
+    each under its own top-level key (``filters``, ``actmax``, ...), so one can be changed without repeating the
+    others; they go to one ``Convscope`` callback."""
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(ShownClasses, "classes")  # which classes per-class pictures show
@@ -48,8 +49,8 @@ class ConvscopeCLI(LightningCLI):
             default=None,
             help="where the background process draws: cpu, cuda:N (default: the trainer's device)",
         )
-        for key, cls in VISUALIZATIONS.items():
-            parser.add_lightning_class_args(cls, key)
+        for key, cls in TECHNIQUES.items():
+            parser.add_class_arguments(cls, key)
 
     def _prepare_subcommand_parser(self, klass, subcommand, **kwargs):
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
@@ -63,8 +64,9 @@ class ConvscopeCLI(LightningCLI):
         if mode not in MODES:
             raise ValueError(f"drawing: unknown mode {mode!r}; valid: {', '.join(MODES)}")
         device = self._get(self.config_init, "drawing_device", None)
-        # before InterruptCheckpoint: an interrupted fit's epochs are drawn first
-        trainer.callbacks.append(Drawing(mode, device=device))
+        techniques = [self._get(self.config_init, key) for key in TECHNIQUES]
+        # the one owner of every technique; before InterruptCheckpoint: an interrupted fit's epochs are drawn first
+        trainer.callbacks.append(Convscope(techniques, drawing=mode, drawing_device=device))
         ckpt = trainer.checkpoint_callback
         if ckpt is not None:
             if ckpt.save_last is None and not trainer.fast_dev_run:

@@ -1,14 +1,17 @@
 """convscope: watch a CNN's internal representations evolve while it trains (PyTorch Lightning + TensorBoard).
 
-    from convscope import FeatureMapsCallback, ActMaxCallback, VISUALIZATIONS
-    trainer = Trainer(callbacks=[cls() for cls in VISUALIZATIONS.values()], logger=TensorBoardLogger("logs"))
+    from convscope import Convscope, ActMax, GradCAM
+    trainer = Trainer(callbacks=[Convscope([ActMax(layers=["conv_1"]), GradCAM()])], logger=TensorBoardLogger("logs"))
+    trainer = Trainer(callbacks=[Convscope()])            # every technique at its defaults
+    trainer = Trainer(callbacks=[Convscope(drawing="background")])   # pictures drawn by a process beside training
 
-    from convscope import maximize_activation          # the methods alone: plain PyTorch, Lightning not imported
-    trainer = Trainer(callbacks=[..., Drawing("background")])   # pictures drawn by a process beside training
+    from convscope.methods.actmax import maximize_activation   # the methods alone: plain PyTorch, no Lightning
 
-The callbacks (one module each) are thin: they schedule, fetch the validation images and log. The methods behind
-them live in ``convscope.methods`` (a model and tensors in, tensors out). Names are imported on first use, so
-importing a method never imports Lightning.
+``Convscope`` (``callbacks.scope``) is the one Lightning callback: it schedules, chooses the fixed images, runs the
+shared pass, writes and decides where pictures are drawn. Each technique is a plain object (``callbacks.technique``)
+in a module of its own; the methods behind them live in ``convscope.methods`` (a model and tensors in, tensors
+out). Names are imported on first use. The 0.1.0 callbacks (``ActMaxCallback``, ..., ``Drawing``) still work for
+one release, with a deprecation warning.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ import importlib
 # The package's version (pyproject.toml reads it from here; CHANGELOG.md says what each one changed).
 __version__ = "0.1.0"
 
-# Config key -> (module, callback class), in drawing order; each is a key of the CLI (turn one off with
-# --<key>.enabled false).
+# Config key -> (module, deprecated 0.1.0 callback), in drawing order; each is a key of the CLI (turn one off with
+# --<key>.enabled false). The technique's class is ``_TECHNIQUES[key]`` in the same module.
 _CALLBACKS = {
     # the visualizations
     "filters": ("filters", "FiltersCallback"),
@@ -47,62 +50,72 @@ _CALLBACKS = {
     # last: it stacks what the others drew
     "evolution": ("evolution", "EvolutionCallback"),
 }
-# The methods (no Lightning): name -> module under convscope.methods.
-_METHODS = {
-    "maximize_activation": "actmax",
-    "unit_activation": "actmax",
-    "deconvnet": "deconv",
-    "deconvnet_with_channels": "deconv",
-    "deconvnet_from_seed": "deconv",
-    "feature_maps": "feature_maps",
-    "class_mean_maps": "feature_maps",
-    "class_means": "selectivity",
-    "selectivity_index": "selectivity",
-    "occlusion_sensitivity": "occlusion",
-    "sensitivity_map": "occlusion",
-    "ablation_importance": "importance",
-    "variance_importance": "importance",
-    "invariance_sweeps": "invariance",
-    "transform": "invariance",
-    "unit_snapshot": "changes",
-    "compare_snapshots": "changes",
-    "receptive_field": "top_activations",
-    "rf_box": "top_activations",
-    "projected_patches": "top_activations",
-    "decision_pipeline": "decision",
-    "strongest_maps": "decision",
-    "confusion_matrix": "confusion",
-    "sub_confusion": "confusion",
-    "layer_class_responses": "layer_responses",
-    "class_effect_sizes": "layer_responses",
-    "dead_units": "activations",
-    "dead_fraction": "activations",
-    "first_layer": "filters",
-    "filter_tiles": "filters",
-    "grad_cam": "gradcam",
+_TECHNIQUES = {
+    "filters": "Filters",
+    "feature_maps": "FeatureMaps",
+    "fc_activations": "FCActivations",
+    "actmax": "ActMax",
+    "deconv": "Deconv",
+    "selectivity": "Selectivity",
+    "samples": "Samples",
+    "layer_responses": "LayerResponses",
+    "decision": "Decision",
+    "top_activations": "TopActivations",
+    "importance": "Importance",
+    "activations": "Activations",
+    "confusion_matrix": "ConfusionMatrix",
+    "occlusion": "Occlusion",
+    "gradcam": "GradCAM",
+    "embedding": "Embedding",
+    "invariance": "Invariance",
+    "changes": "Changes",
+    "units": "Units",
+    "evolution": "Evolution",
 }
 _OTHER = {
-    "capture_activations": "hooks",
+    "Convscope": "scope",
+    "Scope": "scope",
+    "Technique": "technique",
+    "FixedSetTechnique": "technique",
+    "RenderContext": "technique",
     "LayerError": "hooks",
     "VisualizationCallback": "base",
-    "FixedSetCallback": "base",
     "ShownClasses": "classes",
     "Drawing": "drawing",
     "Drawer": "drawing",
 }
 
-__all__ = ["__version__", "VISUALIZATIONS", *(cls for _, cls in _CALLBACKS.values()), *_METHODS, *_OTHER]
+__all__ = [
+    "__version__",
+    "TECHNIQUES",
+    "VISUALIZATIONS",
+    *_TECHNIQUES.values(),
+    *(cls for _, cls in _CALLBACKS.values()),
+    *_OTHER,
+]
 
 
 def _visualizations() -> dict:
+    """Deprecated: key -> the 0.1.0 callback."""
     return {key: getattr(importlib.import_module(f"{__name__}.{mod}"), cls) for key, (mod, cls) in _CALLBACKS.items()}
+
+
+def _techniques() -> dict:
+    """Key -> technique class, in drawing order."""
+    return {
+        key: getattr(importlib.import_module(f"{__name__}.{mod}"), _TECHNIQUES[key])
+        for key, (mod, _) in _CALLBACKS.items()
+    }
 
 
 def __getattr__(name: str):
     if name == "VISUALIZATIONS":
         value = _visualizations()
-    elif name in _METHODS:
-        value = getattr(importlib.import_module(f"{__name__}.methods.{_METHODS[name]}"), name)
+    elif name == "TECHNIQUES":
+        value = _techniques()
+    elif name in _TECHNIQUES.values():
+        key = next(k for k, v in _TECHNIQUES.items() if v == name)
+        value = getattr(importlib.import_module(f"{__name__}.{_CALLBACKS[key][0]}"), name)
     elif name in _OTHER:
         value = getattr(importlib.import_module(f"{__name__}.{_OTHER[name]}"), name)
     else:

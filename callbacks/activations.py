@@ -12,18 +12,19 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .base import HISTOGRAM_VALUES, FixedSetCallback, RenderContext
+from .base import legacy_callback
 from .hooks import capture_activations, check_layers
 from .layers import is_nonlinearity, layer_roles
 from .methods.activations import dead_fraction, dead_units
+from .technique import HISTOGRAM_VALUES, FixedSetTechnique, RenderContext
 
-__all__ = ["dead_fraction", "dead_units", "ActivationsCallback"]
+__all__ = ["dead_fraction", "dead_units", "Activations", "ActivationsCallback"]
 
 HISTOGRAM_MAX = 200  # images at most behind the histograms (20 per class at 10 classes, 2 at 100): a histogram keeps
 # at most 16,384 values per layer (``RenderContext.add_histogram``), which 200 images already give many times over
 
 
-class ActivationsCallback(FixedSetCallback):
+class Activations(FixedSetTechnique):
     """Log histograms of layer activations and the dead-unit fraction of ReLU layers.
 
     Args:
@@ -40,10 +41,9 @@ class ActivationsCallback(FixedSetCallback):
     ) -> None:
         super().__init__(layers=layers, per_class=per_class, **kwargs)
         if not isinstance(dead_per_class, int) or dead_per_class < 1:
-            raise ValueError(f"ActivationsCallback: dead_per_class must be an integer >= 1, got {dead_per_class!r}")
+            raise ValueError(f"Activations: dead_per_class must be an integer >= 1, got {dead_per_class!r}")
         self.dead_per_class = dead_per_class
         self.layer_names: list[str] = []
-        self.histogram_idx: Tensor | None = None  # the histograms' samples: the fixed set's first per_class of each
 
     def configure(self, net, shapes):
         mods = dict(net.named_modules())
@@ -58,13 +58,13 @@ class ActivationsCallback(FixedSetCallback):
         self.share_layers(self.relus, self.dead_per_class)
 
     def render(self, ctx: RenderContext) -> None:
-        x, _ = self._fixed(ctx.trainer, "histogram_idx", self.per_class, HISTOGRAM_MAX)  # the first per_class of each
+        x, _ = ctx.fixed_set(self.per_class, HISTOGRAM_MAX)  # the first per_class of each
         for layer, values in self.histogram_values(ctx.net, x).items():
             ctx.add_histogram(f"{self.technique}/{layer}", values)
         if self.relus:
             # A post-ReLU unit is dead iff its spatial mean is zero for every sample (all values are >= 0), so the
             # per-sample means shared with the other fixed-set callbacks are enough.
-            means, _ = self.fixed_set_activations(ctx, self.relus, self.dead_per_class)
+            means, _ = ctx.fixed_set_activations(self.relus, self.dead_per_class)
             for layer in self.relus:
                 ctx.add_scalar(f"{self.technique}/{layer}/dead_fraction", dead_fraction(means[layer]))
 
@@ -85,3 +85,6 @@ class ActivationsCallback(FixedSetCallback):
                 kept[layer].append(flat[(-start * per_image) % step :: step].to("cpu", copy=True))  # not a view
             del acts
         return {layer: torch.cat(values) for layer, values in kept.items()}
+
+
+ActivationsCallback = legacy_callback(Activations, "ActivationsCallback")

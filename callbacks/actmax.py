@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from . import figures
-from .base import RenderContext, VisualizationCallback
+from .base import legacy_callback
 from .hooks import NoDefaultLayer, check_layers, check_units
 from .layers import layer_roles
 from .methods.actmax import (
@@ -23,8 +23,9 @@ from .methods.actmax import (
     maximize_activation,
     weight_correlation,
 )
+from .technique import RenderContext, Technique
 
-__all__ = ["ActMaxCallback"]  # the method's names are imported from convscope.methods.actmax (or convscope)
+__all__ = ["ActMax", "ActMaxCallback"]  # the method's names are imported from convscope.methods.actmax (or convscope)
 
 WIDTH = figures.CARD_WIDTH  # px: a TensorBoard card
 GAP = 4  # px between tiles
@@ -62,7 +63,7 @@ STEPS = 48  # the callback's steps per drawing: with the mean-image prior and no
 # of benchmarks/actmax_quality.py that 64 meet (README), at three quarters of the cost
 
 
-class ActMaxCallback(VisualizationCallback):
+class ActMax(Technique):
     """Log activation-maximization images: ``actmax/<layer>`` (and ``actmax/<fc_1>/vs_weights`` for an MLP).
 
     All units of a layer are optimized together in one batch. Every drawing starts from the same seeded noise
@@ -129,7 +130,7 @@ class ActMaxCallback(VisualizationCallback):
         self.layer_names: list[str] = []
         self.last: dict[str, Tensor] = {}  # the last drawing's images, kept only for a warm start
 
-    def _state_config(self):
+    def config(self):
         return {"layers": self.layers, "objective": self.objective}
 
     def configure(self, net, shapes):
@@ -199,7 +200,7 @@ class ActMaxCallback(VisualizationCallback):
 
     def render(self, ctx: RenderContext) -> None:
         input_shape = tuple(ctx.input_shape)
-        prior = self.fixed_set(ctx.trainer, PRIOR_PER_CLASS)[0].float().mean(0) if self.prior_mean else None
+        prior = ctx.fixed_set(PRIOR_PER_CLASS)[0].float().mean(0) if self.prior_mean else None
         modules = dict(ctx.net.named_modules())
         for layer in self.layer_units:
             units = self.units_of(layer, ctx)
@@ -250,3 +251,6 @@ class ActMaxCallback(VisualizationCallback):
         title = f"{layer}: weights | actmax, mean r={float(r.mean()):+.2f} - epoch {ctx.step}"
         ctx.add_image(f"{self.technique}/{layer}/vs_weights", tile_picture(tiles, labels, 6, title, bars))
         ctx.add_scalar(f"{self.technique}/{layer}/vs_weights/mean_r", float(r.mean()))
+
+
+ActMaxCallback = legacy_callback(ActMax, "ActMaxCallback")

@@ -25,14 +25,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .base import FixedSetCallback, RenderContext
+from .base import legacy_callback
 from .figures import CARD_WIDTH
 from .hooks import check_layers, layer_shapes
 from .layers import layer_roles
 from .live_figure import LiveFigure, draw_texts
 from .methods.changes import UnitChanges, compare_snapshots, unit_snapshot
+from .technique import FixedSetTechnique, RenderContext
 
-__all__ = ["ChangesChart", "default_change_layers", "ChangesCallback"]
+__all__ = ["ChangesChart", "default_change_layers", "Changes", "ChangesCallback"]
 
 
 def default_change_layers(net: nn.Module, shapes: dict[str, tuple[int, ...]] | None = None) -> list[str]:
@@ -167,7 +168,7 @@ class ChangesChart:
         return out
 
 
-class ChangesCallback(FixedSetCallback):
+class Changes(FixedSetTechnique):
     """Log, per unit of the chosen layers, what changed since the last drawn epoch.
 
     Args:
@@ -186,7 +187,7 @@ class ChangesCallback(FixedSetCallback):
     ) -> None:
         super().__init__(layers=layers, per_class=per_class, every_n_epochs=every_n_epochs, **kwargs)
         if not isinstance(top, int) or isinstance(top, bool) or top < 1:
-            raise ValueError(f"ChangesCallback: top must be an integer >= 1, got {top!r}")
+            raise ValueError(f"Changes: top must be an integer >= 1, got {top!r}")
         self.top = top
         self.layer_names: list[str] = []
         self.previous: dict[str, dict[str, Tensor]] = {}  # layer -> unit_snapshot at previous_step
@@ -206,7 +207,7 @@ class ChangesCallback(FixedSetCallback):
         self.previous_step = state.get("changes_previous_step")
 
     def render(self, ctx: RenderContext) -> None:
-        acts, y = self.fixed_set_activations(ctx, self.layer_names, self.per_class)
+        acts, y = ctx.fixed_set_activations(self.layer_names, self.per_class)
         now = {layer: unit_snapshot(ctx.net, layer, acts[layer], y, len(ctx.classes)) for layer in self.layer_names}
         since = self.previous_step
         if since is not None and since < ctx.step:
@@ -228,3 +229,6 @@ class ChangesCallback(FixedSetCallback):
                 ctx.add_scalar(f"{tag}/preferred_class_switches", int(ch.switched.sum()))
         if since is None or ctx.step > since:
             self.previous, self.previous_step = now, ctx.step
+
+
+ChangesCallback = legacy_callback(Changes, "ChangesCallback")

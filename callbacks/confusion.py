@@ -21,14 +21,21 @@ import numpy as np
 import torch
 from matplotlib.colors import PowerNorm
 from torch import Tensor
-from typing_extensions import override
 
-from .base import RenderContext, VisualizationCallback
+from .base import legacy_callback
 from .figures import SEQUENTIAL, colorbar
 from .live_figure import LiveFigure, contrast_colours, draw_texts
 from .methods.confusion import confusion_counts, confusion_matrix, predictions, sub_confusion
+from .technique import RenderContext, Technique
 
-__all__ = ["predictions", "confusion_matrix", "sub_confusion", "ConfusionChart", "ConfusionMatrixCallback"]
+__all__ = [
+    "predictions",
+    "confusion_matrix",
+    "sub_confusion",
+    "ConfusionChart",
+    "ConfusionMatrix",
+    "ConfusionMatrixCallback",
+]
 
 
 class ConfusionChart:
@@ -94,7 +101,7 @@ class ConfusionChart:
         return draw_texts(img, self.live.to_pixels(self.ax, self.cells), [str(int(v)) for v in sub.flatten()], colours)
 
 
-class ConfusionMatrixCallback(VisualizationCallback):
+class ConfusionMatrix(Technique):
     """Log a labelled confusion-matrix picture of the validation split.
 
     Args:
@@ -102,66 +109,21 @@ class ConfusionMatrixCallback(VisualizationCallback):
     """
 
     technique = "confusion_matrix"
+    wants_predictions = True
     layer_args = ()  # names no layer
 
     def __init__(self, batch_size: int = 1000, **kwargs) -> None:
         super().__init__(**kwargs)
         if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"ConfusionMatrixCallback: batch_size must be an integer >= 1, got {batch_size!r}")
+            raise ValueError(f"ConfusionMatrix: batch_size must be an integer >= 1, got {batch_size!r}")
         self.batch_size = batch_size
 
-    @override
-    def on_validation_epoch_start(self, trainer, pl_module) -> None:
-        super().on_validation_epoch_start(trainer, pl_module)
-        self._seen: list[tuple[Tensor, Tensor]] = []
-        self._outputs: list[Tensor] = []
-        self._remove_hook()
-        if self.enabled and trainer.world_size == 1 and self.should_render(trainer):
-            # the net's own outputs in the validation loop, for a LightningModule that does not return "preds"
-            self._hook = self.net_of(pl_module).register_forward_hook(self._keep_output)
-
-    def _keep_output(self, module, inputs, output) -> None:
-        if isinstance(output, Tensor) and output.dim() == 2:
-            self._outputs.append(output.detach().argmax(1))
-
-    def _remove_hook(self) -> None:
-        if getattr(self, "_hook", None) is not None:
-            self._hook.remove()
-        self._hook = None
-
-    @override
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        super().on_validation_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
-        hooked, self._outputs = getattr(self, "_outputs", []), []
-        if (
-            not (self.enabled and trainer.world_size == 1 and isinstance(batch, (tuple, list)) and len(batch) > 1)
-            or getattr(self, "_seen", None) is None
-        ):
-            return
-        if isinstance(outputs, dict) and "preds" in outputs:
-            self._seen.append((outputs["preds"], batch[1]))
-        elif len(hooked) == 1 and hooked[0].shape == batch[1].shape:
-            self._seen.append((hooked[0], batch[1]))  # the net ran once on this batch: its predictions
-        else:
-            self._seen = None  # the net ran more or less than once per batch: recompute at the epoch's end
-
-    @override
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        self._remove_hook()
-        super().on_validation_epoch_end(trainer, pl_module)
-
-    @override
-    def on_exception(self, trainer, pl_module, exception) -> None:
-        self._remove_hook()
-        super().on_exception(trainer, pl_module, exception)
-
     def render(self, ctx: RenderContext) -> None:
-        seen = getattr(self, "_seen", None)
-        if seen and ctx.trainer.world_size == 1:  # the validation loop's own predictions
-            preds, y = torch.cat([p for p, _ in seen]), torch.cat([t for _, t in seen])
-            cm = confusion_counts(preds, y, len(ctx.classes)).cpu()
+        seen = ctx.val_predictions()
+        if seen is not None:  # the validation loop's own predictions, gathered by the owner
+            cm = confusion_counts(seen[0], seen[1], len(ctx.classes)).cpu()
         else:  # the whole validation split, in batches
-            facts = self.facts(ctx.trainer)
+            facts = ctx.facts
             device = next(ctx.net.parameters(), torch.empty(0)).device
             n = len(facts.labels())
             preds, labels = [], []
@@ -176,3 +138,6 @@ class ConfusionMatrixCallback(VisualizationCallback):
         ctx.add_image(self.technique, self._charts[key].draw(cm, ctx.step))
         recall = cm.diag().float() / cm.sum(1).clamp(min=1)
         ctx.add_scalar(f"{self.technique}/worst_class_recall", float(recall.min()))
+
+
+ConfusionMatrixCallback = legacy_callback(ConfusionMatrix, "ConfusionMatrixCallback")

@@ -16,15 +16,16 @@ from matplotlib import colormaps
 from matplotlib.patches import Rectangle
 from torch import Tensor, nn
 
-from .base import RenderContext, VisualizationCallback, tag_part
+from .base import legacy_callback
 from .classes import class_columns, shown_positions, shown_probs
 from .figures import SEQUENTIAL, SIGNED, abs_max, colorbar, input_rgb, mosaic, show_grid
 from .hooks import check_layers
 from .layers import layer_roles
 from .live_figure import LiveFigure, draw_texts
 from .methods.decision import decision_pipeline, strongest_maps
+from .technique import RenderContext, Technique, tag_part
 
-__all__ = ["decision_pipeline", "default_stages", "strongest_maps", "DecisionChart", "DecisionCallback"]
+__all__ = ["decision_pipeline", "default_stages", "strongest_maps", "DecisionChart", "Decision", "DecisionCallback"]
 
 
 def _with_white_gaps(cmap: str):
@@ -179,7 +180,7 @@ class DecisionChart:
         )
 
 
-class DecisionCallback(VisualizationCallback):
+class Decision(Technique):
     """Log, for the probe image of every class, input -> strongest stage maps -> fc activations -> probabilities.
 
     Args:
@@ -205,7 +206,7 @@ class DecisionCallback(VisualizationCallback):
     ) -> None:
         super().__init__(every_n_epochs=every_n_epochs, **kwargs)
         if isinstance(maps, bool) or not isinstance(maps, int) or maps < 1:
-            raise ValueError(f"DecisionCallback: maps must be an integer >= 1, got {maps!r}")
+            raise ValueError(f"Decision: maps must be an integer >= 1, got {maps!r}")
         self.stages = stages
         self.fc_layers = fc_layers
         self.maps = maps
@@ -213,7 +214,7 @@ class DecisionCallback(VisualizationCallback):
         self.stage_names: list[str] = []
         self.fc_names: list[str] = []
 
-    def _state_config(self):
+    def config(self):
         return {"stages": self.stages, "fc_layers": self.fc_layers}
 
     def configure(self, net, shapes):
@@ -240,7 +241,7 @@ class DecisionCallback(VisualizationCallback):
         return tops + [self.scale(f"{prefix}fc", max([abs_max(a) for a in fc_acts], default=1.0))]
 
     def render(self, ctx: RenderContext) -> None:
-        x, y = self.probe_images(ctx.trainer)
+        x, y = ctx.probe_images()
         acts, probs = decision_pipeline(ctx.net, x, [*self.stage_names, *self.fc_names])
         probs = shown_probs(probs.float().cpu(), ctx.shown)  # (N, shown classes [+ other])
         columns = class_columns(ctx.classes, ctx.shown)
@@ -276,3 +277,6 @@ class DecisionCallback(VisualizationCallback):
                 one_stage, one_fc, probs[i : i + 1], self.maps, self._limits(f"{i}/", one_stage, one_fc), ctx.step
             )
             ctx.add_image(f"{self.technique}/{c}_{tag_part(names[i])}", img)
+
+
+DecisionCallback = legacy_callback(Decision, "DecisionCallback")

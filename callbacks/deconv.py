@@ -21,7 +21,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
 from . import figures
-from .base import RenderContext, VisualizationCallback
+from .base import legacy_callback
 from .hooks import capture_activations, check_layers, layer_shapes
 from .layers import layer_roles
 from .methods.deconv import (
@@ -35,6 +35,7 @@ from .methods.deconv import (
     informative_channels,
     strongest_channels,
 )
+from .technique import RenderContext, Technique
 
 __all__ = [
     "deconvnet",
@@ -42,13 +43,14 @@ __all__ = [
     "deconvnet_with_channels",
     "strongest_channels",
     "informative_channels",
+    "Deconv",
     "DeconvCallback",
 ]
 
 REFERENCE_MAX = 500  # images at most in the reference set (500 at 10 classes; 5 per class at 100)
 
 
-class DeconvCallback(VisualizationCallback):
+class Deconv(Technique):
     """Log, for each class's probe image, the deconvnet projection of each chosen layer's most unusually strong
     channel for that image (``informative_channels``: the channel's peak as a z-score over the fixed set).
 
@@ -72,7 +74,7 @@ class DeconvCallback(VisualizationCallback):
         self.layer_names: list[str] = []
         self._warned: str | None = None  # the last warning given (each is given once)
 
-    def _state_config(self):
+    def config(self):
         return {"layers": self.layers}
 
     def configure(self, net, shapes):
@@ -104,9 +106,9 @@ class DeconvCallback(VisualizationCallback):
     def render(self, ctx: RenderContext) -> None:
         if not self.layer_names:  # no layer the deconvnet applies to (warned at setup)
             return
-        x, y = self.probe_images(ctx.trainer)
+        x, y = ctx.probe_images()
         ref = self.reference_peaks(ctx)  # {layer: (M, C)}
-        blank = flat_background(self.fixed_set(ctx.trainer, self.per_class, REFERENCE_MAX)[0])  # (1, C, H, W)
+        blank = flat_background(ctx.fixed_set(self.per_class, REFERENCE_MAX)[0])  # (1, C, H, W)
         acts = capture_activations(ctx.net, torch.cat([x, blank]), self.layer_names, stop_after_last=True)
         columns, channels = [figures.input_rgb(x, ctx.pixel_range)], []
         for layer in self.layer_names:
@@ -143,7 +145,7 @@ class DeconvCallback(VisualizationCallback):
     def reference_peaks(self, ctx: RenderContext) -> dict:
         """``{layer: (M, C)}``: each channel's peak on each image of the fixed set, in batches (one forward pass per
         batch for every layer): the channel's usual level, against which ``informative_channels`` scores."""
-        x, _ = self.fixed_set(ctx.trainer, self.per_class, REFERENCE_MAX)
+        x, _ = ctx.fixed_set(self.per_class, REFERENCE_MAX)
         parts: dict[str, list] = {layer: [] for layer in self.layer_names}
         for start in range(0, len(x), self.batch_size):
             batch = x[start : start + self.batch_size]
@@ -151,3 +153,6 @@ class DeconvCallback(VisualizationCallback):
             for layer in self.layer_names:
                 parts[layer].append(channel_peaks(acts[layer]).float())
         return {layer: torch.cat(p) for layer, p in parts.items()}
+
+
+DeconvCallback = legacy_callback(Deconv, "DeconvCallback")

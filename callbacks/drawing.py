@@ -57,12 +57,13 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
-from .base import VisualizationCallback
 from .classes import ShownClasses
 from .data import val_loader
-from .evolution import EvolutionCallback
+from .scope import run_dir_of
+from .technique import check_arg
 
 __all__ = [
+    "Background",
     "Drawing",
     "Drawer",
     "PictureLogger",
@@ -190,43 +191,31 @@ class PictureLogger(TensorBoardLogger):
         return Path(self.experiment._get_file_writer().event_writer._file_name)
 
 
-def drawn_callbacks(trainer: pl.Trainer) -> list[Callback]:
-    """The callbacks a drawing process needs, in the Trainer's order: the visualizations and ``ShownClasses``."""
-    return [cb for cb in trainer.callbacks if isinstance(cb, (VisualizationCallback, ShownClasses))]
-
-
-def detached(cb: Callback) -> Callback:
-    """A copy of ``cb`` to pickle: without the ``log``/``log_dict`` methods of the training module that Lightning
-    binds to every callback (they would pickle the module's Trainer-side state)."""
-    cb = copy.copy(cb)
-    for name in ("log", "log_dict"):
-        cb.__dict__.pop(name, None)
-    return cb
-
-
-def make_spec(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+def make_spec(owner: Any, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
     """What a ``Drawer`` rebuilds the run's drawing from: the module (its weights come with each snapshot), the
-    validation data, the callbacks, and the Trainer settings that decide what validation sees."""
+    validation data, the owner with its techniques, the ``ShownClasses`` callbacks, and the Trainer settings that
+    decide what validation sees."""
     dm = trainer.datamodule
     return {
         "module": pl_module,
         "datamodule": dm,
         "val_dataloaders": None if dm is not None else val_loader(trainer),  # (loaded here if not yet)
-        "callbacks": [detached(cb) for cb in drawn_callbacks(trainer)],
+        "owner": owner,
+        "callbacks": [cb for cb in trainer.callbacks if isinstance(cb, ShownClasses)],
         "limit_val_batches": trainer.limit_val_batches,
-        "inference_mode": trainer._evaluation_loop.inference_mode,
+        "inference_mode": trainer.validate_loop.inference_mode,
         "last_epoch": trainer.max_epochs - 1 if trainer.max_epochs is not None and trainer.max_epochs > 0 else None,
     }
 
 
-def spec_bytes(trainer: pl.Trainer, pl_module: pl.LightningModule) -> bytes:
+def spec_bytes(owner: Any, trainer: pl.Trainer, pl_module: pl.LightningModule) -> bytes:
     buffer = io.BytesIO()
     try:
-        torch.save(make_spec(trainer, pl_module), buffer)
+        torch.save(make_spec(owner, trainer, pl_module), buffer)
     except Exception as e:
         raise RuntimeError(
-            "Drawing: another process draws from a copy of the LightningModule, its data and the visualization "
-            f"callbacks, and one of them cannot be pickled ({type(e).__name__}: {e}); use drawing mode 'inline'"
+            "Drawing: another process draws from a copy of the LightningModule, its data and the techniques, and one "
+            f"of them cannot be pickled ({type(e).__name__}: {e}); use drawing mode 'inline'"
         ) from e
     return buffer.getvalue()
 
@@ -249,28 +238,24 @@ def _main_hidden(hide: bool):
 
 
 class Drawer:
-    """Draws a run's pictures in this process, from its weights at chosen epochs: copies of the run's callbacks
-    in a ``Trainer`` of their own, one ``validate`` per epoch on a copy of the module, logged into the run folder
-    by a ``PictureLogger``, on ``device``. Used by the background process and by ``convscope.watch``."""
+    """Draws a run's pictures in this process, from its weights at chosen epochs: a copy of the run's owner
+    (``Convscope``) in a ``Trainer`` of its own, one ``validate`` per epoch on a copy of the module (the owner reads
+    the validation loop's passes as in training), logged into the run folder by a ``PictureLogger``, on ``device``.
+    Used by the background process and by ``convscope.watch``."""
 
     def __init__(self, spec: dict[str, Any], run_dir: str | Path, device: str = "cpu") -> None:
         self.module: pl.LightningModule = spec["module"]
         self.datamodule = spec["datamodule"]
         self.loaders = spec["val_dataloaders"]
-        self.callbacks: list[Callback] = spec["callbacks"]
-        self.visuals = [cb for cb in self.callbacks if isinstance(cb, VisualizationCallback)]
-        for cb in self.visuals:
-            cb.deferred = False
-            cb.fit_last_epoch = spec["last_epoch"]  # the fit's last epoch, which some schedules draw (units' actmax)
-            if isinstance(cb, EvolutionCallback):
-                cb._fit_last = spec["last_epoch"]  # as its on_fit_start does in the training process
+        self.owner = spec["owner"]
+        self.owner.fit_last = spec["last_epoch"]  # the fit's last epoch, which some schedules draw
         self.logger = PictureLogger(run_dir)
         where = torch.device(device)
         self.trainer = pl.Trainer(
             accelerator=where.type,
             devices=[where.index or 0] if where.type == "cuda" else 1,
             logger=self.logger,
-            callbacks=self.callbacks,
+            callbacks=[*spec["callbacks"], self.owner],
             default_root_dir=str(run_dir),
             limit_val_batches=spec["limit_val_batches"],
             inference_mode=spec["inference_mode"],
@@ -279,38 +264,39 @@ class Drawer:
             enable_model_summary=False,
         )
 
-    def draw(self, epoch: int, due: list[int], weights: dict[str, torch.Tensor]) -> None:
-        """Draw the pictures of ``epoch`` (0-based, the image step) of the callbacks at positions ``due`` in
-        ``visuals``, from ``weights`` (the module's state dict)."""
+    def draw(self, epoch: int, due: list[str], weights: dict[str, torch.Tensor]) -> None:
+        """Draw the pictures of ``epoch`` (0-based, the image step) of the techniques ``due`` (the owner's keys),
+        from ``weights`` (the module's state dict)."""
         self.module.load_state_dict(weights)
-        self.module.checkpoint_epoch = epoch  # the image step of every picture (``VisualizationCallback.step_of``)
-        for i, cb in enumerate(self.visuals):
-            cb.drawing_due = i in due
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", ".*does not have many workers.*")
-            self.trainer.validate(self.module, dataloaders=self.loaders, datamodule=self.datamodule, verbose=False)
+        self.owner.job = (epoch, list(due))
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", ".*does not have many workers.*")
+                self.trainer.validate(self.module, dataloaders=self.loaders, datamodule=self.datamodule, verbose=False)
+        finally:
+            self.owner.job = None
 
     def finish(self, step: int) -> None:
         """What inline drawing does at fit end: the evolution pictures, logged at ``step`` (the last epoch)."""
-        for cb in self.visuals:
-            if isinstance(cb, EvolutionCallback):
-                cb._fit_last = None
-                if cb.enabled and cb.snapshots:
-                    cb.draw(self.trainer, self.module, step=step)
+        if self.owner.scope is None:  # nothing drawn by this process yet (a resumed fit): set up for the owner
+            self.owner.job = (step, [])
+            self.draw(step, [], self.module.state_dict())
+        self.owner.finish(self.trainer, self.module, step)
 
-    def states(self) -> list[dict[str, Any]]:
-        return [cb.state_dict() for cb in self.visuals]
+    def states(self) -> dict[str, Any]:
+        state = self.owner.state_dict()
+        state.pop("drawing", None)
+        return state
 
-    def report(self) -> tuple[list[dict[str, Any]], tuple[str, int]]:
-        """After a drawing (its pictures are flushed here): the callbacks' states, and this process's event file and
+    def report(self) -> tuple[dict[str, Any], tuple[str, int]]:
+        """After a drawing (its pictures are flushed here): the owner's state, and this process's event file and
         its length (everything in it up to there is finished epochs; ``cut_back`` takes it)."""
         self.logger.experiment.flush()
         event = self.logger.event_file()
         return self.states(), (str(event.resolve()), event.stat().st_size)
 
-    def load_states(self, states: list[dict[str, Any]]) -> None:
-        for cb, state in zip(self.visuals, states):
-            cb.load_state_dict(state)
+    def load_states(self, states: dict[str, Any]) -> None:
+        self.owner.load_state_dict(states)
 
     def close(self) -> None:
         self.logger.experiment.flush()
@@ -364,8 +350,10 @@ def _serve(spec: bytes, run_dir: str, threads: int, device: str, memory_fraction
         drawer.close()
 
 
-class Drawing(Callback):
-    """Where the pictures are drawn: ``inline``, ``background``, ``watch`` or ``auto`` (see the module's docstring).
+class Background:
+    """The drawing mode of one owner (``Convscope``): where its pictures are drawn (see the module's docstring), and
+    the machinery of the background process and of the watch sidecar's snapshots. Plain object: the owner calls it
+    from its hooks.
 
     Args:
         mode: one of ``MODES``.
@@ -383,12 +371,15 @@ class Drawing(Callback):
         device: str | None = None,
         memory_fraction: float = 0.25,
     ) -> None:
-        if mode not in MODES:
-            raise ValueError(f"Drawing: unknown mode {mode!r}; valid: {', '.join(MODES)}")
-        if threads is not None and (not isinstance(threads, int) or threads < 1):
-            raise ValueError(f"Drawing: threads must be an integer >= 1, got {threads!r}")
-        if not isinstance(queue, int) or queue < 1:
-            raise ValueError(f"Drawing: queue must be an integer >= 1, got {queue!r}")
+        check_arg("Drawing", "mode", mode, mode in MODES, f"one of {', '.join(MODES)}")
+        check_arg(
+            "Drawing",
+            "threads",
+            threads,
+            threads is None or (isinstance(threads, int) and threads >= 1),
+            "an integer >= 1",
+        )
+        check_arg("Drawing", "queue", queue, isinstance(queue, int) and queue >= 1, "an integer >= 1")
         if device is not None:
             try:
                 torch.device(device)
@@ -397,31 +388,38 @@ class Drawing(Callback):
                     f"Drawing: device {device!r} is not a device; valid: 'cpu', 'cuda', 'cuda:N', 'mps', or none "
                     "(the trainer's)"
                 ) from e
-        if not 0 < memory_fraction <= 1:
-            raise ValueError(f"Drawing: memory_fraction must be in (0, 1], got {memory_fraction!r}")
+        check_arg("Drawing", "memory_fraction", memory_fraction, 0 < memory_fraction <= 1, "in (0, 1]")
         self.mode, self.threads, self.queue = mode, threads, queue
         self.device, self.memory_fraction = device, memory_fraction
         self.resolved = "inline"  # the mode of the fit under way
         self.why = ""  # why (the line fit start prints)
         self.drawer_device: str | None = None  # where the background process draws
-        self.deferred: list[VisualizationCallback] = []
         self.drawn: list[int] = []  # epochs the other process has drawn (background), in order
-        self.pending: list[tuple[int, list[int]]] = []  # (epoch, due) submitted and not yet drawn
+        self.pending: list[tuple[int, list[str]]] = []  # (epoch, due techniques' keys) submitted and not yet drawn
         self.weights: dict[int, dict[str, torch.Tensor]] = {}  # the pending epochs' weights (a checkpoint keeps them)
         self._process = self._jobs = self._results = None
         self.event: tuple[str, int] | None = (
             None  # the drawing process's event file and its length after its last epoch
         )
-        self._order: list[VisualizationCallback] = []  # the visualizations, in the order of the drawer's states
         self._folder: Path | None = None
         self.seconds: list[float] = []  # the drawing process's time per job (an epoch's drawing; the fit's end)
         self.waited = {"snapshot": 0.0, "queue": 0.0, "checkpoint": 0.0, "end": 0.0}  # s training spent on drawing
 
+    def detached(self) -> Background:
+        """A copy to pickle with the owner (for a drawing process): its settings, no process or queues."""
+        copied = copy.copy(self)
+        copied._process = copied._jobs = copied._results = None
+        copied.resolved, copied.pending, copied.weights = "inline", [], {}
+        return copied
+
+    def elsewhere(self, trainer: pl.Trainer) -> bool:
+        """Whether this fit's validation pictures are drawn by another process (background or watch)."""
+        return self.resolved != "inline" and trainer.state.fn == "fit"
+
     # ------------------------------------------------------------------------------------------------- state
-    @override
     def state_dict(self) -> dict[str, Any]:
         """What a resumed fit needs to lose no picture and draw none twice: the last epoch the drawer finished (the
-        callbacks' states in the checkpoint are those it reached then), how long its event file was then, and the
+        techniques' states in the checkpoint are those it reached then), how long its event file was then, and the
         epochs submitted since, with their weights (none for the checkpoint's own epoch: its weights are the
         checkpoint's)."""
         return {
@@ -431,16 +429,17 @@ class Drawing(Callback):
             "event": self.event,
         }
 
-    @override
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.pending = [(int(e), list(d)) for e, d in state_dict.get("pending", [])]
-        self.weights = dict(state_dict.get("weights", {}))
-        self.drawn = [] if state_dict.get("drawn") is None else [int(state_dict["drawn"])]
-        self.event = state_dict.get("event")
+    def load_state_dict(self, state: dict[str, Any], keys: list[str] | None = None) -> None:
+        """``keys``: the owner's technique keys, for a 0.1.0 checkpoint whose pending epochs name positions."""
+        self.pending = [
+            (int(e), [keys[k] if isinstance(k, int) and keys else k for k in d]) for e, d in state.get("pending", [])
+        ]
+        self.weights = dict(state.get("weights", {}))
+        self.drawn = [] if state.get("drawn") is None else [int(state["drawn"])]
+        self.event = state.get("event")
 
     # ------------------------------------------------------------------------------------------------- hooks
-    @override
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+    def setup(self, trainer: pl.Trainer, stage: str) -> None:
         self.drawer_device = self.device or str(trainer_device(trainer))
         if stage != "fit":
             self.resolved, self.why = "inline", stage
@@ -449,24 +448,18 @@ class Drawing(Callback):
             self.why = f"auto: {self.why}"
         else:
             self.resolved, self.why = self.mode, "asked for"
-        if self.resolved != "inline" and VisualizationCallback.run_dir(trainer) is None:
+        if self.resolved != "inline" and run_dir_of(trainer) is None:
             rank_zero_warn(f"Drawing: mode {self.mode!r} needs a logger with a run folder; drawing inline")
             self.resolved = "inline"
-        self.deferred = [cb for cb in trainer.callbacks if isinstance(cb, VisualizationCallback) and cb.at_validation]
-        self._defer(self.resolved != "inline")
 
-    def _defer(self, deferred: bool) -> None:
-        for cb in self.deferred:
-            cb.deferred = deferred
-
-    @override
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def start(self, owner: Any, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """At fit start: hand the run to the sidecar or start the drawing process; print where pictures go."""
         if not trainer.is_global_zero:
             return
         spec = None
         if self.resolved != "inline":
             try:
-                spec = spec_bytes(trainer, pl_module)
+                spec = spec_bytes(owner, trainer, pl_module)
                 names = main_names(spec) if self.mode == "auto" and self.resolved == "background" else []
                 if names:
                     raise RuntimeError(
@@ -486,12 +479,10 @@ class Drawing(Callback):
         """``auto`` chose another process, which cannot load this run: draw inline, saying why."""
         _, why = auto_mode(trainer_device(trainer).type, cpu_cores(), str(reason))
         self.resolved, self.why = "inline", f"auto: {why}"
-        self._defer(False)
 
     def _start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, spec: bytes) -> None:
         """Hand ``spec`` to the sidecar (watch) or start the drawing process (background)."""
-        self._order = self._visuals(trainer)
-        run_dir = VisualizationCallback.run_dir(trainer)
+        run_dir = run_dir_of(trainer)
         if self.resolved == "watch":
             self._folder = Path(run_dir) / SNAPSHOT_DIR
             self._folder.mkdir(parents=True, exist_ok=True)
@@ -521,42 +512,39 @@ class Drawing(Callback):
                 self._stop()
                 self._inline_after_all(trainer, failed.strip().splitlines()[-1])
                 return
+        self._owner = None
         if self.pending:  # resumed from a checkpoint with epochs not drawn yet: drawn first, from their weights
             pending, self.pending = self.pending, []
             weights, self.weights = self.weights, {}
             for epoch, due in pending:
                 self._submit(epoch, due, pl_module, weights.get(epoch))
 
-    @override
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if (
-            self.resolved == "inline"
-            or trainer.sanity_checking
-            or trainer.state.fn != "fit"
-            or not trainer.is_global_zero
-        ):
+    def submit(self, owner: Any, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """At a validation end: the techniques due go to the drawing process (or the sidecar) with the weights."""
+        if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        due = [i for i, cb in enumerate(self._visuals(trainer)) if cb in self.deferred and cb.due(trainer)]
+        self._owner = owner
+        due = [k for k, t in zip(owner.keys(), owner.techniques, strict=True) if t in owner.due(trainer)]
         if not due:
             return
-        epoch = VisualizationCallback.step_of(trainer, pl_module)
+        epoch = owner.step_of(trainer, pl_module)
         if self.resolved == "watch":
             snapshot = {"epoch": epoch, "due": due, "weights": cpu_weights(pl_module)}
             write_atomic(snapshot, self._folder / f"epoch_{epoch:05d}.pt")
-        else:
+        elif self._process is not None:
             self._trainer_last = trainer.max_epochs is not None and trainer.current_epoch >= trainer.max_epochs - 1
             self._submit(epoch, due, pl_module)
 
-    @override
     def on_save_checkpoint(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+        self, owner: Any, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        """The callbacks' states in a checkpoint are those the drawing process reached after its last drawn epoch;
+        """The techniques' states in a checkpoint are those the drawing process reached after its last drawn epoch;
         the epochs submitted since stay pending, with their weights (the checkpoint's own epoch's weights are the
         checkpoint's): a fit resumed from it draws them first. Training does not wait for the drawer here, except
         at the fit's last epoch and after Ctrl-C or an error, where every submitted epoch is drawn first."""
         if self._process is None:
             return
+        self._owner = owner
         last = trainer.should_stop or (
             trainer.max_epochs is not None and trainer.current_epoch >= trainer.max_epochs - 1
         )
@@ -565,22 +553,20 @@ class Drawing(Callback):
             self._collect(block=True)
         self.waited["checkpoint"] += time.perf_counter() - t0
         self._collect(block=False)
-        states = checkpoint.setdefault("callbacks", {})
-        for cb in self.deferred:
-            states[cb.state_key] = cb.state_dict()
-        state = self.state_dict()
-        state["weights"].pop(VisualizationCallback.step_of(trainer, pl_module), None)
-        states[self.state_key] = state
+        state = owner.state_dict()
+        state["drawing"]["weights"].pop(owner.step_of(trainer, pl_module), None)
+        checkpoint.setdefault("callbacks", {})[owner.state_key] = state
 
-    @override
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def finish(self, owner: Any, trainer: pl.Trainer) -> None:
+        """Fit end: the sidecar is told; the drawing process composes the fit's end and every epoch is drawn."""
         if self.resolved == "watch" and trainer.is_global_zero:
             write_atomic(
                 {"last_step": max(0, trainer.current_epoch - 1), "interrupted": False}, self._folder / "end.pt"
             )
         if self._process is None:
             return
-        step = max(0, trainer.current_epoch - 1)  # the last trained epoch, as the evolution callback uses inline
+        self._owner = owner
+        step = max(0, trainer.current_epoch - 1)  # the last trained epoch, as the evolution technique uses inline
         self._put(("finish", step, None, None))
         self.pending.append((step, []))
         t0 = time.perf_counter()
@@ -589,8 +575,7 @@ class Drawing(Callback):
         self.waited["end"] += time.perf_counter() - t0
         self._stop()
 
-    @override
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+    def drain(self, trainer: pl.Trainer) -> None:
         """Ctrl-C, SIGTERM or an error: every epoch submitted so far is drawn before the fit ends."""
         if self.resolved == "watch" and self._folder is not None:
             write_atomic({"last_step": trainer.current_epoch, "interrupted": True}, self._folder / "end.pt")
@@ -602,20 +587,12 @@ class Drawing(Callback):
         finally:
             self._stop()
 
-    @override
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+    def stop(self) -> None:
         self._stop()
-        for cb in self.deferred:
-            cb.deferred = False  # a later validate or fit on this Trainer decides again
 
     # --------------------------------------------------------------------------------------------- internals
-    @staticmethod
-    def _visuals(trainer: pl.Trainer) -> list[VisualizationCallback]:
-        """The visualizations in the order the ``Drawer``'s copies have them."""
-        return [cb for cb in drawn_callbacks(trainer) if isinstance(cb, VisualizationCallback)]
-
     def _submit(
-        self, epoch: int, due: list[int], pl_module: pl.LightningModule, weights: dict[str, torch.Tensor] | None = None
+        self, epoch: int, due: list[str], pl_module: pl.LightningModule, weights: dict[str, torch.Tensor] | None = None
     ) -> None:
         t0 = time.perf_counter()
         self._collect(block=False)
@@ -650,7 +627,7 @@ class Drawing(Callback):
                 self._check_alive()
 
     def _collect(self, block: bool, raise_errors: bool = True) -> None:
-        """Take the drawing process's reports: drawn epochs (with the callbacks' states) and errors."""
+        """Take the drawing process's reports: drawn epochs (with the owner's states) and errors."""
         while True:
             try:
                 report = self._results.get(timeout=POLL) if block else self._results.get_nowait()
@@ -664,16 +641,15 @@ class Drawing(Callback):
                 continue
             self.seconds.append(seconds)
             if kind == "error":
-                message = f"Drawing: the drawing process failed at epoch {epoch}:\n{payload}"
+                message = f"Drawing: the drawing process failed at epoch {epoch}:\\n{payload}"
                 if raise_errors:
                     self._stop()
                     raise RuntimeError(message)
                 rank_zero_warn(message)
-            else:  # the trainer's callbacks take the states the drawing reached: they go into checkpoints
+            else:  # the training process's techniques take the states the drawing reached: they go into checkpoints
                 payload, self.event = payload
-                for cb, state in zip(self._order, payload):
-                    if cb in self.deferred:
-                        cb.load_state_dict(state)
+                if getattr(self, "_owner", None) is not None:
+                    self._owner.load_drawn_state(payload)
                 if kind == "drawn":
                     self.drawn.append(epoch)
             if self.pending:
@@ -699,6 +675,42 @@ class Drawing(Callback):
         if process.is_alive():
             process.kill()
             process.join()
+
+
+class Drawing(Callback):
+    """Deprecated: where the pictures of the 0.1.0 callbacks are drawn; ``Convscope(drawing=...)`` now. Its settings
+    go to the owner the callbacks make (see ``Background`` for the arguments)."""
+
+    def __init__(
+        self,
+        mode: str = "auto",
+        threads: int | None = None,
+        queue: int = 2,
+        device: str | None = None,
+        memory_fraction: float = 0.25,
+    ) -> None:
+        warnings.warn(
+            "Drawing is deprecated and goes in the next release: Convscope([...], drawing=mode, drawing_device=...)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        Background(mode, threads, queue, device, memory_fraction)  # checks the arguments now
+        self.mode, self.threads, self.queue = mode, threads, queue
+        self.device, self.memory_fraction = device, memory_fraction
+
+    def settings(self) -> dict[str, Any]:
+        """The owner's arguments these settings are."""
+        return {
+            "drawing": self.mode,
+            "drawing_threads": self.threads,
+            "drawing_queue": self.queue,
+            "drawing_device": self.device,
+            "memory_fraction": self.memory_fraction,
+        }
+
+    def owner(self, trainer: pl.Trainer) -> Any:
+        """The Trainer's owner (made by the callbacks' setup), whose background is the one this describes."""
+        return next(cb for cb in trainer.callbacks if type(cb).__name__ == "Convscope")
 
 
 def cpu_weights(pl_module: pl.LightningModule) -> dict[str, torch.Tensor]:

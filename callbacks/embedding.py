@@ -16,11 +16,12 @@ from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 from torch import Tensor, nn
 from torchvision.transforms.v2.functional import resize
 
-from .base import FixedSetCallback, RenderContext
+from .base import legacy_callback
 from .hooks import NoDefaultLayer, capture_activations, check_layers
 from .layers import layer_roles
+from .technique import FixedSetTechnique, RenderContext
 
-__all__ = ["penultimate_layer", "embedding_features", "EmbeddingCallback"]
+__all__ = ["penultimate_layer", "embedding_features", "Embedding", "EmbeddingCallback"]
 
 SPRITE_PX = 32  # thumbnails larger than this are shrunk: 5,000 of 224 px would make a 15,904 px sprite (the
 # projector takes at most 8,192) and cost gigabytes
@@ -52,7 +53,7 @@ def _keep_earlier_snapshots(writer) -> None:
         writer._projector_config = text_format.Parse(path.read_text(), ProjectorConfig())
 
 
-class EmbeddingCallback(FixedSetCallback):
+class Embedding(FixedSetTechnique):
     """Log penultimate-layer features with sprites and labels for TensorBoard's Projector.
 
     Args:
@@ -69,7 +70,7 @@ class EmbeddingCallback(FixedSetCallback):
         super().__init__(per_class=per_class, every_n_epochs=every_n_epochs, **kwargs)
         self.layer = layer
 
-    def _state_config(self):
+    def config(self):
         return {"layer": self.layer}
 
     def configure(self, net, shapes):
@@ -84,9 +85,9 @@ class EmbeddingCallback(FixedSetCallback):
             self.share_layers([self.layer_name], self.per_class)
 
     def render(self, ctx: RenderContext) -> None:
-        x, y = self.fixed_set(ctx.trainer, self.per_class)
+        x, y = ctx.fixed_set(self.per_class)
         if self.flat:
-            feats = self.fixed_set_activations(ctx, [self.layer_name], self.per_class)[0][self.layer_name]
+            feats = ctx.fixed_set_activations([self.layer_name], self.per_class)[0][self.layer_name]
         else:
             feats = embedding_features(ctx.net, x, self.layer_name)
         feats = feats.float().cpu()
@@ -102,3 +103,6 @@ class EmbeddingCallback(FixedSetCallback):
             feats, metadata=meta, label_img=thumbs, global_step=ctx.step, tag=f"{self.technique}/{self.layer_name}"
         )
         ctx.logged.append(f"{self.technique}/{self.layer_name}")
+
+
+EmbeddingCallback = legacy_callback(Embedding, "EmbeddingCallback")

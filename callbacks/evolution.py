@@ -22,18 +22,17 @@ import io
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from typing_extensions import override
 
 from . import figures
-from .base import VisualizationCallback
-from .coordinator import Source, coordinator_of
+from .base import legacy_callback
+from .capture import Source
+from .technique import Technique
 
-__all__ = ["evolution_strip", "snapshot_key", "EvolutionCallback"]
+__all__ = ["evolution_strip", "snapshot_key", "Evolution", "EvolutionCallback"]
 
 DEFAULT_EPOCHS = (1, 2, 5, 10, 20, 40, 80)
 # What a representation learns, as Zeiler & Fergus followed it: the analyses (occlusion, invariance, importance, ...)
@@ -97,7 +96,7 @@ def _unpng(data: bytes) -> Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1)
 
 
-class EvolutionCallback(VisualizationCallback):
+class Evolution(Technique):
     """At the end of fit, log and save one picture per technique and layer that stacks chosen epochs.
 
     Args:
@@ -109,6 +108,7 @@ class EvolutionCallback(VisualizationCallback):
     """
 
     technique = "evolution"
+    when = "fit_end"  # composed once, when the fit is over
     layer_args = ()  # names no layer
 
     def __init__(
@@ -116,40 +116,25 @@ class EvolutionCallback(VisualizationCallback):
     ) -> None:
         super().__init__(**kwargs)
         if epochs is not None and (not epochs or any(not isinstance(e, int) or e < 1 for e in epochs)):
-            raise ValueError(
-                f"EvolutionCallback: epochs must be a non-empty list of 1-based epochs >= 1, got {epochs!r}"
-            )
+            raise ValueError(f"Evolution: epochs must be a non-empty list of 1-based epochs >= 1, got {epochs!r}")
         self.epochs = sorted(set(epochs)) if epochs is not None else list(DEFAULT_EPOCHS)
         self.techniques = techniques
         self.save_png = save_png
         self.snapshots: dict[str, dict[int, bytes]] = {}  # key -> {epoch (1-based): PNG}
         self._tag_of: dict[str, str] = {}  # key -> the tag followed (first class's for per-class pictures)
-        self._fit_last: int | None = None  # the last epoch of the fit under way; None outside fit
         self.saved: list[Path] = []
 
-    @override
-    def setup(self, trainer: pl.Trainer | None, pl_module: pl.LightningModule, stage: str) -> None:
-        """Listen to the pictures the Trainer's callbacks log (stop listening when disabled)."""
-        super().setup(trainer, pl_module, stage)
-        if trainer is None:
+    def check_techniques(self, drawn: list[str]) -> None:
+        """``ValueError`` unless every technique followed is one of ``drawn`` (the owner's other enabled techniques)
+        or ``all``. Called by the owner at setup, after every technique was configured."""
+        if self.techniques is None:
             return
-        hub = coordinator_of(trainer)
-        if self.enabled:
-            hub.add_listener(self.record_snapshot)
-        else:
-            hub.remove_listener(self.record_snapshot)
-
-    def check_techniques(self, trainer: pl.Trainer) -> None:
-        """``ValueError`` unless every technique followed is one the Trainer's enabled visualization callbacks
-        registered with its coordinator (or ``all``). Called at fit start: after every callback's setup."""
-        if not self.enabled or self.techniques is None:
-            return
-        valid = [t for t in coordinator_of(trainer).techniques() if t != self.technique] + ["all"]
+        valid = [t for t in drawn if t != self.technique] + ["all"]
         bad = [t for t in self.techniques if t not in valid]
         if bad or not self.techniques:
             raise ValueError(
-                f"EvolutionCallback: unknown or empty techniques {bad or self.techniques}; valid (the Trainer's "
-                f"enabled visualization callbacks): {', '.join(valid)}"
+                f"Evolution: unknown or empty techniques {bad or self.techniques}; valid (the enabled techniques): "
+                f"{', '.join(valid)}"
             )
 
     def extra_state(self) -> dict[str, Any]:
@@ -159,14 +144,10 @@ class EvolutionCallback(VisualizationCallback):
         self.snapshots = dict(state.get("snapshots", {}))
         self._tag_of = dict(state.get("tag_of", {}))
 
-    @override
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.check_techniques(trainer)
-        self._fit_last = trainer.max_epochs - 1 if trainer.max_epochs is not None and trainer.max_epochs > 0 else None
-
-    def record_snapshot(self, tag: str, step: int, png: bytes, source: Source) -> None:
-        """The coordinator's listener: a picture logged by a callback (``source``), its PNG, ``step`` 0-based."""
-        if not self.enabled or self._fit_last is None or not source.evolves:
+    def record_snapshot(self, tag: str, step: int, png: bytes, source: Source, fit_last: int | None) -> None:
+        """Every picture the owner logs: the technique that drew it (``source``), its PNG, ``step`` 0-based, and the
+        last epoch of the fit (None outside a fit: nothing is kept)."""
+        if not self.enabled or fit_last is None or not source.evolves:
             return
         key = snapshot_key(tag, source.class_tags)
         followed = DEFAULT_TECHNIQUES if self.techniques is None else self.techniques
@@ -178,22 +159,11 @@ class EvolutionCallback(VisualizationCallback):
         snaps = self.snapshots.setdefault(key, {})
         reached = [e for e in self.epochs if e <= epoch]
         # the first picture at or after each chosen epoch (callbacks drawing every n epochs skip some), and the last
-        if (reached and not any(e >= reached[-1] for e in snaps)) or step == self._fit_last:
+        if (reached and not any(e >= reached[-1] for e in snaps)) or step == fit_last:
             snaps[epoch] = png
 
-    @override
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        pass  # composed once, at the end of fit
-
-    @override
-    def on_exception(self, trainer, pl_module, exception) -> None:
-        self._fit_last = None  # the snapshots so far are in the last checkpoint; a resumed fit composes them
-
-    @override
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._fit_last = None
-        if self.enabled and self.snapshots and not self.deferred:  # deferred: the drawing process composes them
-            self.draw(trainer, pl_module, step=max(0, trainer.current_epoch - 1))  # the last trained epoch
+    def ready(self) -> bool:
+        return bool(self.snapshots)
 
     def render(self, ctx) -> None:
         self.saved = []
@@ -207,9 +177,12 @@ class EvolutionCallback(VisualizationCallback):
                 f"epochs {', '.join(str(e - 1) for e in sorted(snaps))} (TensorBoard steps)",
             )
             png = ctx.add_image(f"{self.technique}/{key}", strip)
-            log_dir = self.run_dir(ctx.trainer)
+            log_dir = ctx.run_dir
             if self.save_png and log_dir:
                 path = Path(log_dir) / "evolution" / f"{key}.png"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(png)
                 self.saved.append(path)
+
+
+EvolutionCallback = legacy_callback(Evolution, "EvolutionCallback")

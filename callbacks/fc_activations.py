@@ -15,14 +15,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import FixedSetCallback, RenderContext
+from .base import legacy_callback
 from .figures import CARD_WIDTH, SEQUENTIAL, SIGNED, abs_max, colorbar
 from .hooks import check_layers
 from .layers import following_nonlinearity, layer_roles
 from .live_figure import LiveFigure
 from .methods.selectivity import class_means, shown_units
+from .technique import FixedSetTechnique, RenderContext
 
-__all__ = ["sparsity", "FCChart", "FCActivationsCallback"]
+__all__ = ["sparsity", "FCChart", "FCActivations", "FCActivationsCallback"]
 
 MAX_UNITS = 128  # columns of a chart at most: a wider layer shows its most class-varying units
 
@@ -104,7 +105,7 @@ class FCChart:
         return self.live.image(step)
 
 
-class FCActivationsCallback(FixedSetCallback):
+class FCActivations(FixedSetTechnique):
     """Log per-class mean activations of fully-connected layers, pre- and post-ReLU in one picture per layer.
 
     Args:
@@ -128,7 +129,7 @@ class FCActivationsCallback(FixedSetCallback):
         self.share_layers(self.names, self.per_class)
 
     def render(self, ctx: RenderContext) -> None:
-        acts, y = self.fixed_set_activations(ctx, self.names, self.per_class)
+        acts, y = ctx.fixed_set_activations(self.names, self.per_class)
         k, shown = len(ctx.classes), list(ctx.shown)
         samples = ctx.sample_counts(y)
         classes = [ctx.classes[c] for c in shown]
@@ -156,3 +157,6 @@ class FCActivationsCallback(FixedSetCallback):
             ctx.add_image(f"{self.technique}/{layer}", self._charts[key].draw(pre, post, limits, ctx.step))
             if post_name:
                 ctx.add_scalar(f"sparsity/{post_name}", sparsity(acts[post_name]))
+
+
+FCActivationsCallback = legacy_callback(FCActivations, "FCActivationsCallback")

@@ -9,7 +9,7 @@ the class means for both: averaging does not commute with the ReLU.
 
 Each channel (column) has its own colour scale, so a channel that responds weakly is not washed out by a strong one
 (often the background detector): its limit is written under the grid and kept across epochs, raised only when the
-channel outgrows it (``VisualizationCallback.scale``, kept in the checkpoint), so the step slider compares like with
+channel outgrows it (``Technique.scale``, kept in the checkpoint), so the step slider compares like with
 like. Maps with negative values (pre-ReLU conv outputs) are drawn diverging (blue negative, white zero, red
 positive, -1..1 times the channel's limit); maps without (after a ReLU, pooled ReLU outputs) sequential, white at 0
 to dark red at the limit. Defaults: every conv (pre-ReLU) and ReLU (post-ReLU) layer with a spatial
@@ -24,13 +24,14 @@ import torch
 from torch import Tensor, nn
 
 from . import figures
-from .base import RenderContext, VisualizationCallback, tag_part
+from .base import legacy_callback
 from .hooks import check_layers
 from .layers import following_nonlinearity, is_nonlinearity, layer_roles
 from .methods.feature_maps import class_mean_maps, feature_maps
 from .methods.selectivity import class_means
+from .technique import RenderContext, Technique, tag_part
 
-__all__ = ["feature_maps", "class_mean_maps", "FeatureMapsCallback"]
+__all__ = ["feature_maps", "class_mean_maps", "FeatureMaps", "FeatureMapsCallback"]
 
 # The tiles' target width: maps are enlarged by whole factors, and 28-px maps beside long class names need a little
 # more than a card to reach 2x (TensorBoard fits a wider picture to the card); at CARD_WIDTH they stay at 1x.
@@ -48,7 +49,7 @@ def _as_maps(acts: Tensor) -> Tensor:
     return flat.view(n, 1, side, side)
 
 
-class FeatureMapsCallback(VisualizationCallback):
+class FeatureMaps(Technique):
     """Log the chosen layers' channels for one probe image per class, and averaged per class.
 
     Args:
@@ -79,9 +80,9 @@ class FeatureMapsCallback(VisualizationCallback):
     ) -> None:
         super().__init__(**kwargs)
         if not isinstance(max_channels, int) or max_channels < 1:
-            raise ValueError(f"FeatureMapsCallback: max_channels must be an integer >= 1, got {max_channels!r}")
+            raise ValueError(f"FeatureMaps: max_channels must be an integer >= 1, got {max_channels!r}")
         if not isinstance(per_class, int) or per_class < 1:
-            raise ValueError(f"FeatureMapsCallback: per_class must be an integer >= 1, got {per_class!r}")
+            raise ValueError(f"FeatureMaps: per_class must be an integer >= 1, got {per_class!r}")
         self.layers = layers
         self.mean_layers = mean_layers
         self.max_channels = max_channels
@@ -89,7 +90,7 @@ class FeatureMapsCallback(VisualizationCallback):
         self.per_class = per_class
         self.per_class_tags = per_class_tags
 
-    def _state_config(self):
+    def config(self):
         return {"layers": self.layers, "mean_layers": self.mean_layers}
 
     def configure(self, net, shapes):
@@ -111,7 +112,7 @@ class FeatureMapsCallback(VisualizationCallback):
         return list(dict.fromkeys([*getattr(self, "layer_names", []), *getattr(self, "mean_names", [])]))
 
     def render(self, ctx: RenderContext) -> None:
-        x, y = self.probe_images(ctx.trainer)
+        x, y = ctx.probe_images()
         acts = feature_maps(ctx.net, x, self.layer_names)
         names = [f"{c} {ctx.classes[c]}" for c in y.tolist()]
         inputs = figures.input_rgb(x, ctx.pixel_range)
@@ -125,9 +126,9 @@ class FeatureMapsCallback(VisualizationCallback):
             else:
                 ctx.add_image(f"{self.technique}/{layer}", self.picture(maps, inputs, names, layer, what, ctx.step))
         if self.class_mean:
-            fx, fy = self.fixed_set(ctx.trainer, self.per_class)
+            fx, fy = ctx.fixed_set(self.per_class)
             k, shown = len(ctx.classes), list(ctx.shown)
-            means = self.fixed_set_class_maps(ctx, self.mean_names, self.per_class)  # the shared fixed-set pass
+            means = ctx.fixed_set_class_maps(self.mean_names, self.per_class)  # the shared fixed-set pass
             mean_images = class_means(fx.flatten(1), fy, k)[shown].view(len(shown), *fx.shape[1:])
             mean_inputs = figures.input_rgb(mean_images, ctx.pixel_range)
             n = torch.bincount(fy.cpu(), minlength=k)[shown]
@@ -201,3 +202,6 @@ class FeatureMapsCallback(VisualizationCallback):
         body = figures.stack([grid, *key_lines, bar], dim=1, gap=2)
         title = figures.titled(body, what, f"left: {first}; then channels{more}, each on its own scale")
         return figures.titled(title, f"{layer} feature maps - epoch {step}")
+
+
+FeatureMapsCallback = legacy_callback(FeatureMaps, "FeatureMapsCallback")

@@ -3,7 +3,7 @@
 Conv filters ``(out, in, kh, kw)`` become one tile per unit (a row of tiles per unit when it has several input
 channels; an RGB tile when it has three); an MLP's first ``Linear(784, H)`` becomes one 28x28 tile per hidden unit.
 All tiles share one diverging scale (blue negative, white zero, red positive) with a colour bar, kept across epochs
-(``VisualizationCallback.scale``), so tiles are comparable across units *and* epochs.
+(``Technique.scale``), so tiles are comparable across units *and* epochs.
 """
 
 from __future__ import annotations
@@ -11,14 +11,15 @@ from __future__ import annotations
 import torch
 
 from . import figures
-from .base import RenderContext, VisualizationCallback
+from .base import legacy_callback
 from .hooks import check_layers
 from .methods.filters import filter_tiles, first_layer
+from .technique import RenderContext, Technique
 
-__all__ = ["filter_tiles", "first_layer", "FiltersCallback"]
+__all__ = ["filter_tiles", "first_layer", "Filters", "FiltersCallback"]
 
 
-class FiltersCallback(VisualizationCallback):
+class Filters(Technique):
     """Log the first layer's weights as an image grid at the end of every ``every_n_epochs`` validation.
 
     Args:
@@ -37,7 +38,7 @@ class FiltersCallback(VisualizationCallback):
         self.vmax = vmax
         self.max_units = max_units
 
-    def _state_config(self):
+    def config(self):
         return {"layer": self.layer}
 
     def configure(self, net, shapes):
@@ -93,3 +94,6 @@ class FiltersCallback(VisualizationCallback):
         ctx.add_image(
             f"{self.technique}/{self.layer_name}", figures.titled(body, f"{self.layer_name} filters - epoch {ctx.step}")
         )
+
+
+FiltersCallback = legacy_callback(Filters, "FiltersCallback")

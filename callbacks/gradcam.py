@@ -14,13 +14,14 @@ import torch
 from torch import Tensor
 
 from . import figures
-from .base import LayerError, RenderContext, VisualizationCallback
+from .base import legacy_callback
 from .hooks import check_layers
 from .layers import layer_roles
 from .methods.gradcam import grad_cam
 from .methods.top_activations import receptive_field
+from .technique import LayerError, RenderContext, Technique
 
-__all__ = ["gradcam_picture", "GradCAMCallback", "CMAP", "MAX_ALPHA"]
+__all__ = ["gradcam_picture", "GradCAM", "GradCAMCallback", "CMAP", "MAX_ALPHA"]
 
 CMAP = "jet"  # the usual Grad-CAM colours: blue weak, red strong evidence
 MAX_ALPHA = 0.6  # opacity of the colour where the map is 1; it fades to the plain image where the map is 0
@@ -67,7 +68,7 @@ def gradcam_picture(
     return figures.titled(body, f"{layer} Grad-CAM - epoch {step}")
 
 
-class GradCAMCallback(VisualizationCallback):
+class GradCAM(Technique):
     """Log Grad-CAM maps of the probe images (one per shown class) for the net's answer and for the runner-up class
     (the true class where the answer is wrong), each cell drawn at its receptive field's centre where the layer's
     geometry is known (``receptive_field``), else stretched over the image.
@@ -87,7 +88,7 @@ class GradCAMCallback(VisualizationCallback):
         self.layer_name: str | None = None
         self.field = None  # the layer's ReceptiveField, or None: the maps are stretched over the image
 
-    def _state_config(self):
+    def config(self):
         return {"layer": self.layer}
 
     def configure(self, net, shapes):
@@ -105,7 +106,7 @@ class GradCAMCallback(VisualizationCallback):
     def render(self, ctx: RenderContext) -> None:
         if self.layer_name is None:
             return
-        x, y = self.probe_images(ctx.trainer)
+        x, y = ctx.probe_images()
         with torch.no_grad():
             logits = ctx.net(x)  # (N, K)
         first, second = logits.topk(2, dim=1).indices.unbind(1)  # the answer and the runner-up
@@ -126,3 +127,6 @@ class GradCAMCallback(VisualizationCallback):
             placed=self.field is not None,
         )
         ctx.add_image(f"{self.technique}/{self.layer_name}", img)
+
+
+GradCAMCallback = legacy_callback(GradCAM, "GradCAMCallback")

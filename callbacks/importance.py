@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import math
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 from matplotlib.collections import LineCollection
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from torch import Tensor
-from typing_extensions import override
 
-from .base import FixedSetCallback, RenderContext
-from .coordinator import coordinator_of
+from .base import legacy_callback
 from .data import FIXED_SET_MAX, set_budget
 from .figures import CARD_WIDTH
 from .hooks import LayerError, check_layers, spread
@@ -23,8 +20,9 @@ from .layers import layer_roles
 from .live_figure import LiveFigure
 from .methods.importance import ablation_importance, rank_correlation, variance_importance
 from .methods.selectivity import class_means, selectivity_index
+from .technique import FixedSetTechnique, RenderContext
 
-__all__ = ["ImportanceChart", "ImportanceCallback", "live_rank_correlation"]
+__all__ = ["ImportanceChart", "Importance", "ImportanceCallback", "live_rank_correlation"]
 
 RED, BLUE, GREY = "#b2182b", "#2166ac", "#555555"  # the loss rises, falls; the other units
 
@@ -154,7 +152,7 @@ def live_rank_correlation(v: Tensor, rise: Tensor, dead: Tensor) -> float:
     return rank_correlation(v.cpu()[keep], rise.cpu()[keep])
 
 
-class ImportanceCallback(FixedSetCallback):
+class Importance(FixedSetTechnique):
     """Log each unit's importance by ablation (Morcos et al. 2018): ``importance/<layer>`` and scalars.
 
     Over the fixed, class-balanced validation set (``per_class`` samples per class): every unit of the layer is
@@ -222,7 +220,7 @@ class ImportanceCallback(FixedSetCallback):
         self.max_samples = max_samples
         self.layer_names: list[str] = []
 
-    def _state_config(self):
+    def config(self):
         return {"layers": self.layers, "per_class": self.per_class}
 
     def configure(self, net, shapes):
@@ -238,15 +236,10 @@ class ImportanceCallback(FixedSetCallback):
                 raise LayerError(f"layer {layer!r} has no unit dimension to ablate (output shape {shapes.get(layer)})")
         self.share_layers(self.layer_names, self.per_class)
 
-    @override
-    def setup(self, trainer: pl.Trainer | None, pl_module: pl.LightningModule, stage: str) -> None:
-        """As the base's, then declare the shared layers on the set this callback ablates: ``per_class`` capped by
-        ``max_samples`` for the data's class count (5 per class at 100 classes), so that the validation loop's
-        capture serves it and the set is chosen with that size (not ``per_class`` of every class)."""
-        super().setup(trainer, pl_module, stage)
-        if self.enabled and trainer is not None:
-            self.share_layers(self.layer_names, self.samples_per_class(self.facts(trainer).num_classes))
-            self.register_with(trainer)
+    def shared_per_class(self, num_classes: int) -> int:
+        """The shared layers are read on the set this technique ablates: ``per_class`` capped by ``max_samples``
+        for the data's class count (5 per class at 100 classes), so that the validation loop's capture serves it."""
+        return self.samples_per_class(num_classes)
 
     def samples_per_class(self, num_classes: int) -> int:
         """``per_class``, capped so that the set holds at most ``max_samples`` images: an ablation runs the rest of
@@ -255,8 +248,8 @@ class ImportanceCallback(FixedSetCallback):
 
     def render(self, ctx: RenderContext) -> None:
         per_class = self.samples_per_class(len(ctx.classes))
-        x, y = self.fixed_set(ctx.trainer, per_class, self.max_samples)
-        acts, _ = self.fixed_set_activations(ctx, self.layer_names, per_class)  # (N, U) per layer, same samples
+        x, y = ctx.fixed_set(per_class, self.max_samples)
+        acts, _ = ctx.fixed_set_activations(self.layer_names, per_class)  # (N, U) per layer, same samples
         for layer in self.layer_names:
             a = acts[layer]
             units = None if self.max_units is None else spread(range(a.shape[1]), self.max_units)
@@ -264,9 +257,7 @@ class ImportanceCallback(FixedSetCallback):
             var = variance_importance(a).cpu()[abl.units]
             si = selectivity_index(class_means(a, y.to(a.device), len(ctx.classes))).cpu()[abl.units]
             drop, rise = abl.acc_drop.cpu(), abl.loss_rise.cpu()
-            coordinator_of(ctx.trainer).post(
-                self.technique, layer, ctx.step, (abl.units.tolist(), drop)
-            )  # the browser's
+            ctx.post(layer, (abl.units.tolist(), drop))  # for the unit browser
             key = (layer, len(drop), len(x))
             if key not in self._charts:
                 self._charts[key] = ImportanceChart(layer, len(drop), self.top, len(x), of=a.shape[1])
@@ -282,3 +273,6 @@ class ImportanceCallback(FixedSetCallback):
                 r = live_rank_correlation(v, rise, abl.dead.cpu())
                 if math.isfinite(r):
                     ctx.add_scalar(f"{self.technique}/{layer}/{what}_corr", r)
+
+
+ImportanceCallback = legacy_callback(Importance, "ImportanceCallback")

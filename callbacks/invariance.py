@@ -27,14 +27,15 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from torch import Tensor
 
-from .base import RenderContext, VisualizationCallback
+from .base import legacy_callback
 from .figures import CARD_WIDTH, RC
 from .hooks import NoDefaultLayer, check_layers
 from .layers import layer_roles
 from .live_figure import LiveFigure
 from .methods.invariance import TRANSFORMATIONS, Sweep, default_layers, invariance_sweeps, sweep_amounts, transform
+from .technique import RenderContext, Technique
 
-__all__ = ["InvarianceChart", "InvarianceCallback", "PICTURES"]
+__all__ = ["InvarianceChart", "Invariance", "InvarianceCallback", "PICTURES"]
 
 
 # picture name -> the transformations it shows (a distance panel each, one shared probability panel)
@@ -168,7 +169,7 @@ class InvarianceChart:
         return self.live.image(step)
 
 
-class InvarianceCallback(VisualizationCallback):
+class Invariance(Technique):
     """Log how the chosen layers' outputs and the true-class probability react to shifts, scaling and rotation.
 
     Args:
@@ -199,21 +200,19 @@ class InvarianceCallback(VisualizationCallback):
             bad = [t for t in transformations if t not in TRANSFORMATIONS]
             if bad or not transformations:
                 raise ValueError(
-                    f"InvarianceCallback: unknown or no transformations {bad or transformations}; "
+                    f"Invariance: unknown or no transformations {bad or transformations}; "
                     f"valid: {', '.join(TRANSFORMATIONS)}"
                 )
         if not isinstance(per_class, int) or isinstance(per_class, bool) or per_class < 1:
-            raise ValueError(f"InvarianceCallback: per_class must be an integer >= 1, got {per_class!r}")
+            raise ValueError(f"Invariance: per_class must be an integer >= 1, got {per_class!r}")
         if not 0 < max_shift < 1:
-            raise ValueError(
-                f"InvarianceCallback: max_shift is a fraction of the image side in (0, 1), got {max_shift!r}"
-            )
+            raise ValueError(f"Invariance: max_shift is a fraction of the image side in (0, 1), got {max_shift!r}")
         if len(scale_range) != 2 or not 0 < scale_range[0] <= 1 <= scale_range[1]:
             raise ValueError(
-                f"InvarianceCallback: scale_range must be (low, high) with 0 < low <= 1 <= high, got {scale_range!r}"
+                f"Invariance: scale_range must be (low, high) with 0 < low <= 1 <= high, got {scale_range!r}"
             )
         if not 0 < max_angle <= 180:
-            raise ValueError(f"InvarianceCallback: max_angle must be in (0, 180] degrees, got {max_angle!r}")
+            raise ValueError(f"Invariance: max_angle must be in (0, 180] degrees, got {max_angle!r}")
         self.layers = layers
         self.transformations = transformations
         self.per_class = per_class
@@ -223,7 +222,7 @@ class InvarianceCallback(VisualizationCallback):
         self.layer_names: list[str] | None = None  # resolved at the first drawing when `layers` is not given
         self._charts: dict[str, tuple] = {}  # picture -> (what it was built for, InvarianceChart)
 
-    def _state_config(self):
+    def config(self):
         return {"layers": self.layers, "transformations": self.transformations}
 
     def configure(self, net, shapes):
@@ -240,7 +239,7 @@ class InvarianceCallback(VisualizationCallback):
                 )
 
     def render(self, ctx: RenderContext) -> None:
-        x, y = self.probe_images(ctx.trainer, self.per_class)
+        x, y = ctx.probe_images(self.per_class)
         if self.layer_names is None:
             self.layer_names = default_layers(ctx.net, x)
         chosen = self.transformations or list(TRANSFORMATIONS)
@@ -271,3 +270,6 @@ class InvarianceCallback(VisualizationCallback):
             for layer, d in sw.distance.items():
                 ctx.add_scalar(f"{self.technique}/{name}/{layer}", float(d[ends].double().nanmean()))
             ctx.add_scalar(f"{self.technique}/{name}/p_true", float(sw.p_true[ends].double().mean()))
+
+
+InvarianceCallback = legacy_callback(Invariance, "InvarianceCallback")

@@ -16,12 +16,13 @@ from __future__ import annotations
 import numpy as np
 from torch import Tensor, nn
 
-from .base import FixedSetCallback, RenderContext
+from .base import legacy_callback
 from .figures import SIGNED, colorbar
 from .hooks import check_layers
 from .layers import layer_roles
 from .live_figure import LiveFigure, contrast_colours, draw_texts
 from .methods.layer_responses import class_effect_sizes, layer_class_responses
+from .technique import FixedSetTechnique, RenderContext
 
 __all__ = [
     "layer_class_responses",
@@ -29,6 +30,7 @@ __all__ = [
     "EFFECT_LIMIT",
     "short_number",
     "LayerResponsesChart",
+    "LayerResponses",
     "LayerResponsesCallback",
 ]
 
@@ -106,7 +108,7 @@ class LayerResponsesChart:
         return draw_texts(img, self.live.to_pixels(self.ax, self.cells), texts, colours)
 
 
-class LayerResponsesCallback(FixedSetCallback):
+class LayerResponses(FixedSetTechnique):
     """Log a layers x classes heatmap of mean activations, coloured by effect size (``class_effect_sizes``), and one
     mean-activation scalar per layer.
 
@@ -132,7 +134,7 @@ class LayerResponsesCallback(FixedSetCallback):
         self.share_layers(self.layer_names, self.per_class)
 
     def render(self, ctx: RenderContext) -> None:
-        acts, y = self.fixed_set_activations(ctx, self.layer_names, self.per_class)
+        acts, y = ctx.fixed_set_activations(self.layer_names, self.per_class)
         shown = list(ctx.shown)
         resp = layer_class_responses(acts, y, len(ctx.classes))[:, shown]  # (L, shown classes)
         effect = class_effect_sizes(acts, y, len(ctx.classes))[:, shown]  # against every class's mean, as resp
@@ -145,3 +147,6 @@ class LayerResponsesCallback(FixedSetCallback):
         ctx.add_image(self.technique, self._charts[key].draw(resp, effect, ctx.step))
         for layer, a in acts.items():
             ctx.add_scalar(f"{self.technique}/{layer}", float(a.float().mean()))
+
+
+LayerResponsesCallback = legacy_callback(LayerResponses, "LayerResponsesCallback")

@@ -8,13 +8,15 @@ from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.patches import Patch
 from torch import Tensor, nn
 
-from .base import RenderContext, VisualizationCallback, tag_part
+from .base import legacy_callback
 from .classes import class_columns, shown_positions
 from .figures import CARD_WIDTH, SIGNED, abs_max, colorbar, input_rgb, mosaic, show_grid, text_width
 from .live_figure import LiveFigure
-from .methods.occlusion import Occlusion, occlusion_sensitivity, sensitivity_map
+from .methods.occlusion import Occlusion as OcclusionResult
+from .methods.occlusion import occlusion_sensitivity, sensitivity_map
+from .technique import RenderContext, Technique, tag_part
 
-__all__ = ["OcclusionChart", "OcclusionCallback"]
+__all__ = ["OcclusionChart", "Occlusion", "OcclusionCallback"]
 
 # One colour per class (matplotlib's tab10, then tab20's light shades), repeated for more classes.
 _PALETTE = [
@@ -135,7 +137,7 @@ class OcclusionChart:
         return self.live.image(step)
 
 
-class OcclusionCallback(VisualizationCallback):
+class Occlusion(Technique):
     """Log Zeiler & Fergus occlusion sensitivity: ``occlusion`` and the scalar ``occlusion/mean_max_drop``.
 
     One row per class's probe image: the input; the sensitivity map (for each pixel, the mean drop in the
@@ -190,7 +192,7 @@ class OcclusionCallback(VisualizationCallback):
         self.batch_size = batch_size
         self.per_class_tags = bool(per_class_tags)
 
-    def _state_config(self):
+    def config(self):
         return {"patch": self.patch, "stride": self.stride, "fill": self.fill}
 
     def configure(self, net, shapes):
@@ -218,14 +220,14 @@ class OcclusionCallback(VisualizationCallback):
 
     def compute(
         self, net: nn.Module, x: Tensor, y: Tensor, pixel_range: tuple[float, float]
-    ) -> tuple[Occlusion, Tensor]:
+    ) -> tuple[OcclusionResult, Tensor]:
         """The render's computation: ``(occlusion_sensitivity(...), sensitivity_map(...))`` for images ``x``."""
         patch, stride = self.geometry(tuple(x.shape[-2:]))
         occ = occlusion_sensitivity(net, x, y, patch, stride, self.fill_value(pixel_range), self.batch_for(x))
         return occ, sensitivity_map(occ, x.shape[-2:], patch)
 
     def render(self, ctx: RenderContext) -> None:
-        x, y = self.probe_images(ctx.trainer)
+        x, y = ctx.probe_images()
         occ, heat = self.compute(ctx.net, x, y, ctx.pixel_range)
         heat, base_prob = heat.cpu(), occ.base_prob.cpu()
         predicted = shown_positions(occ.predicted, ctx.shown, len(ctx.classes))  # a class not shown: "other"
@@ -250,3 +252,6 @@ class OcclusionCallback(VisualizationCallback):
                 self.technique if not self.per_class_tags else f"{self.technique}/{c}_{tag_part(names[rows[0]])}", img
             )
         ctx.add_scalar(f"{self.technique}/mean_max_drop", float(max_drop.mean()) if len(max_drop) else 0.0)
+
+
+OcclusionCallback = legacy_callback(Occlusion, "OcclusionCallback")

@@ -10,16 +10,14 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 
-import lightning.pytorch as pl
 import torch
 from torch import Tensor
-from typing_extensions import override
 
 from . import figures
-from .base import RenderContext, VisualizationCallback
-from .data import train_samples
+from .base import legacy_callback
+from .technique import RenderContext, Technique
 
-__all__ = ["class_grid", "SamplesCallback"]
+__all__ = ["class_grid", "Samples", "SamplesCallback"]
 
 
 def class_grid(
@@ -43,7 +41,7 @@ def class_grid(
     return figures.tile_rows(tiles, [f"{c} {classes[c]}" for c in shown], cell=cell)
 
 
-class SamplesCallback(VisualizationCallback):
+class Samples(Technique):
     """Log a per-class grid of training samples and the model graph when fit starts.
 
     Args:
@@ -54,26 +52,17 @@ class SamplesCallback(VisualizationCallback):
     technique = "samples"
     layer_args = ()  # names no layer
     evolves = False
-    at_validation = False  # drawn once, at fit start, in the training process whatever the ``Drawing`` mode
+    when = "fit_start"  # drawn once, at fit start, in the training process whatever the drawing mode (not on resume)
 
     def __init__(self, per_class: int = 8, graph: bool = True, **kwargs) -> None:
         super().__init__(**kwargs)
         if not isinstance(per_class, int) or per_class < 1:
-            raise ValueError(f"SamplesCallback: per_class must be an integer >= 1, got {per_class!r}")
+            raise ValueError(f"Samples: per_class must be an integer >= 1, got {per_class!r}")
         self.per_class = per_class
         self.graph = graph
 
-    @override
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.enabled and not trainer.ckpt_path:  # a resumed fit already has them
-            self.draw(trainer, pl_module)
-
-    @override
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        pass  # drawn once, at fit start
-
     def render(self, ctx: RenderContext) -> None:
-        x, y = train_samples(ctx.trainer, self.facts(ctx.trainer), self.per_class, ctx.shown)
+        x, y = ctx.train_samples(self.per_class)
         img = class_grid(x, y, ctx.classes, self.per_class, ctx.pixel_range, ctx.shown)
         ctx.add_image(
             f"{self.technique}/train",
@@ -86,3 +75,6 @@ class SamplesCallback(VisualizationCallback):
                 warnings.simplefilter("ignore")  # tracer warnings about constants are irrelevant here
                 ctx.writer.add_graph(ctx.net, x[:1])
             ctx.logged.append("graph")
+
+
+SamplesCallback = legacy_callback(Samples, "SamplesCallback")

@@ -21,12 +21,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import FixedSetCallback, RenderContext
+from .base import legacy_callback
 from .figures import CARD_WIDTH, SEQUENTIAL, SIGNED, colorbar
 from .hooks import check_layers, collect_activations
 from .layers import layer_roles
 from .live_figure import LiveFigure
 from .methods.selectivity import class_means, selectivity_index, shown_units
+from .technique import FixedSetTechnique, RenderContext
 
 __all__ = [
     "class_means",
@@ -34,6 +35,7 @@ __all__ = [
     "collect_activations",
     "sorted_by_preference",
     "SelectivityChart",
+    "Selectivity",
     "SelectivityCallback",
 ]
 
@@ -132,7 +134,7 @@ class SelectivityChart:
         return self.live.image(step)
 
 
-class SelectivityCallback(FixedSetCallback):
+class Selectivity(FixedSetTechnique):
     """Log one picture of every chosen layer's classes x units means and each layer's class selectivity indices.
 
     Args:
@@ -155,7 +157,7 @@ class SelectivityCallback(FixedSetCallback):
         self.share_layers(self.layer_names, self.per_class)
 
     def render(self, ctx: RenderContext) -> None:
-        acts, y = self.fixed_set_activations(ctx, self.layer_names, self.per_class)
+        acts, y = ctx.fixed_set_activations(self.layer_names, self.per_class)
         k = len(ctx.classes)
         means = [class_means(acts[layer], y, k).cpu() for layer in self.layer_names]
         for layer, m in zip(self.layer_names, means):
@@ -174,3 +176,6 @@ class SelectivityCallback(FixedSetCallback):
                 )
             }
         ctx.add_image(self.technique, self._charts[key].draw(means, shown, ctx.step))
+
+
+SelectivityCallback = legacy_callback(Selectivity, "SelectivityCallback")

@@ -13,32 +13,22 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from . import figures
-from .base import FixedSetCallback, RenderContext
+from .base import legacy_callback
 from .hooks import LayerError, NoDefaultLayer, check_layers, check_unit_range, layer_shapes
 from .layers import layer_roles
 from .methods.deconv import deconv_blockers
 from .methods.top_activations import (
     ReceptiveField,
-    TopActivations,
     patches,
     projected_patches,
     receptive_field,
-    rf_box,
     top_activations,
     top_activations_of,
 )
+from .methods.top_activations import TopActivations as TopResult
+from .technique import FixedSetTechnique, RenderContext
 
-__all__ = [
-    "ReceptiveField",
-    "TopActivations",
-    "receptive_field",
-    "rf_box",
-    "top_activations",
-    "top_activations_of",
-    "patches",
-    "projected_patches",
-    "TopActivationsCallback",
-]
+__all__ = ["TopActivations", "TopActivationsCallback"]
 
 
 # ------------------------------------------------------------------------------------------------ the callback
@@ -46,7 +36,7 @@ _OUTSIDE = torch.tensor([0.80, 0.85, 0.95])  # patch pixels beyond the image bor
 MAX_TILE = 32  # px: larger patches are shrunk (area averaging) so a row of 2k tiles fits a card
 
 
-class TopActivationsCallback(FixedSetCallback):
+class TopActivations(FixedSetTechnique):
     """Log Zeiler & Fergus top activations (their figure 2): ``top_activations/<layer>``.
 
     Over a fixed, class-balanced set of validation images, for each chosen unit of a layer (a row): the ``k``
@@ -112,7 +102,7 @@ class TopActivationsCallback(FixedSetCallback):
         self._hw_key, self._hw = None, {}
         self._warned: str | None = None
 
-    def _state_config(self):
+    def config(self):
         return {"layers": self.layers}
 
     @staticmethod
@@ -166,7 +156,7 @@ class TopActivationsCallback(FixedSetCallback):
             self._warned = message
             rank_zero_warn(message)
 
-    def compute(self, net: nn.Module, x: Tensor, layer: str, pixel_lo: float = 0.0, top: TopActivations | None = None):
+    def compute(self, net: nn.Module, x: Tensor, layer: str, pixel_lo: float = 0.0, top: TopResult | None = None):
         """The render's computation for one layer: ``(top, patches or None, projections or None)`` over ``x``
         (``top``: the layer's search, when already done with the other layers' in one pass)."""
         if layer not in self.layer_units:  # not set up by the Trainer (a direct call): configure for x's shape
@@ -202,7 +192,7 @@ class TopActivationsCallback(FixedSetCallback):
         return tuple(self._hw[layer][-2:])
 
     def render(self, ctx: RenderContext) -> None:
-        x, _ = self.fixed_set(ctx.trainer, self.per_class)
+        x, _ = ctx.fixed_set(self.per_class)
         lo, hi = ctx.pixel_range
         if not self.layer_units:  # not set up by the Trainer (a direct call): configure for x's shape
             self.configure_for(ctx.net, tuple(x.shape[1:]))
@@ -213,7 +203,7 @@ class TopActivationsCallback(FixedSetCallback):
             top, crops, proj = self.compute(ctx.net, x, layer, lo, tops[layer])
             ctx.add_image(f"{self.technique}/{layer}", self.picture(ctx, x, layer, top, crops, proj))
 
-    def picture(self, ctx: RenderContext, x: Tensor, layer: str, top: TopActivations, crops, proj) -> Tensor:
+    def picture(self, ctx: RenderContext, x: Tensor, layer: str, top: TopResult, crops, proj) -> Tensor:
         """A row per unit: its top ``k`` image patches (the receptive field of the strongest position; whole
         images for fully-connected units), strongest first, then their deconvnet projections."""
         units = self.layer_units[layer]
@@ -279,3 +269,6 @@ class TopActivationsCallback(FixedSetCallback):
         sub = "strongest first" + ("; right: their deconvnet projections" if proj is not None else "")
         body = figures.titled(figures.stack(parts, dim=1, gap=2), what, sub)
         return figures.titled(body, f"{layer} top activations - epoch {ctx.step}")
+
+
+TopActivationsCallback = legacy_callback(TopActivations, "TopActivationsCallback")

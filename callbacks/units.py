@@ -19,19 +19,18 @@ import os
 import re
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image
 from torch import Tensor, nn
 
 from . import figures
 from .actmax import STEPS
-from .base import FixedSetCallback, RenderContext
-from .coordinator import coordinator_of
+from .base import legacy_callback
 from .hooks import LayerError, NoDefaultLayer, check_layers
 from .layers import layer_roles
 from .methods.activations import silent_fraction
@@ -40,8 +39,9 @@ from .methods.changes import profile_change, weight_layer
 from .methods.filters import first_layer
 from .methods.selectivity import class_means, selectivity_index
 from .methods.top_activations import ReceptiveField, patches, receptive_field, top_activations_of
+from .technique import FixedSetTechnique, RenderContext
 
-__all__ = ["UnitsCallback", "FOLDER", "FORMAT", "write_epoch", "drawn_epochs", "sprite_pngs"]
+__all__ = ["Units", "UnitsCallback", "FOLDER", "FORMAT", "write_epoch", "drawn_epochs", "sprite_pngs"]
 
 FORMAT = 1
 FOLDER = "convscope_units"  # <run>/convscope_units/<layer>/epoch_NNNN/
@@ -131,7 +131,7 @@ def write_epoch(layer_dir: Path, epoch: int, files: dict[str, bytes]) -> Path:
     return final
 
 
-class UnitsCallback(FixedSetCallback):
+class Units(FixedSetTechnique):
     """Write the unit browser's data (``docs/browser.md``) for every unit of the browsed layers at every drawing.
 
     Args:
@@ -181,7 +181,6 @@ class UnitsCallback(FixedSetCallback):
         self.units_of: dict[str, int] = {}  # units written per layer
         self.fields: dict[str, ReceptiveField | None] = {}
         self.filters_of: dict[str, str] = {}  # browsed layer -> the first conv that feeds it
-        self.fit_last_epoch: int | None = None  # set by a ``Drawer``: the fit's last epoch (actmax is drawn there)
         self.actmax_seconds: list[float] = []  # actmax's share of each drawing with it (benchmarks/browser_cost.py)
         self._actmax_time = 0.0
         self._warned = False
@@ -218,41 +217,38 @@ class UnitsCallback(FixedSetCallback):
                     self.filters_of[layer] = first
         self.share_layers(self.layer_names, self.per_class)
 
-    def _state_config(self):
+    def config(self):
         return {"layers": self.layers}
 
     # --------------------------------------------------------------------------------------------- schedule
-    def actmax_due(self, trainer, step: int) -> bool:
-        """Whether this drawing has actmax: every ``actmax_every``-th epoch and the fit's last (in the training
-        process and in a drawing process alike); always when a user validates a checkpoint."""
+    def actmax_due(self, step: int, last: int | None) -> bool:
+        """Whether this drawing has actmax: every ``actmax_every``-th epoch and the fit's ``last`` (in the training
+        process and in a drawing process alike); always outside a fit (``last`` None: a user validates a
+        checkpoint)."""
         if self.actmax_every == 0:
             return False
-        if trainer.state.fn == "fit":
-            last = trainer.max_epochs - 1 if trainer.max_epochs is not None else None
-        elif self.drawing_due is not None:  # a ``Drawer``'s validate: the training process's fit decides
-            last = self.fit_last_epoch
-        else:
-            return True
-        return (step + 1) % self.actmax_every == 0 or step == last
+        return last is None or (step + 1) % self.actmax_every == 0 or step == last
 
     # ------------------------------------------------------------------------------------------------ render
     def render(self, ctx: RenderContext) -> None:
-        run = self.run_dir(ctx.trainer)
+        run = ctx.run_dir
         if run is None:
             if not self._warned:
                 self._warned = True
-                rank_zero_warn(f"{type(self).__name__}: the logger has no run folder, so no unit data is written")
+                warnings.warn(
+                    f"{type(self).__name__}: the logger has no run folder, so no unit data is written", stacklevel=2
+                )
             return
         if not self.layer_names:  # not set up by the Trainer (a direct call)
             self.configure_for(ctx.net, tuple(ctx.input_shape))
-        x, _ = self.fixed_set(ctx.trainer, self.per_class)
-        acts, y = self.fixed_set_activations(ctx, self.layer_names, self.per_class)
+        x, _ = ctx.fixed_set(self.per_class)
+        acts, y = ctx.fixed_set_activations(self.layer_names, self.per_class)
         y = y.cpu().long()
         k = min(self.k, len(x))
         tops = top_activations_of(
             ctx.net, x, {n: range(self.units_of[n]) for n in self.layer_names}, k, self.batch_size
         )  # one pass for every layer
-        with_actmax = self.actmax_due(ctx.trainer, ctx.step)
+        with_actmax = self.actmax_due(ctx.step, ctx.fit_last_epoch)
         prior = x.float().mean(0) if with_actmax else None  # the mean image: actmax's prior, as the actmax callback's
         self._actmax_time = 0.0
         for layer in self.layer_names:
@@ -424,7 +420,7 @@ class UnitsCallback(FixedSetCallback):
     def importance(ctx: RenderContext, layer: str, n_units: int) -> list | None:
         """The accuracy drop of each unit the importance callback ablated in ``layer`` at this drawing (None for the
         units it did not ablate), or None where it did not measure the layer now."""
-        found = coordinator_of(ctx.trainer).result("importance", layer, ctx.step)
+        found = ctx.result("importance", layer)
         if found is None:
             return None
         units, drop = found
@@ -433,3 +429,6 @@ class UnitsCallback(FixedSetCallback):
             if u < n_units:
                 out[u] = _num(d)
         return out
+
+
+UnitsCallback = legacy_callback(Units, "UnitsCallback")

@@ -157,24 +157,12 @@ def lenet_run(idx_dir, tmp_path_factory):
     return cli, ea, run
 
 
-# ------------------------------------- stand-ins for drawing one callback without a Trainer (unit-level tests)
-class FakeDataModule:
-    """The part of MNISTDataModule a render reads: the validation split and the class names."""
+# ------------------------------------- drawing one technique without a Trainer (unit-level tests)
+def owner_of(trainer):
+    """The Trainer's ``Convscope`` (made by the deprecated callbacks' setup, or given)."""
+    from callbacks.scope import Convscope
 
-    def __init__(self, x, y, classes):
-        self.x, self.y, self.classes = x, y, classes
-
-    def split(self, name):
-        assert name == "val"
-        return self.x, self.y
-
-
-class FakeTrainer:
-    """The part of a Trainer a render reads; an object of its own (not a SimpleNamespace) so that, as a Trainer,
-    it can key its coordinator (``callbacks.coordinator.coordinator_of``)."""
-
-    def __init__(self, datamodule, callbacks):
-        self.datamodule, self.callbacks = datamodule, callbacks
+    return next(cb for cb in trainer.callbacks if isinstance(cb, Convscope))
 
 
 class RecordingWriter:
@@ -183,9 +171,7 @@ class RecordingWriter:
     def __init__(self):
         self.images, self.scalars, self.histograms = {}, {}, {}
 
-    def _get_file_writer(
-        self,
-    ):  # RenderContext.add_image logs encoded PNGs, as a SummaryWriter's file writer takes them
+    def _get_file_writer(self):  # ``scope.add_png`` logs encoded PNGs, as a SummaryWriter's file writer takes them
         return self
 
     def add_summary(self, summary, step):
@@ -200,22 +186,23 @@ class RecordingWriter:
         self.histograms[tag] = (values, step)
 
 
-def render_once(cb, net, x, y, classes=tuple("0123456789"), pixel_range=(0.0, 1.0), step=3, callbacks=None):
-    """Call ``cb.render`` as ``VisualizationCallback.draw`` does (eval mode, no grad) on a stand-in trainer whose
-    validation split is ``(x, y)``; returns the ``RecordingWriter`` with what was logged. ``callbacks`` register
-    with the stand-in's coordinator, as their ``setup`` would."""
-    from callbacks.base import RenderContext
-    from callbacks.hooks import eval_mode
+def scope_over(x, y, classes=tuple("0123456789"), pixel_range=(0.0, 1.0), writer=None):
+    """A ``Scope`` (what techniques share) over the validation split ``(x, y)``, without a Trainer."""
+    from callbacks.data import DataFacts
+    from callbacks.scope import Scope
 
-    trainer = FakeTrainer(FakeDataModule(x, y, classes), [] if callbacks is None else callbacks)
-    for c in trainer.callbacks:
-        c.register_with(trainer)
+    return Scope(DataFacts(tuple(classes), tuple(x.shape[1:]), tuple(pixel_range), (x, y)), writer)
+
+
+def render_once(cb, net, x, y, classes=tuple("0123456789"), pixel_range=(0.0, 1.0), step=3, callbacks=None):
+    """Draw technique ``cb`` once as its owner does (eval mode, no grad, ``Scope.draw``) over a validation split
+    ``(x, y)``, without a Trainer; returns the ``RecordingWriter`` with what was logged. ``callbacks``: the techniques
+    that share the owner (their declared layers go into the same shared pass)."""
     writer = RecordingWriter()
-    ctx = RenderContext(
-        trainer=trainer, net=net, writer=writer, step=step, classes=classes, pixel_range=pixel_range, callback=cb
-    )
-    with eval_mode(net), torch.no_grad():
-        cb.render(ctx)
+    scope = scope_over(x, y, classes, pixel_range, writer)
+    scope.techniques = list(callbacks) if callbacks else [cb]
+    cb.strict = True
+    scope.draw(cb, net, step)
     return writer
 
 

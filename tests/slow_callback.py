@@ -7,7 +7,7 @@ from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
 
-from callbacks.base import VisualizationCallback
+from callbacks.technique import VisualizationCallback
 
 
 class SlowDown(Callback):

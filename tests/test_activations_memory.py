@@ -11,8 +11,8 @@ import torch
 import torchvision
 
 from callbacks.activations import HISTOGRAM_MAX, ActivationsCallback
-from callbacks.base import HISTOGRAM_VALUES
 from callbacks.hooks import capture_activations
+from callbacks.technique import HISTOGRAM_VALUES
 
 
 def per_image_bytes(cb: ActivationsCallback) -> int:

@@ -14,7 +14,6 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
 from callbacks.activations import dead_fraction, dead_units
-from callbacks.base import RenderContext
 from callbacks.confusion import ConfusionMatrixCallback, confusion_matrix
 from callbacks.decision import DecisionCallback, decision_pipeline, default_stages, strongest_maps
 from callbacks.embedding import SPRITE_PX, EmbeddingCallback, embedding_features, penultimate_layer
@@ -29,7 +28,7 @@ from callbacks.layer_responses import (
 )
 from callbacks.samples import class_grid
 from lit_modules.nets import MLP, DeepCNN, LeNet5, SimpleCNN
-from tests.conftest import FakeDataModule, FakeTrainer, _images, has_colour, near, render_once
+from tests.conftest import _images, has_colour, near, render_once, scope_over
 
 
 # ------------------------------------------------------------------------------------------ pure functions
@@ -123,17 +122,14 @@ def test_embedding_of_a_torchvision_resnet_reads_the_shared_features_and_shrinks
     cb.configure_for(net, (3, 64, 64))
     assert cb.layer_name == "avgpool" and cb.flat  # (512, 1, 1)
     classes = tuple("0123456789")
-    trainer = FakeTrainer(FakeDataModule(x, y, classes), [cb])
     writer = SummaryWriter(str(tmp_path))
-    ctx = RenderContext(
-        trainer=trainer, net=net, writer=writer, step=0, classes=classes, pixel_range=(0.0, 1.0), callback=cb
-    )
-    with torch.no_grad():
-        cb.render(ctx)
+    scope = scope_over(x, y, classes, writer=writer)
+    cb.strict = True
+    scope.draw(cb, net, 0)
     writer.close()
     folder = next(tmp_path.glob("*/*/tensors.tsv")).parent
     rows = np.loadtxt(folder / "tensors.tsv")
-    fixed, labels = cb.fixed_set(trainer, 2)
+    fixed, labels = scope.fixed(cb, "set", 2)
     assert rows.shape == (20, 512) and labels.tolist() == [c for c in range(10) for _ in range(2)]
     with torch.no_grad():
         np.testing.assert_allclose(rows, embedding_features(net, fixed, "avgpool").numpy(), rtol=1e-5, atol=1e-6)

@@ -28,8 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchmetrics.classification import MulticlassAccuracy
 
 from callbacks import VISUALIZATIONS, ChangesCallback, FCActivationsCallback, FeatureMapsCallback, ImportanceCallback
-from callbacks import coordinator as coordination
-from callbacks.coordinator import coordinator_of
+from callbacks import scope as coordination
 from callbacks.hooks import LayerError
 from callbacks.units import FOLDER as UNITS_FOLDER
 from callbacks.units import drawn_epochs
@@ -43,6 +42,7 @@ from lit_modules.datamodule import (
     tint_per_class,
 )
 from lit_modules.nets import ResNet18
+from tests.conftest import owner_of
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 HAS_FASHION = all(
@@ -380,9 +380,9 @@ def test_fixed_set_statistics_come_from_the_validation_loop_when_it_sees_the_who
             DataLoader(val, batch_size=50, shuffle=how == "shuffled"),
         )
     assert len(passes) == (0 if how.startswith("in order") else 2)  # one own pass per drawn epoch when it falls back
-    cache = coordinator_of(trainer).passes[4]
-    x, y = cbs[0].fixed_set(trainer, 4)
-    assert len(x) == 40 and cache.key[0] == 1  # the last epoch's statistics
+    cache = owner_of(trainer).scope.passes[4]
+    x, y = owner_of(trainer).scope.fixed(cbs[0], "set", 4)
+    assert len(x) == 40 and cache.step == 1  # the last epoch's statistics
     units, maps = list(cache.acts), list(cache.maps)
     assert "classifier.2" in units and "features.0" in maps
     with torch.no_grad():

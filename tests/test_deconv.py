@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -20,8 +19,9 @@ from callbacks.deconv import (
 )
 from callbacks.hooks import capture_activations
 from callbacks.methods.deconv import background_channels, channel_peaks, flat_background
+from callbacks.technique import RenderContext
 from lit_modules.nets import MLP, DeepCNN, LeNet5, SimpleCNN
-from tests.conftest import FakeDataModule, has_colour, render_once
+from tests.conftest import has_colour, render_once, scope_over
 
 ATOL = 1e-5
 
@@ -511,8 +511,8 @@ def test_callback_projects_the_most_unusual_channel_not_the_background():
     img = render_once(cb, net, x, y, ("a", "b"), step=0, callbacks=[cb]).images["deconv"][0]
     grid = img[:, :-64]  # above the colour bar (62 px and a 2 px gap), which holds every colour of the scale
     assert has_colour(grid, (103, 0, 31))  # the projection's largest value, +1 on the scale: channel 1's bright spot
-    trainer = SimpleNamespace(datamodule=FakeDataModule(x, y, ("a", "b")), callbacks=[cb])
-    peaks = cb.reference_peaks(SimpleNamespace(trainer=trainer, net=net))["max_pool_1"]  # the fixed set's order
+    ctx = RenderContext(net, None, 0, cb, scope_over(x, y, ("a", "b")))
+    peaks = cb.reference_peaks(ctx)["max_pool_1"]  # the fixed set's order
     torch.testing.assert_close(peaks, reference[cb.fixed_idx])
     with pytest.raises(ValueError, match="DeconvCallback: per_class must be an integer >= 1"):
         DeconvCallback(per_class=0)

@@ -24,11 +24,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from callbacks import VISUALIZATIONS
-from callbacks import coordinator as coordination
-from callbacks.coordinator import coordinator_of
+from callbacks import scope as coordination
 from callbacks.hooks import LayerError, eval_mode
 from lit_modules.datamodule import resize, tint_per_class
-from tests.conftest import synthetic_digits
+from tests.conftest import owner_of, synthetic_digits
 from tests.test_any_model import Classifier, assert_every_callback_drew_at_both_epochs, cheap_callbacks, read_events
 
 # torch.compile's default backend (inductor) needs a C compiler; without one, the "eager" backend still makes the
@@ -118,11 +117,11 @@ def pictures(ea, step: int) -> dict[str, bytes]:
 def assert_fixed_set_statistics_are_float32_numbers_of(trainer, net: nn.Module) -> coordination.SharedPass:
     """The last drawn epoch's fixed-set statistics (the cache every callback reads) equal a float32 pass of the
     eager ``net`` over the fixed set, without autocast; returns the cache."""
-    cache = coordinator_of(trainer).passes[PER_CLASS]
+    cache = owner_of(trainer).scope.passes[PER_CLASS]
     cb = next(cb for cb in trainer.callbacks if getattr(cb, "shared_layers", None))
-    x, y = cb.fixed_set(trainer, PER_CLASS)
+    x, y = owner_of(trainer).scope.fixed(cb, "set", PER_CLASS)
     units, maps = list(cache.acts), list(cache.maps)
-    assert units and maps and cache.key[0] == trainer.current_epoch - 1
+    assert units and maps and cache.step == trainer.current_epoch - 1
     with eval_mode(net), torch.no_grad():
         acts, means = coordination.activation_pass(net, x, units, maps, labels=y, num_classes=10)
     for name in units:
@@ -165,12 +164,12 @@ def test_bf16_mixed_every_callback_draws_and_the_pictures_are_float32(tmp_path):
     # autocast region (as a strategy or a user's code may call it) and outside: the same pictures, byte for byte,
     # and those of the fit's last epoch.
     recorder = Recorder()
-    coordinator_of(trainer).add_listener(recorder.record)
-    states = {key: copy.deepcopy(cbs[key].state_dict()) for key in REDRAWN}
+    owner_of(trainer).scope.listeners.append(recorder.record)
+    states = {key: copy.deepcopy(cbs[key].get_state()) for key in REDRAWN}
     for autocast in (True, False):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             for key in REDRAWN:
-                cbs[key].load_state_dict(copy.deepcopy(states[key]))
+                cbs[key].set_state(copy.deepcopy(states[key]))
                 cbs[key].draw(trainer, module, step=1)
     under_autocast, plain = (
         recorder.pictures[: len(recorder.pictures) // 2],
@@ -192,7 +191,7 @@ class Recorder:
     def __init__(self) -> None:
         self.pictures: list[tuple[str, bytes]] = []
 
-    def record(self, tag: str, step: int, png: bytes, source) -> None:
+    def record(self, tag: str, step: int, png: bytes, source, fit_last=None) -> None:
         self.pictures.append((tag, png))
 
 
@@ -262,8 +261,8 @@ def test_channels_last_net_and_inputs_give_the_same_pictures(tmp_path):
     for tag in a.Tags()["scalars"]:
         assert [e.value for e in b.Scalars(tag)] == pytest.approx([e.value for e in a.Scalars(tag)], abs=1e-5), tag
     # The numbers behind them: the fixed set's per-sample unit means and class-mean maps.
-    ca = coordinator_of(plain).passes[PER_CLASS]
-    cb = coordinator_of(cl).passes[PER_CLASS]
+    ca = owner_of(plain).scope.passes[PER_CLASS]
+    cb = owner_of(cl).scope.passes[PER_CLASS]
     for kind in ("acts", "maps"):
         want, got = getattr(ca, kind), getattr(cb, kind)
         assert want and set(want) == set(got)

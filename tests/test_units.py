@@ -20,7 +20,6 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from callbacks import VISUALIZATIONS
-from callbacks.coordinator import coordinator_of
 from callbacks.drawing import Drawing
 from callbacks.hooks import capture_activations
 from callbacks.importance import ImportanceCallback
@@ -28,6 +27,7 @@ from callbacks.methods.activations import silent_fraction
 from callbacks.methods.changes import profile_change
 from callbacks.methods.selectivity import class_means, selectivity_index
 from callbacks.methods.top_activations import receptive_field, top_activations
+from callbacks.scope import Scope
 from callbacks.units import FOLDER, UnitsCallback, drawn_epochs, write_epoch
 from lit_modules.nets import LeNet5
 from tests.test_any_model import HAS_FASHION, Classifier, FashionImages, needs_fashion
@@ -258,8 +258,7 @@ def test_bad_settings_are_refused_early():
 
 
 def test_the_coordinator_hands_a_measurement_to_the_same_drawing_only():
-    trainer = object.__new__(pl.Trainer)
-    hub = coordinator_of(trainer)
+    hub = Scope(None)
     hub.post("importance", "relu_3", 4, ([0, 2], torch.tensor([0.1, 0.2])))
     assert hub.result("importance", "relu_3", 4)[0] == [0, 2]
     assert hub.result("importance", "relu_3", 5) is None and hub.result("importance", "relu_4", 4) is None

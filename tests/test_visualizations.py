@@ -11,11 +11,11 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from callbacks import VISUALIZATIONS, figures
-from callbacks.base import nice_ceil
 from callbacks.feature_maps import FeatureMapsCallback
 from callbacks.filters import FiltersCallback, filter_tiles, first_layer
 from callbacks.hooks import LayerError, capture_activations, check_units, layer_shapes
 from callbacks.methods.feature_maps import class_mean_maps
+from callbacks.technique import nice_ceil
 from lit_modules.nets import MLP, LeNet5
 from tests.conftest import ROOT, _fit, _images, has_colour, only_epoch_label_differs, render_once
 from train import cli_main

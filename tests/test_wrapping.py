@@ -22,9 +22,9 @@ import torchvision
 from torch import nn
 
 from callbacks import VISUALIZATIONS, GradCAMCallback, TopActivationsCallback
-from callbacks.base import once_called_shapes
 from callbacks.hooks import LayerError, layer_shapes
 from callbacks.layers import layer_roles
+from callbacks.technique import once_called_shapes
 from tests.test_any_model import CHEAP, assert_every_callback_drew_at_both_epochs, fit, needs_fashion
 
 SHAPE = (3, 32, 32)
