@@ -41,6 +41,7 @@ _CALLBACKS = {
     "confusion_matrix": ("confusion", "ConfusionMatrixCallback"),
     "occlusion": ("occlusion", "OcclusionCallback"),
     "gradcam": ("gradcam", "GradCAMCallback"),
+    "gradcam_pp": ("gradcam_pp", None),  # new in 0.2.0: no 0.1.0 callback
     "embedding": ("embedding", "EmbeddingCallback"),
     # Zeiler & Fergus invariance and what changed since the last drawn epoch
     "invariance": ("invariance", "InvarianceCallback"),
@@ -66,6 +67,7 @@ _TECHNIQUES = {
     "confusion_matrix": "ConfusionMatrix",
     "occlusion": "Occlusion",
     "gradcam": "GradCAM",
+    "gradcam_pp": "GradCAMPlusPlus",
     "embedding": "Embedding",
     "invariance": "Invariance",
     "changes": "Changes",
@@ -90,14 +92,16 @@ __all__ = [
     "TECHNIQUES",
     "VISUALIZATIONS",
     *_TECHNIQUES.values(),
-    *(cls for _, cls in _CALLBACKS.values()),
+    *(cls for _, cls in _CALLBACKS.values() if cls),
     *_OTHER,
 ]
 
 
 def _visualizations() -> dict:
     """Deprecated: key -> the 0.1.0 callback."""
-    return {key: getattr(importlib.import_module(f"{__name__}.{mod}"), cls) for key, (mod, cls) in _CALLBACKS.items()}
+    return {
+        key: getattr(importlib.import_module(f"{__name__}.{mod}"), cls) for key, (mod, cls) in _CALLBACKS.items() if cls
+    }
 
 
 def _techniques() -> dict:

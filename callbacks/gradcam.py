@@ -43,6 +43,7 @@ def gradcam_picture(
     layer: str,
     step: int,
     placed: bool = True,
+    method: str = "Grad-CAM",
 ) -> Tensor:
     """``(3, H, W)`` uint8 at most ``figures.CARD_WIDTH`` wide: a row per image (``rows``: its label), the image
     ``(N, 3, H, W)`` in [0, 1], then the Grad-CAM maps ``(N, H, W)`` of the net's answer and of the other class
@@ -65,7 +66,7 @@ def gradcam_picture(
         )
     ]
     body = figures.stack([*notes, grid, bar], dim=1, gap=2)
-    return figures.titled(body, f"{layer} Grad-CAM - epoch {step}")
+    return figures.titled(body, f"{layer} {method} - epoch {step}")
 
 
 class GradCAM(Technique):
@@ -79,6 +80,8 @@ class GradCAM(Technique):
     """
 
     technique = "gradcam"
+    method = "Grad-CAM"  # the name in the picture's title
+    cam = staticmethod(grad_cam)  # the maps: (net, layer, images, targets, field) -> (N, H, W); a variant's seam
     layer_args = ("layer",)
     layer_example = "{}"
 
@@ -111,7 +114,7 @@ class GradCAM(Technique):
             logits = ctx.net(x)  # (N, K)
         first, second = logits.topk(2, dim=1).indices.unbind(1)  # the answer and the runner-up
         other = torch.where(first == y, second, y)
-        maps = grad_cam(ctx.net, self.layer_name, torch.cat([x, x]), torch.cat([first, other]), self.field).cpu()
+        maps = self.cam(ctx.net, self.layer_name, torch.cat([x, x]), torch.cat([first, other]), self.field).cpu()
         answer_maps, other_maps = maps.chunk(2)  # (N, H, W) each
         rows = [
             f"{ctx.classes[t]} ✓\n2nd: {ctx.classes[o]}" if t == a else f"{ctx.classes[t]} ✗\nsaid: {ctx.classes[a]}"
@@ -125,6 +128,7 @@ class GradCAM(Technique):
             self.layer_name,
             ctx.step,
             placed=self.field is not None,
+            method=self.method,
         )
         ctx.add_image(f"{self.technique}/{self.layer_name}", img)
 

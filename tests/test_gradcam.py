@@ -19,7 +19,7 @@ from callbacks.hooks import LayerError
 from callbacks.methods.gradcam import grad_cam, place_at_field
 from callbacks.methods.top_activations import receptive_field
 from lit_modules.nets import MLP, LeNet5
-from tests.conftest import FASHION_DIR, _fit, _images
+from tests.conftest import FASHION_DIR, _fit, _images, render_once
 
 
 def one_conv_net() -> nn.Module:
@@ -182,3 +182,26 @@ def test_place_at_field_keeps_a_uniform_map_uniform_inside_the_cell_centres():
     inside = slice(5, 23)  # pixels 4.5 .. 22.5: between the outermost centres
     assert torch.allclose(m[inside, inside], torch.ones(18, 18))
     assert m[:2].abs().max() == 0 and m[:, 25:].abs().max() == 0  # beyond one stride outside: nothing
+
+
+def test_gradcam_pp_weights_by_hand_and_its_picture():
+    """Grad-CAM++'s weights (``methods.gradcam_pp``, the seam ``cam_weights``) against the closed form computed by
+    hand, and the technique draws its own tag with its own title; Grad-CAM's weights are the mean gradient."""
+    from callbacks.gradcam_pp import GradCAMPlusPlus
+    from callbacks.methods.gradcam import gradcam_weights
+    from callbacks.methods.gradcam_pp import gradcam_pp_weights
+
+    grad = torch.tensor([[[[2.0, 0.0], [1.0, -1.0]]]])  # (1, 1, 2, 2)
+    acts = torch.tensor([[[[1.0, 3.0], [0.0, 2.0]]]])  # sum 6
+    alpha = [4 / (8 + 6 * 8), 0.0, 1 / (2 + 6 * 1), 1 / (2 + 6 * -1)]  # g^2 / (2 g^2 + S g^3), 0 where g = 0
+    want = 2.0 * alpha[0] + 1.0 * alpha[2]  # relu(g) * alpha, summed: the negative gradient counts nothing
+    torch.testing.assert_close(gradcam_pp_weights(grad, acts).flatten(), torch.tensor([want]), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gradcam_weights(grad, acts).flatten(), torch.tensor([0.5]))
+    torch.manual_seed(0)
+    net = LeNet5().eval()
+    x, y = torch.rand(10, 1, 28, 28), torch.arange(10)
+    technique = GradCAMPlusPlus(enabled=True)
+    assert GradCAMPlusPlus().enabled is False  # off unless asked for
+    technique.configure_for(net, (1, 28, 28))
+    logged = render_once(technique, net, x, y).images
+    assert list(logged) == ["gradcam_pp/relu_2"]

@@ -12,9 +12,8 @@ from torch import nn
 
 from callbacks.deconv import deconvnet_from_seed
 from callbacks.hooks import LayerError
-from callbacks.top_activations import (
+from callbacks.methods.top_activations import (
     ReceptiveField,
-    TopActivationsCallback,
     patches,
     projected_patches,
     receptive_field,
@@ -22,6 +21,7 @@ from callbacks.top_activations import (
     top_activations,
     top_activations_of,
 )
+from callbacks.top_activations import TopActivationsCallback
 from lit_modules.nets import MLP, DeepCNN, LeNet5, SimpleCNN
 from tests.conftest import has_colour
 from tests.conftest import render_once as render

@@ -25,6 +25,8 @@ also on error), the net runs in eval mode with every module's train/eval flag re
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -32,7 +34,7 @@ from torch import Tensor, nn
 from ..hooks import LayerError, check_images, check_layers, eval_mode, forward_with_activations
 from .top_activations import ReceptiveField
 
-__all__ = ["grad_cam", "place_at_field"]
+__all__ = ["grad_cam", "gradcam_weights", "place_at_field"]
 
 
 def _tent(size: int, cells: int, start: float, stride: float, device) -> Tensor:
@@ -51,13 +53,24 @@ def place_at_field(cams: Tensor, field: ReceptiveField, size: tuple[int, int]) -
     return rows @ cams.float() @ cols.T  # (N, H, W)
 
 
+def gradcam_weights(grad: Tensor, acts: Tensor) -> Tensor:
+    """Grad-CAM's channel weights ``(N, C, 1, 1)``: the spatially averaged gradient of the class score, from the
+    gradient and the activations ``(N, C, h, w)``. The seam a variant replaces (``gradcam_pp``)."""
+    return grad.mean((2, 3), keepdim=True)
+
+
 def grad_cam(
-    net: nn.Module, layer: str, images: Tensor, targets: Tensor, field: ReceptiveField | None = None
+    net: nn.Module,
+    layer: str,
+    images: Tensor,
+    targets: Tensor,
+    field: ReceptiveField | None = None,
+    cam_weights: Callable[[Tensor, Tensor], Tensor] = gradcam_weights,
 ) -> Tensor:
     """Grad-CAM maps ``(N, H, W)`` float32 in [0, 1] of ``layer`` for ``images`` ``(N, C, H, W)`` and the classes
     ``targets`` ``(N,)`` (one per image), on the images' device. Without ``field`` the ``h x w`` map is stretched
     over the image (bilinear, the standard resize); with the layer's ``field`` each cell is placed at its receptive
-    field's centre (``place_at_field``).
+    field's centre (``place_at_field``). ``cam_weights(grad, acts)``: the channel weights (Grad-CAM's by default).
 
     Raises:
         ValueError: ``images`` not a 4-D float tensor; ``targets`` not ``N`` class indices of the net's output.
@@ -85,7 +98,7 @@ def grad_cam(
         (grad,) = torch.autograd.grad(score, a, allow_unused=True)  # (N, C, h, w)
     if grad is None:  # the class's logit does not depend on the layer
         grad = torch.zeros_like(a)
-    weights = grad.detach().float().mean((2, 3), keepdim=True)  # (N, C, 1, 1)
+    weights = cam_weights(grad.detach().float(), a.detach().float())  # (N, C, 1, 1)
     cam = F.relu((weights * a.detach().float()).sum(1, keepdim=True))  # (N, 1, h, w)
     if field is None:
         cam = F.interpolate(cam, size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]  # (N, H, W)
