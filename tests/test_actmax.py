@@ -339,7 +339,7 @@ def test_callback_picture_is_the_documented_call(lenet):
     x, y = probes(20)[:20], torch.arange(20) % 10
     classes = tuple(f"c{i}" for i in range(10))
     cb = ActMaxCallback()
-    cb.setup(None, lenet, "fit")
+    cb.configure_for(lenet, (1, 28, 28))
     assert cb.layers is None and cb.layer_units == {
         "conv_1": list(range(6)),
         "conv_2": list(range(16)),
@@ -360,7 +360,7 @@ def test_callback_picture_is_the_documented_call(lenet):
         assert has_colour(img, (0, 0, 0)) or has_colour(img, (255, 255, 255))  # the grey scale's ends
     assert cb.last == {} and cb.extra_state() == {}  # nothing of this drawing is carried to the next
     channel = ActMaxCallback(layers={"conv_1": [0, 1]}, objective="channel", steps=16, prior_mean=False)
-    channel.setup(None, lenet, "fit")
+    channel.configure_for(lenet, (1, 28, 28))
     w = render_once(channel, lenet, x, y, pixel_range=FASHION_RANGE, classes=classes)
     expected = maximize_activation(
         lenet, "conv_1", [0, 1], objective="channel", steps=16, jitter=0, pixel_range=FASHION_RANGE
@@ -379,7 +379,7 @@ def test_every_drawing_starts_from_the_same_noise(lenet):
     changed = {k: v + 0.5 * v.std() * torch.randn(v.shape, generator=g) for k, v in original.items()}
 
     def three_drawings(cb):
-        cb.setup(None, lenet, "fit")
+        cb.configure_for(lenet, (1, 28, 28))
         pictures = []
         for change in (False, True, False):
             lenet.load_state_dict(changed if change else original)  # (not a rescaling: the ascent is normalized)
@@ -412,7 +412,7 @@ def test_callback_draws_mlp_weights_beside_actmax():
     mlp = MLP().eval()
     x, y = probes(20)[:20], torch.arange(20) % 10
     cb = ActMaxCallback(steps=16)
-    cb.setup(None, mlp, "fit")
+    cb.configure_for(mlp, (1, 28, 28))
     assert cb.layer_units == {"fc_1": list(range(16)), "fc_2": list(range(10))}
     w = render_once(cb, mlp, x, y, pixel_range=FASHION_RANGE)
     assert sorted(w.images) == ["actmax/fc_1", "actmax/fc_1/vs_weights", "actmax/fc_2"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import shutil
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -129,7 +128,7 @@ def test_callback_draws_from_the_second_drawing_on(lenet):
         ChangesCallback(top=0)
     cb = ChangesCallback(layers=["relu_1", "relu_9"])
     with pytest.raises(LayerError, match=r"ChangesCallback: unknown layer name.*relu_9.*valid: conv_1, relu_1"):
-        cb.setup(None, SimpleNamespace(net=lenet), "fit")
+        cb.configure_for(lenet, (1, 28, 28))
     cb = ChangesCallback(per_class=20, top=4)
     cb.configure(lenet, layer_shapes(lenet))
     assert cb.layer_names == ["relu_2", "relu_4"] and cb.layers is None

@@ -7,7 +7,6 @@ from __future__ import annotations
 import inspect
 import math
 from collections import OrderedDict
-from types import SimpleNamespace
 
 import matplotlib
 import numpy as np
@@ -514,7 +513,7 @@ def test_callback_arguments_and_defaults():
     net = lenet()
     cb = ImportanceCallback(layers=["relu_1", "relu_9"])
     with pytest.raises(LayerError, match=r"ImportanceCallback: unknown layer name.*relu_9.*valid: conv_1"):
-        cb.setup(None, SimpleNamespace(net=net), "fit")
+        cb.configure_for(net, (1, 28, 28))
     cb = ImportanceCallback()
     cb.configure(net, layer_shapes(net))
     assert cb.layer_names == ["relu_3", "relu_4"] and cb.layers is None

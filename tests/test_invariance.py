@@ -3,8 +3,6 @@ real fit read back from its event file."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 import torchvision
@@ -190,7 +188,7 @@ def test_callback_arguments_and_layer_names_checked_at_setup(lenet):
             InvarianceCallback(**kwargs)
     cb = InvarianceCallback(layers=["relu_1", "relu_9"])
     with pytest.raises(LayerError, match=r"InvarianceCallback: unknown layer name.*relu_9.*valid: conv_1, relu_1"):
-        cb.setup(None, SimpleNamespace(net=lenet), "fit")
+        cb.configure_for(lenet, (1, 28, 28))
     cb = InvarianceCallback()
     cb.configure(lenet, layer_shapes(lenet))
     assert cb.layer_names == ["relu_1", "max_pool_1", "relu_4"] and cb.layers is None  # the user's args kept

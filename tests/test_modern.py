@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from callbacks import VISUALIZATIONS
 from callbacks import scope as coordination
 from callbacks.hooks import LayerError, eval_mode
+from callbacks.scope import net_of
 from lit_modules.datamodule import resize, tint_per_class
 from tests.conftest import owner_of, synthetic_digits
 from tests.test_any_model import Classifier, assert_every_callback_drew_at_both_epochs, cheap_callbacks, read_events
@@ -315,9 +316,8 @@ def test_a_wrong_layer_name_on_a_compiled_net_lists_the_eager_names():
         ("actmax", {"layers": {"_orig_mod.conv_9": [0]}}),
     ):
         cb = VISUALIZATIONS[key](**kwargs)
-        cb.input_shape = (3, 32, 32)
         with pytest.raises(LayerError) as e:
-            cb.setup(None, module, "fit")
+            cb.configure_for(net_of(module), (3, 32, 32))
         msg = str(e.value)
         assert "conv_9" in msg and "valid: conv_1, bn_1, relu_1" in msg and "fc_2" in msg, msg
         assert "valid: _orig_mod" not in msg and "_orig_mod.conv_1" not in msg, msg

@@ -381,8 +381,8 @@ def test_callback_arguments():
         with pytest.raises(ValueError, match=match):
             OcclusionCallback(**kwargs)
     with pytest.raises(ValueError, match=r"OcclusionCallback: patch must be in 1\.\.28 \(the input is 28x28\), got 29"):
-        OcclusionCallback(patch=29).setup(None, LeNet5(), "fit")
-    OcclusionCallback(patch=28).setup(None, LeNet5(), "fit")
+        OcclusionCallback(patch=29).configure_for(LeNet5(), (1, 28, 28))
+    OcclusionCallback(patch=28).configure_for(LeNet5(), (1, 28, 28))
     cb = OcclusionCallback(patch=21)  # the limit comes from the data's input shape, not a fixed 28x28
     cb.input_shape = (3, 20, 24)
     with pytest.raises(ValueError, match=r"patch must be in 1\.\.20 \(the input is 20x24\), got 21"):

@@ -141,14 +141,17 @@ def test_installed_wheel_imports_without_torch_and_runs_the_watcher(built, insta
         "import importlib.metadata as md, json, sys\n"
         "import convscope\n"
         "after_import = sorted(m for m in ('torch', 'lightning') if m in sys.modules)\n"
-        "from convscope import maximize_activation, class_mean_maps, deconvnet, capture_activations, grad_cam\n"
+        "from convscope.methods.actmax import maximize_activation\n"
+        "from convscope.methods.gradcam import grad_cam\n"
         "from convscope.methods.invariance import invariance_sweeps\n"
         "methods_import = sorted({m.split('.')[0] for m in sys.modules} & {'lightning', 'pytorch_lightning'})\n"
-        "from convscope import VISUALIZATIONS, FeatureMapsCallback, Drawing\n"
+        "from convscope import TECHNIQUES, VISUALIZATIONS, Convscope, FeatureMaps, FeatureMapsCallback, Drawing\n"
         "eps = [(e.name, e.value, e.dist.name) for e in md.entry_points(group='tensorboard_plugins')]\n"
         "print(json.dumps({'version': convscope.__version__, 'meta': md.version('convscope'),\n"
         "    'file': convscope.__file__, 'after_import': after_import, 'methods_import': methods_import,\n"
-        "    'n': len(VISUALIZATIONS), 'fm': VISUALIZATIONS['feature_maps'] is FeatureMapsCallback,\n"
+        "    'n': len(TECHNIQUES), 'fm': VISUALIZATIONS['feature_maps'] is FeatureMapsCallback,\n"
+        "    'technique': TECHNIQUES['feature_maps'] is FeatureMaps and issubclass(FeatureMapsCallback, FeatureMaps),\n"
+        "    'owner': len(Convscope().techniques),\n"
         "    'drawing': Drawing('background').mode, 'eps': eps}))\n"
     )
     out = json.loads(_run([str(installed["python"]), "-c", code], cwd=installed["work"]).stdout)
@@ -156,7 +159,8 @@ def test_installed_wheel_imports_without_torch_and_runs_the_watcher(built, insta
     assert out["version"] == out["meta"] == _wheel_version(built["wheel"])
     assert out["after_import"] == []  # importing convscope imports neither torch nor Lightning
     assert out["methods_import"] == []  # the methods alone do not import Lightning
-    assert out["n"] == len(callbacks._CALLBACKS) and out["fm"] and out["drawing"] == "background"
+    assert out["n"] == out["owner"] == len(callbacks._CALLBACKS) and out["fm"] and out["technique"]
+    assert out["drawing"] == "background"
     declared = _pyproject()["project"].get("entry-points", {}).get("tensorboard_plugins", {})
     ours = {(name, value) for name, value, dist in out["eps"] if dist == "convscope"}
     assert ours == set(declared.items())  # TensorBoard finds the plugin exactly as pyproject declares it
@@ -176,7 +180,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lightning.pytorch import LightningModule, Trainer, seed_everything
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from convscope import FiltersCallback
+from convscope import Convscope, Filters
 
 class Tiny(LightningModule):
     def __init__(self):
@@ -194,7 +198,7 @@ class Tiny(LightningModule):
 
 seed_everything(0)
 data = TensorDataset(torch.rand(48, 1, 12, 12), torch.arange(48) % 3)
-trainer = Trainer(max_epochs=1, logger=TensorBoardLogger(sys.argv[1], name="run"), callbacks=[FiltersCallback()],
+trainer = Trainer(max_epochs=1, logger=TensorBoardLogger(sys.argv[1], name="run"), callbacks=[Convscope([Filters()])],
                   enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                   num_sanity_val_steps=0, accelerator="cpu", devices=1)
 module = Tiny()

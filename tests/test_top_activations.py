@@ -498,27 +498,27 @@ def test_callback_arguments():
 )
 def test_callback_default_layers(net, layers):
     cb = TopActivationsCallback()
-    cb.setup(None, net(), "fit")
+    cb.configure_for(net(), (1, 28, 28))
     assert cb.layer_names == layers and cb.layers is None  # the user's argument is kept as given
     assert cb._state_config() == {"layers": None}
 
 
 def test_callback_units_resolved_and_checked():
     cb = TopActivationsCallback()
-    cb.setup(None, LeNet5(), "fit")
+    cb.configure_for(LeNet5(), (1, 28, 28))
     assert cb.layer_units == {"relu_1": list(range(6)), "relu_2": list(range(8))}  # relu_1 has only 6 channels
     assert tuple(cb.fields["relu_2"]) == (14, 2, 4.5)
     cb = TopActivationsCallback(layers=["relu_2", "relu_3"], units=[0, 15])
-    cb.setup(None, LeNet5(), "fit")
+    cb.configure_for(LeNet5(), (1, 28, 28))
     assert cb.layer_units == {"relu_2": [0, 15], "relu_3": [0, 15]} and cb.fields["relu_3"] is None
     with pytest.raises(
         LayerError,
         match=r"TopActivationsCallback: unit index\(es\) \[6\] out of range for layer "
         r"'relu_1': it has 6 units, valid 0\.\.5",
     ):
-        TopActivationsCallback(units=[2, 6]).setup(None, LeNet5(), "fit")
+        TopActivationsCallback(units=[2, 6]).configure_for(LeNet5(), (1, 28, 28))
     with pytest.raises(LayerError, match=r"unknown layer name\(s\) \['relu_7'\]"):
-        TopActivationsCallback(layers=["relu_7"]).setup(None, LeNet5(), "fit")
+        TopActivationsCallback(layers=["relu_7"]).configure_for(LeNet5(), (1, 28, 28))
 
 
 def test_callback_picture_finds_the_planted_spots():
@@ -544,13 +544,13 @@ def test_callback_renders_lenet_and_mlp_within_size():
     y = torch.arange(200) % 10
     for net, tags in [(LeNet5().eval(), ["relu_1", "relu_2"]), (MLP().eval(), ["relu_1"])]:
         cb = TopActivationsCallback(per_class=20)
-        cb.setup(None, net, "fit")
+        cb.configure_for(net, (1, 28, 28))
         writer = render(cb, net, x, y)
         assert sorted(writer.images) == [f"top_activations/{t}" for t in tags]
         for img, _ in writer.images.values():
             assert 200 < img.shape[2] <= 500 and 100 < img.shape[1] <= 720, img.shape
     cb = TopActivationsCallback(layers=["relu_2"], projection=False, k=20, per_class=1)  # k > set: all 10 images
-    cb.setup(None, LeNet5(), "fit")
+    cb.configure_for(LeNet5(), (1, 28, 28))
     assert "top_activations/relu_2" in render(cb, LeNet5().eval(), x, y).images
 
 

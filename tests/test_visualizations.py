@@ -151,7 +151,7 @@ def test_feature_maps_one_picture_per_layer_with_a_row_per_class():
     net = LeNet5().eval()
     x, y = torch.rand(60, 1, 28, 28), torch.arange(60) % 10
     cb = FeatureMapsCallback(per_class=6)
-    cb.setup(None, net, "fit")
+    cb.configure_for(net, (1, 28, 28))
     w = render_once(cb, net, x, y)
     layers = ["conv_1", "relu_1", "conv_2", "relu_2"]
     assert sorted(w.images) == sorted(
@@ -164,7 +164,7 @@ def test_feature_maps_one_picture_per_layer_with_a_row_per_class():
         assert img.dtype == torch.uint8 and img.shape[2] <= 450 and img.shape[1] <= 760, (tag, img.shape)
         assert has_colour(img, (103, 0, 31)) or has_colour(img, (5, 48, 97)), tag  # the colour bar's ends
     per_class = FeatureMapsCallback(layers=["relu_2"], class_mean=False, per_class_tags=True)
-    per_class.setup(None, net, "fit")
+    per_class.configure_for(net, (1, 28, 28))
     assert sorted(render_once(per_class, net, x, y).images) == sorted(f"feature_maps/relu_2/{c}_{c}" for c in range(10))
 
 
