@@ -44,6 +44,8 @@ class VisualizationCallback(Callback):
         legacy = [cb for cb in trainer.callbacks if isinstance(cb, VisualizationCallback)]
         drawing = next((cb for cb in trainer.callbacks if isinstance(cb, Drawing)), None)
         owner = Convscope(legacy, **(drawing.settings() if drawing is not None else {"drawing": "inline"}))
+        if drawing is not None:
+            drawing.background = owner.background  # what the Drawing callback reports (resolved, waited, ...)
         trainer.callbacks.append(owner)
         return owner
 

@@ -708,9 +708,13 @@ class Drawing(Callback):
             "memory_fraction": self.memory_fraction,
         }
 
-    def owner(self, trainer: pl.Trainer) -> Any:
-        """The Trainer's owner (made by the callbacks' setup), whose background is the one this describes."""
-        return next(cb for cb in trainer.callbacks if type(cb).__name__ == "Convscope")
+    def __getattr__(self, name: str) -> Any:
+        """What the owner's drawing mode reports (``resolved``, ``waited``, ``seconds``, ...), once the callbacks'
+        setup made the owner."""
+        background = self.__dict__.get("background")
+        if background is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(background, name)
 
 
 def cpu_weights(pl_module: pl.LightningModule) -> dict[str, torch.Tensor]:

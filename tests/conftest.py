@@ -158,6 +158,11 @@ def lenet_run(idx_dir, tmp_path_factory):
 
 
 # ------------------------------------- drawing one technique without a Trainer (unit-level tests)
+def techniques_of(trainer):
+    """The techniques the Trainer's owner runs (those ``train.py`` builds from the command line)."""
+    return owner_of(trainer).techniques
+
+
 def owner_of(trainer):
     """The Trainer's ``Convscope`` (made by the deprecated callbacks' setup, or given)."""
     from callbacks.scope import Convscope

@@ -28,7 +28,7 @@ from callbacks.layer_responses import (
 )
 from callbacks.samples import class_grid
 from lit_modules.nets import MLP, DeepCNN, LeNet5, SimpleCNN
-from tests.conftest import _images, has_colour, near, render_once, scope_over
+from tests.conftest import _images, has_colour, near, render_once, scope_over, techniques_of
 
 
 # ------------------------------------------------------------------------------------------ pure functions
@@ -386,7 +386,7 @@ def test_layer_response_scalars_equal_the_nets_means(lenet_run):
     from lit_modules.classifier import LitClassifier
 
     model = LitClassifier.load_from_checkpoint(next((run / "checkpoints").glob("*.ckpt")), map_location="cpu")
-    cb = next(c for c in cli.trainer.callbacks if type(c).__name__ == "LayerResponsesCallback")
+    cb = next(c for c in techniques_of(cli.trainer) if type(c).__name__ == "LayerResponses")
     x, _ = cli.datamodule.split("val")
     x = x[cb.fixed_idx.to(x.device)].cpu()
     acts = capture_activations(model.net.eval(), x, ["relu_1", "fc_3"])
@@ -423,7 +423,7 @@ def test_embedding_projector_files(lenet_run):
     assert len(folders) == 2  # epochs 0 and 1 (every_n_epochs 1 in this run)
     rows = (folders[-1] / "tensors.tsv").read_text().strip().splitlines()
     meta = (folders[-1] / "metadata.tsv").read_text().strip().splitlines()
-    cb = next(c for c in cli.trainer.callbacks if type(c).__name__ == "EmbeddingCallback")
+    cb = next(c for c in techniques_of(cli.trainer) if type(c).__name__ == "Embedding")
     assert len(rows) == len(cb.fixed_idx) == len(meta) and len(rows[0].split("\t")) == 84
     _, y = cli.datamodule.split("val")
     assert meta == [cli.datamodule.classes[int(c)] for c in y[cb.fixed_idx.to(y.device)]]
@@ -433,7 +433,7 @@ def test_embedding_projector_files(lenet_run):
 
 def test_evolution_stacks_the_logged_snapshots_and_saves_pngs(lenet_run):
     cli, ea, run = lenet_run
-    evo = next(c for c in cli.trainer.callbacks if type(c).__name__ == "EvolutionCallback")
+    evo = next(c for c in techniques_of(cli.trainer) if type(c).__name__ == "Evolution")
     tags = set(ea.Tags()["images"])
     for key in ("filters/conv_1", "feature_maps/conv_1", "decision", "confusion_matrix", "selectivity"):
         assert f"evolution/{key}" in tags, key

@@ -23,7 +23,7 @@ from callbacks.methods.changes import (
     weight_layer,
 )
 from lit_modules.nets import MLP, DeepCNN, LeNet5, SimpleCNN
-from tests.conftest import _fit, _images, render_once, synthetic_digits
+from tests.conftest import _fit, _images, render_once, synthetic_digits, techniques_of
 
 
 def digits(n: int = 200, seed: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,7 +152,7 @@ def test_callback_draws_from_the_second_drawing_on(lenet):
 # ---------------------------------------------------------------------------------------------- real fits
 def test_fit_logs_from_the_second_epoch_read_back(lenet_run):
     cli, ea, _ = lenet_run
-    cb = next(c for c in cli.trainer.callbacks if isinstance(c, ChangesCallback))
+    cb = next(c for c in techniques_of(cli.trainer) if type(c).__name__ == "Changes")
     assert cb.layer_names == ["relu_2", "relu_4"]
     for layer in cb.layer_names:
         imgs = _images(ea, f"changes/{layer}")

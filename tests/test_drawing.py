@@ -140,7 +140,8 @@ def test_background_checkpoint_holds_the_drawing_state_of_inline(three_runs):
 
     def states(run):
         ckpt = torch.load(next((run / "checkpoints").glob("epoch=*.ckpt")), map_location="cpu", weights_only=False)
-        return {k: v for k, v in ckpt["callbacks"].items() if "technique" in k}
+        owner = next(v for k, v in ckpt["callbacks"].items() if k.startswith("Convscope"))
+        return {**owner["techniques"], "sets": owner["sets"]}  # the techniques' states, the fixed sets
 
     a, b = states(inline), states(background)
     assert set(a) == set(b) and len(a) >= 15
@@ -354,7 +355,7 @@ def test_background_fit_killed_and_resumed_draws_each_epoch_once(idx_dir, tmp_pa
             os.killpg(proc.pid, signal.SIGKILL)
     last = run / "checkpoints" / "last.ckpt"
     state = torch.load(last, map_location="cpu", weights_only=False)
-    drawing = next(v for k, v in state["callbacks"].items() if k.startswith("Drawing"))
+    drawing = next(v for k, v in state["callbacks"].items() if k.startswith("Convscope"))["drawing"]
     # epoch 0 drawn, or pending with its weights (checkpoints do not wait); epoch 1 drawn or pending
     assert state["epoch"] == 1 and (drawing["event"] is not None or 0 in drawing["weights"])
     from callbacks import VISUALIZATIONS
@@ -395,7 +396,7 @@ def test_checkpoints_do_not_wait_for_a_lagging_drawer_and_a_resumed_fit_draws_wh
     ckpts = {int(p.name[6]): p for p in (whole / "checkpoints").glob("epoch=*.ckpt")}
     assert sorted(ckpts) == [0, 1, 2]
     first, second = (torch.load(ckpts[e], map_location="cpu", weights_only=False) for e in (0, 1))
-    state = next(v for k, v in second["callbacks"].items() if k.startswith("Drawing"))
+    state = next(v for k, v in second["callbacks"].items() if k.startswith("Convscope"))["drawing"]
     assert [e for e, _ in state["pending"]][:1] == [0] and 1 in [e for e, _ in state["pending"]]
     assert set(state["weights"]) == {e for e, _ in state["pending"]} - {1}
     assert same(state["weights"][0], first["state_dict"])  # epoch 0's weights, kept for the resumed fit

@@ -20,7 +20,7 @@ from callbacks.methods.invariance import (
     transform,
 )
 from lit_modules.nets import MLP, DeepCNN, LeNet5, SimpleCNN
-from tests.conftest import _images, render_once, synthetic_digits
+from tests.conftest import _images, render_once, synthetic_digits, techniques_of
 
 
 def digits(n: int = 10, seed: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
@@ -228,7 +228,7 @@ def test_callback_pictures_and_scalars_on_rgb_images_of_another_size():
 
 def test_fit_logs_the_pictures_and_scalars_read_back(lenet_run):
     cli, ea, _ = lenet_run
-    cb = next(c for c in cli.trainer.callbacks if isinstance(c, InvarianceCallback))
+    cb = next(c for c in techniques_of(cli.trainer) if type(c).__name__ == "Invariance")
     tags = ea.Tags()
     assert {t for t in tags["images"] if t.startswith("invariance/")} == {
         "invariance/translate",

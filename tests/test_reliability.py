@@ -11,7 +11,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import ROOT, _images
+from tests.conftest import ROOT, _images, techniques_of
 from train import cli_main
 
 # Cheap settings: every callback on, small optimisation budgets.
@@ -55,7 +55,7 @@ def test_resume_continues_the_series_in_the_same_run(idx_dir, tmp_path):
     last = run / "checkpoints" / "last.ckpt"
     assert last.is_file()
     probes = {
-        type(cb).__name__: cb.probe_idx for cb in first.trainer.callbacks if getattr(cb, "probe_idx", None) is not None
+        cb.technique: cb.probe_idx for cb in techniques_of(first.trainer) if getattr(cb, "probe_idx", None) is not None
     }
     second = fit(idx_dir, tmp_path, "--trainer.max_epochs", "4", "--ckpt_path", str(last))
     assert second.trainer.log_dir == str(run)  # the same run folder, not version_1
@@ -68,10 +68,10 @@ def test_resume_continues_the_series_in_the_same_run(idx_dir, tmp_path):
     projector = (run / "projector_config.pbtxt").read_text()  # the projector still lists the first fit's snapshots
     assert all(f'"{step:05d}/' in projector for step in (1, 3)), projector  # every 5 epochs: each fit's last
     assert [e.step for e in ea.Scalars("val/acc")] == sorted({e.step for e in ea.Scalars("val/acc")})
-    for cb in second.trainer.callbacks:  # the same probe images after resuming
-        if type(cb).__name__ in probes:
-            assert torch.equal(cb.probe_idx, probes[type(cb).__name__]), type(cb).__name__
-    evo = next(cb for cb in second.trainer.callbacks if type(cb).__name__ == "EvolutionCallback")
+    for cb in techniques_of(second.trainer):  # the same probe images after resuming
+        if cb.technique in probes:
+            assert torch.equal(cb.probe_idx, probes[cb.technique]), cb.technique
+    evo = next(cb for cb in techniques_of(second.trainer) if type(cb).__name__ == "Evolution")
     assert sorted(evo.snapshots["filters/conv_1"]) == [1, 2, 4]  # epochs 1, 2 kept in the checkpoint, 4 the last
 
 

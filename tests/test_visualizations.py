@@ -17,7 +17,7 @@ from callbacks.hooks import LayerError, capture_activations, check_units, layer_
 from callbacks.methods.feature_maps import class_mean_maps
 from callbacks.technique import nice_ceil
 from lit_modules.nets import MLP, LeNet5
-from tests.conftest import ROOT, _fit, _images, has_colour, only_epoch_label_differs, render_once
+from tests.conftest import ROOT, _fit, _images, has_colour, only_epoch_label_differs, render_once, techniques_of
 from train import cli_main
 
 
@@ -210,12 +210,12 @@ def test_every_tag_is_logged_at_both_epochs_and_changes(lenet_run):
 def test_no_pictures_in_the_sanity_check_and_probes_are_fixed(lenet_run):
     cli, ea, _ = lenet_run
     assert [e.step for e in ea.Images("filters/conv_1")] == [0, 1]  # the sanity check ran but drew nothing
-    cbs = {type(cb).__name__: cb for cb in cli.trainer.callbacks}
-    fm = cbs["FeatureMapsCallback"]
+    cbs = {type(cb).__name__: cb for cb in techniques_of(cli.trainer)}
+    fm = cbs["FeatureMaps"]
     x, y = cli.datamodule.split("val")
     assert y[fm.probe_idx].tolist() == list(range(10))  # one probe per class, class order
     assert int(fm.probe_idx[0]) == int(torch.nonzero(y == 0)[0])  # the first validation image of class 0
-    sel = cbs["SelectivityCallback"]
+    sel = cbs["Selectivity"]
     assert torch.bincount(y[sel.fixed_idx], minlength=10).tolist() == torch.bincount(y, minlength=10).tolist()
     assert cli.model.training  # train mode restored
 
@@ -223,10 +223,10 @@ def test_no_pictures_in_the_sanity_check_and_probes_are_fixed(lenet_run):
 def test_probe_sets_are_kept_in_the_checkpoint(lenet_run):
     cli, _, run = lenet_run
     ckpt = torch.load(next((run / "checkpoints").glob("*.ckpt")), weights_only=False)
-    states = {k: v for k, v in ckpt["callbacks"].items() if "FeatureMapsCallback" in k}
-    assert len(states) == 1
-    fm = next(cb for cb in cli.trainer.callbacks if type(cb).__name__ == "FeatureMapsCallback")
-    assert torch.equal(next(iter(states.values()))["probe_idx"], fm.probe_idx)
+    states = {k: v for k, v in ckpt["callbacks"].items() if k.startswith("Convscope")}
+    assert len(states) == 1  # one entry: the owner's
+    fm = next(cb for cb in techniques_of(cli.trainer) if type(cb).__name__ == "FeatureMaps")
+    assert torch.equal(next(iter(states.values()))["sets"]["probe:1"], fm.probe_idx)
 
 
 def test_mlp_gets_weight_comparison_and_fc_pictures(idx_dir, tmp_path):
@@ -267,7 +267,7 @@ def test_turning_one_visualization_off_leaves_the_others(idx_dir, tmp_path):
     ea.Reload()
     tags = set(ea.Tags()["images"])
     assert not any(t.startswith("actmax/") for t in tags)
-    deconv = next(cb for cb in cli.trainer.callbacks if type(cb).__name__ == "DeconvCallback")
+    deconv = next(cb for cb in techniques_of(cli.trainer) if type(cb).__name__ == "Deconv")
     assert "deconv" in tags and deconv.layer_names == ["relu_2"]
     assert {t.split("/")[1] for t in tags if t.startswith("feature_maps/")} == {"conv_1"}
     assert "filters/conv_1" in tags
