@@ -10,7 +10,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from callbacks import VISUALIZATIONS, figures
+from callbacks import VISUALIZATIONS, Convscope, Filters, figures
 from callbacks.feature_maps import FeatureMapsCallback
 from callbacks.filters import FiltersCallback, filter_tiles, first_layer
 from callbacks.hooks import LayerError, capture_activations, check_units, layer_shapes
@@ -87,9 +87,9 @@ def test_nice_scale_is_kept_across_epochs_and_only_grows():
     cb = FiltersCallback()
     assert cb.scale("a", 0.83) == 1.0 and cb.scale("a", 0.2) == 1.0  # kept while values fit under it
     assert cb.scale("a", 1.3) == 1.5  # raised, never lowered
-    assert cb.state_dict()["scales"] == {"a": 1.5}
+    assert cb.get_state()["scales"] == {"a": 1.5}
     other = FiltersCallback()
-    other.load_state_dict(cb.state_dict())
+    other.set_state(cb.get_state())
     assert other.scale("a", 0.1) == 1.5  # a resumed run keeps the scale
 
 
@@ -120,7 +120,7 @@ def test_feature_maps_scale_each_channel_on_its_own_kept_across_epochs_and_raise
     )
     assert not has_colour(post_relu, (5, 48, 97))  # no blue: the diverging scale's dark end is not used
     resumed = FeatureMapsCallback()
-    resumed.load_state_dict({**cb.state_dict(), "scales": {"conv_1": 8.0, **cb.scales}})  # an old per-picture key too
+    resumed.set_state({**cb.get_state(), "scales": {"conv_1": 8.0, **cb.scales}})  # an old per-picture key too
     resumed.picture(torch.full((1, 2, 4, 4), 0.1), inputs[:1], ["a"], "conv_1", "what", 3)
     assert resumed.scales["conv_1#1"] == 1.5  # a resumed run keeps the per-channel limits
 
@@ -274,18 +274,17 @@ def test_turning_one_visualization_off_leaves_the_others(idx_dir, tmp_path):
 
 
 def test_a_failing_visualization_warns_and_training_goes_on(idx_dir, tmp_path):
-    from callbacks.filters import FiltersCallback
 
     def boom(self, ctx):
         raise RuntimeError("render exploded")
 
-    original = FiltersCallback.render
-    FiltersCallback.render = boom
+    original = Filters.render
+    Filters.render = boom
     try:
-        with pytest.warns(UserWarning, match=r"FiltersCallback \(filters/...\) failed at epoch 0.*render exploded"):
+        with pytest.warns(UserWarning, match=r"Filters \(filters/...\) failed at epoch 0.*render exploded"):
             cli = _fit(idx_dir, tmp_path, extra=["--trainer.max_epochs", "1"])
     finally:
-        FiltersCallback.render = original
+        Filters.render = original
     assert cli.trainer.current_epoch == 1  # training finished
     assert list((tmp_path / "lightning_logs" / "version_0" / "checkpoints").glob("*.ckpt"))
 
@@ -293,7 +292,7 @@ def test_a_failing_visualization_warns_and_training_goes_on(idx_dir, tmp_path):
 @pytest.mark.parametrize(
     "args, expected",
     [
-        (["--feature_maps.layers", "[conv_9]"], "FeatureMapsCallback: unknown layer name(s) ['conv_9']"),
+        (["--feature_maps.layers", "[conv_9]"], "FeatureMaps: unknown layer name(s) ['conv_9']"),
         (["--actmax.layers", "{conv_2: [16]}"], "out of range for layer 'conv_2': it has 16 units, valid 0..15"),
         (["--selectivity.every_n_epochs", "0"], "every_n_epochs must be an integer >= 1"),
     ],
@@ -424,15 +423,14 @@ def test_nan_weights_and_dead_layers_draw_without_nan_pixels_or_errors(idx_dir, 
 
 def test_every_n_epochs_draws_after_every_n_epochs_and_at_the_last_one():
     def drawn(cb, max_epochs, fn="fit"):
-        return [
-            e
-            for e in range(max_epochs)
-            if cb.should_render(
-                SimpleNamespace(
-                    sanity_checking=False, state=SimpleNamespace(fn=fn), current_epoch=e, max_epochs=max_epochs
-                )
-            )
-        ]
+        owner = Convscope([cb], drawing="inline")
+        owner.fit_last = max_epochs - 1 if fn == "fit" else None
+        trainer = SimpleNamespace(sanity_checking=False, state=SimpleNamespace(fn=fn), current_epoch=0)
+        found = []
+        for e in range(max_epochs):
+            trainer.current_epoch = e
+            found += [e] if cb in owner.due(trainer) else []
+        return found
 
     assert drawn(FiltersCallback(every_n_epochs=3), 8) == [2, 5, 7]  # after epochs 3 and 6 (1-based), and the last
     assert drawn(FiltersCallback(every_n_epochs=5), 3) == [2]  # a short run still gets its one picture
