@@ -15,10 +15,10 @@ from torch import Tensor, nn
 from .base import legacy_callback
 from .hooks import capture_activations, check_layers
 from .layers import is_nonlinearity, layer_roles
-from .methods.activations import dead_fraction, dead_units
+from .methods.activations import dead_fraction
 from .technique import HISTOGRAM_VALUES, FixedSetTechnique, RenderContext
 
-__all__ = ["dead_fraction", "dead_units", "Activations", "ActivationsCallback"]
+__all__ = ["Activations", "ActivationsCallback"]
 
 HISTOGRAM_MAX = 200  # images at most behind the histograms (20 per class at 10 classes, 2 at 100): a histogram keeps
 # at most 16,384 values per layer (``RenderContext.add_histogram``), which 200 images already give many times over
@@ -58,7 +58,8 @@ class Activations(FixedSetTechnique):
         self.share_layers(self.relus, self.dead_per_class)
 
     def render(self, ctx: RenderContext) -> None:
-        x, _ = ctx.fixed_set(self.per_class, HISTOGRAM_MAX)  # the first per_class of each
+        x, _ = ctx.fixed_set(self.per_class, HISTOGRAM_MAX)
+        self.histogram_idx = self.fixed_idx  # the histograms' images (the dead set's: ``fixed_idx``)
         for layer, values in self.histogram_values(ctx.net, x).items():
             ctx.add_histogram(f"{self.technique}/{layer}", values)
         if self.relus:

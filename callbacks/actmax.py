@@ -25,7 +25,7 @@ from .methods.actmax import (
 )
 from .technique import RenderContext, Technique
 
-__all__ = ["ActMax", "ActMaxCallback"]  # the method's names are imported from convscope.methods.actmax (or convscope)
+__all__ = ["ActMax", "ActMaxCallback"]  # the method: convscope.methods.actmax
 
 WIDTH = figures.CARD_WIDTH  # px: a TensorBoard card
 GAP = 4  # px between tiles

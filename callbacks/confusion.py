@@ -25,17 +25,10 @@ from torch import Tensor
 from .base import legacy_callback
 from .figures import SEQUENTIAL, colorbar
 from .live_figure import LiveFigure, contrast_colours, draw_texts
-from .methods.confusion import confusion_counts, confusion_matrix, predictions, sub_confusion
+from .methods.confusion import confusion_counts, predictions, sub_confusion
 from .technique import RenderContext, Technique
 
-__all__ = [
-    "predictions",
-    "confusion_matrix",
-    "sub_confusion",
-    "ConfusionChart",
-    "ConfusionMatrix",
-    "ConfusionMatrixCallback",
-]
+__all__ = ["ConfusionChart", "ConfusionMatrix", "ConfusionMatrixCallback"]
 
 
 class ConfusionChart:

@@ -25,7 +25,7 @@ from .live_figure import LiveFigure, draw_texts
 from .methods.decision import decision_pipeline, strongest_maps
 from .technique import RenderContext, Technique, tag_part
 
-__all__ = ["decision_pipeline", "default_stages", "strongest_maps", "DecisionChart", "Decision", "DecisionCallback"]
+__all__ = ["default_stages", "DecisionChart", "Decision", "DecisionCallback"]
 
 
 def _with_white_gaps(cmap: str):

@@ -28,24 +28,13 @@ from .methods.deconv import (
     background_channels,
     channel_peaks,
     deconv_blockers,
-    deconvnet,
-    deconvnet_from_seed,
     deconvnet_with_channels,
     flat_background,
     informative_channels,
-    strongest_channels,
 )
 from .technique import RenderContext, Technique
 
-__all__ = [
-    "deconvnet",
-    "deconvnet_from_seed",
-    "deconvnet_with_channels",
-    "strongest_channels",
-    "informative_channels",
-    "Deconv",
-    "DeconvCallback",
-]
+__all__ = ["Deconv", "DeconvCallback"]
 
 REFERENCE_MAX = 500  # images at most in the reference set (500 at 10 classes; 5 per class at 100)
 

@@ -371,7 +371,8 @@ class Background:
         device: str | None = None,
         memory_fraction: float = 0.25,
     ) -> None:
-        check_arg("Drawing", "mode", mode, mode in MODES, f"one of {', '.join(MODES)}")
+        if mode not in MODES:
+            raise ValueError(f"Drawing: unknown mode {mode!r}; valid: {', '.join(MODES)}")
         check_arg(
             "Drawing",
             "threads",

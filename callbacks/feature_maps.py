@@ -27,11 +27,11 @@ from . import figures
 from .base import legacy_callback
 from .hooks import check_layers
 from .layers import following_nonlinearity, is_nonlinearity, layer_roles
-from .methods.feature_maps import class_mean_maps, feature_maps
+from .methods.feature_maps import feature_maps
 from .methods.selectivity import class_means
 from .technique import RenderContext, Technique, tag_part
 
-__all__ = ["feature_maps", "class_mean_maps", "FeatureMaps", "FeatureMapsCallback"]
+__all__ = ["FeatureMaps", "FeatureMapsCallback"]
 
 # The tiles' target width: maps are enlarged by whole factors, and 28-px maps beside long class names need a little
 # more than a card to reach 2x (TensorBoard fits a wider picture to the card); at CARD_WIDTH they stay at 1x.

@@ -16,7 +16,7 @@ from .hooks import check_layers
 from .methods.filters import filter_tiles, first_layer
 from .technique import RenderContext, Technique
 
-__all__ = ["filter_tiles", "first_layer", "Filters", "FiltersCallback"]
+__all__ = ["Filters", "FiltersCallback"]
 
 
 class Filters(Technique):

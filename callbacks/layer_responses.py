@@ -24,15 +24,7 @@ from .live_figure import LiveFigure, contrast_colours, draw_texts
 from .methods.layer_responses import class_effect_sizes, layer_class_responses
 from .technique import FixedSetTechnique, RenderContext
 
-__all__ = [
-    "layer_class_responses",
-    "class_effect_sizes",
-    "EFFECT_LIMIT",
-    "short_number",
-    "LayerResponsesChart",
-    "LayerResponses",
-    "LayerResponsesCallback",
-]
+__all__ = ["EFFECT_LIMIT", "short_number", "LayerResponsesChart", "LayerResponses", "LayerResponsesCallback"]
 
 
 EFFECT_LIMIT = 2.0  # the colour scale's ends, in within-class standard deviations (a large effect: Cohen's d of 2)

@@ -530,7 +530,11 @@ class Convscope(Callback):
 
     def load_drawn_state(self, state: dict[str, Any]) -> None:
         """The techniques' states and fixed sets a drawing process reached (they go into checkpoints)."""
-        self.load_state_dict({**state, "drawing": self.background.state_dict()})
+        states = state.get("techniques", {})
+        for k, t in zip(self.keys(), self.techniques, strict=True):
+            if k in states:
+                t.set_state(states[k])
+        self._load_sets(state.get("sets", {}))
 
     def _load_sets(self, sets: dict[str, Any]) -> None:
         self._sets_state = {**self._sets_state, **sets}

@@ -23,21 +23,13 @@ from torch import Tensor
 
 from .base import legacy_callback
 from .figures import CARD_WIDTH, SEQUENTIAL, SIGNED, colorbar
-from .hooks import check_layers, collect_activations
+from .hooks import check_layers
 from .layers import layer_roles
 from .live_figure import LiveFigure
 from .methods.selectivity import class_means, selectivity_index, shown_units
 from .technique import FixedSetTechnique, RenderContext
 
-__all__ = [
-    "class_means",
-    "selectivity_index",
-    "collect_activations",
-    "sorted_by_preference",
-    "SelectivityChart",
-    "Selectivity",
-    "SelectivityCallback",
-]
+__all__ = ["sorted_by_preference", "SelectivityChart", "Selectivity", "SelectivityCallback"]
 
 MAX_UNITS = 128  # columns of a panel at most
 

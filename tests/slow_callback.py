@@ -1,13 +1,13 @@
 """A callback the interrupt test passes to ``train.py`` on the command line: it slows training down and marks when
 the second epoch is under way, so SIGINT can be sent mid-epoch at a known point; ``SlowDrawing`` keeps a drawing
-process behind training."""
+process behind training (a technique the test puts first in the owner)."""
 
 import time
 from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
 
-from callbacks.technique import VisualizationCallback
+from callbacks.technique import Technique
 
 
 class SlowDown(Callback):
@@ -21,7 +21,7 @@ class SlowDown(Callback):
         time.sleep(self.seconds)
 
 
-class SlowDrawing(VisualizationCallback):
+class SlowDrawing(Technique):
     """A picture that takes ``seconds`` to draw: a drawing process that lags behind training."""
 
     technique = "slow"

@@ -13,8 +13,8 @@ from PIL import Image
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
-from callbacks.activations import dead_fraction, dead_units
-from callbacks.confusion import ConfusionMatrixCallback, confusion_matrix
+from callbacks.activations import dead_fraction
+from callbacks.confusion import ConfusionMatrixCallback
 from callbacks.decision import DecisionCallback, decision_pipeline, default_stages, strongest_maps
 from callbacks.embedding import SPRITE_PX, EmbeddingCallback, embedding_features, penultimate_layer
 from callbacks.evolution import DEFAULT_TECHNIQUES, evolution_strip, snapshot_key
@@ -26,6 +26,8 @@ from callbacks.layer_responses import (
     layer_class_responses,
     short_number,
 )
+from callbacks.methods.activations import dead_units
+from callbacks.methods.confusion import confusion_matrix
 from callbacks.samples import class_grid
 from lit_modules.nets import MLP, DeepCNN, LeNet5, SimpleCNN
 from tests.conftest import _images, has_colour, near, render_once, scope_over, techniques_of

@@ -309,8 +309,7 @@ def test_resnet18_on_rgb_32px_every_callback_draws_at_both_epochs_in_colour(rgb_
 @needs_fashion
 def test_callbacks_take_classes_shape_and_range_from_the_validation_dataset(rgb_run):
     trainer, cbs = rgb_run
-    cb = cbs["feature_maps"]
-    facts = cb.facts(trainer)
+    facts = owner_of(trainer).scope.facts  # what every technique of the owner reads
     assert facts.classes == tuple(DATASETS["fashion_mnist"].classes)
     assert facts.input_shape == (3, 32, 32)
     val = trainer.val_dataloaders.dataset

@@ -176,7 +176,8 @@ def test_resume_continues_the_series_without_a_gap(idx_dir, tmp_path):
     run = tmp_path / "lightning_logs" / "version_0"
     first = tmp_path / "epoch1.ckpt"
     shutil.copy(run / "checkpoints" / "last.ckpt", first)
-    state = next(v for k, v in torch.load(first, weights_only=True)["callbacks"].items() if "ChangesCallback" in k)
+    owner = next(v for k, v in torch.load(first, weights_only=True)["callbacks"].items() if k.startswith("Convscope"))
+    state = owner["techniques"]["changes"]
     assert state["changes_previous_step"] == 1 and sorted(state["changes_previous"]) == ["relu_2", "relu_4"]
     cli = _fit(
         idx_dir,

@@ -17,7 +17,6 @@ from callbacks.confusion import ConfusionMatrixCallback
 from callbacks.decision import DecisionCallback
 from callbacks.fc_activations import FCActivationsCallback, FCChart, sparsity
 from callbacks.figures import MAX_PALETTE_ERROR, colorbar, figure, to_image, to_png, to_rgb, to_uint8
-from callbacks.hooks import layer_shapes
 from callbacks.importance import ImportanceCallback
 from callbacks.layer_responses import LayerResponsesCallback
 from callbacks.layers import following_nonlinearity
@@ -216,7 +215,7 @@ def test_every_analysis_chart_draws_a_net_with_nan_weights(histograms):
         OcclusionCallback(stride=4),
     ]
     for cb in callbacks:
-        cb.configure(net, layer_shapes(net))
+        cb.configure_for(net, (1, 28, 28))
         w = render_once(cb, net, x, y, classes, callbacks=[cb])
         assert w.images, type(cb).__name__
         for tag, (img, _) in w.images.items():

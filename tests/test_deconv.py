@@ -9,16 +9,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from callbacks.deconv import (
-    DeconvCallback,
+from callbacks.deconv import DeconvCallback, deconvnet_with_channels, informative_channels
+from callbacks.hooks import capture_activations
+from callbacks.methods.deconv import (
+    background_channels,
+    channel_peaks,
     deconvnet,
     deconvnet_from_seed,
-    deconvnet_with_channels,
-    informative_channels,
+    flat_background,
     strongest_channels,
 )
-from callbacks.hooks import capture_activations
-from callbacks.methods.deconv import background_channels, channel_peaks, flat_background
 from callbacks.technique import RenderContext
 from lit_modules.nets import MLP, DeepCNN, LeNet5, SimpleCNN
 from tests.conftest import has_colour, render_once, scope_over

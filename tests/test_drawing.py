@@ -382,12 +382,13 @@ def test_checkpoints_do_not_wait_for_a_lagging_drawer_and_a_resumed_fit_draws_wh
     epoch 0 still pending and its weights kept (epoch 1's are the checkpoint's). A fit resumed from it draws
     epochs 0 and 1 first, from their weights: their pictures are the uninterrupted fit's, byte for byte; every
     picture of every epoch is there once."""
+    from tests.conftest import owner_of
     from tests.slow_callback import SlowDrawing
     from train import cli_main
 
     def run(root, ckpt_path=None):
         cli = cli_main(fit_args(idx_dir, root, "background", epochs=3, batches=2)[1:], run=False)
-        cli.trainer.callbacks.insert(0, SlowDrawing(seconds=4.0))
+        owner_of(cli.trainer).techniques.insert(0, SlowDrawing(seconds=4.0))
         cli.trainer.checkpoint_callback.save_top_k = -1  # every epoch's checkpoint
         cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=ckpt_path)
         return root / "lightning_logs" / "version_0"

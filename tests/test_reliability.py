@@ -321,3 +321,52 @@ def test_a_checkpoint_of_another_architecture_is_refused_clearly(lenet_run, idx_
         timeout=300,
     )
     assert r.returncode != 0 and "no such checkpoint file" in r.stderr
+
+
+def test_ddp_background_drawing_starts_one_drawer_on_rank_zero_and_draws_each_picture_once(idx_dir, tmp_path):
+    """DDP with 2 CPU processes and the background drawer: one drawing process (rank zero's), one event file of its
+    own, every picture once per drawn epoch."""
+    r = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            "fit",
+            "--config",
+            "configs/lenet5.yaml",
+            *data(idx_dir),
+            *FAST,
+            "--trainer.accelerator",
+            "cpu",
+            "--trainer.limit_train_batches",
+            "2",
+            "--trainer.strategy",
+            "ddp",
+            "--trainer.devices",
+            "2",
+            "--trainer.max_epochs",
+            "2",
+            "--drawing",
+            "background",
+            "--trainer.default_root_dir",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = r.stdout + r.stderr
+    assert out.count("drawing: background on cpu (asked for)") == 1  # said by rank zero, which alone starts it
+    run = tmp_path / "lightning_logs" / "version_0"
+    assert len(list(run.glob("events.out.tfevents.*.convscope-drawer"))) == 1  # one drawing process wrote
+    assert len([p for p in run.glob("events.out.tfevents.*") if not p.name.endswith(".convscope-drawer")]) == 1
+    ea = events(run)
+    images = ea.Tags()["images"]
+    assert len(images) > 20
+    for tag in images:
+        found = [e.step for e in ea.Images(tag)]
+        assert found == sorted(set(found)), tag  # no picture twice
+    for tag in ("filters/conv_1", "selectivity", "confusion_matrix"):
+        assert steps(ea, tag) == [0, 1], tag

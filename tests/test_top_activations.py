@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from callbacks.deconv import deconvnet_from_seed
 from callbacks.hooks import LayerError
+from callbacks.methods.deconv import deconvnet_from_seed
 from callbacks.methods.top_activations import (
     ReceptiveField,
     patches,
