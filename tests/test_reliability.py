@@ -250,8 +250,8 @@ def test_ddp_on_two_cpu_processes_draws_once_and_matches_one_process(idx_dir, tm
 @pytest.mark.parametrize(
     "args, expected",
     [
-        (["--feature_maps.layers", "[]"], "FeatureMapsCallback: empty layer list"),
-        (["--selectivity.layers", "[]"], "SelectivityCallback: empty layer list"),
+        (["--feature_maps.layers", "[]"], "FeatureMaps: empty layer list"),
+        (["--selectivity.layers", "[]"], "Selectivity: empty layer list"),
         (["--evolution.epochs", "[0]"], "epochs must be a non-empty list of 1-based epochs"),
     ],
     ids=["empty-layers", "empty-layers-fixed-set", "evolution-epochs"],
