@@ -158,7 +158,6 @@ class Scope:
         """A new drawing: new weights, so the shared statistics are computed again."""
         self.drawing += 1
         self.stop_capture()
-        self.predictions = None
 
     def start_capture(self, net: nn.Module, size: int, batch_size: int, technique: Technique) -> None:
         """Gather this drawing's statistics of the fixed set of ``size`` from the validation loop's batches (in
@@ -345,10 +344,7 @@ class Convscope(Callback):
         for t in self.techniques:
             t.off_reason = None
             if t.enabled:
-                t.configure_for(net, facts.input_shape, shapes)
-                if t.off_reason is not None and t.off_reason not in self._warned:
-                    self._warned.add(t.off_reason)
-                    rank_zero_warn(f"{type(t).__name__} is off for this net: {t.off_reason}")
+                t.configure_for(net, facts.input_shape, shapes)  # (a technique that finds no layer says so)
                 if stage == "fit" and t.off_reason is None and t.uses_default_layers() and t.drawn_layers():
                     rank_zero_info(
                         f"convscope: {t.technique} draws {', '.join(t.drawn_layers())} (chosen by default; name "
@@ -412,6 +408,8 @@ class Convscope(Callback):
 
     @override
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.scope is not None:
+            self.scope.predictions = None  # this epoch's, if gathered
         if not trainer.is_global_zero or self.background.elsewhere(trainer):
             return
         due = self.due(trainer)

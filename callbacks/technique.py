@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -356,10 +357,17 @@ class Technique:
             reason = f"{e}. {self._no_default_help(net)}"
             if self.strict:
                 raise LayerError(f"{type(self).__name__}: {reason}") from None
-            self.off_reason = reason
+            self._turn_off(reason)
             return
         if self.uses_default_layers() and self.drawn_layers() == []:  # the technique does not apply to this net
-            self.off_reason = f"{self.unsuited or 'no layer of this net suits it'}. {self._no_default_help(net)}"
+            self._turn_off(f"{self.unsuited or 'no layer of this net suits it'}. {self._no_default_help(net)}")
+
+    def _turn_off(self, reason: str) -> None:
+        """No default layer fits: this technique draws nothing this fit, with one warning (not one per setup)."""
+        if reason != getattr(self, "_off_warned", None):
+            self._off_warned = reason
+            warnings.warn(f"{type(self).__name__} is off for this net: {reason}", UserWarning, stacklevel=3)
+        self.off_reason = reason
 
     def _no_default_help(self, net: nn.Module) -> str:
         """What the default-layer search saw (``layers.layer_roles``), and the option that names layers instead."""

@@ -500,7 +500,7 @@ def test_callback_default_layers(net, layers):
     cb = TopActivationsCallback()
     cb.configure_for(net(), (1, 28, 28))
     assert cb.layer_names == layers and cb.layers is None  # the user's argument is kept as given
-    assert cb._state_config() == {"layers": None}
+    assert cb.config() == {"layers": None}
 
 
 def test_callback_units_resolved_and_checked():

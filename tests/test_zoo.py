@@ -21,10 +21,10 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-import callbacks.base
 import callbacks.deconv
 import callbacks.hooks
 import callbacks.methods.deconv
+import callbacks.technique
 import callbacks.top_activations
 from callbacks import VISUALIZATIONS
 from callbacks.deconv import DeconvCallback
@@ -115,7 +115,7 @@ def configured(key: str) -> dict:
     out = {}
     with pytest.MonkeyPatch.context() as mp:
         fast = remembered(callbacks.hooks.layer_shapes)
-        for module in (callbacks.base, callbacks.deconv, callbacks.top_activations, callbacks.methods.deconv):
+        for module in (callbacks.technique, callbacks.deconv, callbacks.top_activations, callbacks.methods.deconv):
             mp.setattr(module, "layer_shapes", fast)
         for name, cls in VISUALIZATIONS.items():
             cb = cls(strict=True)
