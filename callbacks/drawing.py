@@ -680,24 +680,17 @@ class Background:
 
 class Drawing(Callback):
     """Deprecated: where the pictures of the 0.1.0 callbacks are drawn; ``Convscope(drawing=...)`` now. Its settings
-    go to the owner the callbacks make (see ``Background`` for the arguments)."""
+    (``Background``'s arguments: mode, threads, queue, device, memory_fraction) go to the owner the callbacks make."""
 
-    def __init__(
-        self,
-        mode: str = "auto",
-        threads: int | None = None,
-        queue: int = 2,
-        device: str | None = None,
-        memory_fraction: float = 0.25,
-    ) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         warnings.warn(
             "Drawing is deprecated and goes in the next release: Convscope([...], drawing=mode, drawing_device=...)",
             DeprecationWarning,
             stacklevel=2,
         )
-        Background(mode, threads, queue, device, memory_fraction)  # checks the arguments now
-        self.mode, self.threads, self.queue = mode, threads, queue
-        self.device, self.memory_fraction = device, memory_fraction
+        asked = Background(*args, **kwargs)  # checks the arguments now
+        self.mode, self.threads, self.queue = asked.mode, asked.threads, asked.queue
+        self.device, self.memory_fraction = asked.device, asked.memory_fraction
 
     def settings(self) -> dict[str, Any]:
         """The owner's arguments these settings are."""

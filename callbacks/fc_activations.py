@@ -115,10 +115,6 @@ class FCActivations(FixedSetTechnique):
 
     technique = "fc_activations"
 
-    def __init__(self, layers: list[str] | None = None, per_class: int = 500, **kwargs) -> None:
-        super().__init__(layers=layers, per_class=per_class, **kwargs)
-        self.layer_names: list[str] = []
-
     def configure(self, net, shapes):
         layers = self.layers
         if layers is None:

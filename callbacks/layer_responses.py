@@ -112,10 +112,6 @@ class LayerResponses(FixedSetTechnique):
     technique = "layer_responses"
     max_default_layers = 16  # a row per layer costs little; a deep net gets 16 spread over its depth
 
-    def __init__(self, layers: list[str] | None = None, per_class: int = 500, **kwargs) -> None:
-        super().__init__(layers=layers, per_class=per_class, **kwargs)
-        self.layer_names: list[str] = []
-
     def configure(self, net, shapes):
         layers = self.layers
         if layers is None:
