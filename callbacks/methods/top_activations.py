@@ -46,6 +46,7 @@ from ..hooks import (
     check_unit_range,
     eval_mode,
 )
+from ..layers import NONLINEARITIES
 from .deconv import deconvnet_from_seed
 
 __all__ = [
@@ -88,22 +89,11 @@ class TopActivations(NamedTuple):
 
 # Modules that act on each position separately (or not at all): they keep the receptive field as it is.
 _POINTWISE = (
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.PReLU,
-    nn.ELU,
-    nn.SELU,
-    nn.CELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Mish,
+    *NONLINEARITIES,  # the nonlinearities the default layers know (``layers.NONLINEARITIES``), then the others
     nn.Tanh,
     nn.Sigmoid,
     nn.Hardtanh,
-    nn.Hardswish,
     nn.Hardsigmoid,
-    nn.Softplus,
     nn.Identity,
     nn.Dropout,
     nn.Dropout1d,
