@@ -3,16 +3,18 @@
     python benchmarks/memory.py                                  # every technique, ResNet-50, 224 px, 1,000 images
     python benchmarks/memory.py --model resnet18 --size 64 --images 200 --only filters gradcam
 
-For each technique in turn, in this one process: a fresh ``Scope`` (what techniques share) over ``--images``
-synthetic validation images (one class each, round robin), the technique configured at its defaults, then one
-drawing (``Scope.draw``, as the owner draws at a validation end), and the process's peak resident memory above what
-it held before that drawing (Linux's VmHWM, reset first). The validation images themselves are held before, and so
-not counted. Activation maximization's steps are cut to ``--actmax-steps`` (its memory does not grow with them).
+Each technique in a process of its own (memory one drawing freed would otherwise hide the next one's): a ``Scope``
+(what techniques share) over ``--images`` synthetic validation images (one class each, round robin), the technique
+configured at its defaults, then one drawing (``Scope.draw``, as the owner draws at a validation end), and the
+process's peak resident memory above what it held before that drawing (Linux's VmHWM, reset first). The validation
+images themselves are held before, and so not counted. Activation maximization's steps are cut to
+``--actmax-steps`` (its memory does not grow with them).
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +44,10 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--actmax-steps", type=int, default=4)
     parser.add_argument("--only", nargs="*", default=None, help="technique keys (default: every one)")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if not args.child:
+        return drive(args)
 
     torch.manual_seed(0)
     net = getattr(torchvision.models, args.model)(num_classes=args.classes).eval()
@@ -51,8 +56,6 @@ def main() -> None:
     facts = DataFacts(tuple(f"c{i}" for i in range(args.classes)), (3, args.size, args.size), (0.0, 1.0), (x, y))
     shapes = once_called_shapes(net, facts.input_shape)
     keys = [k for k in TECHNIQUES if k not in SKIPPED and (args.only is None or k in args.only)]
-    print(f"{args.model}, {args.size} px, {args.classes} classes, {args.images} validation images")
-    print(f"{'technique':18} {'peak above (MB)':>16} {'seconds':>8}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for key in keys:
@@ -71,7 +74,25 @@ def main() -> None:
             writer.close()
             rows.append((key, mb))
             print(f"{key:18} {mb:16.0f} {seconds:8.1f}", flush=True)
-    worst = max(rows, key=lambda r: r[1])
+
+
+def drive(args: argparse.Namespace) -> None:
+    """Run each technique in a child process of this script and print the table."""
+    keys = [k for k in TECHNIQUES if k not in SKIPPED and (args.only is None or k in args.only)]
+    print(f"{args.model}, {args.size} px, {args.classes} classes, {args.images} validation images")
+    print(f"{'technique':18} {'peak above (MB)':>16} {'seconds':>8}", flush=True)
+    common = ["--model", args.model, "--size", str(args.size), "--classes", str(args.classes)]
+    common += ["--images", str(args.images), "--actmax-steps", str(args.actmax_steps)]
+    worst = (None, 0.0)
+    for key in keys:
+        r = subprocess.run(
+            [sys.executable, __file__, "--child", "--only", key, *common], capture_output=True, text=True, check=False
+        )
+        line = (r.stdout.strip().splitlines() or [f"{key:18} failed: {r.stderr.strip()[-200:]}"])[-1]
+        print(line, flush=True)
+        parts = line.split()
+        if len(parts) == 3 and parts[1].isdigit() and float(parts[1]) > worst[1]:
+            worst = (key, float(parts[1]))
     print(f"\nlargest: {worst[0]}, {worst[1]:.0f} MB above the process's memory before its drawing")
 
 
