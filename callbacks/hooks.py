@@ -5,6 +5,7 @@ acts = capture_activations(net, x, ["conv_1", "relu_1"])   # {"conv_1": (N, 6, 2
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -35,6 +36,7 @@ __all__ = [
 ]
 
 
+PASS_BYTES = 2**29  # the captured maps of one ``activation_pass`` batch, every layer together, at most about this
 COMPILED_PREFIX = "_orig_mod."  # what a torch.compile'd net's named_modules() put in front of each eager name
 
 
@@ -324,16 +326,23 @@ def activation_pass(
     num_classes: int = 0,
     batch_size: int = 1000,
     map_classes: Sequence[int] | None = None,
+    max_bytes: int = PASS_BYTES,
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """One batched pass over ``x`` that serves both kinds of fixed-set statistics (``ActivationStats``), so that
     one forward pass per epoch feeds every callback: ``({layer: (N, U)}`` per-sample unit activations of
     ``unit_layers`` on the net's device, ``{layer: (len(map_classes), *shape)}`` class means of ``map_layers`` on
-    the CPU``)`` (``map_classes`` default: all ``num_classes``)."""
+    the CPU``)`` (``map_classes`` default: all ``num_classes``). A batch holds at most ``batch_size`` images, fewer
+    where the captured maps of one batch would pass ``max_bytes`` (a 224 px ResNet-50's early stages hold megabytes
+    per image)."""
     if map_layers and labels is None:
         raise ValueError("activation_pass: map_layers need the samples' labels")
     labels = labels if labels is not None else torch.zeros(len(x), dtype=torch.long)
     k = num_classes if map_layers else 1
     stats = ActivationStats(unit_layers, map_layers, len(x), k, map_classes if map_layers else None)
+    if len(x) > 1 and stats.layers:
+        shapes = layer_shapes(net, tuple(x.shape[1:]))
+        per_image = sum(math.prod(shapes.get(name, (1,))) for name in stats.layers) * x.element_size()
+        batch_size = max(1, min(batch_size, max_bytes // max(1, per_image)))
     for start in range(0, len(x) if stats.layers else 0, batch_size):
         acts = capture_activations(net, x[start : start + batch_size], stats.layers, stop_after_last=True)
         stop = min(start + batch_size, len(x))

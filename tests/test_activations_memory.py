@@ -54,3 +54,28 @@ def test_resnet50_at_224px_histograms_pass_in_batches_within_512_mb():
     batch = cb.capture_batch(torch.zeros(1, 3, 224, 224), cb.layer_names, HISTOGRAM_MAX)
     assert per_image_bytes(cb) * HISTOGRAM_MAX > 3 * 2**30  # what one capture of every image held
     assert 1 <= batch < HISTOGRAM_MAX and batch * per_image_bytes(cb) <= cb.capture_bytes == 2**29
+
+
+def test_the_shared_pass_batches_within_its_byte_bound_with_the_same_statistics():
+    """``activation_pass`` (the fixed set's shared pass) takes fewer images per batch where their captured maps would
+    pass ``max_bytes`` (a 224 px ResNet-50 held 11 GB in one batch of 1,000), with the same statistics."""
+    from callbacks.hooks import activation_pass, layer_shapes
+    from lit_modules.nets import LeNet5
+
+    torch.manual_seed(0)
+    net = LeNet5().eval()
+    x, y = torch.rand(50, 1, 28, 28), torch.arange(50) % 10
+    sizes: list[int] = []
+    net.conv_1.register_forward_pre_hook(lambda m, args: sizes.append(len(args[0])))
+    whole = activation_pass(net, x, ["relu_3"], ["conv_1", "relu_2"], labels=y, num_classes=10)
+    assert sizes == [1, 50]  # the dry pass, then everything in one batch within the default bound
+    shapes = layer_shapes(net, (1, 28, 28))
+    per_image = 4 * sum(math.prod(shapes[n]) for n in ("relu_3", "conv_1", "relu_2"))
+    sizes.clear()
+    bounded = activation_pass(
+        net, x, ["relu_3"], ["conv_1", "relu_2"], labels=y, num_classes=10, max_bytes=8 * per_image + 1
+    )
+    assert sizes == [1] + [8] * 6 + [2]  # the dry pass (one image) that sizes the batches, then 8 a batch
+    for a, b in zip(whole, bounded, strict=True):
+        for name in a:
+            torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
