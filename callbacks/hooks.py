@@ -332,8 +332,8 @@ def activation_pass(
     one forward pass per epoch feeds every callback: ``({layer: (N, U)}`` per-sample unit activations of
     ``unit_layers`` on the net's device, ``{layer: (len(map_classes), *shape)}`` class means of ``map_layers`` on
     the CPU``)`` (``map_classes`` default: all ``num_classes``). A batch holds at most ``batch_size`` images, fewer
-    where the captured maps of one batch would pass ``max_bytes`` (a 224 px ResNet-50's early stages hold megabytes
-    per image)."""
+    where one batch's captured maps and the net's largest activations in flight would pass ``max_bytes`` (a 224 px
+    ResNet-50's early stages hold megabytes per image)."""
     if map_layers and labels is None:
         raise ValueError("activation_pass: map_layers need the samples' labels")
     labels = labels if labels is not None else torch.zeros(len(x), dtype=torch.long)
@@ -341,7 +341,9 @@ def activation_pass(
     stats = ActivationStats(unit_layers, map_layers, len(x), k, map_classes if map_layers else None)
     if len(x) > 1 and stats.layers:
         shapes = layer_shapes(net, tuple(x.shape[1:]))
-        per_image = sum(math.prod(shapes.get(name, (1,))) for name in stats.layers) * x.element_size()
+        largest = max((math.prod(shape) for shape in shapes.values()), default=0)  # in flight while the net runs
+        kept = sum(math.prod(shapes.get(name, (1,))) for name in stats.layers)
+        per_image = (kept + 3 * largest) * x.element_size()
         batch_size = max(1, min(batch_size, max_bytes // max(1, per_image)))
     for start in range(0, len(x) if stats.layers else 0, batch_size):
         acts = capture_activations(net, x[start : start + batch_size], stats.layers, stop_after_last=True)
