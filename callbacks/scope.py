@@ -519,11 +519,7 @@ class Convscope(Callback):
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        states = state_dict.get("techniques", {})
-        for k, t in zip(self.keys(), self.techniques, strict=True):
-            if k in states:
-                t.set_state(states[k])
-        self._load_sets(state_dict.get("sets", {}))
+        self.load_drawn_state(state_dict)
         self.background.load_state_dict(state_dict.get("drawing", {}), self.keys())
 
     def load_drawn_state(self, state: dict[str, Any]) -> None:
