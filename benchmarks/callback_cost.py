@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from callbacks import VISUALIZATIONS  # noqa: E402
+from callbacks import TECHNIQUES, Convscope  # noqa: E402
 from train import cli_main  # noqa: E402
 
 
@@ -42,7 +42,7 @@ def fit(config: str, epochs: int, accelerator: str, root: str, visualize: bool, 
         root,
     ]
     if not visualize:
-        args += [a for key in VISUALIZATIONS for a in (f"--{key}.enabled", "false")]
+        args += [a for key in TECHNIQUES for a in (f"--{key}.enabled", "false")]
     else:
         args += list(extra)
     t0 = time.perf_counter()
@@ -62,7 +62,8 @@ def main() -> None:
         _, plain = fit(args.config, args.epochs, args.accelerator, f"{tmp}/plain", False)
         cli, vis = fit(args.config, args.epochs, args.accelerator, f"{tmp}/vis", True, extra)
         events = sum(p.stat().st_size for p in Path(cli.trainer.log_dir).glob("events.out.tfevents.*"))
-        cbs = [cb for cb in cli.trainer.callbacks if hasattr(cb, "technique")]
+        owners = [cb for cb in cli.trainer.callbacks if isinstance(cb, Convscope)]
+        cbs = [t for owner in owners for t in owner.enabled()]
     issue3 = {"filters", "feature_maps", "fc_activations", "actmax", "deconv", "selectivity"}
     print(
         f"\nconfig {Path(args.config).name}, {args.epochs} epochs, {args.accelerator}"

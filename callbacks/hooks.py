@@ -9,6 +9,7 @@ import math
 import operator
 from collections.abc import Sequence
 from contextlib import nullcontext
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -19,6 +20,9 @@ __all__ = [
     "layer_name",
     "LayerProbe",
     "ActivationStats",
+    "RunningTop",
+    "TopActivations",
+    "FixedSetPass",
     "check_images",
     "as_int",
     "spread",
@@ -256,6 +260,57 @@ def no_autocast(net: nn.Module):
     return torch.autocast(device, enabled=False) if torch.amp.is_autocast_available(device) else nullcontext()
 
 
+class TopActivations(NamedTuple):
+    """The ``k`` samples that activate each of ``U`` units most, in descending order."""
+
+    values: Tensor  # (U, k) float: the unit's response (conv: the channel's max over positions)
+    indices: Tensor  # (U, k) long: index of the sample
+    positions: Tensor | None  # (U, k, 2) long (row, col) of that max in the layer's map; None for (N, U) layers
+
+
+class RunningTop:
+    """The top ``k`` samples of every unit, kept over batches in any order (``add``), only ``(U, k)`` held.
+
+    A unit of a ``(B, C, H, W)`` output is a channel scored by its maximum over the map (the first maximum in row-major
+    order on ties); a unit of a ``(B, U)`` output by its value. NaN never wins (it ranks as ``-inf``); equal scores
+    keep the lower sample index first, so the result does not depend on how the samples were batched."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.best: tuple[Tensor, Tensor, Tensor] | None = None  # (U, <=k) values, indices, flat positions
+        self.width: int | None = None  # the map's width (conv), to turn a flat position into (row, col)
+        self.last = -1  # the highest sample index held
+
+    def add(self, a: Tensor, index: Tensor) -> None:
+        """``a``: ``(B, U)`` or ``(B, U, H, W)`` outputs of samples ``index`` ``(B,)``."""
+        if a.dim() == 4:
+            self.width = a.shape[-1]
+            v, p = a.flatten(2).max(dim=2)  # (B, U); NaN anywhere in a map gives NaN
+            if bool(v.isnan().any()):
+                v, p = torch.nan_to_num(a, nan=-math.inf).flatten(2).max(dim=2)
+        else:
+            v = torch.nan_to_num(a, nan=-math.inf)
+            p = torch.zeros_like(v, dtype=torch.long)
+        v, p = v.T, p.T  # (U, B)
+        index = index.to(v.device)
+        i = index.expand_as(p)
+        in_order = bool((index[1:] > index[:-1]).all()) and int(index[0]) > self.last
+        self.last = max(self.last, int(index.max()))
+        if self.best is not None:  # held before new: on ties a stable sort keeps the held first
+            bv, bi, bp = self.best
+            v, i, p = torch.cat([bv, v], 1), torch.cat([bi, i], 1), torch.cat([bp, p], 1)
+        if not in_order:  # lower index first among equals, whatever order the samples came in
+            order = torch.sort(i, dim=1, stable=True).indices
+            v, i, p = v.gather(1, order), i.gather(1, order), p.gather(1, order)
+        order = torch.sort(v, dim=1, descending=True, stable=True).indices[:, : self.k]
+        self.best = v.gather(1, order), i.gather(1, order), p.gather(1, order)
+
+    def result(self) -> TopActivations:
+        v, i, p = self.best
+        w = self.width
+        return TopActivations(v, i, torch.stack([p // w, p % w], dim=-1) if w is not None else None)
+
+
 class ActivationStats:
     """Fixed-set statistics gathered batch by batch (``add``), from wherever the batches' activations come:
 
@@ -263,7 +318,8 @@ class ActivationStats:
       map), sample ``i`` of the set in row ``i``;
     - ``class_means()``: ``{layer: (len(map_classes), *shape)}`` the output of ``map_layers`` averaged over the
       samples of each class of ``map_classes`` (default: every class), on the CPU (a class without samples gets
-      zeros). Only the classes a picture shows are summed, so a 1,000-class net does not hold 1,000 maps per layer.
+      zeros). Only the classes a picture shows are summed, so a 1,000-class net does not hold 1,000 maps per layer;
+    - ``tops()``: ``{layer: TopActivations}`` the ``top_k`` samples of every unit of ``top_layers`` (``RunningTop``).
 
     Only per-batch reductions are kept, so memory stays small."""
 
@@ -274,9 +330,13 @@ class ActivationStats:
         n: int,
         num_classes: int,
         map_classes: Sequence[int] | None = None,
+        top_layers: Sequence[str] = (),
+        top_k: int = 0,
     ) -> None:
         self.unit_layers, self.map_layers = list(unit_layers), list(map_layers)
-        self.layers = list(dict.fromkeys(self.unit_layers + self.map_layers))
+        self.top_layers, self.top_k = list(top_layers) if top_k > 0 else [], top_k
+        self.layers = list(dict.fromkeys(self.unit_layers + self.map_layers + self.top_layers))
+        self.running: dict[str, RunningTop] = {name: RunningTop(top_k) for name in self.top_layers}
         self.n, self.num_classes = n, num_classes
         self.map_classes = list(range(num_classes) if map_classes is None else map_classes)
         self.row = torch.full((max(num_classes, 1),), -1, dtype=torch.long)  # class -> row of the sums (-1: none)
@@ -294,6 +354,8 @@ class ActivationStats:
             if name not in self.units:
                 self.units[name] = torch.zeros(self.n, *a.shape[1:], dtype=a.dtype, device=a.device)
             self.units[name][positions.to(a.device)] = a
+        for name in self.top_layers:
+            self.running[name].add(acts[name], positions)
         if not self.map_layers:
             self.seen[positions.cpu()] = True
             return
@@ -315,6 +377,17 @@ class ActivationStats:
             for name in self.map_layers
         }
 
+    def tops(self) -> dict[str, TopActivations]:
+        return {name: self.running[name].result() for name in self.top_layers if self.running[name].best is not None}
+
+
+class FixedSetPass(NamedTuple):
+    """What ``activation_pass`` computed (``ActivationStats``)."""
+
+    units: dict[str, Tensor]  # {layer: (N, U)} on the net's device
+    means: dict[str, Tensor]  # {layer: (len(map_classes), *shape)} on the CPU
+    tops: dict[str, TopActivations]  # {layer: the top ``top_k`` samples of each unit}
+
 
 @torch.no_grad()
 def activation_pass(
@@ -327,18 +400,20 @@ def activation_pass(
     batch_size: int = 1000,
     map_classes: Sequence[int] | None = None,
     max_bytes: int = PASS_BYTES,
-) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """One batched pass over ``x`` that serves both kinds of fixed-set statistics (``ActivationStats``), so that
-    one forward pass per epoch feeds every callback: ``({layer: (N, U)}`` per-sample unit activations of
-    ``unit_layers`` on the net's device, ``{layer: (len(map_classes), *shape)}`` class means of ``map_layers`` on
-    the CPU``)`` (``map_classes`` default: all ``num_classes``). A batch holds at most ``batch_size`` images, fewer
+    top_layers: Sequence[str] = (),
+    top_k: int = 0,
+) -> FixedSetPass:
+    """One batched pass over ``x`` that serves every kind of fixed-set statistics (``ActivationStats``), so that
+    one forward pass per epoch feeds every callback: ``FixedSetPass(units, means, tops)``, the per-sample unit
+    activations of ``unit_layers``, the class means of ``map_layers`` (``map_classes`` default: all ``num_classes``)
+    and the top ``top_k`` samples of each unit of ``top_layers``. A batch holds at most ``batch_size`` images, fewer
     where one batch's captured maps and the net's largest activations in flight would pass ``max_bytes`` (a 224 px
     ResNet-50's early stages hold megabytes per image)."""
     if map_layers and labels is None:
         raise ValueError("activation_pass: map_layers need the samples' labels")
     labels = labels if labels is not None else torch.zeros(len(x), dtype=torch.long)
     k = num_classes if map_layers else 1
-    stats = ActivationStats(unit_layers, map_layers, len(x), k, map_classes if map_layers else None)
+    stats = ActivationStats(unit_layers, map_layers, len(x), k, map_classes if map_layers else None, top_layers, top_k)
     if len(x) > 1 and stats.layers:
         shapes = layer_shapes(net, tuple(x.shape[1:]))
         largest = max((math.prod(shape) for shape in shapes.values()), default=0)  # in flight while the net runs
@@ -350,7 +425,7 @@ def activation_pass(
         stop = min(start + batch_size, len(x))
         stats.add(acts, labels[start:stop], torch.arange(start, stop))
     units = {name: stats.units.get(name, x.new_zeros(0, 0)) for name in stats.unit_layers}
-    return units, stats.class_means()
+    return FixedSetPass(units, stats.class_means(), stats.tops())
 
 
 def collect_activations(net: nn.Module, x: Tensor, layers: list[str], batch_size: int = 1000) -> dict[str, Tensor]:

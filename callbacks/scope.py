@@ -38,7 +38,7 @@ from typing_extensions import override
 
 from .capture import EpochCapture, Source, sequential_batch_size
 from .data import FIXED_SET_MAX, DataFacts, choose_per_class, data_facts, set_budget, train_samples
-from .hooks import ActivationStats, activation_pass, eval_mode, no_autocast
+from .hooks import ActivationStats, TopActivations, activation_pass, eval_mode, no_autocast
 from .technique import RenderContext, Technique, check_arg, once_called_shapes
 
 __all__ = ["Convscope", "Scope", "FixedSet", "add_png", "net_of", "legacy_key"]
@@ -81,14 +81,18 @@ class FixedSet:
 
 @dataclass
 class SharedPass:
-    """One fixed set's statistics at one drawing: ``{layer: (N, U)}`` unit activations and ``{layer:
-    (len(shown), *shape)}`` class-mean maps, filled as techniques ask; ``capture``: the validation loop's."""
+    """One fixed set's statistics at one drawing: ``{layer: (N, U)}`` unit activations, ``{layer: (len(shown),
+    *shape)}`` class-mean maps and each unit's top samples, filled as techniques ask; ``capture``: the validation
+    loop's."""
 
     drawing: int
     step: int | None = None  # the image step it was computed at (None: a capture not read yet)
     acts: dict[str, Tensor] = field(default_factory=dict)
     maps: dict[str, Tensor] = field(default_factory=dict)
+    tops: dict[str, TopActivations] = field(default_factory=dict)  # the top ``top_k`` samples of each unit
+    top_k: int = 0
     capture: EpochCapture | None = None
+    y: Tensor | None = None  # the set's labels
 
 
 class Scope:
@@ -145,14 +149,18 @@ class Scope:
         per_class = technique.shared_per_class(self.facts.num_classes)
         return self.set_of("set", per_class).per_class
 
-    def shared_layers(self, size: int) -> tuple[list[str], list[str]]:
-        """``(unit layers, map layers)`` declared on the fixed set of ``size`` by the enabled techniques, each once."""
-        units, maps = [], []
+    def shared_layers(self, size: int) -> tuple[list[str], list[str], list[str], int]:
+        """``(unit layers, map layers, top layers, top k)`` declared on the fixed set of ``size`` by the enabled
+        techniques, each layer once, the largest ``k``."""
+        units, maps, tops, k = [], [], [], 0
         for t in self.techniques:
             if t.enabled and t.off_reason is None and self.shared_size(t) == size:
                 units += t.shared_layers[0]
                 maps += t.shared_maps
-        return list(dict.fromkeys(units)), list(dict.fromkeys(maps))
+                if t.shared_top_k:
+                    tops += t.shared_layers[0]
+                    k = max(k, t.shared_top_k)
+        return list(dict.fromkeys(units)), list(dict.fromkeys(maps)), list(dict.fromkeys(tops)), k
 
     def begin(self) -> None:
         """A new drawing: new weights, so the shared statistics are computed again."""
@@ -165,8 +173,8 @@ class Scope:
         if size in self.passes and self.passes[size].drawing == self.drawing:
             return
         _, y = self.fixed(technique, "set", size, size * self.facts.num_classes)
-        units, maps = self.shared_layers(size)
-        stats = ActivationStats(units, maps, len(y), self.facts.num_classes, self.facts.shown_classes())
+        units, maps, tops, k = self.shared_layers(size)
+        stats = ActivationStats(units, maps, len(y), self.facts.num_classes, self.facts.shown_classes(), tops, k)
         idx = self.sets[FixedSet("set", size)]
         capture = EpochCapture(net, stats, idx, y, len(self.facts.labels()), batch_size, self.drawing)
         self.passes[size] = SharedPass(self.drawing, capture=capture)
@@ -182,11 +190,17 @@ class Scope:
                 shared.capture.close()
 
     def shared_pass(
-        self, technique: Technique, per_class: int, units: Sequence[str], maps: Sequence[str], ctx: RenderContext
-    ) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor]:
-        """This drawing's statistics of the fixed set of ``per_class`` holding ``units`` and ``maps`` (and every
-        layer declared on that set), computed in one ``activation_pass`` where the validation loop's capture did not
-        see the whole set; and the set's labels."""
+        self,
+        technique: Technique,
+        per_class: int,
+        units: Sequence[str],
+        maps: Sequence[str],
+        ctx: RenderContext,
+        tops: tuple[Sequence[str], int] = ((), 0),
+    ) -> SharedPass:
+        """This drawing's statistics of the fixed set of ``per_class`` holding ``units``, ``maps`` and the top
+        ``k`` samples of ``tops = (layers, k)`` (and every layer declared on that set), computed in one
+        ``activation_pass`` where the validation loop's capture did not see the whole set."""
         x, y = self.fixed(technique, "set", per_class)
         size = self.set_of("set", per_class).per_class
         shared = self.passes.get(size)
@@ -198,16 +212,35 @@ class Scope:
                 if capture.key == self.drawing and capture.complete():
                     shared.acts.update(capture.stats.units)
                     shared.maps.update(capture.stats.class_means())
-        declared_units, declared_maps = self.shared_layers(size)
+                    shared.tops.update(capture.stats.tops())
+                    shared.top_k = capture.stats.top_k
+        shared.y = y
+        declared_units, declared_maps, declared_tops, declared_k = self.shared_layers(size)
         units = [n for n in dict.fromkeys([*units, *declared_units]) if n not in shared.acts]
         maps = [n for n in dict.fromkeys([*maps, *declared_maps]) if n not in shared.maps]
-        if units or maps:
-            acts, means = activation_pass(
-                ctx.net, x, units, maps, labels=y, num_classes=self.facts.num_classes, map_classes=ctx.shown
+        k = max(tops[1], declared_k)
+        top_layers = [n for n in dict.fromkeys([*tops[0], *declared_tops]) if n not in shared.tops or shared.top_k < k]
+        if units or maps or top_layers:
+            if top_layers:
+                shared.tops.clear()  # all again, at one k
+                top_layers = list(dict.fromkeys([*tops[0], *declared_tops]))
+            found = activation_pass(
+                ctx.net,
+                x,
+                units,
+                maps,
+                labels=y,
+                num_classes=self.facts.num_classes,
+                map_classes=ctx.shown,
+                top_layers=top_layers,
+                top_k=k if top_layers else 0,
             )
-            shared.acts.update(acts)
-            shared.maps.update(means)
-        return shared.acts, shared.maps, y
+            shared.acts.update(found.units)
+            shared.maps.update(found.means)
+            if top_layers:
+                shared.tops.update(found.tops)
+                shared.top_k = k
+        return shared
 
     # ------------------------------------------------------------------------------------------- the rest
     def train_samples(self, per_class: int, classes: Sequence[int]) -> tuple[Tensor, Tensor]:

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from .data import FIXED_SET_MAX, DataFacts
 from .figures import bounded, to_png, to_uint8
-from .hooks import LayerError, NoDefaultLayer, layer_shapes, spread
+from .hooks import LayerError, NoDefaultLayer, TopActivations, layer_shapes, spread
 from .layers import layer_roles
 
 MAX_DEFAULT_LAYERS = 4  # default layers of a technique on a deep net: this many, spread over its depth
@@ -143,13 +143,19 @@ class RenderContext:
 
     def fixed_set_activations(self, layers: list[str], per_class: int) -> tuple[dict[str, Tensor], Tensor]:
         """``({layer: (N, U)}, labels)`` over the fixed set of ``per_class``, from the owner's one pass per epoch."""
-        acts, _, y = self.scope.shared_pass(self.technique, per_class, layers, [], self)
-        return {name: acts[name] for name in layers}, y
+        shared = self.scope.shared_pass(self.technique, per_class, layers, [], self)
+        return {name: shared.acts[name] for name in layers}, shared.y
+
+    def fixed_set_tops(self, layers: list[str], per_class: int, k: int) -> dict[str, TopActivations]:
+        """``{layer: TopActivations}``: the ``k`` samples of the fixed set of ``per_class`` that activate each unit of
+        each layer most (``hooks.RunningTop``; ``indices`` index the set), from the same pass."""
+        tops = self.scope.shared_pass(self.technique, per_class, [], [], self, tops=(layers, k)).tops
+        return {name: TopActivations(*(t[:, :k] if t is not None else None for t in tops[name])) for name in layers}
 
     def fixed_set_class_maps(self, layers: list[str], per_class: int) -> dict[str, Tensor]:
         """``{layer: (len(shown), *shape)}``: each layer's output averaged over the fixed set's samples of each shown
         class, from the same pass as ``fixed_set_activations``."""
-        _, maps, _ = self.scope.shared_pass(self.technique, per_class, [], layers, self)
+        maps = self.scope.shared_pass(self.technique, per_class, [], layers, self).maps
         return {name: maps[name] for name in layers}
 
     def train_samples(self, per_class: int) -> tuple[Tensor, Tensor]:
@@ -244,6 +250,7 @@ class Technique:
         self.scales: dict[str, float] = {}  # colour-scale limits kept across epochs (see ``scale``)
         self.shared_layers: tuple[list[str], int] | None = None  # declared by ``configure`` (``share_layers``)
         self.shared_maps: list[str] = []
+        self.shared_top_k = 0  # top samples per unit of the declared layers
         self._charts: dict = {}  # matplotlib charts kept between epochs (LiveFigure), rebuilt where they are drawn
         self.off_reason: str | None = None  # why no default layer fits this net: then nothing is drawn this fit
         self.unsuited: str | None = None  # set by ``configure``: why no default layer suits the technique
@@ -276,12 +283,16 @@ class Technique:
         """Whether a ``fit_end`` technique has something to draw."""
         return True
 
-    def share_layers(self, layers: list[str], per_class: int, class_maps: list[str] | None = None) -> None:
+    def share_layers(
+        self, layers: list[str], per_class: int, class_maps: list[str] | None = None, top_k: int = 0
+    ) -> None:
         """Declare (at ``configure``) the layers this technique reads from the fixed set of ``per_class``: per-sample
-        unit activations of ``layers`` and per-class mean maps of ``class_maps``. The owner gathers every declared
-        layer in one pass per epoch, from the validation loop's own forward passes where it can."""
+        unit activations of ``layers``, per-class mean maps of ``class_maps`` and, with ``top_k``, the ``top_k``
+        samples of each unit of ``layers``. The owner gathers every declared layer in one pass per epoch, from the
+        validation loop's own forward passes where it can."""
         self.shared_layers = (list(layers), per_class)
         self.shared_maps = list(class_maps or [])
+        self.shared_top_k = top_k
 
     # -------------------------------------------------------------------------------------------------- state
     def get_state(self) -> dict[str, Any]:
@@ -342,7 +353,7 @@ class Technique:
         technique off (``off_reason``; an error if ``strict``); a wrong name is an error."""
         self.input_shape = tuple(input_shape)
         self.shapes = once_called_shapes(net, self.input_shape) if shapes is None else dict(shapes)
-        self.shared_layers, self.shared_maps = None, []  # ``configure`` declares them again
+        self.shared_layers, self.shared_maps, self.shared_top_k = None, [], 0  # ``configure`` declares them again
         if getattr(self, "layers", None) is not None and len(self.layers) == 0:
             raise LayerError(
                 f"{type(self).__name__}: empty layer list; leave `layers` unset for the defaults, or name some of: "

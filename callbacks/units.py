@@ -3,9 +3,9 @@ TensorBoard plugin reads (format: ``docs/browser.md``), beside the run's event f
 
     <run>/convscope_units/<layer>/epoch_0003/meta.json, stats.json, class_means.f32, top_000.png, ...
 
-Per unit: its top-``k`` patches over the fixed set (one ``top_activations_of`` pass for every layer), its mean
-response, class selectivity index, preferred class, dead fraction and class means (from the fixed-set pass the
-other callbacks share), its profile change since the previous drawn epoch (read back from that epoch's folder, so
+Per unit, all from the fixed-set pass the other callbacks share: its top-``k`` patches over the fixed set
+(``hooks.RunningTop``), its mean response, class selectivity index, preferred class, dead fraction and class means;
+then its profile change since the previous drawn epoch (read back from that epoch's folder, so
 it survives a resume without checkpoint state), its accuracy drop when ablated where the importance callback
 measured it at the same drawing, its actmax image on its own schedule (``actmax_every``) and, for a first conv
 layer, its filter. Each epoch folder is written under a dot-name and renamed into place, so no reader sees half.
@@ -38,7 +38,7 @@ from .methods.actmax import maximize_activation
 from .methods.changes import profile_change, weight_layer
 from .methods.filters import first_layer
 from .methods.selectivity import class_means, selectivity_index
-from .methods.top_activations import ReceptiveField, patches, receptive_field, top_activations_of
+from .methods.top_activations import ReceptiveField, patches, receptive_field
 from .technique import FixedSetTechnique, RenderContext
 
 __all__ = ["Units", "UnitsCallback", "FOLDER", "FORMAT", "write_epoch", "drawn_epochs", "sprite_pngs"]
@@ -148,7 +148,6 @@ class Units(FixedSetTechnique):
 
     technique = "units"
     evolves = False
-    batch_size = 1000  # images per pass of the top-k search
 
     def __init__(
         self,
@@ -215,7 +214,7 @@ class Units(FixedSetTechnique):
                     pass  # top images without windows
                 if weight_layer(net, layer, shape[0]) == first and isinstance(modules[first], nn.Conv2d):
                     self.filters_of[layer] = first
-        self.share_layers(self.layer_names, self.per_class)
+        self.share_layers(self.layer_names, self.per_class, top_k=self.k)
 
     def config(self):
         return {"layers": self.layers}
@@ -244,10 +243,7 @@ class Units(FixedSetTechnique):
         x, _ = ctx.fixed_set(self.per_class)
         acts, y = ctx.fixed_set_activations(self.layer_names, self.per_class)
         y = y.cpu().long()
-        k = min(self.k, len(x))
-        tops = top_activations_of(
-            ctx.net, x, {n: range(self.units_of[n]) for n in self.layer_names}, k, self.batch_size
-        )  # one pass for every layer
+        tops = ctx.fixed_set_tops(self.layer_names, self.per_class, self.k)  # from the owner's shared pass
         with_actmax = self.actmax_due(ctx.step, ctx.fit_last_epoch)
         prior = x.float().mean(0) if with_actmax else None  # the mean image: actmax's prior, as the actmax callback's
         self._actmax_time = 0.0
@@ -272,20 +268,20 @@ class Units(FixedSetTechnique):
         files: dict[str, bytes] = {}
 
         # the top-k sprite and entries
-        values, indices = top.values.cpu(), top.indices.cpu()
+        values, indices = top.values[:n_units].cpu(), top.indices[:n_units].cpu()
         rf = self.fields.get(layer)
         windows = kind == "conv" and rf is not None and top.positions is not None
         crop = windows and rf.size < max(x.shape[-2:])  # a field as large as the image: the whole images
         native = rf.size if crop else max(x.shape[-2:])
         cell = cell_side(native, n_units * indices.shape[1], TOP_PIXELS)
         if crop:
-            src = patches(x, indices, top.positions.cpu(), rf, shape[-2:], fill=lo)  # (U, k, C, P, P)
+            src = patches(x, indices, top.positions[:n_units].cpu(), rf, shape[-2:], fill=lo)  # (U, k, C, P, P)
         else:
             src = x[indices.flatten().to(x.device)].view(*indices.shape, *x.shape[1:])
         tiles = _display(src, lo, hi, cell)
         pngs = sprite_pngs(tiles)
         files.update({f"top_{c:03d}.png": png for c, png in enumerate(pngs)})
-        positions = top.positions.cpu() if windows else None
+        positions = top.positions[:n_units].cpu() if windows else None
         entries = []
         for u in range(n_units):
             row = []

@@ -124,7 +124,7 @@ def assert_fixed_set_statistics_are_float32_numbers_of(trainer, net: nn.Module) 
     units, maps = list(cache.acts), list(cache.maps)
     assert units and maps and cache.step == trainer.current_epoch - 1
     with eval_mode(net), torch.no_grad():
-        acts, means = coordination.activation_pass(net, x, units, maps, labels=y, num_classes=10)
+        acts, means, _ = coordination.activation_pass(net, x, units, maps, labels=y, num_classes=10)
     for name in units:
         assert cache.acts[name].dtype == torch.float32, name
         torch.testing.assert_close(cache.acts[name], acts[name], rtol=0, atol=1e-6)

@@ -95,7 +95,7 @@ def test_class_mean_maps_are_summed_for_the_shown_classes_only():
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3, padding=1), torch.nn.ReLU())
     x, y = torch.rand(40, 1, 6, 6), torch.arange(40) % 8
-    _, means = activation_pass(net, x, map_layers=["1"], labels=y, num_classes=8, map_classes=[5, 2], batch_size=7)
+    means = activation_pass(net, x, map_layers=["1"], labels=y, num_classes=8, map_classes=[5, 2], batch_size=7).means
     with torch.no_grad():
         out = net(x)
     expected = torch.stack([out[y == 5].mean(0), out[y == 2].mean(0)])

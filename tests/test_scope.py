@@ -23,7 +23,9 @@ from callbacks import (
     FiltersCallback,
     LayerResponses,
     Selectivity,
+    Units,
 )
+from callbacks.methods.top_activations import top_activations
 from tests.conftest import owner_of
 from tests.test_any_model import Classifier, read_events
 from tests.test_modern import Bars, small_cnn
@@ -33,7 +35,8 @@ FIXED_SET = 10 * PER_CLASS  # images of the fixed set of PER_CLASS (10 classes)
 
 
 def sharing_callbacks() -> list[pl.Callback]:
-    """One owner of four techniques that read the same fixed set: unit activations (three) and class-mean maps."""
+    """One owner of five techniques that read the same fixed set: unit activations (four), class-mean maps and each
+    unit's top samples (the unit browser's)."""
     return [
         Convscope(
             [
@@ -41,6 +44,7 @@ def sharing_callbacks() -> list[pl.Callback]:
                 FCActivations(per_class=PER_CLASS, strict=True),
                 LayerResponses(layers=["relu_1", "relu_3"], per_class=PER_CLASS, strict=True),
                 FeatureMaps(layers=["conv_2"], per_class=PER_CLASS, max_channels=4, strict=True),
+                Units(layers=["relu_1", "fc_1"], per_class=PER_CLASS, k=3, actmax_every=0, strict=True),
             ],
             drawing="inline",
         )
@@ -82,7 +86,8 @@ def count_fixed_set_passes(net: torch.nn.Module) -> list[int]:
 @pytest.mark.parametrize("shuffled_val", [False, True])
 def test_one_fixed_set_pass_per_epoch_serves_every_callback(tmp_path, shuffled_val):
     """Validation in order: the validation loop's own passes serve every callback (no pass of their own).
-    Shuffled: one pass per drawn epoch, for all four callbacks together, holding every layer they registered."""
+    Shuffled: one pass per drawn epoch, for all five callbacks together, holding every layer they registered. Each
+    unit's top samples from it are those of a search of its own over the fixed set."""
     module = Classifier(small_cnn())
     passes = count_fixed_set_passes(module.net)
     cbs = sharing_callbacks()
@@ -93,6 +98,15 @@ def test_one_fixed_set_pass_per_epoch_serves_every_callback(tmp_path, shuffled_v
     shared = scope.passes[PER_CLASS]
     assert shared.step == 1  # the last epoch's
     assert {"relu_2", "relu_1", "relu_3", "fc_1", "fc_2"} <= set(shared.acts) and set(shared.maps) == {"conv_2"}
+    assert set(shared.tops) == {"relu_1", "fc_1"} and shared.top_k == 3
+    x, _ = scope.fixed(owner_of(trainer).techniques[-1], "set", PER_CLASS)
+    for layer in ("relu_1", "fc_1"):
+        own = top_activations(module.net, x, layer, list(range(len(shared.tops[layer].indices))), 3)
+        assert torch.equal(shared.tops[layer].indices, own.indices), layer
+        torch.testing.assert_close(shared.tops[layer].values, own.values)
+        assert (shared.tops[layer].positions is None) == (layer == "fc_1")
+        if layer == "relu_1":
+            assert torch.equal(shared.tops[layer].positions, own.positions)
     ea = read_events(trainer)
     for tag in ("selectivity", "fc_activations/fc_1", "layer_responses", "feature_maps/conv_2/class_mean"):
         assert [e.step for e in ea.Images(tag)] == [0, 1], tag

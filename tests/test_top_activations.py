@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from callbacks.hooks import LayerError
+from callbacks.hooks import LayerError, RunningTop
 from callbacks.methods.deconv import deconvnet_from_seed
 from callbacks.methods.top_activations import (
     ReceptiveField,
@@ -610,3 +610,33 @@ def test_the_search_batch_keeps_a_batch_of_captured_maps_within_its_byte_budget(
     per_image = 4 * sum(math.prod(big.shapes[n]) for n in big.layer_names)
     batch = big.search_batch(torch.zeros(2, 3, 224, 224))
     assert 1 <= batch < 1000 and batch * per_image <= big.capture_bytes < (batch + 1) * per_image
+
+
+def test_running_top_does_not_depend_on_batch_order_or_size():
+    """The unit browser's top samples come from the validation loop's batches, in the fixed set's order or not: the
+    same samples, in the same order, as one pass in order. Ties (a ReLU's zeros) keep the lower index; NaN never
+    wins; a conv unit's position is its map's first maximum."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(50, 3, 4, 5, generator=g).relu()
+    a[:, 2] = 0.0  # a dead channel: every sample ties
+    a[7, 1, 0, 0] = float("nan")
+    whole = RunningTop(6)
+    whole.add(a, torch.arange(50))
+    expected = whole.result()
+    assert expected.indices[2].tolist() == [0, 1, 2, 3, 4, 5]
+    best = a.flatten(2).nan_to_num(nan=-math.inf).max(2).values  # (50, 3): sample 7's NaN is passed over
+    for u in (0, 1):
+        order = sorted(range(50), key=lambda i: (-best[i, u].item(), i))[:6]
+        assert expected.indices[u].tolist() == order
+    for perm_seed, size in ((1, 7), (2, 13), (3, 1)):
+        perm = torch.randperm(50, generator=torch.Generator().manual_seed(perm_seed))
+        top = RunningTop(6)
+        for start in range(0, 50, size):
+            idx = perm[start : start + size]
+            top.add(a[idx], idx)
+        got = top.result()
+        assert torch.equal(got.indices, expected.indices) and torch.equal(got.values, expected.values)
+        assert torch.equal(got.positions, expected.positions)
+    r, c = expected.positions[0, 0].tolist()
+    i = int(expected.indices[0, 0])
+    assert a[i, 0, r, c] == a[i, 0].max()

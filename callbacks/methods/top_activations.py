@@ -29,7 +29,6 @@ eval mode and every module's train/eval flag is restored (``hooks.eval_mode``), 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -39,6 +38,8 @@ from torch import Tensor, nn
 from ..hooks import (
     LayerError,
     LayerProbe,
+    RunningTop,
+    TopActivations,
     as_int,
     capture_activations,
     check_images,
@@ -77,14 +78,6 @@ class ReceptiveField(NamedTuple):
     def offset(self) -> int:
         """First pixel (row or column) seen by output position 0; may be negative (padding)."""
         return int(round(self.start - (self.size - 1) / 2))
-
-
-class TopActivations(NamedTuple):
-    """The result of ``top_activations`` for ``U`` units and ``k`` images each, in descending order."""
-
-    values: Tensor  # (U, k) float: the unit's response (conv: the channel's max over positions)
-    indices: Tensor  # (U, k) long: index of the image in ``images``
-    positions: Tensor | None  # (U, k, 2) long (row, col) of that max in the layer's map; None for (N, U) layers
 
 
 # Modules that act on each position separately (or not at all): they keep the receptive field as it is.
@@ -339,15 +332,14 @@ def top_activations_of(
     if batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size}")
     device = images.device
-    best: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
-    sel: dict[str, Tensor] = {}
-    width: dict[str, int | None] = {}
+    running: dict[str, RunningTop] = {}
+    sel: dict[str, Tensor | None] = {}
     with torch.no_grad(), eval_mode(net):
         for start in range(0, n, batch_size):
             acts = capture_activations(net, images[start : start + batch_size], layers, stop_after_last=True)
             for layer in layers:
                 a = acts.pop(layer)
-                if layer not in sel:
+                if layer not in running:
                     if a.dim() not in (2, 4):
                         raise LayerError(
                             f"layer {layer!r} outputs a {a.dim()}-D tensor {tuple(a.shape)}; top activations need "
@@ -355,24 +347,16 @@ def top_activations_of(
                         )
                     units = _unit_list(layer_units[layer])
                     check_unit_range(layer, units, a.shape[1])
-                    sel[layer] = torch.tensor(units, dtype=torch.long, device=a.device)
-                    width[layer] = a.shape[-1] if a.dim() == 4 else None
-                a = torch.nan_to_num(a.index_select(1, sel[layer]), nan=-math.inf)  # (B, U, ...)
-                if a.dim() == 4:
-                    v, p = a.flatten(2).max(dim=2)  # (B, U): first maximum on ties
-                else:
-                    v, p = a, torch.zeros_like(a, dtype=torch.long)
-                v, p = v.T.to(device), p.T.to(device)  # (U, B)
-                i = torch.arange(start, start + v.shape[1], device=device).expand_as(p)
-                if layer in best:  # earlier (lower) indices first, so a stable sort keeps them first on ties
-                    bv, bi, bp = best[layer]
-                    v, i, p = torch.cat([bv, v], 1), torch.cat([bi, i], 1), torch.cat([bp, p], 1)
-                order = torch.sort(v, dim=1, descending=True, stable=True).indices[:, :k]
-                best[layer] = v.gather(1, order), i.gather(1, order), p.gather(1, order)
+                    every = units == list(range(a.shape[1]))
+                    sel[layer] = None if every else torch.tensor(units, dtype=torch.long, device=a.device)
+                    running[layer] = RunningTop(k)
+                if sel[layer] is not None:
+                    a = a.index_select(1, sel[layer])  # (B, U, ...)
+                running[layer].add(a, torch.arange(start, start + len(a)))
     out = {}
-    for layer, (v, i, p) in best.items():
-        w = width[layer]
-        out[layer] = TopActivations(v, i, torch.stack([p // w, p % w], dim=-1) if w is not None else None)
+    for layer, top in running.items():
+        v, i, p = top.result()
+        out[layer] = TopActivations(v.to(device), i.to(device), p.to(device) if p is not None else None)
     return out
 
 
