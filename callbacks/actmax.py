@@ -23,7 +23,7 @@ from .methods.actmax import (
     maximize_activation,
     weight_correlation,
 )
-from .technique import RenderContext, Technique
+from .technique import RenderContext, Technique, check_arg
 
 __all__ = ["ActMax", "ActMaxCallback"]  # the method: convscope.methods.actmax
 
@@ -115,10 +115,9 @@ class ActMax(Technique):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if steps < 1 or warm_steps < 0:
-            raise ValueError(f"steps must be >= 1 and warm_steps >= 0, got {steps}, {warm_steps}")
-        if objective not in OBJECTIVES:
-            raise ValueError(f"unknown objective {objective!r}; valid: {', '.join(OBJECTIVES)}")
+        check_arg(self, "steps", steps, steps >= 1, ">= 1")
+        check_arg(self, "warm_steps", warm_steps, warm_steps >= 0, ">= 0")
+        check_arg(self, "objective", objective, objective in OBJECTIVES, f"one of {', '.join(OBJECTIVES)}")
         self.layers = layers
         self.max_channels = max_channels
         self.objective = objective

@@ -31,7 +31,7 @@ from .hooks import check_layers, layer_shapes
 from .layers import layer_roles
 from .live_figure import LiveFigure, draw_texts
 from .methods.changes import UnitChanges, compare_snapshots, unit_snapshot
-from .technique import FixedSetTechnique, RenderContext
+from .technique import FixedSetTechnique, RenderContext, positive_int
 
 __all__ = ["ChangesChart", "default_change_layers", "Changes", "ChangesCallback"]
 
@@ -186,8 +186,7 @@ class Changes(FixedSetTechnique):
         self, layers: list[str] | None = None, per_class: int = 500, top: int = 10, every_n_epochs: int = 2, **kwargs
     ) -> None:
         super().__init__(layers=layers, per_class=per_class, every_n_epochs=every_n_epochs, **kwargs)
-        if not isinstance(top, int) or isinstance(top, bool) or top < 1:
-            raise ValueError(f"Changes: top must be an integer >= 1, got {top!r}")
+        positive_int(self, "top", top)
         self.top = top
         self.layer_names: list[str] = []
         self.previous: dict[str, dict[str, Tensor]] = {}  # layer -> unit_snapshot at previous_step

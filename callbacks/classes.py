@@ -21,6 +21,7 @@ from torch import Tensor
 from typing_extensions import override
 
 from .data import DataFacts, data_facts, default_shown
+from .technique import positive_int
 
 __all__ = ["ShownClasses", "resolve_classes", "class_columns", "shown_probs", "shown_positions"]
 
@@ -28,8 +29,7 @@ __all__ = ["ShownClasses", "resolve_classes", "class_columns", "shown_probs", "s
 def resolve_classes(names: list[str | int] | None, max_classes: int, classes: tuple[str, ...]) -> tuple[int, ...]:
     """Class indices for ``names`` (class names, or indices as ints or digit strings), or the default spread of
     ``max_classes``; ``ValueError`` for an unknown name, an index out of range, a repeat, or too many names."""
-    if not isinstance(max_classes, int) or isinstance(max_classes, bool) or max_classes < 1:
-        raise ValueError(f"ShownClasses: max_classes must be an integer >= 1, got {max_classes!r}")
+    positive_int("ShownClasses", "max_classes", max_classes)
     if names is None:
         return default_shown(len(classes), max_classes)
     if not names:
@@ -70,7 +70,7 @@ class ShownClasses(Callback):
     """
 
     def __init__(self, names: list[str | int] | None = None, max_classes: int = 10) -> None:
-        resolve_classes(names, max_classes, ()) if names is None else None  # a bad max_classes fails at once
+        positive_int(self, "max_classes", max_classes)  # a bad max_classes fails at once, not at setup
         self.names = names
         self.max_classes = max_classes
 

@@ -26,7 +26,7 @@ from .base import legacy_callback
 from .figures import SEQUENTIAL, colorbar
 from .live_figure import LiveFigure, contrast_colours, draw_texts
 from .methods.confusion import confusion_counts, predictions, sub_confusion
-from .technique import RenderContext, Technique
+from .technique import RenderContext, Technique, check_arg
 
 __all__ = ["ConfusionChart", "ConfusionMatrix", "ConfusionMatrixCallback"]
 
@@ -107,8 +107,7 @@ class ConfusionMatrix(Technique):
 
     def __init__(self, batch_size: int = 1000, **kwargs) -> None:
         super().__init__(**kwargs)
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"ConfusionMatrix: batch_size must be an integer >= 1, got {batch_size!r}")
+        check_arg(self, "batch_size", batch_size, isinstance(batch_size, int) and batch_size >= 1, "an integer >= 1")
         self.batch_size = batch_size
 
     def render(self, ctx: RenderContext) -> None:

@@ -23,7 +23,7 @@ from .hooks import check_layers
 from .layers import layer_roles
 from .live_figure import LiveFigure, draw_texts
 from .methods.decision import decision_pipeline, strongest_maps
-from .technique import RenderContext, Technique, tag_part
+from .technique import RenderContext, Technique, positive_int, tag_part
 
 __all__ = ["default_stages", "DecisionChart", "Decision", "DecisionCallback"]
 
@@ -205,8 +205,7 @@ class Decision(Technique):
         **kwargs,
     ) -> None:
         super().__init__(every_n_epochs=every_n_epochs, **kwargs)
-        if isinstance(maps, bool) or not isinstance(maps, int) or maps < 1:
-            raise ValueError(f"Decision: maps must be an integer >= 1, got {maps!r}")
+        positive_int(self, "maps", maps)
         self.stages = stages
         self.fc_layers = fc_layers
         self.maps = maps

@@ -32,7 +32,7 @@ from .methods.deconv import (
     flat_background,
     informative_channels,
 )
-from .technique import RenderContext, Technique
+from .technique import RenderContext, Technique, positive_int
 
 __all__ = ["Deconv", "DeconvCallback"]
 
@@ -54,9 +54,8 @@ class Deconv(Technique):
 
     def __init__(self, layers: list[str] | None = None, per_class: int = 50, batch_size: int = 500, **kwargs) -> None:
         super().__init__(**kwargs)
-        for arg, value in (("per_class", per_class), ("batch_size", batch_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{type(self).__name__}: {arg} must be an integer >= 1, got {value!r}")
+        positive_int(self, "per_class", per_class)
+        positive_int(self, "batch_size", batch_size)
         self.layers = layers
         self.per_class = per_class
         self.batch_size = batch_size

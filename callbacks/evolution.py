@@ -30,7 +30,7 @@ from torch import Tensor
 from . import figures
 from .base import legacy_callback
 from .capture import Source
-from .technique import Technique
+from .technique import Technique, check_arg
 
 __all__ = ["evolution_strip", "snapshot_key", "Evolution", "EvolutionCallback"]
 
@@ -115,8 +115,8 @@ class Evolution(Technique):
         self, epochs: list[int] | None = None, techniques: list[str] | None = None, save_png: bool = True, **kwargs
     ) -> None:
         super().__init__(**kwargs)
-        if epochs is not None and (not epochs or any(not isinstance(e, int) or e < 1 for e in epochs)):
-            raise ValueError(f"Evolution: epochs must be a non-empty list of 1-based epochs >= 1, got {epochs!r}")
+        ok = epochs is None or (bool(epochs) and all(isinstance(e, int) and e >= 1 for e in epochs))
+        check_arg(self, "epochs", epochs, ok, "a non-empty list of 1-based epochs >= 1")
         self.epochs = sorted(set(epochs)) if epochs is not None else list(DEFAULT_EPOCHS)
         self.techniques = techniques
         self.save_png = save_png

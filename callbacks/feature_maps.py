@@ -29,7 +29,7 @@ from .hooks import check_layers
 from .layers import following_nonlinearity, is_nonlinearity, layer_roles
 from .methods.feature_maps import feature_maps
 from .methods.selectivity import class_means
-from .technique import RenderContext, Technique, tag_part
+from .technique import RenderContext, Technique, check_arg, tag_part
 
 __all__ = ["FeatureMaps", "FeatureMapsCallback"]
 
@@ -79,10 +79,8 @@ class FeatureMaps(Technique):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if not isinstance(max_channels, int) or max_channels < 1:
-            raise ValueError(f"FeatureMaps: max_channels must be an integer >= 1, got {max_channels!r}")
-        if not isinstance(per_class, int) or per_class < 1:
-            raise ValueError(f"FeatureMaps: per_class must be an integer >= 1, got {per_class!r}")
+        for arg, value in (("max_channels", max_channels), ("per_class", per_class)):
+            check_arg(self, arg, value, isinstance(value, int) and value >= 1, "an integer >= 1")
         self.layers = layers
         self.mean_layers = mean_layers
         self.max_channels = max_channels

@@ -20,7 +20,7 @@ from .layers import layer_roles
 from .live_figure import LiveFigure
 from .methods.importance import ablation_importance, rank_correlation, variance_importance
 from .methods.selectivity import class_means, selectivity_index
-from .technique import FixedSetTechnique, RenderContext
+from .technique import FixedSetTechnique, RenderContext, check_arg, positive_int
 
 __all__ = ["ImportanceChart", "Importance", "ImportanceCallback", "live_rank_correlation"]
 
@@ -197,26 +197,17 @@ class Importance(FixedSetTechnique):
         **kwargs,
     ) -> None:
         super().__init__(layers=layers, per_class=per_class, every_n_epochs=every_n_epochs, **kwargs)
-        name = type(self).__name__
-        for arg, value in (
-            ("top", top),
-            ("chunk_size", chunk_size),
-            ("max_units", 1 if max_units is None else max_units),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: {arg} must be an integer >= 1, got {value!r}")
-        if layers is not None and (isinstance(layers, str) or not all(isinstance(n, str) for n in layers)):
-            raise ValueError(
-                f"{name}: layers must be a list of layer names (or None for the last two ReLUs), got {layers!r}"
-            )
+        positive_int(self, "top", top)
+        positive_int(self, "chunk_size", chunk_size)
+        if max_units is not None:
+            positive_int(self, "max_units", max_units)
+        ok = layers is None or (not isinstance(layers, str) and all(isinstance(n, str) for n in layers))
+        check_arg(self, "layers", layers, ok, "a list of layer names (or None for the last two ReLUs)")
         self.top = top
         self.chunk_size = chunk_size
         self.max_units = max_units
-        if isinstance(max_samples, bool) or not isinstance(max_samples, int) or not 1 <= max_samples <= FIXED_SET_MAX:
-            raise ValueError(
-                f"{type(self).__name__}: max_samples must be an integer in 1..{FIXED_SET_MAX} (the fixed "
-                f"set's budget), got {max_samples!r}"
-            )
+        ok = isinstance(max_samples, int) and not isinstance(max_samples, bool) and 1 <= max_samples <= FIXED_SET_MAX
+        check_arg(self, "max_samples", max_samples, ok, f"an integer in 1..{FIXED_SET_MAX} (the fixed set's budget)")
         self.max_samples = max_samples
         self.layer_names: list[str] = []
 

@@ -33,7 +33,7 @@ from .hooks import NoDefaultLayer, check_layers
 from .layers import layer_roles
 from .live_figure import LiveFigure
 from .methods.invariance import TRANSFORMATIONS, Sweep, default_layers, invariance_sweeps, sweep_amounts, transform
-from .technique import RenderContext, Technique
+from .technique import RenderContext, Technique, check_arg, positive_int
 
 __all__ = ["InvarianceChart", "Invariance", "InvarianceCallback", "PICTURES"]
 
@@ -196,23 +196,13 @@ class Invariance(Technique):
         **kwargs,
     ) -> None:
         super().__init__(every_n_epochs=every_n_epochs, **kwargs)
-        if transformations is not None:
-            bad = [t for t in transformations if t not in TRANSFORMATIONS]
-            if bad or not transformations:
-                raise ValueError(
-                    f"Invariance: unknown or no transformations {bad or transformations}; "
-                    f"valid: {', '.join(TRANSFORMATIONS)}"
-                )
-        if not isinstance(per_class, int) or isinstance(per_class, bool) or per_class < 1:
-            raise ValueError(f"Invariance: per_class must be an integer >= 1, got {per_class!r}")
-        if not 0 < max_shift < 1:
-            raise ValueError(f"Invariance: max_shift is a fraction of the image side in (0, 1), got {max_shift!r}")
-        if len(scale_range) != 2 or not 0 < scale_range[0] <= 1 <= scale_range[1]:
-            raise ValueError(
-                f"Invariance: scale_range must be (low, high) with 0 < low <= 1 <= high, got {scale_range!r}"
-            )
-        if not 0 < max_angle <= 180:
-            raise ValueError(f"Invariance: max_angle must be in (0, 180] degrees, got {max_angle!r}")
+        ok = transformations is None or (bool(transformations) and all(t in TRANSFORMATIONS for t in transformations))
+        check_arg(self, "transformations", transformations, ok, f"a non-empty list of {', '.join(TRANSFORMATIONS)}")
+        positive_int(self, "per_class", per_class)
+        check_arg(self, "max_shift", max_shift, 0 < max_shift < 1, "a fraction of the image side in (0, 1)")
+        ok = len(scale_range) == 2 and 0 < scale_range[0] <= 1 <= scale_range[1]
+        check_arg(self, "scale_range", scale_range, ok, "(low, high) with 0 < low <= 1 <= high")
+        check_arg(self, "max_angle", max_angle, 0 < max_angle <= 180, "in (0, 180] degrees")
         self.layers = layers
         self.transformations = transformations
         self.per_class = per_class

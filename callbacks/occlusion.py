@@ -14,7 +14,7 @@ from .figures import CARD_WIDTH, SIGNED, abs_max, colorbar, input_rgb, mosaic, s
 from .live_figure import LiveFigure
 from .methods.occlusion import Occlusion as OcclusionResult
 from .methods.occlusion import occlusion_sensitivity, sensitivity_map
-from .technique import RenderContext, Technique, tag_part
+from .technique import RenderContext, Technique, check_arg, positive_int, tag_part
 
 __all__ = ["OcclusionChart", "Occlusion", "OcclusionCallback"]
 
@@ -176,16 +176,11 @@ class Occlusion(Technique):
         **kwargs,
     ) -> None:
         super().__init__(every_n_epochs=every_n_epochs, **kwargs)
-        name = type(self).__name__
         for arg, value in (("patch", patch), ("stride", stride), ("batch_size", batch_size)):
-            if value is None and arg != "batch_size":
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: {arg} must be an integer >= 1, got {value!r}")
-        if fill is not None and (
-            isinstance(fill, bool) or not isinstance(fill, (int, float)) or not 0.0 <= fill <= 1.0
-        ):
-            raise ValueError(f"{name}: fill must be a number in [0, 1] (0 black, 1 white) or None, got {fill!r}")
+            if value is not None or arg == "batch_size":
+                positive_int(self, arg, value)
+        ok = fill is None or (not isinstance(fill, bool) and isinstance(fill, (int, float)) and 0.0 <= fill <= 1.0)
+        check_arg(self, "fill", fill, ok, "a number in [0, 1] (0 black, 1 white) or None")
         self.patch = patch
         self.stride = stride
         self.fill = fill
@@ -197,10 +192,8 @@ class Occlusion(Technique):
 
     def configure(self, net, shapes):
         h, w = self.input_shape[-2:]  # the validation images' (set by the base's setup)
-        if self.patch is not None and self.patch > min(h, w):
-            raise ValueError(
-                f"{type(self).__name__}: patch must be in 1..{min(h, w)} (the input is {h}x{w}), got {self.patch}"
-            )
+        ok = self.patch is None or self.patch <= min(h, w)
+        check_arg(self, "patch", self.patch, ok, f"in 1..{min(h, w)} (the input is {h}x{w})")
 
     def geometry(self, hw: tuple[int, int]) -> tuple[int, int]:
         """``(patch, stride)`` in pixels for images of size ``hw``: as given, else scaled with the image side."""

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from . import figures
 from .base import legacy_callback
-from .technique import RenderContext, Technique
+from .technique import RenderContext, Technique, check_arg
 
 __all__ = ["class_grid", "Samples", "SamplesCallback"]
 
@@ -56,8 +56,7 @@ class Samples(Technique):
 
     def __init__(self, per_class: int = 8, graph: bool = True, **kwargs) -> None:
         super().__init__(**kwargs)
-        if not isinstance(per_class, int) or per_class < 1:
-            raise ValueError(f"Samples: per_class must be an integer >= 1, got {per_class!r}")
+        check_arg(self, "per_class", per_class, isinstance(per_class, int) and per_class >= 1, "an integer >= 1")
         self.per_class = per_class
         self.graph = graph
 

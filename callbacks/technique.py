@@ -37,6 +37,7 @@ __all__ = [
     "RenderContext",
     "Services",
     "check_arg",
+    "positive_int",
     "tag_part",
     "nice_ceil",
     "once_called_shapes",

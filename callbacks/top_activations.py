@@ -26,7 +26,7 @@ from .methods.top_activations import (
     top_activations_of,
 )
 from .methods.top_activations import TopActivations as TopResult
-from .technique import FixedSetTechnique, RenderContext
+from .technique import FixedSetTechnique, RenderContext, check_arg, positive_int
 
 __all__ = ["TopActivations", "TopActivationsCallback"]
 
@@ -73,25 +73,17 @@ class TopActivations(FixedSetTechnique):
         **kwargs,
     ) -> None:
         super().__init__(layers=layers, per_class=per_class, every_n_epochs=every_n_epochs, **kwargs)
-        name = type(self).__name__
-        if layers is not None and (
-            not isinstance(layers, (list, tuple)) or not all(isinstance(s, str) for s in layers)
-        ):
-            raise ValueError(f"{name}: layers must be a list of layer names or None (the default), got {layers!r}")
-        if isinstance(units, bool) or not isinstance(units, (int, list, tuple)):
-            raise ValueError(f"{name}: units must be an integer >= 1 or a list of unit indices, got {units!r}")
-        if isinstance(units, int) and units < 1:
-            raise ValueError(f"{name}: units must be an integer >= 1 or a list of unit indices, got {units!r}")
+        ok = layers is None or (isinstance(layers, (list, tuple)) and all(isinstance(s, str) for s in layers))
+        check_arg(self, "layers", layers, ok, "a list of layer names or None (the default)")
         if isinstance(units, (list, tuple)):
-            if not units or any(isinstance(u, bool) or not isinstance(u, int) or u < 0 for u in units):
-                raise ValueError(
-                    f"{name}: units must be a non-empty list of unit indices >= 0 (or an integer n >= 1), got {units!r}"
-                )
+            ok = bool(units) and all(isinstance(u, int) and not isinstance(u, bool) and u >= 0 for u in units)
+            check_arg(self, "units", units, ok, "a non-empty list of unit indices >= 0 (or an integer n >= 1)")
             units = list(units)
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"{name}: k must be an integer >= 1, got {k!r}")
-        if not isinstance(projection, bool):
-            raise ValueError(f"{name}: projection must be true or false, got {projection!r}")
+        else:
+            ok = isinstance(units, int) and not isinstance(units, bool) and units >= 1
+            check_arg(self, "units", units, ok, "an integer >= 1 or a list of unit indices")
+        positive_int(self, "k", k)
+        check_arg(self, "projection", projection, isinstance(projection, bool), "true or false")
         self.layers = list(layers) if layers is not None else None
         self.units = units
         self.k = k

@@ -269,7 +269,7 @@ def test_other_bad_inputs(lenet):
         maximize_activation(lenet, "conv_2", [0], objective="center")
     with pytest.raises(ValueError, match="unknown objective"):
         unit_activation(lenet, "conv_2", torch.zeros(1, 1, 28, 28), [0], objective="mean")
-    with pytest.raises(ValueError, match="unknown objective"):
+    with pytest.raises(ValueError, match="ActMaxCallback: objective must be one of neuron, channel, got 'centre'"):
         ActMaxCallback(objective="centre")
     with pytest.raises(ValueError, match="empty unit list"):
         maximize_activation(lenet, "fc_3", [])

@@ -177,8 +177,8 @@ def test_default_layers_of_the_seed_nets_and_a_torchvision_net():
 # ---------------------------------------------------------------------------------------------- the callback
 def test_callback_arguments_and_layer_names_checked_at_setup(lenet):
     for kwargs, match in (
-        ({"transformations": ["shear"]}, "unknown or no transformations"),
-        ({"transformations": []}, "unknown or no transformations"),
+        ({"transformations": ["shear"]}, r"transformations must be a non-empty list of translate_x, .*got \['shear'\]"),
+        ({"transformations": []}, r"transformations must be a non-empty list of .*got \[\]"),
         ({"per_class": 0}, "per_class must be an integer >= 1"),
         ({"max_shift": 1.5}, "max_shift"),
         ({"scale_range": (1.2, 1.4)}, "scale_range"),
