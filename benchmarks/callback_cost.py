@@ -2,6 +2,9 @@
 
     python benchmarks/callback_cost.py [--config configs/lenet5.yaml] [--epochs 3] [--accelerator cpu|gpu] [CLI ...]
 
+The callbacks' own time is each technique's ``render`` (``Technique.seconds``); the validation loop's capture for
+the shared fixed-set pass is in the wall clock only.
+
 In one process: the same fit (same seed, data, batch 128) without and with every callback, each through
 the real CLI with a TensorBoard logger. Prints seconds per epoch, the overhead ratio, each callback's own time per
 rendered epoch, and the event-file size per epoch. Further arguments go to the fit with callbacks, to price another
@@ -23,7 +26,7 @@ from callbacks import TECHNIQUES, Convscope  # noqa: E402
 from train import cli_main  # noqa: E402
 
 
-def fit(config: str, epochs: int, accelerator: str, root: str, visualize: bool, extra: list[str] = ()):
+def fit(config: str, epochs: int, accelerator: str, root: str, visualize: bool, extra: list[str] = (), limit=None):
     args = [
         "fit",
         "--config",
@@ -41,6 +44,8 @@ def fit(config: str, epochs: int, accelerator: str, root: str, visualize: bool, 
         "--trainer.default_root_dir",
         root,
     ]
+    if limit is not None:  # (the tests' tiny size)
+        args += ["--trainer.limit_train_batches", str(limit), "--trainer.limit_val_batches", str(limit)]
     if not visualize:
         args += [a for key in TECHNIQUES for a in (f"--{key}.enabled", "false")]
     else:
@@ -50,17 +55,18 @@ def fit(config: str, epochs: int, accelerator: str, root: str, visualize: bool, 
     return cli, (time.perf_counter() - t0) / epochs
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(ROOT / "configs" / "lenet5.yaml"))
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--accelerator", default="cpu")
-    args, extra = parser.parse_known_args()
+    parser.add_argument("--limit", type=int, default=None, help="batches per epoch (a tiny run, for the tests)")
+    args, extra = parser.parse_known_args(argv)
     sys.argv = sys.argv[:1]
     with tempfile.TemporaryDirectory() as tmp:
-        fit(args.config, 1, args.accelerator, f"{tmp}/warm", False)  # warm-up: data loading, kernels
-        _, plain = fit(args.config, args.epochs, args.accelerator, f"{tmp}/plain", False)
-        cli, vis = fit(args.config, args.epochs, args.accelerator, f"{tmp}/vis", True, extra)
+        fit(args.config, 1, args.accelerator, f"{tmp}/warm", False, limit=args.limit)  # warm-up: data, kernels
+        _, plain = fit(args.config, args.epochs, args.accelerator, f"{tmp}/plain", False, limit=args.limit)
+        cli, vis = fit(args.config, args.epochs, args.accelerator, f"{tmp}/vis", True, extra, args.limit)
         events = sum(p.stat().st_size for p in Path(cli.trainer.log_dir).glob("events.out.tfevents.*"))
         owners = [cb for cb in cli.trainer.callbacks if isinstance(cb, Convscope)]
         cbs = [t for owner in owners for t in owner.enabled()]
@@ -83,12 +89,15 @@ def main() -> None:
     print(f"| event file per epoch | {events / args.epochs / 1e6:.2f} MB |")
     print("\n| callback | every n epochs | drawings | seconds per drawing | seconds per epoch, averaged |")
     print("|---|---|---|---|---|")
+    rows = []
     for cb in cbs:
         n = len(cb.seconds)
+        rows.append({"technique": cb.technique, "drawings": n, "seconds": sum(cb.seconds)})
         print(
             f"| {cb.technique} | {cb.every_n_epochs} | {n} | {sum(cb.seconds) / max(1, n):.3f} | "
             f"{sum(cb.seconds) / args.epochs:.3f} |"
         )
+    return rows
 
 
 if __name__ == "__main__":

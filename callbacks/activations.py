@@ -16,7 +16,7 @@ from .base import legacy_callback
 from .hooks import capture_activations, check_layers
 from .layers import is_nonlinearity, layer_roles
 from .methods.activations import dead_fraction
-from .technique import HISTOGRAM_VALUES, FixedSetTechnique, RenderContext, check_arg
+from .technique import HISTOGRAM_VALUES, FixedSetTechnique, RenderContext, positive_int
 
 __all__ = ["Activations", "ActivationsCallback"]
 
@@ -40,8 +40,7 @@ class Activations(FixedSetTechnique):
         self, layers: list[str] | None = None, per_class: int = 20, dead_per_class: int = 500, **kwargs
     ) -> None:
         super().__init__(layers=layers, per_class=per_class, **kwargs)
-        ok = isinstance(dead_per_class, int) and dead_per_class >= 1
-        check_arg(self, "dead_per_class", dead_per_class, ok, "an integer >= 1")
+        positive_int(self, "dead_per_class", dead_per_class)
         self.dead_per_class = dead_per_class
         self.layer_names: list[str] = []
 

@@ -26,7 +26,7 @@ from .base import legacy_callback
 from .figures import SEQUENTIAL, colorbar
 from .live_figure import LiveFigure, contrast_colours, draw_texts
 from .methods.confusion import confusion_counts, predictions, sub_confusion
-from .technique import RenderContext, Technique, check_arg
+from .technique import RenderContext, Technique, positive_int
 
 __all__ = ["ConfusionChart", "ConfusionMatrix", "ConfusionMatrixCallback"]
 
@@ -107,7 +107,7 @@ class ConfusionMatrix(Technique):
 
     def __init__(self, batch_size: int = 1000, **kwargs) -> None:
         super().__init__(**kwargs)
-        check_arg(self, "batch_size", batch_size, isinstance(batch_size, int) and batch_size >= 1, "an integer >= 1")
+        positive_int(self, "batch_size", batch_size)
         self.batch_size = batch_size
 
     def render(self, ctx: RenderContext) -> None:

@@ -29,7 +29,7 @@ from .hooks import check_layers
 from .layers import following_nonlinearity, is_nonlinearity, layer_roles
 from .methods.feature_maps import feature_maps
 from .methods.selectivity import class_means
-from .technique import RenderContext, Technique, check_arg, tag_part
+from .technique import RenderContext, Technique, positive_int, tag_part
 
 __all__ = ["FeatureMaps", "FeatureMapsCallback"]
 
@@ -80,7 +80,7 @@ class FeatureMaps(Technique):
     ) -> None:
         super().__init__(**kwargs)
         for arg, value in (("max_channels", max_channels), ("per_class", per_class)):
-            check_arg(self, arg, value, isinstance(value, int) and value >= 1, "an integer >= 1")
+            positive_int(self, arg, value)
         self.layers = layers
         self.mean_layers = mean_layers
         self.max_channels = max_channels

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from . import figures
 from .base import legacy_callback
-from .technique import RenderContext, Technique, check_arg
+from .technique import RenderContext, Technique, positive_int
 
 __all__ = ["class_grid", "Samples", "SamplesCallback"]
 
@@ -56,7 +56,7 @@ class Samples(Technique):
 
     def __init__(self, per_class: int = 8, graph: bool = True, **kwargs) -> None:
         super().__init__(**kwargs)
-        check_arg(self, "per_class", per_class, isinstance(per_class, int) and per_class >= 1, "an integer >= 1")
+        positive_int(self, "per_class", per_class)
         self.per_class = per_class
         self.graph = graph
 

@@ -39,7 +39,7 @@ from .methods.changes import profile_change, weight_layer
 from .methods.filters import first_layer
 from .methods.selectivity import class_means, selectivity_index
 from .methods.top_activations import ReceptiveField, patches, receptive_field
-from .technique import FixedSetTechnique, RenderContext
+from .technique import FixedSetTechnique, RenderContext, check_arg, positive_int
 
 __all__ = ["Units", "UnitsCallback", "FOLDER", "FORMAT", "write_epoch", "drawn_epochs", "sprite_pngs"]
 
@@ -161,18 +161,12 @@ class Units(FixedSetTechnique):
         **kwargs,
     ) -> None:
         super().__init__(layers=layers, per_class=per_class, **kwargs)
-        name = type(self).__name__
-        if layers is not None and (isinstance(layers, str) or not all(isinstance(n, str) for n in layers)):
-            raise ValueError(f"{name}: layers must be a list of layer names or None (the default), got {layers!r}")
-        for arg, value, least in (
-            ("max_units", max_units, 1),
-            ("k", k, 1),
-            ("actmax_every", actmax_every, 0),
-            ("actmax_units", actmax_units, 1),
-            ("steps", steps, 1),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ValueError(f"{name}: {arg} must be an integer >= {least}, got {value!r}")
+        names = layers is None or (not isinstance(layers, str) and all(isinstance(n, str) for n in layers))
+        check_arg(self, "layers", layers, names, "a list of layer names or None (the default)")
+        for arg, value in (("max_units", max_units), ("k", k), ("actmax_units", actmax_units), ("steps", steps)):
+            positive_int(self, arg, value)
+        every = isinstance(actmax_every, int) and not isinstance(actmax_every, bool) and actmax_every >= 0
+        check_arg(self, "actmax_every", actmax_every, every, "an integer >= 0")
         self.layers = list(layers) if layers is not None else None
         self.max_units, self.k = max_units, k
         self.actmax_every, self.actmax_units, self.steps = actmax_every, actmax_units, steps

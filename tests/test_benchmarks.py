@@ -1,10 +1,13 @@
-"""The benchmark scripts run, at a tiny size on the CPU, so that they cannot rot: ``benchmarks/gpu.py``'s table has
-its structure and its numbers agree with one another."""
+"""The benchmark scripts run, at a tiny size on the CPU, so that they cannot rot: ``benchmarks/gpu.py``'s and
+``benchmarks/callback_cost.py``'s tables have their structure and their numbers agree with one another."""
 
 from __future__ import annotations
 
 import re
 
+import pytest
+
+from benchmarks.callback_cost import main as cost_main
 from benchmarks.gpu import WAYS, main
 
 MODELS = ("LeNet-5", "ResNet-18, 32 px, 100 classes")
@@ -48,3 +51,22 @@ def test_gpu_benchmark_table_at_a_tiny_size_on_the_cpu(capsys):
     table2 = out[out.index("| callback |") :].splitlines()
     assert cells(table2[0]) == ["callback", *MODELS]
     assert [cells(line)[0] for line in table2[2:5]] == KEYS
+
+
+def test_callback_cost_prices_every_technique_of_the_owner(capsys, fashion_available):
+    """``benchmarks/callback_cost.py`` at a tiny size: one row per enabled technique, every-epoch ones drawn once,
+    and the table's group totals are the rows' sums (it printed zeros once, reading callbacks the owner replaced)."""
+    if not fashion_available:
+        pytest.skip("Fashion-MNIST (Debian's dataset-fashion-mnist) not installed")
+    rows = cost_main(["--epochs", "1", "--limit", "3"])
+    out = capsys.readouterr().out
+    every_epoch = {"filters", "feature_maps", "fc_activations", "actmax", "deconv", "selectivity", "gradcam", "units"}
+    assert every_epoch <= {r["technique"] for r in rows}
+    drawn = {r["technique"]: r for r in rows}
+    for key in every_epoch:
+        assert drawn[key]["drawings"] == 1 and drawn[key]["seconds"] > 0, key
+    six = {"filters", "feature_maps", "fc_activations", "actmax", "deconv", "selectivity"}
+    own = sum(r["seconds"] for r in rows if r["technique"] in six)
+    line = next(x for x in out.splitlines() if x.startswith("| the six visualizations"))
+    assert cells(line)[1].startswith(f"{own:.3f} s")
+    assert all(f"| {r['technique']} |" in out for r in rows)
