@@ -7,8 +7,8 @@ Each technique in a process of its own (memory one drawing freed would otherwise
 (what techniques share) over ``--images`` synthetic validation images (one class each, round robin), the technique
 configured at its defaults, then one drawing (``Scope.draw``, as the owner draws at a validation end), and the
 process's peak resident memory above what it held before that drawing (Linux's VmHWM, reset first). The validation
-images themselves are held before, and so not counted. Activation maximization's steps are cut to
-``--actmax-steps`` (its memory does not grow with them).
+images themselves are held before, and so not counted. Activation maximization's steps (the actmax technique's and
+the unit browser's) are cut to ``--actmax-steps`` (its memory does not grow with them).
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for key in keys:
-            technique = TECHNIQUES[key](strict=True, **({"steps": args.actmax_steps} if key == "actmax" else {}))
+            steps = {"steps": args.actmax_steps} if key in ("actmax", "units") else {}  # (units: its actmax)
+            technique = TECHNIQUES[key](strict=True, **steps)
             technique.enabled = True
             technique.configure_for(net, facts.input_shape, shapes)
             if technique.off_reason:

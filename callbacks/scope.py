@@ -219,11 +219,9 @@ class Scope:
         units = [n for n in dict.fromkeys([*units, *declared_units]) if n not in shared.acts]
         maps = [n for n in dict.fromkeys([*maps, *declared_maps]) if n not in shared.maps]
         k = max(tops[1], declared_k)
-        top_layers = [n for n in dict.fromkeys([*tops[0], *declared_tops]) if n not in shared.tops or shared.top_k < k]
+        wanted = list(dict.fromkeys([*tops[0], *declared_tops])) if k else []
+        top_layers = wanted if shared.top_k < k or any(n not in shared.tops for n in wanted) else []  # all, at one k
         if units or maps or top_layers:
-            if top_layers:
-                shared.tops.clear()  # all again, at one k
-                top_layers = list(dict.fromkeys([*tops[0], *declared_tops]))
             found = activation_pass(
                 ctx.net,
                 x,

@@ -326,8 +326,11 @@ class Technique:
 
     def capture_batch(self, x: Tensor, layers: list[str], most: int) -> int:
         """Images per pass where a pass keeps every map of ``layers``: at most ``most``, fewer where those maps of
-        one batch would pass ``capture_bytes`` (a 224 px ResNet-50's first stages hold megabytes per image)."""
-        per_image = sum(math.prod(self.shapes.get(n, (1,))) for n in layers) * x.element_size()
+        one batch and the net's largest activations in flight (three, as ``hooks.activation_pass`` counts them)
+        would pass ``capture_bytes`` (a 224 px ResNet-50's first stages hold megabytes per image)."""
+        largest = max((math.prod(shape) for shape in self.shapes.values()), default=0)
+        kept = sum(math.prod(self.shapes.get(n, (1,))) for n in layers)
+        per_image = (kept + 3 * largest) * x.element_size()
         scale = math.prod(x.shape[-2:]) / math.prod((self.input_shape or x.shape[1:])[-2:])  # shapes: input_shape's
         return max(1, min(most, int(self.capture_bytes // max(1.0, per_image * scale))))
 

@@ -49,6 +49,7 @@ CHUNK = 256  # units per sprite PNG
 MAX_CLASS_COLUMNS = 100  # class means of every class up to this many classes; above, of the shown classes
 TOP_PIXELS = 1_000_000  # pixels of a layer's top sprites at most (one byte each): ~1 MB raw at 512 units x 9 at 14 px
 ACTMAX_PIXELS = 300_000  # pixels of a layer's actmax sprites at most: 512 units at 24 px
+TILE_BYTES = 2**26  # input-space tiles gathered at once before shrinking (and a few copies on the way)
 MIN_CELL = 8  # px: no sprite cell is shrunk below this (2,048 units may then pass the 512-unit budget's share)
 EPOCH_RE = re.compile(r"epoch_(\d{4,})")
 
@@ -268,11 +269,16 @@ class Units(FixedSetTechnique):
         crop = windows and rf.size < max(x.shape[-2:])  # a field as large as the image: the whole images
         native = rf.size if crop else max(x.shape[-2:])
         cell = cell_side(native, n_units * indices.shape[1], TOP_PIXELS)
-        if crop:
-            src = patches(x, indices, top.positions[:n_units].cpu(), rf, shape[-2:], fill=lo)  # (U, k, C, P, P)
-        else:
-            src = x[indices.flatten().to(x.device)].view(*indices.shape, *x.shape[1:])
-        tiles = _display(src, lo, hi, cell)
+
+        def source(rows: slice) -> Tensor:  # (R, k, C, P, P) input-space tiles of units ``rows``
+            if crop:
+                return patches(x, indices[rows], top.positions[rows].cpu(), rf, shape[-2:], fill=lo)
+            return x[indices[rows].flatten().to(x.device)].view(-1, indices.shape[1], *x.shape[1:])
+
+        per_unit = indices.shape[1] * x.shape[1] * native * native * x.element_size()  # before shrinking
+        step = max(1, TILE_BYTES // per_unit)  # 2,048 units x 9 whole 224 px images would be 11 GB at once
+        parts = [_display(source(slice(r, r + step)), lo, hi, cell) for r in range(0, n_units, step)]
+        tiles = torch.cat(parts)
         pngs = sprite_pngs(tiles)
         files.update({f"top_{c:03d}.png": png for c, png in enumerate(pngs)})
         positions = top.positions[:n_units].cpu() if windows else None
@@ -302,16 +308,22 @@ class Units(FixedSetTechnique):
         if prior is not None:
             n_act = min(n_units, self.actmax_units)
             t0 = time.perf_counter()
-            imgs = maximize_activation(
-                ctx.net,
-                layer,
-                list(range(n_act)),
-                steps=self.steps,
-                pixel_range=(lo, hi),
-                input_shape=tuple(ctx.input_shape),
-                prior_mean=prior.to(x.device),
-                jitter=0,
-                seed=0,
+            batch = self.capture_batch(x, list(self.shapes), n_act)  # every map, kept for the backward pass
+            imgs = torch.cat(
+                [
+                    maximize_activation(
+                        ctx.net,
+                        layer,
+                        list(range(start, min(start + batch, n_act))),
+                        steps=self.steps,
+                        pixel_range=(lo, hi),
+                        input_shape=tuple(ctx.input_shape),
+                        prior_mean=prior.to(x.device),
+                        jitter=0,
+                        seed=start,
+                    )
+                    for start in range(0, n_act, batch)
+                ]
             )
             self._actmax_time += time.perf_counter() - t0
             acell = cell_side(max(imgs.shape[-2:]), n_act, ACTMAX_PIXELS)

@@ -341,6 +341,16 @@ def test_modes_restored_hooks_removed_and_no_grad_contexts(lenet):
             again = projected_patches(lenet, x, "max_pool_2", [1, 4], top.indices, top.positions, rf)
         assert torch.equal(top.indices, plain.indices) and torch.equal(top.positions, plain.positions)
         assert torch.allclose(again, proj)
+    for batch in (1, 4):  # in batches (a large net's backward within its byte budget): the same projections
+        torch.testing.assert_close(
+            projected_patches(lenet, x, "max_pool_2", [1, 4], plain.indices, plain.positions, rf, batch_size=batch),
+            proj,
+        )
+        fc = top_activations(lenet, x, "relu_3", [2, 5], k=3)
+        whole = projected_patches(lenet, x, "relu_3", [2, 5], fc.indices, None, None)
+        torch.testing.assert_close(
+            projected_patches(lenet, x, "relu_3", [2, 5], fc.indices, None, None, batch_size=batch), whole
+        )
     with pytest.raises(LayerError, match="out of range"):  # raised inside the deconvnet: hooks still removed
         projected_patches(lenet, x, "max_pool_2", [16], plain.indices[:1], plain.positions[:1], rf)
     assert no_hooks_left(lenet)
@@ -598,8 +608,9 @@ def test_a_field_that_covers_the_image_shows_whole_images_and_whole_projections(
 
 
 def test_the_search_batch_keeps_a_batch_of_captured_maps_within_its_byte_budget():
-    """Large maps (a 224 px ResNet) make the search pass fewer images at once: one batch of every layer's maps stays
-    within ``capture_bytes``; small ones (LeNet-5 at 28 px) pass ``batch_size``."""
+    """Large maps (a 224 px ResNet) make the search pass fewer images at once: one batch of every layer's maps and
+    the net's largest activations in flight stays within ``capture_bytes``; small ones (LeNet-5 at 28 px) pass
+    ``batch_size``."""
     import torchvision
 
     small = TopActivationsCallback()
@@ -607,7 +618,8 @@ def test_the_search_batch_keeps_a_batch_of_captured_maps_within_its_byte_budget(
     assert small.search_batch(torch.zeros(2, 1, 28, 28)) == small.batch_size == 1000
     big = TopActivationsCallback()
     big.configure_for(torchvision.models.resnet18(num_classes=10), (3, 224, 224))
-    per_image = 4 * sum(math.prod(big.shapes[n]) for n in big.layer_names)
+    largest = max(math.prod(shape) for shape in big.shapes.values())  # in flight while the net runs
+    per_image = 4 * (sum(math.prod(big.shapes[n]) for n in big.layer_names) + 3 * largest)
     batch = big.search_batch(torch.zeros(2, 3, 224, 224))
     assert 1 <= batch < 1000 and batch * per_image <= big.capture_bytes < (batch + 1) * per_image
 

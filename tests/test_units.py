@@ -297,3 +297,38 @@ def test_a_resumed_fit_goes_on_from_the_folders_on_disk(tmp_path):
     got = np.array([np.nan if v is None else v for v in stats1["change"]], dtype=float)
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-6, equal_nan=True)
     assert (got > 0).any()
+
+
+def test_a_wide_layer_is_drawn_in_chunks_with_the_same_top_sprites(tmp_path, monkeypatch):
+    """A 2,048-unit layer of whole 224 px images was 11 GB of tiles at once (the process was killed on a ResNet-50);
+    gathered ``TILE_BYTES`` at a time, and actmax ``capture_bytes`` at a time, the top sprites are the same bytes
+    and every unit still gets its actmax image."""
+    from callbacks import units as units_module
+    from tests.conftest import RecordingWriter, scope_over
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(weights=None, num_classes=10).eval()
+    x, y = torch.rand(40, 3, 32, 32), torch.arange(40) % 10
+
+    def draw(run: Path, tile_bytes: int, capture_bytes: int) -> Path:
+        monkeypatch.setattr(units_module, "TILE_BYTES", tile_bytes)
+        technique = UnitsCallback(layers=["layer4"], per_class=4, actmax_units=12, steps=2)
+        technique.strict = True
+        technique.capture_bytes = capture_bytes
+        scope = scope_over(x, y, writer=RecordingWriter())
+        scope.techniques = [technique]
+        technique.configure_for(net, (3, 32, 32))
+        scope.draw(technique, net, 0, run_dir=str(run))
+        return run / FOLDER / "layer4" / "epoch_0000"
+
+    whole = draw(tmp_path / "whole", 2**30, 2**30)
+    per_unit = 9 * 3 * 32 * 32 * 4
+    chunked = draw(tmp_path / "chunked", 100 * per_unit, 1)  # 100 units' tiles at a time; actmax one unit at a time
+    tops = sorted(p.name for p in whole.glob("top_*.png"))
+    assert tops == ["top_000.png", "top_001.png"]
+    for name in tops:
+        assert (whole / name).read_bytes() == (chunked / name).read_bytes(), name
+    meta = json.loads((chunked / "meta.json").read_text())
+    assert meta["actmax"]["units"] == 12
+    sprite = np.asarray(Image.open(chunked / "actmax_000.png"))
+    assert sprite.shape[0] == 12 * meta["actmax"]["cell"]

@@ -411,6 +411,7 @@ def projected_patches(
     positions: Tensor | None,
     rf: ReceptiveField | None,
     whole: bool = False,
+    batch_size: int | None = None,
 ) -> Tensor:
     """Deconvnet projections of single activations, cropped like ``patches``: ``(U, k, C, P, P)`` (``whole``:
     not cropped, ``(U, k, C, H, W)``, for a field that covers the image anyway).
@@ -420,7 +421,8 @@ def projected_patches(
     seed is projected to pixel space (``methods.deconv.deconvnet_from_seed``); the receptive-field window is
     cropped (zero outside the image). The projection is zero outside that window, so nothing is lost. With
     ``positions`` None (a ``(N, U)`` layer: the seed is the unit's value) the whole projections are returned,
-    ``(U, k, C, H, W)``, and ``rf`` is not used. All ``U * k`` projections run as one batch.
+    ``(U, k, C, H, W)``, and ``rf`` is not used. The ``U * k`` projections run ``batch_size`` at a time (None: all
+    as one batch; a 224 px ResNet-50's backward pass holds hundreds of megabytes per image).
     """
     check_images(images)
     units = _unit_list(units)
@@ -435,25 +437,34 @@ def projected_patches(
         positions = torch.as_tensor(positions).to(dev).reshape(-1, 2)
     layer_hw: list[tuple[int, int]] = []
 
-    def make_seed(act: Tensor) -> Tensor:
-        m = torch.arange(len(act), device=act.device)
-        uu = unit_of.to(act.device)
-        if positions is None:
-            if act.dim() != 2:
-                raise LayerError(f"layer {layer!r} outputs {tuple(act.shape)}: give positions for a spatial layer")
-            keep = (m, uu)
-        else:
-            if act.dim() != 4:
-                raise LayerError(f"layer {layer!r} outputs {tuple(act.shape)}: positions need (N, C, H, W)")
-            layer_hw.append(tuple(act.shape[-2:]))
-            p = positions.to(act.device)
-            keep = (m, uu, p[:, 0], p[:, 1])
-        check_unit_range(layer, units, act.shape[1])
-        seed = torch.zeros_like(act)
-        seed[keep] = act[keep]
-        return seed
+    def seed_of(rows: slice):
+        def make_seed(act: Tensor) -> Tensor:
+            m = torch.arange(len(act), device=act.device)
+            uu = unit_of[rows].to(act.device)
+            if positions is None:
+                if act.dim() != 2:
+                    raise LayerError(f"layer {layer!r} outputs {tuple(act.shape)}: give positions for a spatial layer")
+                keep = (m, uu)
+            else:
+                if act.dim() != 4:
+                    raise LayerError(f"layer {layer!r} outputs {tuple(act.shape)}: positions need (N, C, H, W)")
+                layer_hw.append(tuple(act.shape[-2:]))
+                p = positions[rows].to(act.device)
+                keep = (m, uu, p[:, 0], p[:, 1])
+            check_unit_range(layer, units, act.shape[1])
+            seed = torch.zeros_like(act)
+            seed[keep] = act[keep]
+            return seed
 
-    proj = deconvnet_from_seed(net, sel, layer, make_seed)  # (M, C, H, W)
+        return make_seed
+
+    step = len(sel) if batch_size is None else max(1, int(batch_size))
+    proj = torch.cat(
+        [
+            deconvnet_from_seed(net, sel[start : start + step], layer, seed_of(slice(start, start + step)))
+            for start in range(0, len(sel), step)
+        ]
+    )  # (M, C, H, W)
     if positions is None or whole:
         return proj.reshape(u, k, *proj.shape[1:])
     if rf is None:
