@@ -385,7 +385,7 @@ def test_fixed_set_statistics_come_from_the_validation_loop_when_it_sees_the_who
     units, maps = list(cache.acts), list(cache.maps)
     assert "classifier.2" in units and "features.0" in maps
     with torch.no_grad():
-        acts, means = real_pass(module.eval(), x, units, maps, labels=y, num_classes=10)
+        acts, means, _ = real_pass(module.eval(), x, units, maps, labels=y, num_classes=10)
     for name in units:
         torch.testing.assert_close(cache.acts[name], acts[name], rtol=0, atol=1e-6)
     for name in maps:
