@@ -270,9 +270,11 @@ class Units(FixedSetTechnique):
         native = rf.size if crop else max(x.shape[-2:])
         cell = cell_side(native, n_units * indices.shape[1], TOP_PIXELS)
 
+        positions = top.positions[:n_units].cpu() if windows else None
+
         def source(rows: slice) -> Tensor:  # (R, k, C, P, P) input-space tiles of units ``rows``
             if crop:
-                return patches(x, indices[rows], top.positions[rows].cpu(), rf, shape[-2:], fill=lo)
+                return patches(x, indices[rows], positions[rows], rf, shape[-2:], fill=lo)
             return x[indices[rows].flatten().to(x.device)].view(-1, indices.shape[1], *x.shape[1:])
 
         per_unit = indices.shape[1] * x.shape[1] * native * native * x.element_size()  # before shrinking
@@ -281,7 +283,6 @@ class Units(FixedSetTechnique):
         tiles = torch.cat(parts)
         pngs = sprite_pngs(tiles)
         files.update({f"top_{c:03d}.png": png for c, png in enumerate(pngs)})
-        positions = top.positions[:n_units].cpu() if windows else None
         entries = []
         for u in range(n_units):
             row = []
