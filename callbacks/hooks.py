@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Sequence
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from typing import NamedTuple
 
 import torch
@@ -32,6 +32,7 @@ __all__ = [
     "activation_pass",
     "check_unit_range",
     "layer_shapes",
+    "dry_pass",
     "check_layers",
     "check_units",
     "eval_mode",
@@ -192,11 +193,24 @@ def layer_shapes(
     param = next(net.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None else torch.float32
-    with LayerProbe(net, list(_modules(net)), keep_first=True) as probe, eval_mode(net):
+    with LayerProbe(net, list(_modules(net)), keep_first=True) as probe, eval_mode(net), dry_pass(input_shape):
         net(torch.zeros(1, *input_shape, device=device, dtype=dtype))
     if calls is not None:
         calls.update(probe.calls)
     return {name: tuple(out.shape[1:]) for name, out in probe.outputs.items() if isinstance(out, Tensor)}
+
+
+@contextmanager
+def dry_pass(input_shape: Sequence[int]):
+    """Around a dry forward pass of a zero image of ``input_shape``: a net that cannot take it (3 channels where the
+    default is 1) gets a ``ValueError`` that says which shape was tried and how to give another."""
+    try:
+        yield
+    except RuntimeError as e:
+        raise ValueError(
+            f"a forward pass of one zero image of input_shape {tuple(input_shape)} failed: {e}. Pass "
+            "input_shape=(C, H, W) of the images the net takes"
+        ) from e
 
 
 def spread(names: Sequence, k: int) -> list:

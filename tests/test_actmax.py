@@ -486,3 +486,19 @@ def test_trained_actmax_images_show_what_their_units_detect(trained):
     patch = (images["conv_1"] - prior)[:, :, 12:17, 12:17]
     cos = nn.functional.cosine_similarity(w.flatten(1), patch.flatten(1), dim=1)
     assert cos.median() >= 0.8, cos
+
+
+def test_a_net_that_cannot_take_the_default_input_shape_is_told_how_to_give_one():
+    """The methods alone default to ``input_shape=(1, 28, 28)``: on a colour net the dry pass says so and how to pass
+    the net's own shape, instead of a bare convolution error."""
+    import torchvision
+
+    from callbacks.hooks import layer_shapes
+
+    net = torchvision.models.resnet18(num_classes=10)
+    for call in (lambda: maximize_activation(net, "layer4", [0], steps=1), lambda: layer_shapes(net)):
+        with pytest.raises(
+            ValueError, match=r"input_shape \(1, 28, 28\) failed: .*3 channels.*Pass input_shape=\(C, H, W\)"
+        ):
+            call()
+    assert maximize_activation(net, "layer4", [0], steps=1, input_shape=(3, 32, 32)).shape == (1, 3, 32, 32)

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..hooks import LayerError, capture_activations, check_layers, check_unit_range, eval_mode
+from ..hooks import LayerError, capture_activations, check_layers, check_unit_range, dry_pass, eval_mode
 
 __all__ = [
     "maximize_activation",
@@ -132,7 +132,7 @@ def _place(net: nn.Module) -> tuple[torch.device, torch.dtype]:
 
 
 def _units_of(net: nn.Module, layer: str, input_shape: tuple[int, ...], device, dtype) -> int:
-    with torch.no_grad():
+    with torch.no_grad(), dry_pass(input_shape):
         return int(_layer_output(net, layer, torch.zeros(1, *input_shape, device=device, dtype=dtype)).shape[1])
 
 
