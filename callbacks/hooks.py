@@ -32,6 +32,7 @@ __all__ = [
     "activation_pass",
     "check_unit_range",
     "layer_shapes",
+    "batch_within",
     "dry_pass",
     "check_layers",
     "check_units",
@@ -211,6 +212,23 @@ def dry_pass(input_shape: Sequence[int]):
             f"a forward pass of one zero image of input_shape {tuple(input_shape)} failed: {e}. Pass "
             "input_shape=(C, H, W) of the images the net takes"
         ) from e
+
+
+def batch_within(
+    shapes: dict[str, tuple[int, ...]],
+    layers: Sequence[str],
+    element_size: int,
+    most: int,
+    max_bytes: int,
+    scale: float = 1.0,
+) -> int:
+    """Images per pass that keeps the maps of ``layers``: at most ``most``, fewer where one batch of those maps and
+    the net's largest activations in flight (three of them while the net runs), from ``shapes`` (every layer's
+    output per image, times ``scale`` for images of another size), would pass ``max_bytes``."""
+    largest = max((math.prod(shape) for shape in shapes.values()), default=0)
+    kept = sum(math.prod(shapes.get(name, (1,))) for name in layers)
+    per_image = (kept + 3 * largest) * element_size * scale
+    return max(1, min(most, int(max_bytes // max(1.0, per_image))))
 
 
 def spread(names: Sequence, k: int) -> list:
@@ -430,10 +448,7 @@ def activation_pass(
     stats = ActivationStats(unit_layers, map_layers, len(x), k, map_classes if map_layers else None, top_layers, top_k)
     if len(x) > 1 and stats.layers:
         shapes = layer_shapes(net, tuple(x.shape[1:]))
-        largest = max((math.prod(shape) for shape in shapes.values()), default=0)  # in flight while the net runs
-        kept = sum(math.prod(shapes.get(name, (1,))) for name in stats.layers)
-        per_image = (kept + 3 * largest) * x.element_size()
-        batch_size = max(1, min(batch_size, max_bytes // max(1, per_image)))
+        batch_size = batch_within(shapes, stats.layers, x.element_size(), batch_size, max_bytes)
     for start in range(0, len(x) if stats.layers else 0, batch_size):
         acts = capture_activations(net, x[start : start + batch_size], stats.layers, stop_after_last=True)
         stop = min(start + batch_size, len(x))

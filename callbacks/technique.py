@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from .data import FIXED_SET_MAX, DataFacts
 from .figures import bounded, to_png, to_uint8
-from .hooks import LayerError, NoDefaultLayer, TopActivations, layer_shapes, spread
+from .hooks import LayerError, NoDefaultLayer, TopActivations, batch_within, layer_shapes, spread
 from .layers import layer_roles
 
 MAX_DEFAULT_LAYERS = 4  # default layers of a technique on a deep net: this many, spread over its depth
@@ -325,14 +325,15 @@ class Technique:
         return (epoch + 1) % self.every_n_epochs == 0 or epoch == last_epoch
 
     def capture_batch(self, x: Tensor, layers: list[str], most: int) -> int:
-        """Images per pass where a pass keeps every map of ``layers``: at most ``most``, fewer where those maps of
-        one batch and the net's largest activations in flight (three, as ``hooks.activation_pass`` counts them)
-        would pass ``capture_bytes`` (a 224 px ResNet-50's first stages hold megabytes per image)."""
-        largest = max((math.prod(shape) for shape in self.shapes.values()), default=0)
-        kept = sum(math.prod(self.shapes.get(n, (1,))) for n in layers)
-        per_image = (kept + 3 * largest) * x.element_size()
+        """Images like ``x`` per pass that keeps every map of ``layers``: ``hooks.batch_within`` ``capture_bytes``
+        (a 224 px ResNet-50's first stages hold megabytes per image)."""
         scale = math.prod(x.shape[-2:]) / math.prod((self.input_shape or x.shape[1:])[-2:])  # shapes: input_shape's
-        return max(1, min(most, int(self.capture_bytes // max(1.0, per_image * scale))))
+        return batch_within(self.shapes, layers, x.element_size(), most, self.capture_bytes, scale)
+
+    def backward_batch(self, x: Tensor, most: int) -> int:
+        """Images like ``x`` per pass through the net and back (actmax, deconvnet projections), which keeps every
+        layer's map for the backward pass: ``capture_batch`` of every layer."""
+        return self.capture_batch(x, list(self.shapes), most)
 
     def thin(self, names: list[str]) -> list[str]:
         """Default layers: all of ``names`` on a small net, ``max_default_layers`` spread over a deep net's depth

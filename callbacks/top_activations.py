@@ -163,7 +163,7 @@ class TopActivations(FixedSetTechnique):
             crops = patches(x, top.indices, top.positions, rf, self._layer_hw(net, x, layer), fill=pixel_lo)
         proj = None
         if self.projection and self.projectable.get(layer, True) and (top.positions is None or rf is not None):
-            batch = self.capture_batch(x, list(self.shapes), top.indices.numel())  # every map, kept for the backward
+            batch = self.backward_batch(x, top.indices.numel())
             proj = projected_patches(net, x, layer, units, top.indices, top.positions, rf, whole, batch)
         return top, crops, proj
 

@@ -309,7 +309,7 @@ class Units(FixedSetTechnique):
         if prior is not None:
             n_act = min(n_units, self.actmax_units)
             t0 = time.perf_counter()
-            batch = self.capture_batch(x, list(self.shapes), n_act)  # every map, kept for the backward pass
+            batch = self.backward_batch(x, n_act)
             imgs = torch.cat(
                 [
                     maximize_activation(
