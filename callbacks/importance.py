@@ -20,7 +20,7 @@ from .layers import layer_roles
 from .live_figure import LiveFigure
 from .methods.importance import ablation_importance, rank_correlation, variance_importance
 from .methods.selectivity import class_means, selectivity_index
-from .technique import FixedSetTechnique, RenderContext, check_arg, positive_int
+from .technique import FixedSetTechnique, RenderContext, check_arg, layer_list, positive_int
 
 __all__ = ["ImportanceChart", "Importance", "ImportanceCallback", "live_rank_correlation"]
 
@@ -201,8 +201,7 @@ class Importance(FixedSetTechnique):
         positive_int(self, "chunk_size", chunk_size)
         if max_units is not None:
             positive_int(self, "max_units", max_units)
-        ok = layers is None or (not isinstance(layers, str) and all(isinstance(n, str) for n in layers))
-        check_arg(self, "layers", layers, ok, "a list of layer names (or None for the last two ReLUs)")
+        layer_list(self, layers, "a list of layer names (or None for the last two ReLUs)")
         self.top = top
         self.chunk_size = chunk_size
         self.max_units = max_units

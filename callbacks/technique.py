@@ -38,6 +38,7 @@ __all__ = [
     "Services",
     "check_arg",
     "positive_int",
+    "layer_list",
     "tag_part",
     "nice_ceil",
     "once_called_shapes",
@@ -59,6 +60,12 @@ def positive_int(owner: Any, name: str, value: Any) -> None:
     check_arg(
         owner, name, value, isinstance(value, int) and not isinstance(value, bool) and value >= 1, "an integer >= 1"
     )
+
+
+def layer_list(owner: Any, value: Any, valid: str = "a list of layer names or None (the default)") -> None:
+    """``check_arg`` for a ``layers`` argument: None, or layer names (not one bare string)."""
+    ok = value is None or (not isinstance(value, str) and all(isinstance(n, str) for n in value))
+    check_arg(owner, "layers", value, ok, valid)
 
 
 def nice_ceil(value: float) -> float:

@@ -39,7 +39,7 @@ from .methods.changes import profile_change, weight_layer
 from .methods.filters import first_layer
 from .methods.selectivity import class_means, selectivity_index
 from .methods.top_activations import ReceptiveField, patches, receptive_field
-from .technique import FixedSetTechnique, RenderContext, check_arg, positive_int
+from .technique import FixedSetTechnique, RenderContext, check_arg, layer_list, positive_int
 
 __all__ = ["Units", "UnitsCallback", "FOLDER", "FORMAT", "write_epoch", "drawn_epochs", "sprite_pngs"]
 
@@ -162,8 +162,7 @@ class Units(FixedSetTechnique):
         **kwargs,
     ) -> None:
         super().__init__(layers=layers, per_class=per_class, **kwargs)
-        names = layers is None or (not isinstance(layers, str) and all(isinstance(n, str) for n in layers))
-        check_arg(self, "layers", layers, names, "a list of layer names or None (the default)")
+        layer_list(self, layers)
         for arg, value in (("max_units", max_units), ("k", k), ("actmax_units", actmax_units), ("steps", steps)):
             positive_int(self, arg, value)
         every = isinstance(actmax_every, int) and not isinstance(actmax_every, bool) and actmax_every >= 0
