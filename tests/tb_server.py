@@ -8,25 +8,29 @@ same ``tensorboard.program`` with the plugin added to TensorBoard's default plug
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import subprocess
 import sys
 import time
 import urllib.request
 from importlib.metadata import entry_points
+from pathlib import Path
 
 from benchmarks.export_images import free_port
 from tests.conftest import ROOT
 
 
 def plugin_installed() -> bool:
-    """Whether TensorBoard's own main will find and load the plugin (an installed, importable entry point)."""
+    """Whether TensorBoard's own main will find and load this checkout's plugin (an installed, importable entry
+    point whose code is this checkout's, not another worktree's that the venv was installed from)."""
     for ep in entry_points(group="tensorboard_plugins"):
         if ep.name == "convscope":
             try:
-                return ep.load().plugin_name == "convscope"
+                plugin = ep.load()
             except ImportError:
                 return False
+            return plugin.plugin_name == "convscope" and Path(inspect.getfile(plugin)).resolve().is_relative_to(ROOT)
     return False
 
 
