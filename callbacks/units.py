@@ -38,7 +38,7 @@ from .methods.actmax import maximize_activation
 from .methods.changes import profile_change, weight_layer
 from .methods.filters import first_layer
 from .methods.selectivity import class_means, selectivity_index
-from .methods.top_activations import ReceptiveField, patches, receptive_field
+from .methods.top_activations import ReceptiveField, patches, receptive_field, rf_box
 from .technique import FixedSetTechnique, RenderContext, check_arg, layer_list, positive_int
 
 __all__ = ["Units", "UnitsCallback", "FOLDER", "FORMAT", "write_epoch", "drawn_epochs", "sprite_pngs"]
@@ -287,11 +287,9 @@ class Units(FixedSetTechnique):
             row = []
             for j in range(indices.shape[1]):
                 i = int(indices[u, j])
-                box = None
-                if positions is not None:
-                    r0 = rf.offset + int(positions[u, j, 0]) * rf.stride
-                    c0 = rf.offset + int(positions[u, j, 1]) * rf.stride
-                    box = [r0, c0, r0 + rf.size, c0 + rf.size]
+                box = None  # fc units, and a field as large as the image: the patch is the whole image
+                if crop:  # the field's window, clipped to the image (the patch shows the padding past an edge)
+                    box = list(rf_box(rf, int(positions[u, j, 0]), int(positions[u, j, 1]), x.shape[-2:]))
                 row.append({"sample": i, "label": int(y[i]), "value": _num(values[u, j]), "box": box})
             entries.append(row)
         what = f"receptive field {rf.size} px" if crop else "whole image"

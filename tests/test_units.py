@@ -26,10 +26,11 @@ from callbacks.importance import ImportanceCallback
 from callbacks.methods.activations import silent_fraction
 from callbacks.methods.changes import profile_change
 from callbacks.methods.selectivity import class_means, selectivity_index
-from callbacks.methods.top_activations import receptive_field, top_activations
+from callbacks.methods.top_activations import receptive_field, rf_box, top_activations
 from callbacks.scope import Scope
 from callbacks.units import FOLDER, UnitsCallback, drawn_epochs, write_epoch
 from lit_modules.nets import LeNet5
+from tests.conftest import RecordingWriter, scope_over
 from tests.test_any_model import HAS_FASHION, Classifier, FashionImages, needs_fashion
 from tests.test_any_model import fit as fit_any
 
@@ -43,6 +44,17 @@ def fit(root: Path, callbacks: list, epochs: int = 2, net: nn.Module | None = No
     module = Classifier(net if net is not None else LeNet5())
     trainer, _ = fit_any(module, rgb, root, epochs, dict(enumerate(callbacks)))
     return trainer, module, FashionImages("t10k", 0, N_VAL, rgb)
+
+
+def draw(run: Path, units: UnitsCallback, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Path:
+    """One drawing (epoch 0) of ``units`` on an eval-mode ``net`` over the fixed set of ``(x, y)``, as the owner draws
+    it, without a Trainer; returns the run's ``convscope_units`` folder."""
+    units.strict = True
+    scope = scope_over(x, y, writer=RecordingWriter())
+    scope.techniques = [units]
+    units.configure_for(net, tuple(x.shape[1:]))
+    scope.draw(units, net, 0, run_dir=str(run))
+    return run / FOLDER
 
 
 def folder(trainer, layer: str, epoch: int) -> Path:
@@ -122,11 +134,9 @@ def test_unit_top_entries_are_the_top_k_of_that_channel(lenet_fit):
             np.testing.assert_allclose([e["value"] for e in got], top.values[u].numpy(), rtol=1e-3, atol=1e-6)
             if rf is None:
                 assert all(e["box"] is None for e in got)
-            else:
-                r, c = top.positions[u, 0].tolist()
-                assert got[0]["box"] == [rf.offset + r * rf.stride, rf.offset + c * rf.stride] + [
-                    rf.offset + r * rf.stride + rf.size,
-                    rf.offset + c * rf.stride + rf.size,
+            else:  # the field's window clipped to the image: where in the image the patch comes from
+                assert [e["box"] for e in got] == [
+                    list(rf_box(rf, r, c, (28, 28))) for r, c in top.positions[u].tolist()
                 ]
 
 
@@ -304,26 +314,20 @@ def test_a_wide_layer_is_drawn_in_chunks_with_the_same_top_sprites(tmp_path, mon
     gathered ``TILE_BYTES`` at a time, and actmax ``capture_bytes`` at a time, the top sprites are the same bytes
     and every unit still gets its actmax image."""
     from callbacks import units as units_module
-    from tests.conftest import RecordingWriter, scope_over
 
     torch.manual_seed(0)
     net = torchvision.models.resnet18(weights=None, num_classes=10).eval()
     x, y = torch.rand(40, 3, 32, 32), torch.arange(40) % 10
 
-    def draw(run: Path, tile_bytes: int, capture_bytes: int) -> Path:
+    def drawn(run: Path, tile_bytes: int, capture_bytes: int) -> Path:
         monkeypatch.setattr(units_module, "TILE_BYTES", tile_bytes)
         technique = UnitsCallback(layers=["layer4"], per_class=4, actmax_units=12, steps=2)
-        technique.strict = True
         technique.capture_bytes = capture_bytes
-        scope = scope_over(x, y, writer=RecordingWriter())
-        scope.techniques = [technique]
-        technique.configure_for(net, (3, 32, 32))
-        scope.draw(technique, net, 0, run_dir=str(run))
-        return run / FOLDER / "layer4" / "epoch_0000"
+        return draw(run, technique, net, x, y) / "layer4" / "epoch_0000"
 
-    whole = draw(tmp_path / "whole", 2**30, 2**30)
+    whole = drawn(tmp_path / "whole", 2**30, 2**30)
     per_unit = 9 * 3 * 32 * 32 * 4
-    chunked = draw(tmp_path / "chunked", 100 * per_unit, 1)  # 100 units' tiles at a time; actmax one unit at a time
+    chunked = drawn(tmp_path / "chunked", 100 * per_unit, 1)  # 100 units' tiles at a time; actmax one unit at a time
     tops = sorted(p.name for p in whole.glob("top_*.png"))
     assert tops == ["top_000.png", "top_001.png"]
     for name in tops:
@@ -332,3 +336,31 @@ def test_a_wide_layer_is_drawn_in_chunks_with_the_same_top_sprites(tmp_path, mon
     assert meta["actmax"]["units"] == 12
     sprite = np.asarray(Image.open(chunked / "actmax_000.png"))
     assert sprite.shape[0] == 12 * meta["actmax"]["cell"]
+
+
+@needs_fashion
+def test_a_field_covering_the_image_has_no_box_and_a_smaller_one_a_box_inside_the_image(tmp_path):
+    """ResNet-18 at 32 px: layer1's and layer4's receptive fields are larger than the image, so their top patches are
+    whole images and have no box (it was ``[-217, -217, 218, 218]`` on layer4, printed as such under the patch); the
+    stem's ReLU sees 7 px windows (padding 3), whose boxes are the windows clipped to the image."""
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(weights=None, num_classes=10).eval()
+    val = FashionImages("t10k", 0, 60, rgb=True)
+    x, y = val.x, torch.tensor(val.targets)
+    units = UnitsCallback(layers=["relu", "layer1", "layer4"], per_class=6, actmax_every=0)
+    root = draw(tmp_path, units, net, x, y)
+    fields = {layer: receptive_field(net, layer, (3, 32, 32)) for layer in units.layer_names}
+    assert fields["relu"].size == 7 and fields["layer1"].size > 32 and fields["layer4"].size > 32
+    for layer in ("layer1", "layer4"):
+        meta, stats, _ = read(root / layer / "epoch_0000")
+        assert meta["top"]["patch"].startswith("whole image")
+        assert all(e["box"] is None for row in stats["top"] for e in row), layer
+    meta, stats, _ = read(root / "relu" / "epoch_0000")
+    assert meta["top"]["patch"] == "receptive field 7 px"
+    fixed = x[units.fixed_idx]
+    top = top_activations(net, fixed, "relu", list(range(64)), 9)
+    boxes = [e["box"] for row in stats["top"] for e in row]
+    want = [list(rf_box(fields["relu"], r, c, (32, 32))) for row in top.positions.tolist() for r, c in row]
+    assert boxes == want
+    assert all(0 <= y0 < y1 <= 32 and 0 <= x0 < x1 <= 32 for y0, x0, y1, x1 in boxes)
+    assert any(y1 - y0 < 7 or x1 - x0 < 7 for y0, x0, y1, x1 in boxes)  # some windows reach past an edge: clipped
