@@ -2,7 +2,9 @@
 plugin's routes can be checked against exact answers (and a real fit's folder is checked separately).
 
 Every value is a function of (layer, epoch, unit), so a test can recompute what the plugin must answer:
-sprite pixels encode the epoch and unit (``pixel(epoch, unit, cell)``), stats follow ``stat(...)``.
+sprite pixels encode the epoch and unit (``pixel(epoch, unit, cell)``), stats follow ``stat(...)``. From epoch 1 a
+fifth of the units are dead (``firing``), as real ones are: those firing on one image have selectivity 1 and one
+positive top response, those never firing selectivity 0, mean 0 and top responses 0 only.
 """
 
 from __future__ import annotations
@@ -23,20 +25,46 @@ def pixel(epoch: int, unit: int, cell: int) -> int:
     return (37 * epoch + 11 * unit + 5 * cell) % 251
 
 
+def firing(epoch: int, unit: int) -> str:
+    """A unit's state at an epoch: live, dead firing "once" (on one image of the fixed set), or dead "never" firing."""
+    if epoch >= 1 and unit % 10 == 4:
+        return "once"
+    if epoch >= 1 and unit % 10 == 9:
+        return "never"
+    return "live"
+
+
 def stat(name: str, epoch: int, unit: int):
+    fires = firing(epoch, unit)
     if name == "preferred_class":
         return (unit + (epoch >= 2) * 3) % len(CLASSES)
-    if name == "selectivity":
-        return round(min(1.0, 0.1 * epoch + 0.01 * (unit % 7)), 4)
+    if name == "selectivity":  # one image's class mean against zeros: selectivity 1; silent: 0
+        return {"once": 1.0, "never": 0.0}.get(fires, round(min(1.0, 0.1 * epoch + 0.01 * (unit % 7)), 4))
     if name == "dead_fraction":
-        return 1.0 if unit % 5 == 4 and epoch >= 1 else round(0.01 * (unit % 3), 4)
+        return {"once": 0.998, "never": 1.0}.get(fires, round(0.01 * (unit % 3), 4))
     if name == "mean":
-        return round(0.5 + 0.1 * unit - 0.01 * epoch, 4)
+        return {"once": 0.006, "never": 0.0}.get(fires, round(0.5 + 0.1 * unit - 0.01 * epoch, 4))
     if name == "importance":
         return round(0.001 * unit * (epoch + 1), 4)
     if name == "change":
         return round(0.05 * ((unit * 7 + epoch) % 11), 4)
     raise KeyError(name)
+
+
+def top_value(epoch: int, unit: int, j: int) -> float:
+    """The response of unit ``unit``'s ``j``-th top image (descending)."""
+    fires = firing(epoch, unit)
+    if fires == "live":
+        return round(5.0 - 0.1 * j, 4)
+    return 3.0 if fires == "once" and j == 0 else 0.0
+
+
+def box(side: int, unit: int, j: int) -> list[int]:
+    """The receptive-field box of unit ``unit``'s ``j``-th top patch: half the image's side, inside it, near the
+    bottom-right corner (so a large image's box has long numbers: ``y 109:221 x 110:222``)."""
+    f = side // 2
+    y0, x0 = side - f - (unit + j) % 4, side - f - (unit + 2 * j) % 4
+    return [y0, x0, y0 + f, x0 + f]
 
 
 def class_means(epoch: int, units: int) -> np.ndarray:
@@ -67,6 +95,7 @@ def write_epoch(
     importance: bool = True,
     actmax_epochs: list[int] | None = None,
     kind: str = "conv",
+    side: int = 28,
 ) -> Path:
     """One complete epoch folder, written under a .tmp name and renamed into place (as the writer does)."""
     layer_dir = run / "convscope_units" / layer
@@ -86,7 +115,7 @@ def write_epoch(
         "epoch": epoch,
         "units": units,
         "kind": kind,
-        "input_shape": [1, 28, 28],
+        "input_shape": [1, side, side],
         "classes": CLASSES,
         "class_index": list(range(len(CLASSES))),
         "top": {"k": K, "cell": 8, "chunks": chunks, "scale": "each patch min..max"},
@@ -101,7 +130,12 @@ def write_epoch(
     stats["change"] = None if epoch == 0 else [stat("change", epoch, u) for u in range(units)]
     stats["top"] = [
         [
-            {"sample": (u * K + j) % 100, "label": (u + j) % 10, "value": round(5.0 - 0.1 * j, 4), "box": [0, 1, 6, 7]}
+            {
+                "sample": (u * K + j) % 100,
+                "label": (u + j) % 10,
+                "value": top_value(epoch, u, j),
+                "box": box(side, u, j),
+            }
             for j in range(K)
         ]
         for u in range(units)
@@ -114,9 +148,11 @@ def write_epoch(
     return final
 
 
-def write_run(run: Path, layers: dict[str, int], epochs=(0, 1, 2), actmax_every: int = 2, filters_layer=None) -> Path:
+def write_run(
+    run: Path, layers: dict[str, int], epochs=(0, 1, 2), actmax_every: int = 2, filters_layer=None, side: int = 28
+) -> Path:
     """A run folder with an (empty) event file and the given layers ({name: units}) at the given epochs; actmax at
-    every ``actmax_every``-th epoch."""
+    every ``actmax_every``-th epoch; images of ``side`` px."""
     run.mkdir(parents=True, exist_ok=True)
     (run / "events.out.tfevents.0.synthetic").write_bytes(b"")
     for layer, units in layers.items():
@@ -124,5 +160,7 @@ def write_run(run: Path, layers: dict[str, int], epochs=(0, 1, 2), actmax_every:
         for e in epochs:
             am = e % actmax_every == 0
             drawn += [e] if am else []
-            write_epoch(run, layer, e, units, actmax=am, filters=layer == filters_layer, actmax_epochs=list(drawn))
+            write_epoch(
+                run, layer, e, units, actmax=am, filters=layer == filters_layer, actmax_epochs=list(drawn), side=side
+            )
     return run

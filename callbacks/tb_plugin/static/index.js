@@ -15,6 +15,8 @@ const SORTS = {
   preferred_class: "preferred class",
   mean: "mean response",
 };
+const DEAD = 0.99; // dead fraction from which a unit counts as dead (the plugin's life line uses the same)
+const DEAD_IN_PLACE = ["unit", "dead_fraction"]; // sorts that keep dead units where their value puts them
 const STYLE = `
   body { font: 13px/1.4 Roboto, "Helvetica Neue", Arial, sans-serif; color: #212121; margin: 0; background: #fafafa; }
   #cs { padding: 12px 16px; }
@@ -39,7 +41,9 @@ const STYLE = `
   .panel h3 { font-size: 13px; margin: 0 0 6px; font-weight: 500; } .panel h3 .ep { color: #777; font-weight: 400; }
   .missing { color: #888; font-style: italic; max-width: 220px; }
   .patches { display: grid; grid-template-columns: repeat(3, 92px); gap: 4px; }
-  .patch { font-size: 11px; text-align: center; white-space: nowrap; } .patch .img { margin: 0 auto; }
+  .patch { font-size: 11px; text-align: center; white-space: nowrap; min-width: 0; } .patch .img { margin: 0 auto; }
+  .patch > div { overflow: hidden; text-overflow: ellipsis; } /* a long caption never runs into the next column */
+  .patch .box { white-space: normal; } .patch .box span { white-space: nowrap; } /* a wide box: y, then x below */
   .big { width: 144px; height: 144px; }
   .img { background-repeat: no-repeat; image-rendering: pixelated; background-color: #000; }
   table.nums td { padding: 1px 8px 1px 0; } table.nums td:first-child { color: #555; }
@@ -263,6 +267,12 @@ function epochSlider(epochs, current, onchange) {
   return el("label", {}, "Epoch ", input, " ", out, el("span", { class: "hint", text: ` (drawn: ${epochs.join(", ")})` }));
 }
 
+// Dead: fires on under 1% of the fixed set (greyed in the grid; last in the sorts by a measured statistic).
+function isDead(stats, u) {
+  const f = stats.dead_fraction[u];
+  return f !== null && f !== undefined && f >= DEAD;
+}
+
 function className(classes, c) {
   return c === null || c === undefined ? "–" : classes && classes[c] !== undefined ? classes[c] : `class ${c}`;
 }
@@ -281,7 +291,10 @@ async function showLayer(body) {
   if (cls !== null) order = order.filter((u) => stats.preferred_class[u] === cls);
   const v = sort === "unit" ? null : stats[sort];
   const key = (u) => (sort === "unit" ? u : !v || v[u] === null || v[u] === undefined ? -Infinity : v[u]);
-  order.sort((a, b) => (desc ? key(b) - key(a) : key(a) - key(b)) || a - b);
+  // dead units (a unit firing on one image has selectivity ~1) after every live one, in either direction
+  const deadLast = !DEAD_IN_PLACE.includes(sort);
+  const rank = (u) => (deadLast && isDead(stats, u) ? 1 : 0);
+  order.sort((a, b) => rank(a) - rank(b) || (desc ? key(b) - key(a) : key(a) - key(b)) || a - b);
   const pages = Math.max(1, Math.ceil(order.length / PAGE));
   const page = Math.min(pages - 1, Math.max(0, +(state.page || 0)));
 
@@ -320,7 +333,7 @@ async function showLayer(body) {
   const title = el("h2", { text: `${state.layer}: ${order.length} of ${meta.units} units${partial} · epoch ${g.epoch}` });
   const grid = el("div", { class: "grid", id: "grid" });
   for (const u of order.slice(page * PAGE, (page + 1) * PAGE)) {
-    const dead = stats.dead_fraction[u] !== null && stats.dead_fraction[u] >= 0.99;
+    const dead = isDead(stats, u);
     const thumb = thumbOf(sprites, meta.units, g.epoch, u, THUMB, "thumb");
     const shown = sort === "unit" || sort === "preferred_class" ? className(classes, stats.preferred_class[u]) : fmt(stats[sort] && stats[sort][u]);
     const tip =
@@ -348,8 +361,11 @@ async function showLayer(body) {
   }
   const legend = el("div", {
     class: "hint",
+    id: "legend",
     text: `${thumbNote} Under each: the unit number and its ${sort === "unit" ? "preferred class" : SORTS[sort]}. ` +
-      "Greyed: dead (fires on <1% of the fixed set). Hover for all numbers; click a unit to see its life over training.",
+      "Greyed: dead (fires on <1% of the fixed set)" +
+      (deadLast ? "; dead units last, after every live unit, in either direction" : "") +
+      ". Hover for all numbers; click a unit to see its life over training.",
   });
   body.replaceChildren(controls, title, legend, pager, grid);
 }
@@ -422,9 +438,15 @@ async function showUnit(body) {
     ),
   );
   const top = h.sprites.top;
+  const tops = h.top || [];
+  // a unit that never fired: its "top" patches would be the tie order at response 0, not what excites it
+  const silent = tops.length > 0 && tops.every((t) => !(t.value > 0));
   const grid = el("div", { class: "patches" });
-  (h.top || []).forEach((t, i) => {
+  tops.forEach((t, i) => {
     const box = t.box ? `y ${t.box[0]}:${t.box[2]} x ${t.box[1]}:${t.box[3]}` : "whole image";
+    const boxLine = t.box // y and x may go on two lines where the numbers are long (a 224 px image)
+      ? el("div", { class: "hint box" }, el("span", { text: `y ${t.box[0]}:${t.box[2]}` }), " ", el("span", { text: `x ${t.box[1]}:${t.box[3]}` }))
+      : el("div", { class: "hint", text: box });
     grid.append(
       el(
         "div",
@@ -432,12 +454,17 @@ async function showUnit(body) {
         top ? spriteCell(top, d.units, state.run, state.layer, epoch, "top", u, i, 64) : el("div", { class: "img" }),
         el("div", { text: className(classes, t.label) }),
         el("div", { class: "hint", text: `response ${fmt(t.value)}` }),
-        el("div", { class: "hint", text: box }),
+        boxLine,
       ),
     );
   });
   if (top && top.scale) grid.title = top.scale;
-  panels.append(panel(`Top ${(h.top || []).length} patches (true class, response, box in input px)`, "p-top", top ? grid : missing("Top patches")));
+  const silentText = `This unit did not fire on any fixed-set image at epoch ${epoch} (largest response ${fmt(tops[0] && tops[0].value)}): no top patches.`;
+  panels.append(
+    silent
+      ? panel("Top patches", "p-top", el("div", { class: "missing", id: "no-top", text: silentText }))
+      : panel(`Top ${tops.length} patches (true class, response, box in input px)`, "p-top", top ? grid : missing("Top patches")),
+  );
   panels.append(panel("Mean response per class", "p-classes", h.class_means ? classChart(h.class_means, h.class_index, classes, h.preferred_class) : missing("Class means")));
   const imp = h.importance;
   const nums = el(
