@@ -5,6 +5,10 @@ a 2-epoch LeNet-5 fit on the tests' synthetic digits with every technique drawin
 every picture's SHA-256 and the unit browser's files', the last epoch's PNGs and the fit's ``last.ckpt`` (an
 old-format checkpoint a fit must still resume from). Run again, it would overwrite them with what the code it runs
 on draws, so only do that on purpose.
+
+Changed on purpose since, by hand in ``manifest.json`` (every other entry is still 0.1.0's):
+- the unit browser's ``stats.json`` of relu_1 and relu_2 (4 files): a top patch's ``box`` is clipped to the image
+  (``methods.top_activations.rf_box``), as its caption shows; only box coordinates differ (d23d3c4).
 """
 
 from __future__ import annotations
