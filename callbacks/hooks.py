@@ -125,6 +125,7 @@ class LayerProbe:
         self.outputs: dict[str, Tensor] = {}
         self.calls = {name: 0 for name in layers}
         self._detach, self._stop, self._first = detach, stop_after_last, keep_first
+        self._net = net
         self._handles = [modules[own].register_forward_hook(self._hook(name)) for name, own in names.items()]
 
     def _hook(self, name: str):
@@ -136,6 +137,19 @@ class LayerProbe:
                 raise LayerProbe.Stop
 
         return fn
+
+    def run(self, x: Tensor) -> dict[str, Tensor]:
+        """``net(x)`` (ended at the deepest layer with ``stop_after_last``): ``{name: output}`` of every layer, the
+        probe emptied for the next pass. Hooks stay set, so a loop of passes pays for them once."""
+        try:
+            self._net(x)
+        except LayerProbe.Stop:
+            pass
+        outputs, _ = self.take()
+        missing = [name for name in self.calls if name not in outputs]
+        if missing:
+            raise LayerError(f"layer(s) {missing} of {type(self._net).__name__} are not called in the forward pass")
+        return {name: outputs[name] for name in self.calls}
 
     def take(self) -> tuple[dict[str, Tensor], dict[str, int]]:
         """``(outputs, calls)`` since the last ``take`` (or since the hooks were set), and start afresh."""
@@ -164,14 +178,7 @@ def capture_activations(
     deepest requested layer (the net's output is then not computed), which saves work for early layers.
     """
     with LayerProbe(net, layers, detach, stop_after_last) as probe:
-        try:
-            net(x)
-        except LayerProbe.Stop:
-            pass
-    missing = [name for name in layers if name not in probe.outputs]
-    if missing:
-        raise LayerError(f"layer(s) {missing} of {type(net).__name__} are not called in the forward pass")
-    return {name: probe.outputs[name] for name in layers}
+        return probe.run(x)
 
 
 def forward_with_activations(

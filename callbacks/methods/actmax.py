@@ -31,8 +31,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.optim.adam import adam
 
-from ..hooks import LayerError, capture_activations, check_layers, check_unit_range, dry_pass, eval_mode
+from ..hooks import LayerError, LayerProbe, capture_activations, check_layers, check_unit_range, dry_pass, eval_mode
 
 __all__ = [
     "maximize_activation",
@@ -57,6 +58,8 @@ DEFAULT_L2 = 0.2
 """Default weight of the L2 pixel penalty (see ``maximize_activation``)."""
 DEFAULT_TV = 0.7
 """Default weight of the total-variation penalty (see ``maximize_activation``)."""
+ADAM = dict(amsgrad=False, beta1=0.9, beta2=0.999, weight_decay=0.0, eps=1e-8, maximize=False)
+"""``torch.optim.Adam``'s defaults, for its functional update (``torch.optim.adam.adam``)."""
 DEFAULT_SCALE = 0.1
 """Default random zoom: a factor in ``[1 / 1.1, 1.1]`` per image and step (see ``maximize_activation``)."""
 DEFAULT_ROTATE = 10.0
@@ -64,9 +67,13 @@ DEFAULT_ROTATE = 10.0
 
 
 # ----------------------------------------------------------------------------------------------- layer access
-def _layer_output(net: nn.Module, layer: str, x: Tensor) -> Tensor:
-    """Output ``(N, units, ...)`` of ``layer`` for ``x``, not detached; the forward pass stops after the layer."""
-    out = capture_activations(net, x, [layer], detach=False, stop_after_last=True)[layer]
+def _layer_output(net: nn.Module, layer: str, x: Tensor, probe: LayerProbe | None = None) -> Tensor:
+    """Output ``(N, units, ...)`` of ``layer`` for ``x``, not detached; the forward pass stops after the layer
+    (``probe``: a ``LayerProbe`` on ``layer`` kept across a loop of passes)."""
+    if probe is None:
+        out = capture_activations(net, x, [layer], detach=False, stop_after_last=True)[layer]
+    else:
+        out = probe.run(x)[layer]
     if not isinstance(out, Tensor) or out.dim() < 2:
         what = type(out).__name__ if not isinstance(out, Tensor) else f"a {out.dim()}-D tensor"
         raise LayerError(f"layer {layer!r} outputs {what}; activation maximization needs (N, units, ...)")
@@ -91,7 +98,10 @@ class _RedirectedReLU(torch.autograd.Function):
     def backward(ctx, grad: Tensor) -> Tensor:
         (x,) = ctx.saved_tensors
         positive = x > 0
-        dead = ~(positive & grad.ne(0)).flatten(1).any(1).view(-1, *(1,) * (grad.dim() - 1))
+        alive = (positive & grad.ne(0)).flatten(1).any(1)
+        if alive.all():  # the common case: the exact gradient for every image
+            return grad * positive
+        dead = ~alive.view(-1, *(1,) * (grad.dim() - 1))
         return grad * (positive | (dead & (grad > 0)))
 
 
@@ -413,21 +423,21 @@ def maximize_activation(
         target = torch.tensor(units, device=device)
         thetas = _transforms(steps, len(units), jitter, scale, rotate, gen, input_shape[-2:])
         kernel = _gaussian_kernel(blur_sigma, input_shape[0], device, dtype) if blur_every else None
-        opt = torch.optim.Adam([x], lr=lr)
-        for step in range(steps):
-            xin = _warp(x, thetas[step].to(device), background) if thetas is not None else x
-            act = _picked(_layer_output(net, layer, xin), target, objective)
-            (ascent,) = torch.autograd.grad(act.sum(), x)
-            ascent = ascent / ascent.abs().flatten(1).mean(1).clamp_min(1e-12).view(-1, 1, 1, 1)
-            with torch.no_grad():
-                descent = _penalty_grad((x - mid) / half, l2, tv, z_ref)  # d penalty / dz: both terms in z units
-            x.grad = descent - ascent
-            opt.step()
-            with torch.no_grad():
-                if kernel is not None and (step + 1) % blur_every == 0 and step + 1 < steps:
-                    x.copy_(_blur(x, kernel))
-                x.clamp_(lo, hi)
-        x.grad = None
+        # torch.optim.Adam's own update, called as a function: Optimizer.step's per-call accelerator check would
+        # cost more than the update on a small net
+        moments, count = (torch.zeros_like(x), torch.zeros_like(x)), torch.tensor(0.0)
+        with LayerProbe(net, [layer], detach=False, stop_after_last=True) as probe:
+            for step in range(steps):
+                xin = _warp(x, thetas[step].to(device), background) if thetas is not None else x
+                act = _picked(_layer_output(net, layer, xin, probe), target, objective)
+                (ascent,) = torch.autograd.grad(act.sum(), x)
+                ascent = ascent / ascent.abs().flatten(1).mean(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+                with torch.no_grad():
+                    descent = _penalty_grad((x - mid) / half, l2, tv, z_ref)  # d penalty / dz: both in z units
+                    adam([x], [descent - ascent], [moments[0]], [moments[1]], [], [count], **ADAM, lr=lr)
+                    if kernel is not None and (step + 1) % blur_every == 0 and step + 1 < steps:
+                        x.copy_(_blur(x, kernel))
+                    x.clamp_(lo, hi)
         return torch.nan_to_num(x.detach(), nan=mid).clamp_(lo, hi)
 
 
