@@ -23,7 +23,7 @@ from .methods.actmax import (
     maximize_activation,
     weight_correlation,
 )
-from .technique import RenderContext, Technique, check_arg
+from .technique import RenderContext, Technique, check_arg, int_at_least, positive_int
 
 __all__ = ["ActMax", "ActMaxCallback"]  # the method: convscope.methods.actmax
 
@@ -115,8 +115,8 @@ class ActMax(Technique):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        check_arg(self, "steps", steps, steps >= 1, ">= 1")
-        check_arg(self, "warm_steps", warm_steps, warm_steps >= 0, ">= 0")
+        positive_int(self, "steps", steps)
+        int_at_least(self, "warm_steps", warm_steps, 0)
         check_arg(self, "objective", objective, objective in OBJECTIVES, f"one of {', '.join(OBJECTIVES)}")
         self.layers = layers
         self.max_channels = max_channels

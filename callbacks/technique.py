@@ -55,11 +55,15 @@ def check_arg(owner: Any, name: str, value: Any, ok: bool, valid: str) -> None:
         raise ValueError(f"{what}: {name} must be {valid}, got {value!r}")
 
 
+def int_at_least(owner: Any, name: str, value: Any, least: int) -> None:
+    """``check_arg`` for a count: an integer (not a bool) >= ``least``."""
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= least
+    check_arg(owner, name, value, ok, f"an integer >= {least}")
+
+
 def positive_int(owner: Any, name: str, value: Any) -> None:
     """``check_arg`` for the commonest rule: an integer >= 1."""
-    check_arg(
-        owner, name, value, isinstance(value, int) and not isinstance(value, bool) and value >= 1, "an integer >= 1"
-    )
+    int_at_least(owner, name, value, 1)
 
 
 def layer_list(owner: Any, value: Any, valid: str = "a list of layer names or None (the default)") -> None:

@@ -39,7 +39,7 @@ from .methods.changes import profile_change, weight_layer
 from .methods.filters import first_layer
 from .methods.selectivity import class_means, selectivity_index
 from .methods.top_activations import ReceptiveField, patches, receptive_field, rf_box
-from .technique import FixedSetTechnique, RenderContext, check_arg, layer_list, positive_int
+from .technique import FixedSetTechnique, RenderContext, int_at_least, layer_list, positive_int
 
 __all__ = ["Units", "UnitsCallback", "FOLDER", "FORMAT", "write_epoch", "drawn_epochs", "sprite_pngs"]
 
@@ -165,8 +165,7 @@ class Units(FixedSetTechnique):
         layer_list(self, layers)
         for arg, value in (("max_units", max_units), ("k", k), ("actmax_units", actmax_units), ("steps", steps)):
             positive_int(self, arg, value)
-        every = isinstance(actmax_every, int) and not isinstance(actmax_every, bool) and actmax_every >= 0
-        check_arg(self, "actmax_every", actmax_every, every, "an integer >= 0")
+        int_at_least(self, "actmax_every", actmax_every, 0)
         self.layers = list(layers) if layers is not None else None
         self.max_units, self.k = max_units, k
         self.actmax_every, self.actmax_units, self.steps = actmax_every, actmax_units, steps

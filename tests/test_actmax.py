@@ -271,6 +271,9 @@ def test_other_bad_inputs(lenet):
         unit_activation(lenet, "conv_2", torch.zeros(1, 1, 28, 28), [0], objective="mean")
     with pytest.raises(ValueError, match="ActMaxCallback: objective must be one of neuron, channel, got 'centre'"):
         ActMaxCallback(objective="centre")
+    for name, value, least in [("steps", 2.5, 1), ("steps", True, 1), ("warm_steps", -1, 0), ("warm_steps", 0.5, 0)]:
+        with pytest.raises(ValueError, match=rf"ActMaxCallback: {name} must be an integer >= {least}, got {value!r}"):
+            ActMaxCallback(**{name: value})
     with pytest.raises(ValueError, match="empty unit list"):
         maximize_activation(lenet, "fc_3", [])
     with pytest.raises(ValueError, match="steps must be an integer >= 1"):
