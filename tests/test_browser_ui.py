@@ -233,6 +233,14 @@ def test_dead_units_sort_last_and_a_unit_that_never_fired_shows_no_top_patches(t
         assert shown == want[:256] and set(shown[:60]) == set(dead)
         assert "dead units last" not in page.inner_text("#legend")
         assert grid("sort=unit") == list(range(256)) and "dead units last" not in page.inner_text("#legend")
+        # at epoch 1 (no actmax drawn) a unit that never fired has no thumbnail patch: its first "top" is a tie
+        assert grid("sort=unit&epoch=1") == list(range(256))
+        kinds = {
+            int(c.get_attribute("data-unit")): c.locator(".thumb").get_attribute("data-kind")
+            for c in page.locator("#grid .cell").all()
+        }
+        assert {u for u, k in kinds.items() if k == "none"} == {u for u in range(256) if firing(1, u) == "never"}
+        assert kinds[4] == "top" and kinds[0] == "top"  # fired once / live: their strongest patch
 
         never, once = 9, 4
         assert firing(2, never) == "never" and firing(2, once) == "once" and firing(0, never) == "live"
@@ -243,6 +251,8 @@ def test_dead_units_sort_last_and_a_unit_that_never_fired_shows_no_top_patches(t
             "This unit did not fire on any fixed-set image at epoch 2 (largest response 0.00): no top patches."
         )
         assert page.locator("#p-top .patch").count() == 0
+        history = page.locator("#history .col")
+        assert [c.locator(".img").get_attribute("data-kind") for c in history.all()] == ["actmax", "none", "actmax"]
         page.focus("#epoch")
         page.keyboard.press("Home")  # epoch 0: it was alive then, its patches are shown
         page.wait_for_selector("#p-top .img[data-epoch='0']", timeout=30_000)

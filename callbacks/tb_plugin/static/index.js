@@ -31,6 +31,8 @@ const STYLE = `
   .cell:hover { border-color: #ff7043; } .cell.dead { background: #eceff1; opacity: .6; }
   .img { outline: 1px solid #ccc; }
   .thumb[data-kind=top], .col .img[data-kind=top] { outline: 2px dashed #ffb74d; outline-offset: -2px; }
+  .thumb.none, .img.none { display: flex; align-items: center; justify-content: center; background: #cfd8dc; color: #546e7a;
+    font-size: 9px; text-align: center; background-image: none; }
   .dead .val::after { content: " · dead"; color: #b71c1c; }
   .thumb { width: ${THUMB}px; height: ${THUMB}px; margin: 0 auto; background-repeat: no-repeat;
            image-rendering: pixelated; background-color: #000; }
@@ -167,13 +169,22 @@ function spriteCell(info, units, run, layer, epoch, kind, u, col, size, cls = "i
   return d;
 }
 
-// A unit's thumbnail at one epoch: its actmax image where drawn for it, else its strongest top patch.
-function thumbOf(sprites, units, epoch, u, size, cls = "img") {
+// A unit's thumbnail at one epoch: its actmax image where drawn for it, else its strongest top patch; a unit that
+// fired on no fixed-set image (``silent``: dead fraction 1) has no top patch (its first is only the tie order).
+function thumbOf(sprites, units, epoch, u, size, cls = "img", silent = false) {
   const a = sprites.actmax && spriteCell(sprites.actmax, units, state.run, state.layer, epoch, "actmax", u, 0, size, cls);
   if (a) return a;
+  if (silent) {
+    const none = el("div", { class: cls + " none", "data-kind": "none", title: "fired on no fixed-set image: no top patch" });
+    none.style.width = none.style.height = `${size}px`;
+    none.append(el("span", { text: "never fired" }));
+    return none;
+  }
   const t = sprites.top && spriteCell(sprites.top, units, state.run, state.layer, epoch, "top", u, 0, size, cls);
   return t || el("div", { class: cls });
 }
+
+const silentAt = (deadFraction) => deadFraction !== null && deadFraction !== undefined && deadFraction >= 1;
 
 function fmt(v, digits = 3) {
   if (v === null || v === undefined) return "–";
@@ -334,7 +345,7 @@ async function showLayer(body) {
   const grid = el("div", { class: "grid", id: "grid" });
   for (const u of order.slice(page * PAGE, (page + 1) * PAGE)) {
     const dead = isDead(stats, u);
-    const thumb = thumbOf(sprites, meta.units, g.epoch, u, THUMB, "thumb");
+    const thumb = thumbOf(sprites, meta.units, g.epoch, u, THUMB, "thumb", silentAt(stats.dead_fraction[u]));
     const shown = sort === "unit" || sort === "preferred_class" ? className(classes, stats.preferred_class[u]) : fmt(stats[sort] && stats[sort][u]);
     const tip =
       `unit ${u}\nprefers ${className(classes, stats.preferred_class[u])}\nselectivity ${fmt(stats.selectivity[u])}` +
@@ -365,7 +376,7 @@ async function showLayer(body) {
     text: `${thumbNote} Under each: the unit number and its ${sort === "unit" ? "preferred class" : SORTS[sort]}. ` +
       "Greyed: dead (fires on <1% of the fixed set)" +
       (deadLast ? "; dead units last, after every live unit, in either direction" : "") +
-      ". Hover for all numbers; click a unit to see its life over training.",
+      "; \"never fired\": no fixed-set image excites it, so it has no top patch. Hover for all numbers; click a unit to see its life over training.",
   });
   body.replaceChildren(controls, title, legend, pager, grid);
 }
@@ -398,8 +409,8 @@ async function showUnit(body) {
 
   const history = el("div", { class: "history", id: "history" });
   for (const row of d.history) {
-    const thumb = thumbOf(row.sprites, d.units, row.epoch, u, 48);
-    const what = thumb.dataset.kind === "actmax" ? "actmax" : "top patch (no actmax drawn)";
+    const thumb = thumbOf(row.sprites, d.units, row.epoch, u, 48, "img", silentAt(row.dead_fraction));
+    const what = { actmax: "actmax", none: "fired on no image, no top patch" }[thumb.dataset.kind] || "top patch (no actmax drawn)";
     history.append(
       el(
         "div",
