@@ -170,7 +170,7 @@ function spriteCell(info, units, run, layer, epoch, kind, u, col, size, cls = "i
 }
 
 // A unit's thumbnail at one epoch: its actmax image where drawn for it, else its strongest top patch; a unit that
-// fired on no fixed-set image (``silent``: dead fraction 1) has no top patch (its first is only the tie order).
+// fired on no fixed-set image (``silent``: ``neverFired``) has no top patch (its first is only the tie order).
 function thumbOf(sprites, units, epoch, u, size, cls = "img", silent = false) {
   const a = sprites.actmax && spriteCell(sprites.actmax, units, state.run, state.layer, epoch, "actmax", u, 0, size, cls);
   if (a) return a;
@@ -184,7 +184,9 @@ function thumbOf(sprites, units, epoch, u, size, cls = "img", silent = false) {
   return t || el("div", { class: cls });
 }
 
-const silentAt = (deadFraction) => deadFraction !== null && deadFraction !== undefined && deadFraction >= 1;
+// A unit that fired on no fixed-set image: every top response (``values``, largest first) is 0 or below, so its
+// "top patches" are only the tie order, not what excites it. The one rule of the grid, the history and the unit view.
+const neverFired = (values) => values.length > 0 && values.every((v) => !(v > 0));
 
 function fmt(v, digits = 3) {
   if (v === null || v === undefined) return "–";
@@ -345,7 +347,7 @@ async function showLayer(body) {
   const grid = el("div", { class: "grid", id: "grid" });
   for (const u of order.slice(page * PAGE, (page + 1) * PAGE)) {
     const dead = isDead(stats, u);
-    const thumb = thumbOf(sprites, meta.units, g.epoch, u, THUMB, "thumb", silentAt(stats.dead_fraction[u]));
+    const thumb = thumbOf(sprites, meta.units, g.epoch, u, THUMB, "thumb", neverFired(g.top_value ? [g.top_value[u]] : []));
     const shown = sort === "unit" || sort === "preferred_class" ? className(classes, stats.preferred_class[u]) : fmt(stats[sort] && stats[sort][u]);
     const tip =
       `unit ${u}\nprefers ${className(classes, stats.preferred_class[u])}\nselectivity ${fmt(stats.selectivity[u])}` +
@@ -409,7 +411,7 @@ async function showUnit(body) {
 
   const history = el("div", { class: "history", id: "history" });
   for (const row of d.history) {
-    const thumb = thumbOf(row.sprites, d.units, row.epoch, u, 48, "img", silentAt(row.dead_fraction));
+    const thumb = thumbOf(row.sprites, d.units, row.epoch, u, 48, "img", neverFired((row.top || []).map((t) => t.value)));
     const what = { actmax: "actmax", none: "fired on no image, no top patch" }[thumb.dataset.kind] || "top patch (no actmax drawn)";
     history.append(
       el(
@@ -450,8 +452,7 @@ async function showUnit(body) {
   );
   const top = h.sprites.top;
   const tops = h.top || [];
-  // a unit that never fired: its "top" patches would be the tie order at response 0, not what excites it
-  const silent = tops.length > 0 && tops.every((t) => !(t.value > 0));
+  const silent = neverFired(tops.map((t) => t.value));
   const grid = el("div", { class: "patches" });
   tops.forEach((t, i) => {
     const box = t.box ? `y ${t.box[0]}:${t.box[2]} x ${t.box[1]}:${t.box[3]}` : "whole image";
